@@ -1,0 +1,1 @@
+"""telescore: rank telemarketing prospects and keep the model good."""

@@ -1,0 +1,1 @@
+"""Pure logic: schemas, features, metrics and policies. Imports no external system client."""

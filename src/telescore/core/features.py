@@ -1,0 +1,63 @@
+"""The model: preprocessing plus classifier as one scikit-learn pipeline, and the inputs' ranges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from telescore.core.params import ModelParams
+from telescore.core.schema import (
+    CATEGORICAL_FEATURES,
+    CATEGORICAL_VALUES,
+    FEATURES,
+    NUMERIC_FEATURES,
+    TARGET,
+)
+
+
+def split_features_label(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Return the model inputs (in schema order) and the 0/1 label."""
+    return frame.loc[:, list(FEATURES)], (frame[TARGET] == "yes").to_numpy(dtype=np.int64)
+
+
+def build_pipeline(params: ModelParams) -> Pipeline:
+    """Build an unfitted preprocessing + classifier pipeline."""
+    # Categories are fixed from the schema, not learnt: serving sees the same columns every time.
+    encoder = OneHotEncoder(
+        categories=[list(CATEGORICAL_VALUES[name]) for name in CATEGORICAL_FEATURES],
+        handle_unknown="ignore",
+        sparse_output=False,
+        dtype=np.float64,
+    )
+    preprocess = ColumnTransformer(
+        [
+            ("categorical", encoder, list(CATEGORICAL_FEATURES)),
+            ("numeric", StandardScaler(), list(NUMERIC_FEATURES)),
+        ],
+        verbose_feature_names_out=False,
+    )
+    classifier: LogisticRegression | HistGradientBoostingClassifier
+    if params.kind == "logistic_regression":
+        classifier = LogisticRegression(
+            C=params.C, max_iter=params.max_iter, random_state=params.random_state
+        )
+    else:
+        classifier = HistGradientBoostingClassifier(
+            learning_rate=params.learning_rate,
+            max_iter=params.max_iter,
+            max_leaf_nodes=params.max_leaf_nodes,
+            random_state=params.random_state,
+        )
+    return Pipeline([("preprocess", preprocess), ("classifier", classifier)])
+
+
+def feature_ranges(features: pd.DataFrame) -> dict[str, list[float]]:
+    """Return [min, max] of each numeric input seen in training, stored with the model."""
+    return {
+        name: [float(features[name].min()), float(features[name].max())] for name in NUMERIC_FEATURES
+    }

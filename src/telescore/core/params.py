@@ -1,0 +1,98 @@
+"""Training parameters: read from params.yaml and validated into frozen, strict models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+
+
+class DataParams(_Frozen):
+    """Which rows to use."""
+
+    path: str = "data/bank-additional-full.csv.gz"
+    """Dataset file, `;`-separated, rows in time order."""
+    sample_rows: int | None = Field(default=None, gt=0)
+    """Keep only the last N rows (most recent); None keeps all."""
+
+
+class SplitParams(_Frozen):
+    """Time-aware split: fit on earlier rows, evaluate on the most recent ones."""
+
+    holdout_rows: int = Field(default=4000, gt=0)
+    """The most recent rows, held out as the evaluation period."""
+    train_window_rows: int | None = Field(default=None, gt=0)
+    """Fit on only the last N rows before the holdout; None fits on all of them."""
+
+
+class ModelParams(_Frozen):
+    """The classifier and its hyper-parameters."""
+
+    kind: Literal["logistic_regression", "hist_gradient_boosting"] = "logistic_regression"
+    """Classifier family."""
+    C: float = Field(default=1.0, gt=0)  # noqa: N815 - scikit-learn's own name
+    """Inverse regularisation strength (logistic regression)."""
+    max_iter: int = Field(default=1000, gt=0)
+    """Iteration cap (both families)."""
+    learning_rate: float = Field(default=0.1, gt=0)
+    """Shrinkage (gradient boosting)."""
+    max_leaf_nodes: int = Field(default=31, gt=1)
+    """Tree size (gradient boosting)."""
+    random_state: int = 0
+    """Seed, so that a rerun gives the same model."""
+
+
+class ValidationParams(_Frozen):
+    """Bounds that gate registration."""
+
+    min_roc_auc: float = Field(default=0.55, ge=0, le=1)
+    """Deepchecks condition: minimum ROC AUC on the holdout period."""
+    max_feature_drift: float = Field(default=0.5, gt=0)
+    """Deepchecks condition: maximum drift score of any single feature, train vs holdout."""
+    max_train_test_auc_gap: float = Field(default=0.35, gt=0)
+    """Deepchecks condition: maximum ROC AUC drop from train to holdout."""
+
+
+class PromotionParams(_Frozen):
+    """When a new model becomes champion."""
+
+    metric: Literal["roc_auc", "pr_auc", "lift_top_decile"] = "roc_auc"
+    """Holdout metric that decides."""
+    min_improvement: float = Field(default=0.002, ge=0)
+    """The challenger must beat the champion by at least this much on the same holdout."""
+
+
+class TrainingParams(_Frozen):
+    """All parameters of one training run."""
+
+    data: DataParams = DataParams()
+    split: SplitParams = SplitParams()
+    model: ModelParams = ModelParams()
+    validation: ValidationParams = ValidationParams()
+    promotion: PromotionParams = PromotionParams()
+
+    @model_validator(mode="after")
+    def _holdout_leaves_training_rows(self) -> TrainingParams:
+        if self.data.sample_rows is not None and self.data.sample_rows <= self.split.holdout_rows:
+            raise ValueError("data.sample_rows must exceed split.holdout_rows")
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        """Return the parameters as flat `section.name` keys, for MLflow."""
+        return {
+            f"{section}.{key}": value
+            for section, values in self.model_dump().items()
+            for key, value in values.items()
+        }
+
+
+def load_params(path: Path) -> TrainingParams:
+    """Read and validate a params YAML file."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    return TrainingParams.model_validate(raw.get("training", raw), strict=False)

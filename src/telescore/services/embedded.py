@@ -1,0 +1,69 @@
+"""The embedded defaults: how each local service is started, where it keeps data, how it is checked."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from telescore.services.processes import ServiceProcess, http_ok, tcp_open
+
+
+def _bin(name: str) -> str:
+    """Return the console script `name` from this interpreter's environment."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def mlflow_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> ServiceProcess:
+    """MLflow tracking server and registry on SQLite, serving artifacts from a local folder."""
+    root = state_dir / "mlflow"
+    root.mkdir(parents=True, exist_ok=True)
+    return ServiceProcess(
+        name="mlflow",
+        command=[
+            _bin("mlflow"), "server",
+            "--backend-store-uri", f"sqlite:///{root.resolve() / 'mlflow.db'}",
+            "--artifacts-destination", str((root / "artifacts").resolve()),
+            "--host", host, "--port", str(port), "--workers", "1",
+        ],
+        health=http_ok(f"http://{host}:{port}/health"),
+        log_path=state_dir / "logs" / "mlflow.log",
+    )
+
+
+def prefect_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> ServiceProcess:
+    """Prefect server (API and UI) on SQLite under the state folder."""
+    home = (state_dir / "prefect").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return ServiceProcess(
+        name="prefect",
+        command=[_bin("prefect"), "server", "start", "--host", host, "--port", str(port)],
+        health=http_ok(f"http://{host}:{port}/api/health"),
+        log_path=state_dir / "logs" / "prefect.log",
+        env=prefect_env(home, f"http://{host}:{port}/api")
+        | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_API_URL": f"http://{host}:{port}/api"},
+    )
+
+
+def prefect_env(home: Path, api_url: str) -> dict[str, str]:
+    """Environment that points Prefect clients and servers at one home folder and API."""
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+    }
+
+
+def mongodb_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> ServiceProcess:
+    """nx-27017: a MongoDB wire-protocol server on SQLite, the embedded stand-in for MongoDB."""
+    data = (state_dir / "mongodb").resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    return ServiceProcess(
+        name="mongodb",
+        command=[
+            _bin("nx-27017"), "--data-dir", str(data), "--host", host, "--port", str(port),
+            "--log-file", str((state_dir / "logs" / "mongodb-server.log").resolve()),
+            "--pid-file", str(data / "nx-27017.pid"),
+        ],
+        health=tcp_open(host, port),
+        log_path=state_dir / "logs" / "mongodb.log",
+    )

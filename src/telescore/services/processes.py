@@ -1,0 +1,148 @@
+"""A local service process: start it, wait until its health check answers, stop it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HealthCheck = Callable[[], bool]
+
+
+class ServiceStartError(RuntimeError):
+    """A service exited or did not become healthy in time."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def http_ok(url: str, timeout: float = 2.0) -> HealthCheck:
+    """Return a health check that passes when GET `url` answers 2xx."""
+
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - local URL
+                return 200 <= response.status < 300
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return False
+
+    return check
+
+
+def tcp_open(host: str, port: int) -> HealthCheck:
+    """Return a health check that passes when a TCP connection to host:port succeeds."""
+
+    def check() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    return check
+
+
+def wait_until(check: HealthCheck, timeout: float, *, what: str, interval: float = 0.1) -> None:
+    """Poll `check` until it passes; raise TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
+        time.sleep(interval)
+
+
+@dataclass
+class ServiceProcess:
+    """One local service: its command, where it logs and how to tell that it is healthy."""
+
+    name: str
+    command: Sequence[str]
+    health: HealthCheck
+    log_path: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    startup_timeout: float = 120.0
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> ServiceProcess:
+        """Start the process in its own session and block until healthy."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - commands are built by telescore
+                list(self.command),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self.startup_timeout
+        while not self.health():
+            if self.process.poll() is not None:
+                raise ServiceStartError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceStartError(
+                    f"{self.name} not healthy after {self.startup_timeout:.0f} s:\n{self.log_tail()}"
+                )
+            time.sleep(0.1)
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the whole process group: SIGTERM first, SIGKILL if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        terminate_group(self.process.pid, timeout)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=1)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """Return the last lines the service wrote, for error messages."""
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[ServiceProcess]:
+        """Run the service for the duration of a `with` block."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+
+def terminate_group(pid: int, timeout: float = 15.0) -> None:
+    """SIGTERM the process group led by `pid`, then SIGKILL it after `timeout` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def pid_alive(pid: int) -> bool:
+    """Tell whether a process with this pid still runs (zombies count as gone)."""
+    try:
+        with Path(f"/proc/{pid}/stat").open() as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False

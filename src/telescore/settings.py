@@ -1,0 +1,135 @@
+"""Connection settings, read only from the environment (prefix TELESCORE_), one class per system.
+
+Every setting has an embedded default so that a fresh clone runs with no configuration: the
+services are then started locally by `telescore up` under the state folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "secret", "password"})
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix, env_file=".env", extra="ignore", frozen=True, validate_default=True
+    )
+
+
+class ProjectSettings(BaseSettings):
+    """Where telescore keeps its local state and which environment it runs in."""
+
+    model_config = _config("TELESCORE_")
+
+    environment: Literal["development", "production"] = "development"
+    """`production` refuses placeholder secrets and embedded defaults for MongoDB."""
+    state_dir: Path = Path(".telescore")
+    """Folder for the embedded services' data, logs, pid files and spools."""
+    host: str = "127.0.0.1"
+    """Address the embedded services bind to and are reached on."""
+
+
+class MlflowSettings(BaseSettings):
+    """MLflow tracking server and model registry."""
+
+    model_config = _config("TELESCORE_MLFLOW_")
+
+    tracking_uri: str | None = None
+    """Tracking server URI; unset means the embedded server on `port`."""
+    port: int = 5000
+    """Port of the embedded MLflow server."""
+    experiment: str = "telemarketing"
+    """Experiment that training runs are logged to."""
+    model_name: str = "telemarketing"
+    """Registered model name."""
+
+    def resolved_tracking_uri(self, host: str = "127.0.0.1") -> str:
+        """Return the configured URI, or the embedded server's."""
+        return self.tracking_uri or f"http://{host}:{self.port}"
+
+
+class PrefectSettings(BaseSettings):
+    """Prefect server, work pool and worker."""
+
+    model_config = _config("TELESCORE_PREFECT_")
+
+    api_url: str | None = None
+    """Prefect API URL; unset means the embedded server on `port`."""
+    port: int = 4200
+    """Port of the embedded Prefect server."""
+    work_pool: str = "telescore-process"
+    """Process work pool the training deployment runs on."""
+
+    def resolved_api_url(self, host: str = "127.0.0.1") -> str:
+        """Return the configured API URL, or the embedded server's."""
+        return self.api_url or f"http://{host}:{self.port}/api"
+
+
+class MongoSettings(BaseSettings):
+    """MongoDB that holds prediction logs and outcomes."""
+
+    model_config = _config("TELESCORE_MONGODB_")
+
+    uri: SecretStr | None = None
+    """MongoDB URI (may hold credentials); unset means the embedded nx-27017 server on `port`."""
+    port: int = 27017
+    """Port of the embedded MongoDB-compatible server."""
+    database: str = "telescore"
+    """Database name."""
+
+    def resolved_uri(self, host: str = "127.0.0.1") -> str:
+        """Return the configured URI, or the embedded server's."""
+        return self.uri.get_secret_value() if self.uri else f"mongodb://{host}:{self.port}"
+
+
+class ServingSettings(BaseSettings):
+    """MLServer serving the champion and challenger."""
+
+    model_config = _config("TELESCORE_SERVING_")
+
+    http_port: int = 8080
+    """V2 REST port."""
+    grpc_port: int = 8081
+    """V2 gRPC port."""
+    metrics_port: int = 8082
+    """Prometheus metrics port."""
+    url: str | None = None
+    """Base URL of the V2 REST endpoint; unset means the embedded MLServer on `http_port`."""
+
+    def resolved_url(self, host: str = "127.0.0.1") -> str:
+        """Return the configured REST base URL, or the embedded server's."""
+        return self.url or f"http://{host}:{self.http_port}"
+
+
+class Settings(BaseSettings):
+    """All settings together, checked as a whole."""
+
+    model_config = _config("TELESCORE_")
+
+    project: ProjectSettings = Field(default_factory=ProjectSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+    mongodb: MongoSettings = Field(default_factory=MongoSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_in_production(self) -> Settings:
+        if self.project.environment != "production":
+            return self
+        if self.mongodb.uri is None:
+            raise ValueError("TELESCORE_MONGODB_URI must be set in production")
+        uri = self.mongodb.uri.get_secret_value()
+        password = uri.split("://", 1)[-1].split("@", 1)[0].partition(":")[2] if "@" in uri else ""
+        if "@" in uri and password.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("TELESCORE_MONGODB_URI holds a placeholder password in production")
+        return self
+
+
+def load_settings() -> Settings:
+    """Read all settings from the environment (and `.env`)."""
+    return Settings()
