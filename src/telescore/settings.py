@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "secret", "password"})
@@ -39,8 +39,11 @@ class MlflowSettings(BaseSettings):
 
     model_config = _config("TELESCORE_MLFLOW_")
 
-    tracking_uri: str | None = None
-    """Tracking server URI; unset means the embedded server on `port`."""
+    tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TELESCORE_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+    )
+    """Tracking server URI (MLflow's own variable works too); unset means the embedded server."""
     port: int = 5000
     """Port of the embedded MLflow server."""
     experiment: str = "telemarketing"

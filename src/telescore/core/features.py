@@ -61,3 +61,21 @@ def feature_ranges(features: pd.DataFrame) -> dict[str, list[float]]:
     return {
         name: [float(features[name].min()), float(features[name].max())] for name in NUMERIC_FEATURES
     }
+
+
+def linear_feature_importance(pipeline: Pipeline) -> dict[str, float] | None:
+    """Return each input's share of |coefficient| for a linear model; None for other models.
+
+    Deepchecks otherwise falls back to permutation importance, which costs about a minute.
+    """
+    classifier = pipeline.named_steps["classifier"]
+    if not hasattr(classifier, "coef_"):
+        return None
+    names = pipeline.named_steps["preprocess"].get_feature_names_out()
+    totals = dict.fromkeys(FEATURES, 0.0)
+    for encoded_name, weight in zip(names, classifier.coef_[0], strict=True):
+        # One-hot columns are named "<input>_<category>"; numeric ones keep the input's name.
+        source = next(f for f in FEATURES if encoded_name == f or encoded_name.startswith(f + "_"))
+        totals[source] += abs(float(weight))
+    total = sum(totals.values()) or 1.0
+    return {name: value / total for name, value in totals.items()}

@@ -20,6 +20,8 @@ class DataParams(_Frozen):
     """Dataset file, `;`-separated, rows in time order."""
     sample_rows: int | None = Field(default=None, gt=0)
     """Keep only the last N rows (most recent); None keeps all."""
+    drop_columns: tuple[str, ...] = ("duration",)
+    """Raw columns that must not reach the model: `duration` is known only after the call."""
 
 
 class SplitParams(_Frozen):
@@ -52,11 +54,21 @@ class ValidationParams(_Frozen):
     """Bounds that gate registration."""
 
     min_roc_auc: float = Field(default=0.55, ge=0, le=1)
-    """Deepchecks condition: minimum ROC AUC on the holdout period."""
-    max_feature_drift: float = Field(default=0.5, gt=0)
-    """Deepchecks condition: maximum drift score of any single feature, train vs holdout."""
-    max_train_test_auc_gap: float = Field(default=0.35, gt=0)
-    """Deepchecks condition: maximum ROC AUC drop from train to holdout."""
+    """Minimum ROC AUC on the holdout period."""
+    min_gain_over_constant: float = Field(default=0.1, ge=0)
+    """Minimum relative ROC AUC gain over a constant (most frequent class) model."""
+    max_auc_degradation: float = Field(default=0.35, gt=0)
+    """Maximum relative ROC AUC drop from train to holdout (overfitting)."""
+    max_categorical_drift: float = Field(default=0.7, gt=0)
+    """Maximum Cramer's V drift of a categorical input, train vs holdout."""
+    max_numeric_drift: float = Field(default=0.5, gt=0)
+    """Maximum Kolmogorov-Smirnov drift of a numeric input, train vs holdout."""
+    drifting_features_allowed: int = Field(default=5, ge=0)
+    """Inputs allowed over the drift bounds: the five macro indicators move with the economy."""
+    max_new_category_ratio: float = Field(default=0.2, ge=0, le=1)
+    """Maximum share of holdout rows with a category unseen in training (a new month, say)."""
+    max_samples_mix: float = Field(default=0.1, ge=0, le=1)
+    """Maximum share of holdout rows also present in training: more means a broken split."""
 
 
 class PromotionParams(_Frozen):

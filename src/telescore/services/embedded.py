@@ -27,6 +27,8 @@ def mlflow_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> Servic
         ],
         health=http_ok(f"http://{host}:{port}/health"),
         log_path=state_dir / "logs" / "mlflow.log",
+        # The GenAI job runner starts half a dozen consumer processes; telescore needs none.
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
 
 

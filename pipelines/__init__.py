@@ -1,0 +1,1 @@
+"""Thin Prefect flows: each task wraps one `telescore.jobs` call."""

@@ -1,0 +1,148 @@
+"""MLflow: experiment tracking, the model registry, aliases and lineage tags."""
+
+from __future__ import annotations
+
+import subprocess
+from importlib import metadata
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class ModelVersionRef:
+    """A registered model version and where its model lives."""
+
+    name: str
+    version: str
+    run_id: str | None
+
+    @property
+    def uri(self) -> str:
+        """Return the registry URI of this exact version."""
+        return f"models:/{self.name}/{self.version}"
+
+
+def git_commit(root: Path = Path()) -> str:
+    """Return the current git commit of the code, or "unknown" outside a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def model_requirements() -> list[str]:
+    """Return the packages a served model needs, pinned to the versions installed here."""
+    return [f"{name}=={metadata.version(name)}" for name in ("mlflow", "scikit-learn", "numpy", "pandas")]
+
+
+class Registry:
+    """The MLflow tracking server and registry behind one client, created by the caller."""
+
+    def __init__(self, tracking_uri: str, model_name: str, experiment: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.experiment = experiment
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def start_run(self, run_name: str, tags: Mapping[str, str] | None = None) -> str:
+        """Create a run in the experiment and return its id; it stays open until `end_run`."""
+        experiment = mlflow.set_experiment(self.experiment)
+        run = self.client.create_run(
+            experiment.experiment_id, run_name=run_name, tags=dict(tags or {})
+        )
+        return str(run.info.run_id)
+
+    @contextmanager
+    def active_run(self, run_id: str) -> Iterator[None]:
+        """Make `run_id` the active run for mlflow.log_* calls, without ending it on exit."""
+        mlflow.start_run(run_id=run_id)
+        try:
+            yield
+        finally:
+            # Leave the run RUNNING: later steps of the same flow log into it.
+            mlflow.end_run(status="RUNNING")
+
+    def end_run(self, run_id: str, succeeded: bool) -> None:
+        """Close the run as FINISHED or FAILED."""
+        self.client.set_terminated(run_id, status="FINISHED" if succeeded else "FAILED")
+
+    def log(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        artifacts: Iterable[tuple[str, Path]] = (),
+    ) -> None:
+        """Log params, finite metrics, tags and (artifact folder, local file) pairs to a run."""
+        for key, value in (params or {}).items():
+            self.client.log_param(run_id, key, value)
+        for key, value in (metrics or {}).items():
+            if np.isfinite(value):
+                self.client.log_metric(run_id, key, float(value))
+        for key, text in (tags or {}).items():
+            self.client.set_tag(run_id, key, text)
+        for folder, path in artifacts:
+            self.client.log_artifact(run_id, str(path), artifact_path=folder)
+
+    def log_model(
+        self, run_id: str, model: Any, example: pd.DataFrame, metadata: Mapping[str, Any]
+    ) -> str:
+        """Log a scikit-learn model served as probabilities; return its model URI."""
+        signature = infer_signature(example, model.predict_proba(example))
+        with self.active_run(run_id):
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=example.head(3),
+                pyfunc_predict_fn="predict_proba",
+                metadata=dict(metadata),
+                # Pinned from this environment: inferring them exports the whole lock (~5 s).
+                pip_requirements=model_requirements(),
+            )
+        return str(info.model_uri)
+
+    def register(self, model_uri: str, run_id: str, tags: Mapping[str, str]) -> ModelVersionRef:
+        """Register `model_uri` under the model name with lineage tags on the version."""
+        version = mlflow.register_model(model_uri, self.model_name, tags=dict(tags))
+        return ModelVersionRef(self.model_name, str(version.version), run_id)
+
+    def alias_version(self, alias: str) -> ModelVersionRef | None:
+        """Return the version an alias points to, or None when the alias (or model) is absent."""
+        try:
+            version = self.client.get_model_version_by_alias(self.model_name, alias)
+        except (MlflowException, RestException):
+            return None
+        return ModelVersionRef(self.model_name, str(version.version), version.run_id)
+
+    def set_alias(self, alias: str, version: str) -> None:
+        """Point `alias` at `version`."""
+        self.client.set_registered_model_alias(self.model_name, alias, version)
+
+    def load_model(self, ref: ModelVersionRef) -> Any:
+        """Load a registered version as the scikit-learn model it was logged as."""
+        return mlflow.sklearn.load_model(ref.uri)
+
+    def version_tags(self, ref: ModelVersionRef) -> dict[str, str]:
+        """Return the tags of a model version."""
+        return dict(self.client.get_model_version(ref.name, ref.version).tags)

@@ -1,0 +1,106 @@
+"""Deepchecks (tabular) adapter: train-test and model evaluation checks that gate registration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from telescore.core.params import ValidationParams
+from telescore.core.schema import CATEGORICAL_FEATURES
+from telescore.validation.base import ValidationReport
+
+LABEL = "label"
+
+
+def _suite(params: ValidationParams) -> Any:
+    from deepchecks.tabular import Suite
+    from deepchecks.tabular.checks import (
+        DatasetsSizeComparison,
+        FeatureDrift,
+        NewCategoryTrainTest,
+        NewLabelTrainTest,
+        RocReport,
+        SimpleModelComparison,
+        TrainTestPerformance,
+        TrainTestSamplesMix,
+    )
+
+    # Conditions catch a broken pipeline or a useless model, not the economy moving: drift of
+    # the macro indicators is expected and handled by retraining, so it is allowed in number.
+    return Suite(
+        "telescore model validation",
+        DatasetsSizeComparison().add_condition_test_size_greater_or_equal(100),
+        TrainTestSamplesMix().add_condition_duplicates_ratio_less_or_equal(params.max_samples_mix),
+        NewLabelTrainTest().add_condition_new_labels_number_less_or_equal(0),
+        NewCategoryTrainTest().add_condition_new_category_ratio_less_or_equal(
+            params.max_new_category_ratio
+        ),
+        FeatureDrift().add_condition_drift_score_less_than(
+            max_allowed_categorical_score=params.max_categorical_drift,
+            max_allowed_numeric_score=params.max_numeric_drift,
+            allowed_num_features_exceeding_threshold=params.drifting_features_allowed,
+        ),
+        RocReport().add_condition_auc_greater_than(params.min_roc_auc),
+        TrainTestPerformance(
+            scorers=["roc_auc"]
+        ).add_condition_train_test_relative_degradation_less_than(params.max_auc_degradation),
+        SimpleModelComparison(
+            strategy="most_frequent", scorers=["roc_auc"]
+        ).add_condition_gain_greater_than(params.min_gain_over_constant),
+    )
+
+
+def validate_model(
+    model: Any,
+    train: tuple[pd.DataFrame, np.ndarray],
+    holdout: tuple[pd.DataFrame, np.ndarray],
+    params: ValidationParams,
+    report_dir: Path,
+    feature_importance: dict[str, float] | None = None,
+) -> ValidationReport:
+    """Run the checks on a fitted model; any failed condition or errored check fails the report."""
+    from deepchecks.core.check_result import CheckFailure, CheckResult
+    from deepchecks.tabular import Dataset
+
+    def dataset(features: pd.DataFrame, labels: np.ndarray) -> Any:
+        return Dataset(
+            features.assign(**{LABEL: labels}), label=LABEL, cat_features=list(CATEGORICAL_FEATURES)
+        )
+
+    result = _suite(params).run(
+        train_dataset=dataset(*train),
+        test_dataset=dataset(*holdout),
+        model=model,
+        feature_importance=pd.Series(feature_importance) if feature_importance else None,
+        # Without given importances, skip the permutation fallback: it alone takes about a minute.
+        feature_importance_timeout=120 if feature_importance else 0,
+    )
+
+    failures: list[str] = []
+    passed_conditions = 0
+    for check in result.results:
+        if isinstance(check, CheckFailure):
+            # An errored check is a failure, never a silent pass.
+            failures.append(f"{check.header}: check errored: {check.exception}")
+        elif isinstance(check, CheckResult):
+            for condition in check.conditions_results:
+                if condition.is_pass():
+                    passed_conditions += 1
+                else:
+                    failures.append(f"{check.get_header()}: {condition.name}: {condition.details}")
+    report_dir.mkdir(parents=True, exist_ok=True)
+    artifact = report_dir / "deepchecks.html"
+    result.save_as_html(str(artifact), as_widget=False)
+    return ValidationReport(
+        tool="deepchecks",
+        passed=not failures,
+        metrics={
+            "deepchecks_failed_conditions": float(len(failures)),
+            "deepchecks_passed_conditions": float(passed_conditions),
+        },
+        artifact_path=artifact,
+        failures=tuple(failures),
+    )
