@@ -54,7 +54,8 @@ def register(trained: training.TrainedModel, dataset: Dataset, data_report: Vali
                              run_id, root)
 
 
-@flow(name="train-telemarketing", log_prints=True)
+# Results persist so that `prefect deployment run` callers can read what was decided.
+@flow(name="train-telemarketing", log_prints=True, persist_result=True)
 def train_telemarketing(
     params_file: str = "params.yaml", overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:

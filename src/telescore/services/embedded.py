@@ -69,3 +69,28 @@ def mongodb_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> Servi
         health=tcp_open(host, port),
         log_path=state_dir / "logs" / "mongodb.log",
     )
+
+
+def prefect_worker(
+    state_dir: Path, api_url: str, pool: str, health_port: int, env: dict[str, str],
+    cwd: Path, host: str = "127.0.0.1",
+) -> ServiceProcess:
+    """A Prefect process worker polling `pool`; flow runs inherit `env` (service URIs)."""
+    home = (state_dir / "prefect").resolve()
+    return ServiceProcess(
+        name="prefect-worker",
+        command=[
+            _bin("prefect"), "worker", "start", "--pool", pool, "--type", "process",
+            "--with-healthcheck",
+        ],
+        health=http_ok(f"http://{host}:{health_port}/health"),
+        log_path=state_dir / "logs" / "prefect-worker.log",
+        env=prefect_env(home, api_url)
+        | env
+        | {
+            # The worker's health server defaults to 8080, MLServer's port.
+            "PREFECT_WORKER_WEBSERVER_HOST": host,
+            "PREFECT_WORKER_WEBSERVER_PORT": str(health_port),
+        },
+        cwd=cwd,
+    )

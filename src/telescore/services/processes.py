@@ -78,6 +78,10 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         """Start the process in its own session and block until healthy."""
+        return self.launch().wait_healthy()
+
+    def launch(self) -> ServiceProcess:
+        """Start the process in its own session without waiting (start several, then wait)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - commands are built by telescore
@@ -88,6 +92,12 @@ class ServiceProcess:
                 cwd=self.cwd,
                 start_new_session=True,
             )
+        return self
+
+    def wait_healthy(self) -> ServiceProcess:
+        """Block until the health check passes; raise if the process dies or times out."""
+        if self.process is None:
+            raise ServiceStartError(f"{self.name} was never launched")
         deadline = time.monotonic() + self.startup_timeout
         while not self.health():
             if self.process.poll() is not None:

@@ -1,0 +1,5 @@
+"""`python -m telescore` runs the CLI."""
+
+from telescore.cli import app
+
+app()

@@ -1,0 +1,60 @@
+"""Prefect: work pool, deployments and deployment runs, through Prefect's own CLI and client."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+TRAINING_DEPLOYMENT = "train-telemarketing/default"
+
+
+class OrchestratorError(RuntimeError):
+    """A Prefect command failed."""
+
+
+def _prefect(args: list[str], env: Mapping[str, str], cwd: Path) -> str:
+    command = [str(Path(sys.executable).with_name("prefect")), "--no-prompt", *args]
+    done = subprocess.run(
+        command, env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise OrchestratorError(f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def ensure_work_pool(pool: str, env: Mapping[str, str], cwd: Path) -> None:
+    """Create the process work pool unless it exists."""
+    try:
+        _prefect(["work-pool", "inspect", pool], env, cwd)
+    except OrchestratorError:
+        _prefect(["work-pool", "create", pool, "--type", "process"], env, cwd)
+
+
+def deploy_all(prefect_file: Path, env: Mapping[str, str], cwd: Path) -> str:
+    """Register every deployment in `prefect_file`; return Prefect's summary."""
+    return _prefect(["deploy", "--all", "--prefect-file", str(prefect_file)], env, cwd)
+
+
+def run_deployment(
+    name: str, api_url: str, parameters: dict[str, Any] | None = None, timeout: float = 900
+) -> dict[str, Any]:
+    """Run a deployment on its work pool, wait for it, and return its final state and result."""
+    os.environ["PREFECT_API_URL"] = api_url
+    from prefect.deployments import run_deployment as prefect_run_deployment
+
+    flow_run = prefect_run_deployment(name, parameters=parameters, timeout=timeout)
+    state = flow_run.state
+    result: Any = None
+    if state is not None and state.is_completed():
+        result = state.result(raise_on_failure=False)
+    return {
+        "flow_run_id": str(flow_run.id),
+        "flow_run_name": flow_run.name,
+        "state": state.name if state else "unknown",
+        "completed": bool(state and state.is_completed()),
+        "result": result,
+    }

@@ -1,0 +1,105 @@
+"""Bring the local platform up and down: embedded services, work pool, worker, deployments."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from telescore.io import orchestrator
+from telescore.services import embedded
+from telescore.services.processes import ServiceProcess, pid_alive, terminate_group
+from telescore.settings import Settings
+
+WORKER_HEALTH_PORT_OFFSET = 1  # worker health server on the Prefect port + 1
+
+
+@dataclass(frozen=True)
+class PlatformUrls:
+    """Where a person looks."""
+
+    mlflow: str
+    prefect: str
+    mongodb: str
+
+
+def _pid_file(settings: Settings, name: str) -> Path:
+    return settings.project.state_dir / "run" / f"{name}.pid"
+
+
+def _already_running(settings: Settings, service: ServiceProcess) -> bool:
+    pid_file = _pid_file(settings, service.name)
+    if not pid_file.exists():
+        return False
+    return pid_alive(int(pid_file.read_text())) and service.health()
+
+
+def _record(settings: Settings, service: ServiceProcess) -> None:
+    pid_file = _pid_file(settings, service.name)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    assert service.process is not None  # noqa: S101 - launched just before
+    pid_file.write_text(str(service.process.pid))
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """Environment that points flow runs and tools at this platform's services."""
+    host = settings.project.host
+    return {
+        "TELESCORE_MLFLOW_TRACKING_URI": settings.mlflow.resolved_tracking_uri(host),
+        "MLFLOW_TRACKING_URI": settings.mlflow.resolved_tracking_uri(host),
+        "TELESCORE_MONGODB_URI": settings.mongodb.resolved_uri(host),
+        "TELESCORE_STATE_DIR": str(settings.project.state_dir.resolve()),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
+
+
+def bring_up(settings: Settings, project_root: Path) -> PlatformUrls:
+    """Start every embedded service not already running, then register the deployments."""
+    state = settings.project.state_dir
+    host = settings.project.host
+    api_url = settings.prefect.resolved_api_url(host)
+    env = service_env(settings) | {"TELESCORE_PROJECT_ROOT": str(project_root.resolve())}
+    servers = []
+    if settings.mlflow.tracking_uri is None:
+        servers.append(embedded.mlflow_server(state, settings.mlflow.port, host))
+    if settings.prefect.api_url is None:
+        servers.append(embedded.prefect_server(state, settings.prefect.port, host))
+    if settings.mongodb.uri is None:
+        servers.append(embedded.mongodb_server(state, settings.mongodb.port, host))
+    # Launch all first, then wait: MLflow and Prefect each take 10-20 s to get ready.
+    launched = [s.launch() for s in servers if not _already_running(settings, s)]
+    for service in launched:
+        service.wait_healthy()
+        _record(settings, service)
+
+    prefect_env = embedded.prefect_env((state / "prefect").resolve(), api_url) | env
+    orchestrator.ensure_work_pool(settings.prefect.work_pool, prefect_env, project_root)
+    worker = embedded.prefect_worker(
+        state, api_url, settings.prefect.work_pool,
+        settings.prefect.port + WORKER_HEALTH_PORT_OFFSET, env, project_root, host,
+    )
+    if not _already_running(settings, worker):
+        worker.start()
+        _record(settings, worker)
+    orchestrator.deploy_all(project_root / "pipelines" / "prefect.yaml", prefect_env, project_root)
+    return PlatformUrls(
+        mlflow=settings.mlflow.resolved_tracking_uri(host),
+        prefect=api_url.removesuffix("/api"),
+        mongodb=settings.mongodb.resolved_uri(host),
+    )
+
+
+def bring_down(settings: Settings) -> list[str]:
+    """Stop every service `bring_up` started; return their names."""
+    stopped = []
+    run_dir = settings.project.state_dir / "run"
+    # Stop the worker first so that it does not pick up runs while servers go away.
+    for pid_file in sorted(run_dir.glob("*.pid"), key=lambda p: p.stem != "prefect-worker"):
+        with contextlib.suppress(ValueError):
+            pid = int(pid_file.read_text())
+            if pid_alive(pid):
+                terminate_group(pid)
+                stopped.append(pid_file.stem)
+        pid_file.unlink(missing_ok=True)
+    return stopped
