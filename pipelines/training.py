@@ -26,32 +26,48 @@ def ingest(params: TrainingParams, root: Path) -> Dataset:
 
 
 @task(name="validate-data", cache_policy=NO_CACHE)
-def validate_data(dataset: Dataset, registry: Registry, run_id: str, report_dir: Path) -> ValidationReport:
+def validate_data(
+    dataset: Dataset, registry: Registry, run_id: str, report_dir: Path
+) -> ValidationReport:
     """Great Expectations gate."""
     return training.validate_data(dataset, registry, run_id, report_dir)
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train(dataset: Dataset, params: TrainingParams, registry: Registry, run_id: str,
-          plot_dir: Path) -> training.TrainedModel:
+def train(
+    dataset: Dataset, params: TrainingParams, registry: Registry, run_id: str, plot_dir: Path
+) -> training.TrainedModel:
     """Fit and evaluate on the most recent period."""
     return training.train(dataset, params, registry, run_id, plot_dir)
 
 
 @task(name="validate-model", cache_policy=NO_CACHE)
-def validate_model(trained: training.TrainedModel, params: TrainingParams, registry: Registry,
-                   run_id: str, report_dir: Path) -> ValidationReport:
+def validate_model(
+    trained: training.TrainedModel,
+    params: TrainingParams,
+    registry: Registry,
+    run_id: str,
+    report_dir: Path,
+) -> ValidationReport:
     """Deepchecks gate."""
     return training.validate_model(trained, params, registry, run_id, report_dir)
 
 
 @task(name="register", cache_policy=NO_CACHE)
-def register(trained: training.TrainedModel, dataset: Dataset, data_report: ValidationReport,
-             model_report: ValidationReport, params: TrainingParams, registry: Registry,
-             run_id: str, root: Path) -> training.TrainingResult:
+def register(
+    trained: training.TrainedModel,
+    dataset: Dataset,
+    data_report: ValidationReport,
+    model_report: ValidationReport,
+    params: TrainingParams,
+    registry: Registry,
+    run_id: str,
+    root: Path,
+) -> training.TrainingResult:
     """Register and decide promotion (not retried: a retry could register twice)."""
-    return training.register(trained, dataset, data_report, model_report, params, registry,
-                             run_id, root)
+    return training.register(
+        trained, dataset, data_report, model_report, params, registry, run_id, root
+    )
 
 
 # Results persist so that `prefect deployment run` callers can read what was decided.
@@ -78,8 +94,9 @@ def train_telemarketing(
             data_report = validate_data(dataset, registry, run_id, reports)
             trained = train(dataset, params, registry, run_id, reports / "plots")
             model_report = validate_model(trained, params, registry, run_id, reports)
-            result = register(trained, dataset, data_report, model_report, params, registry,
-                              run_id, PROJECT_ROOT)
+            result = register(
+                trained, dataset, data_report, model_report, params, registry, run_id, PROJECT_ROOT
+            )
         succeeded = True
     finally:
         registry.end_run(run_id, succeeded)

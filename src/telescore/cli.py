@@ -15,8 +15,9 @@ from telescore.io import orchestrator
 from telescore.jobs import platform
 from telescore.settings import Settings, load_settings
 
-app = typer.Typer(help="telescore: rank telemarketing prospects and keep the model good.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="telescore: rank telemarketing prospects and keep the model good.", no_args_is_help=True
+)
 console = Console()
 PROJECT_ROOT = Path.cwd()
 
@@ -56,7 +57,9 @@ def down() -> None:
 
 @app.command()
 def train(
-    params_file: Annotated[str, typer.Option(help="Params YAML, relative to the project.")] = "params.yaml",
+    params_file: Annotated[
+        str, typer.Option(help="Params YAML, relative to the project.")
+    ] = "params.yaml",
 ) -> None:
     """Run the training deployment on the worker and wait for its verdict."""
     settings = _settings()
@@ -93,6 +96,8 @@ def demo() -> None:
         table.add_row("Holdout ROC AUC", f"{result['holdout_roc_auc']:.4f}")
     console.print(table)
     if not outcome["completed"]:
-        console.print(f"[red]Training did not complete[/]; see {settings.project.state_dir / 'logs'}")
+        console.print(
+            f"[red]Training did not complete[/]; see {settings.project.state_dir / 'logs'}"
+        )
         raise typer.Exit(code=1)
     console.print("Stop everything with [bold]telescore down[/].")

@@ -59,7 +59,8 @@ def build_pipeline(params: ModelParams) -> Pipeline:
 def feature_ranges(features: pd.DataFrame) -> dict[str, list[float]]:
     """Return [min, max] of each numeric input seen in training, stored with the model."""
     return {
-        name: [float(features[name].min()), float(features[name].max())] for name in NUMERIC_FEATURES
+        name: [float(features[name].min()), float(features[name].max())]
+        for name in NUMERIC_FEATURES
     }
 
 

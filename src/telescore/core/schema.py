@@ -12,13 +12,29 @@ LEAKING_COLUMNS: Final = ("duration",)
 
 CATEGORICAL_VALUES: Final[dict[str, tuple[str, ...]]] = {
     "job": (
-        "admin.", "blue-collar", "entrepreneur", "housemaid", "management", "retired",
-        "self-employed", "services", "student", "technician", "unemployed", "unknown",
+        "admin.",
+        "blue-collar",
+        "entrepreneur",
+        "housemaid",
+        "management",
+        "retired",
+        "self-employed",
+        "services",
+        "student",
+        "technician",
+        "unemployed",
+        "unknown",
     ),
     "marital": ("divorced", "married", "single", "unknown"),
     "education": (
-        "basic.4y", "basic.6y", "basic.9y", "high.school", "illiterate",
-        "professional.course", "university.degree", "unknown",
+        "basic.4y",
+        "basic.6y",
+        "basic.9y",
+        "high.school",
+        "illiterate",
+        "professional.course",
+        "university.degree",
+        "unknown",
     ),
     "default": ("no", "unknown", "yes"),
     "housing": ("no", "unknown", "yes"),
@@ -33,14 +49,31 @@ CATEGORICAL_VALUES: Final[dict[str, tuple[str, ...]]] = {
 
 INTEGER_FEATURES: Final = ("age", "campaign", "pdays", "previous")
 FLOAT_FEATURES: Final = (
-    "emp.var.rate", "cons.price.idx", "cons.conf.idx", "euribor3m", "nr.employed",
+    "emp.var.rate",
+    "cons.price.idx",
+    "cons.conf.idx",
+    "euribor3m",
+    "nr.employed",
 )
 NUMERIC_FEATURES: Final = INTEGER_FEATURES + FLOAT_FEATURES
 CATEGORICAL_FEATURES: Final = tuple(CATEGORICAL_VALUES)
 
 FEATURES: Final = (
-    "age", "job", "marital", "education", "default", "housing", "loan", "contact", "month",
-    "day_of_week", "campaign", "pdays", "previous", "poutcome", *FLOAT_FEATURES,
+    "age",
+    "job",
+    "marital",
+    "education",
+    "default",
+    "housing",
+    "loan",
+    "contact",
+    "month",
+    "day_of_week",
+    "campaign",
+    "pdays",
+    "previous",
+    "poutcome",
+    *FLOAT_FEATURES,
 )
 """The model inputs in dataset order: the 20 raw inputs less the leaking `duration`."""
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-from importlib import metadata
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,10 @@ def git_commit(root: Path = Path()) -> str:
 
 def model_requirements() -> list[str]:
     """Return the packages a served model needs, pinned to the versions installed here."""
-    return [f"{name}=={metadata.version(name)}" for name in ("mlflow", "scikit-learn", "numpy", "pandas")]
+    return [
+        f"{name}=={metadata.version(name)}"
+        for name in ("mlflow", "scikit-learn", "numpy", "pandas")
+    ]
 
 
 class Registry:

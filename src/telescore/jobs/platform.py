@@ -76,8 +76,13 @@ def bring_up(settings: Settings, project_root: Path) -> PlatformUrls:
     prefect_env = embedded.prefect_env((state / "prefect").resolve(), api_url) | env
     orchestrator.ensure_work_pool(settings.prefect.work_pool, prefect_env, project_root)
     worker = embedded.prefect_worker(
-        state, api_url, settings.prefect.work_pool,
-        settings.prefect.port + WORKER_HEALTH_PORT_OFFSET, env, project_root, host,
+        state,
+        api_url,
+        settings.prefect.work_pool,
+        settings.prefect.port + WORKER_HEALTH_PORT_OFFSET,
+        env,
+        project_root,
+        host,
     )
     if not _already_running(settings, worker):
         worker.start()

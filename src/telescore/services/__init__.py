@@ -1,4 +1,4 @@
-"""Start and stop the embedded defaults (MLflow, Prefect, MongoDB-compatible, MLServer) as local processes.
+"""Start and stop the embedded defaults (MLflow, Prefect, nx-27017, MLServer) as local processes.
 
 Used by `telescore up` and by the test fixtures alike, so tests run what users run.
 """

@@ -1,4 +1,4 @@
-"""The embedded defaults: how each local service is started, where it keeps data, how it is checked."""
+"""The embedded defaults: how each service starts, where it keeps data, how it is checked."""
 
 from __future__ import annotations
 
@@ -20,10 +20,18 @@ def mlflow_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> Servic
     return ServiceProcess(
         name="mlflow",
         command=[
-            _bin("mlflow"), "server",
-            "--backend-store-uri", f"sqlite:///{root.resolve() / 'mlflow.db'}",
-            "--artifacts-destination", str((root / "artifacts").resolve()),
-            "--host", host, "--port", str(port), "--workers", "1",
+            _bin("mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root.resolve() / 'mlflow.db'}",
+            "--artifacts-destination",
+            str((root / "artifacts").resolve()),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
         ],
         health=http_ok(f"http://{host}:{port}/health"),
         log_path=state_dir / "logs" / "mlflow.log",
@@ -42,7 +50,10 @@ def prefect_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> Servi
         health=http_ok(f"http://{host}:{port}/api/health"),
         log_path=state_dir / "logs" / "prefect.log",
         env=prefect_env(home, f"http://{host}:{port}/api")
-        | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_API_URL": f"http://{host}:{port}/api"},
+        | {
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_API_URL": f"http://{host}:{port}/api",
+        },
     )
 
 
@@ -62,9 +73,17 @@ def mongodb_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> Servi
     return ServiceProcess(
         name="mongodb",
         command=[
-            _bin("nx-27017"), "--data-dir", str(data), "--host", host, "--port", str(port),
-            "--log-file", str((state_dir / "logs" / "mongodb-server.log").resolve()),
-            "--pid-file", str(data / "nx-27017.pid"),
+            _bin("nx-27017"),
+            "--data-dir",
+            str(data),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--log-file",
+            str((state_dir / "logs" / "mongodb-server.log").resolve()),
+            "--pid-file",
+            str(data / "nx-27017.pid"),
         ],
         health=tcp_open(host, port),
         log_path=state_dir / "logs" / "mongodb.log",
@@ -72,15 +91,26 @@ def mongodb_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> Servi
 
 
 def prefect_worker(
-    state_dir: Path, api_url: str, pool: str, health_port: int, env: dict[str, str],
-    cwd: Path, host: str = "127.0.0.1",
+    state_dir: Path,
+    api_url: str,
+    pool: str,
+    health_port: int,
+    env: dict[str, str],
+    cwd: Path,
+    host: str = "127.0.0.1",
 ) -> ServiceProcess:
     """A Prefect process worker polling `pool`; flow runs inherit `env` (service URIs)."""
     home = (state_dir / "prefect").resolve()
     return ServiceProcess(
         name="prefect-worker",
         command=[
-            _bin("prefect"), "worker", "start", "--pool", pool, "--type", "process",
+            _bin("prefect"),
+            "worker",
+            "start",
+            "--pool",
+            pool,
+            "--type",
+            "process",
             "--with-healthcheck",
         ],
         health=http_ok(f"http://{host}:{health_port}/health"),

@@ -106,8 +106,9 @@ class ServiceProcess:
                 )
             if time.monotonic() > deadline:
                 self.stop()
+                waited = f"{self.startup_timeout:.0f} s"
                 raise ServiceStartError(
-                    f"{self.name} not healthy after {self.startup_timeout:.0f} s:\n{self.log_tail()}"
+                    f"{self.name} not healthy after {waited}:\n{self.log_tail()}"
                 )
             time.sleep(0.1)
         return self

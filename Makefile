@@ -1,0 +1,52 @@
+# The task vocabulary: README, CI and people all use these.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+RUN := $(UV) run --frozen --no-sync
+export OMP_NUM_THREADS ?= 1
+export UV_PYTHON_PREFERENCE := only-system
+export UV_LINK_MODE := copy
+
+.PHONY: help install check test test-fast up down demo bench clean
+
+help:  ## List the tasks
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+install: $(UV)  ## Install the locked environment into .venv (uv sync --frozen)
+	$(UV) sync --frozen
+
+check: install  ## Lint, format check, types and layer contracts
+	$(RUN) ruff check src tests pipelines benchmarks
+	$(RUN) ruff format --check src tests pipelines benchmarks
+	$(RUN) lint-imports
+	$(RUN) mypy
+
+test: install  ## Layer contracts, lint, then every test (unit and integration, real services)
+	$(RUN) lint-imports
+	$(RUN) ruff check src tests pipelines benchmarks
+	$(RUN) pytest
+
+test-fast: install  ## Unit tests only
+	$(RUN) pytest tests/unit
+
+up: install  ## Start the embedded services, a Prefect worker and the deployments
+	$(RUN) telescore up
+
+down:  ## Stop everything `make up` started
+	$(RUN) telescore down
+
+demo: install  ## Set up, start everything, train once, print where to look
+	$(RUN) telescore demo
+
+bench: install  ## Run the benchmarks (figures, not assertions)
+	$(RUN) python benchmarks/training.py
+
+clean: down  ## Remove local state (.telescore) and caches
+	rm -rf .telescore .pytest_cache .ruff_cache .mypy_cache

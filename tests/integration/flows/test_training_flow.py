@@ -1,0 +1,123 @@
+"""The training flow end to end: Prefect harness, a real MLflow server, the real data (sampled)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from pipelines.training import train_telemarketing
+
+from telescore.core.schema import FEATURES
+from telescore.io.registry import CHALLENGER, CHAMPION, Registry
+from telescore.validation.base import ValidationFailedError
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[3]
+SAMPLE = {"data": {"sample_rows": 12000}, "split": {"holdout_rows": 3000}}
+
+
+def _run_artifacts(registry: Registry, run_id: str) -> set[str]:
+    paths: set[str] = set()
+    for folder in ("validation", "plots"):
+        paths |= {a.path for a in registry.client.list_artifacts(run_id, folder)}
+    return paths
+
+
+def test_flow_registers_a_validated_champion_with_lineage(registry: Registry) -> None:
+    # given a fresh registry, when the flow runs on a sample of the real data
+    result = train_telemarketing(overrides=SAMPLE)
+
+    # then a version is registered and holds both aliases
+    assert result["promoted"], f"the first model must become champion: {result['reason']}"
+    champion = registry.alias_version(CHAMPION)
+    challenger = registry.alias_version(CHALLENGER)
+    assert champion is not None and champion.version == result["version"], "champion alias missing"
+    assert challenger is not None and challenger.version == result["version"], "challenger missing"
+
+    # and the version carries its lineage
+    tags = registry.version_tags(champion)
+    for key in (
+        "git_commit",
+        "data_fingerprint",
+        "gx_suite_sha256",
+        "deepchecks_verdict",
+        "params",
+    ):
+        assert tags.get(key), f"lineage tag {key} missing"
+    assert tags["deepchecks_verdict"] == "passed", "a registered model passed Deepchecks"
+    assert len(tags["data_fingerprint"]) == 64, "the data fingerprint is a sha256"
+
+    # and the run holds the GX and Deepchecks reports and the plots, and the decision
+    artifacts = _run_artifacts(registry, result["run_id"])
+    for name in ("great_expectations.html", "deepchecks.html", "roc.png", "calibration.png"):
+        assert any(path.endswith(name) for path in artifacts), f"{name} not logged: {artifacts}"
+    run = registry.client.get_run(result["run_id"])
+    assert run.data.tags["promotion.decision"] == "promoted", "decision not recorded on the run"
+    assert {"holdout_roc_auc", "holdout_pr_auc", "holdout_lift_top_decile", "holdout_brier"} <= set(
+        run.data.metrics
+    ), "holdout metrics missing"
+
+    # and the model loads through pyfunc with a signature and returns probabilities
+    model = mlflow.pyfunc.load_model(f"models:/{registry.model_name}@{CHAMPION}")
+    assert model.metadata.signature is not None, "the model must carry a signature"
+    rows = pd.read_csv(ROOT / "data" / "bank-additional-full.csv.gz", sep=";").tail(20)
+    scores = np.asarray(model.predict(rows.loc[:, list(FEATURES)]))
+    assert scores.shape == (20, 2), "predict_proba output: two columns per row"
+    assert ((scores >= 0) & (scores <= 1)).all(), "probabilities must lie in [0, 1]"
+    assert "feature_ranges" in model.metadata.metadata, "serving needs the training ranges"
+
+
+def test_second_run_that_does_not_beat_champion_leaves_it(registry: Registry) -> None:
+    # given a champion
+    first = train_telemarketing(overrides=SAMPLE)
+    # when the same training runs again (same data, same seed: no improvement)
+    second = train_telemarketing(overrides=SAMPLE)
+    # then champion stays on the first version and only challenger moves
+    assert not second["promoted"], f"an equal model must not be promoted: {second['reason']}"
+    assert "does not beat" in second["reason"], "the reason must say why"
+    assert registry.alias_version(CHAMPION).version == first["version"], "champion moved"
+    assert registry.alias_version(CHALLENGER).version == second["version"], "challenger not moved"
+    run = registry.client.get_run(second["run_id"])
+    assert run.data.tags["promotion.decision"] == "kept champion", "decision not recorded"
+
+
+def test_corrupted_data_fails_at_gx_and_registers_nothing(
+    registry: Registry, tmp_path: Path
+) -> None:
+    # given data with a wrong dtype (text in `age`)
+    rows = pd.read_csv(ROOT / "data" / "bank-additional-full.csv.gz", sep=";").tail(6000)
+    rows["age"] = rows["age"].astype(str) + " years"
+    path = tmp_path / "corrupted.csv"
+    rows.to_csv(path, sep=";", index=False)
+
+    # when the flow runs on it, then it stops at the GX step naming the column
+    with pytest.raises(ValidationFailedError, match="age") as failure:
+        train_telemarketing(
+            overrides={"data": {"path": str(path)}, "split": {"holdout_rows": 2000}}
+        )
+    assert failure.value.report.tool == "great_expectations", "must fail at the GX step"
+
+    # and nothing is registered, and the run is marked failed
+    assert registry.client.search_registered_models(f"name='{registry.model_name}'") == [], (
+        "a model was registered from invalid data"
+    )
+    runs = mlflow.search_runs(
+        experiment_names=["telemarketing-tests"], filter_string="tags.`gx.passed` = 'False'"
+    )
+    assert len(runs) >= 1 and (runs["status"] == "FAILED").all(), "failed run not recorded"
+
+
+def test_model_failing_a_deepchecks_condition_is_not_registered(registry: Registry) -> None:
+    # given an unreachable AUC bound, when the flow runs
+    overrides = SAMPLE | {"validation": {"min_roc_auc": 0.99}}
+    with pytest.raises(ValidationFailedError, match="AUC") as failure:
+        train_telemarketing(overrides=overrides)
+    # then Deepchecks blocks registration
+    assert failure.value.report.tool == "deepchecks", "must fail at the Deepchecks step"
+    assert registry.client.search_registered_models(f"name='{registry.model_name}'") == [], (
+        "a model that failed Deepchecks was registered"
+    )
