@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 TRAINING_DEPLOYMENT = "train-telemarketing/default"
 
@@ -44,9 +44,11 @@ def run_deployment(
 ) -> dict[str, Any]:
     """Run a deployment on its work pool, wait for it, and return its final state and result."""
     os.environ["PREFECT_API_URL"] = api_url
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment as prefect_run_deployment
 
-    flow_run = prefect_run_deployment(name, parameters=parameters, timeout=timeout)
+    # Called from sync code, run_deployment returns the flow run (not a coroutine).
+    flow_run = cast(FlowRun, prefect_run_deployment(name, parameters=parameters, timeout=timeout))
     state = flow_run.state
     result: Any = None
     if state is not None and state.is_completed():
