@@ -1,0 +1,1 @@
+"""Serving: the MLServer runtime, its model repository and the prediction log."""

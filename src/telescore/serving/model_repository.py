@@ -1,0 +1,221 @@
+"""Write the MLServer model repository: server settings and one folder per served alias.
+
+    <root>/settings.json                               server: ports, workers, performance
+    <root>/telemarketing/model-settings.json             models:/telemarketing@champion
+    <root>/telemarketing-challenger/model-settings.json  models:/telemarketing@challenger
+
+The challenger folder exists only while the registry has a `challenger` alias: MLServer refuses
+to start when a model at start-up cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from pydantic import BaseModel, ConfigDict, Field
+
+from telescore.core.predictions import Route
+from telescore.io.serving_client import ServingClient
+from telescore.jobs.serving import Reloaded, reload_models
+from telescore.serving.runtime import RuntimeOptions
+
+RUNTIME: Final = "telescore.serving.runtime.TelescoreRuntime"
+SERVER_SETTINGS: Final = "settings.json"
+MODEL_SETTINGS: Final = "model-settings.json"
+CHAMPION_MODEL: Final = "telemarketing"
+"""MLServer name of the model serving the `champion` alias."""
+CHALLENGER_MODEL: Final = "telemarketing-challenger"
+"""MLServer name of the model serving the `challenger` alias."""
+ALIAS_MODELS: Final[Mapping[str, str]] = {
+    "champion": CHAMPION_MODEL,
+    "challenger": CHALLENGER_MODEL,
+}
+"""Registry alias -> MLServer model name, in the order they are written."""
+
+
+class ServerOptions(BaseModel):
+    """MLServer server settings; the performance levers are fields with measured defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    """Address the REST, gRPC and metrics servers bind to."""
+    http_port: int = Field(default=8080, gt=0, lt=65536)
+    """V2 REST port."""
+    grpc_port: int = Field(default=8081, gt=0, lt=65536)
+    """V2 gRPC port."""
+    metrics_port: int = Field(default=8082, gt=0, lt=65536)
+    """Prometheus metrics port."""
+    parallel_workers: int = Field(default=0, ge=0)
+    """Inference worker processes; 0 scores in the server process itself.
+
+    With the NumPy scorer a prediction costs tens of microseconds, far less than the
+    inter-process hop a worker adds (measured: 0 workers doubles throughput on two cores).
+    """
+    load_models_at_startup: bool = True
+    """Load every model folder when the server starts (else only through the repository API)."""
+    access_log: bool = False
+    """Per-request access logs (MLServer's `debug`): a log line per request costs latency."""
+    gzip: bool = False
+    """Gzip responses: a few hundred bytes of scores gain nothing from compression."""
+    metrics: bool = True
+    """Prometheus request metrics on `metrics_port` (a small per-request cost)."""
+
+
+class ServedModel(BaseModel):
+    """One model folder: which registry alias it serves and how."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    """MLServer model name (the folder name and the `/v2/models/<name>` path)."""
+    uri: str
+    """Registry URI the runtime resolves on every (re)load, e.g. models:/telemarketing@champion."""
+    route: Route
+    """Deployment slot reported with each prediction."""
+
+
+def served_models(
+    aliases: Collection[str], registered_model: str = CHAMPION_MODEL
+) -> list[ServedModel]:
+    """Return the models to serve for the aliases that exist (champion first)."""
+    return [
+        ServedModel(
+            name=served_name,
+            uri=f"models:/{registered_model}@{alias}",
+            route="champion" if alias == "champion" else "challenger",
+        )
+        for alias, served_name in ALIAS_MODELS.items()
+        if alias in aliases
+    ]
+
+
+def registered_aliases(registered_model: str, client: MlflowClient | None = None) -> set[str]:
+    """Return the aliases among champion/challenger that the registry currently has."""
+    client = client or MlflowClient()
+    found = set()
+    for alias in ALIAS_MODELS:
+        try:
+            client.get_model_version_by_alias(registered_model, alias)
+        except MlflowException:
+            continue
+        found.add(alias)
+    return found
+
+
+def write_model_repository(
+    root: Path,
+    models: Sequence[ServedModel],
+    server: ServerOptions | None = None,
+    runtime: RuntimeOptions | None = None,
+) -> Path:
+    """Write one model-settings.json per model and remove stale model folders.
+
+    With no `server` (or `runtime`), the settings already written are kept, so a running
+    server's ports and options stay as they are; the defaults apply only to a new repository.
+    """
+    runtime = runtime or existing_runtime_options(root) or RuntimeOptions()
+    root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()
+    if server is not None or not (root / SERVER_SETTINGS).exists():
+        _write_json(root / SERVER_SETTINGS, server_settings(root, server or ServerOptions()))
+    names = {model.name for model in models}
+    for folder in root.iterdir():
+        # A folder left from an alias that is gone would make the next start fail to load it.
+        if folder.is_dir() and (folder / MODEL_SETTINGS).exists() and folder.name not in names:
+            shutil.rmtree(folder)
+    for model in models:
+        folder = root / model.name
+        folder.mkdir(exist_ok=True)
+        _write_json(folder / MODEL_SETTINGS, model_settings(model, runtime))
+    return root
+
+
+def write_registry_repository(
+    root: Path,
+    server: ServerOptions | None = None,
+    runtime: RuntimeOptions | None = None,
+    registered_model: str = CHAMPION_MODEL,
+    client: MlflowClient | None = None,
+) -> list[ServedModel]:
+    """Write the repository for the aliases the registry has now; return the models written."""
+    models = served_models(registered_aliases(registered_model, client), registered_model)
+    if not models or models[0].route != "champion":
+        raise LookupError(f"registered model {registered_model!r} has no 'champion' alias")
+    write_model_repository(root, models, server, runtime)
+    return models
+
+
+def sync_served_models(
+    root: Path,
+    serving: ServingClient,
+    runtime: RuntimeOptions | None = None,
+    registered_model: str = CHAMPION_MODEL,
+    client: MlflowClient | None = None,
+) -> list[Reloaded]:
+    """Make a running MLServer serve the registry's aliases as they are now.
+
+    Rewrites the model folders (a challenger alias may have appeared or gone), unloads models
+    whose alias is gone and reloads the others, which re-resolves each alias to its version.
+    """
+    loaded = {model.name for model in serving.repository_index() if model.state == "READY"}
+    models = write_registry_repository(root, None, runtime, registered_model, client)
+    names = [model.name for model in models]
+    for name in sorted(loaded - set(names)):
+        serving.unload_model(name)
+    return reload_models(serving, names)
+
+
+def existing_runtime_options(root: Path) -> RuntimeOptions | None:
+    """Return the runtime options the champion's model-settings.json holds, if it exists."""
+    path = root / CHAMPION_MODEL / MODEL_SETTINGS
+    if not path.exists():
+        return None
+    extra = dict(json.loads(path.read_text()).get("parameters", {}).get("extra") or {})
+    extra.pop("route", None)  # set per model when written
+    return RuntimeOptions.from_extra(extra)
+
+
+def server_settings(root: Path, server: ServerOptions) -> dict[str, Any]:
+    """Return the content of MLServer's settings.json."""
+    return {
+        "server_name": "telescore",
+        "host": server.host,
+        "http_port": server.http_port,
+        "grpc_port": server.grpc_port,
+        "metrics_port": server.metrics_port,
+        "metrics_endpoint": "/metrics" if server.metrics else None,
+        # MLServer defaults both folders to its working directory: keep them with the repository.
+        "metrics_dir": str(root / ".metrics"),
+        "environments_dir": str(root / ".envs"),
+        "parallel_workers": server.parallel_workers,
+        "load_models_at_startup": server.load_models_at_startup,
+        "model_repository_root": str(root),
+        "debug": server.access_log,
+        "gzip_enabled": server.gzip,
+    }
+
+
+def model_settings(model: ServedModel, runtime: RuntimeOptions) -> dict[str, Any]:
+    """Return the content of one model's model-settings.json."""
+    extra = runtime.model_dump(mode="json", exclude_none=True) | {"route": model.route}
+    return {
+        "name": model.name,
+        "implementation": RUNTIME,
+        # No `parameters.version`: versions are the registry's, pinned by the runtime on load;
+        # an MLServer version would make a reload load a second model beside the first.
+        "parameters": {"uri": model.uri, "extra": extra},
+    }
+
+
+def _write_json(path: Path, content: Mapping[str, Any]) -> None:
+    """Write JSON atomically: MLServer may read the file while a reload rewrites it."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(content, indent=2) + "\n")
+    temporary.replace(path)

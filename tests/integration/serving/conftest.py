@@ -1,0 +1,140 @@
+"""Serving fixtures: two registered model versions and one MLServer serving their aliases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+from telescore.core.features import build_pipeline, feature_ranges, split_features_label
+from telescore.core.params import ModelParams
+from telescore.services.mlserver import mlserver_process
+from telescore.services.processes import ServiceProcess, free_port
+from telescore.serving.model_repository import ServerOptions, write_registry_repository
+from telescore.serving.runtime import RuntimeOptions
+
+DATASET = Path(__file__).resolve().parents[3] / "data" / "bank-additional-full.csv.gz"
+REGISTERED_MODEL = "telemarketing"
+SAMPLE_ROWS = 4000
+MAX_ROWS = 100
+"""Batch limit of the served models: small, so the over-limit request stays small too."""
+
+
+@dataclass(frozen=True)
+class RegisteredVersions:
+    """The registry as the serving tests find it."""
+
+    name: str
+    """Registered model name."""
+    champion: str
+    challenger: str
+    features: pd.DataFrame
+    """The sample the models were fitted on (inputs only)."""
+
+
+@dataclass(frozen=True)
+class ServedMLServer:
+    """A running MLServer and where to reach it."""
+
+    process: ServiceProcess
+    rest_url: str
+    grpc_target: str
+    repository: Path
+    mongodb_uri: str
+    database: str
+    """Database the prediction log writes to."""
+    max_rows: int
+    """Batch limit of the served models."""
+
+
+@pytest.fixture(scope="session")
+def bank_sample() -> pd.DataFrame:
+    """The most recent rows of the bank marketing dataset."""
+    return pd.read_csv(DATASET, sep=";").tail(SAMPLE_ROWS).reset_index(drop=True)
+
+
+def _register(features: pd.DataFrame, labels: object, params: ModelParams) -> str:
+    """Fit and register one version exactly as the training pipeline does; return its number."""
+    pipeline = build_pipeline(params).fit(features, labels)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=infer_signature(features, pipeline.predict_proba(features)),
+            input_example=features.head(3),
+            pyfunc_predict_fn="predict_proba",
+            metadata={"feature_ranges": feature_ranges(features)},
+            registered_model_name=REGISTERED_MODEL,
+            # As training does: inferring requirements costs ~10 s per model in a subprocess.
+            pip_requirements=[
+                f"{name}=={version(name)}" for name in ("mlflow", "scikit-learn", "numpy", "pandas")
+            ],
+        )
+    return str(info.registered_model_version)
+
+
+@pytest.fixture(scope="session")
+def registered_versions(mlflow_tracking_uri: str, bank_sample: pd.DataFrame) -> RegisteredVersions:
+    """Two versions of `telemarketing`: champion (C=1) and challenger (C=0.01, other scores)."""
+    mlflow.set_tracking_uri(mlflow_tracking_uri)
+    mlflow.set_experiment("serving-tests")
+    features, labels = split_features_label(bank_sample)
+    champion = _register(features, labels, ModelParams(C=1.0))
+    challenger = _register(features, labels, ModelParams(C=0.01))
+    client = MlflowClient(mlflow_tracking_uri)
+    client.set_registered_model_alias(REGISTERED_MODEL, "champion", champion)
+    client.set_registered_model_alias(REGISTERED_MODEL, "challenger", challenger)
+    return RegisteredVersions(
+        name=REGISTERED_MODEL, champion=champion, challenger=challenger, features=features
+    )
+
+
+@pytest.fixture(scope="session")
+def mlserver(
+    services_dir: Path,
+    mlflow_tracking_uri: str,
+    registered_versions: RegisteredVersions,
+    mongodb: ServiceProcess,
+) -> Iterator[ServedMLServer]:
+    """MLServer on free ports serving champion and challenger, logging to nx-27017."""
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    repository = services_dir / "mlserver-repository"
+    mongodb_uri = mongodb.uri  # type: ignore[attr-defined]
+    database = "serving_tests"
+    write_registry_repository(
+        repository,
+        ServerOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port),
+        RuntimeOptions(
+            max_rows=MAX_ROWS,
+            mongodb_uri=mongodb_uri,
+            mongodb_database=database,
+            spool_dir=services_dir / "prediction-spool",
+        ),
+        client=MlflowClient(mlflow_tracking_uri),
+    )
+    process = mlserver_process(
+        services_dir,
+        repository,
+        http_port,
+        grpc_port,
+        metrics_port,
+        mlflow_tracking_uri,
+        ready_models=["telemarketing", "telemarketing-challenger"],
+    )
+    with process.running():
+        yield ServedMLServer(
+            process=process,
+            rest_url=f"http://127.0.0.1:{http_port}",
+            grpc_target=f"127.0.0.1:{grpc_port}",
+            repository=repository,
+            mongodb_uri=mongodb_uri,
+            database=database,
+            max_rows=MAX_ROWS,
+        )

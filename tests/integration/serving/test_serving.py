@@ -1,0 +1,395 @@
+"""MLServer serves the registered champion and challenger over V2 REST and gRPC."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlserver.grpc import dataplane_pb2 as pb
+from mlserver.grpc import dataplane_pb2_grpc
+
+from telescore.core.schema import CATEGORICAL_VALUES, FEATURES, INTEGER_FEATURES, NUMERIC_BOUNDS
+from telescore.io.prediction_store import PredictionStore
+from telescore.io.serving_client import ServingClient, ServingError, inference_request
+from telescore.jobs.serving import reload_models
+from telescore.services.processes import wait_until
+from telescore.serving.model_repository import CHALLENGER_MODEL, sync_served_models
+
+if TYPE_CHECKING:  # fixture types; conftest modules are not importable at run time
+    from conftest import RegisteredVersions, ServedMLServer
+
+pytestmark = pytest.mark.integration
+
+WAIT = 20.0
+
+
+@pytest.fixture
+def client(mlserver: ServedMLServer) -> Iterator[ServingClient]:
+    with ServingClient(mlserver.rest_url) as serving:
+        yield serving
+
+
+@pytest.fixture
+def rows(registered_versions: RegisteredVersions) -> pd.DataFrame:
+    return registered_versions.features.head(5).reset_index(drop=True)
+
+
+@pytest.fixture
+def http(mlserver: ServedMLServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=mlserver.rest_url, timeout=10.0) as session:
+        yield session
+
+
+def _infer(
+    http: httpx.Client, body: dict[str, Any], model: str = "telemarketing"
+) -> httpx.Response:
+    return http.post(f"/v2/models/{model}/infer", json=body)
+
+
+def _input(body: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(each for each in body["inputs"] if each["name"] == name)
+
+
+def test_rest_scores_several_rows_with_version_and_echoed_id(
+    client: ServingClient, rows: pd.DataFrame, registered_versions: RegisteredVersions
+) -> None:
+    # given five prospects and a request id
+    request_id = f"rest-{uuid.uuid4()}"
+
+    # when scoring them through REST
+    scored = client.infer(rows, request_id=request_id)
+
+    # then each gets a probability from the champion version, under the same id
+    assert len(scored.scores) == len(rows), "one score per row"
+    assert all(0.0 <= score <= 1.0 for score in scored.scores), f"not probabilities: {scored}"
+    assert len(set(scored.scores)) > 1, "different prospects should score differently"
+    assert scored.model_version == registered_versions.champion, "champion version not reported"
+    assert scored.route == "champion", "route not reported"
+    assert scored.request_id == request_id, "request id not echoed"
+    assert scored.latency_ms > 0, "server-side latency missing"
+
+
+def test_rest_generates_a_request_id_when_absent(http: httpx.Client, rows: pd.DataFrame) -> None:
+    response = _infer(http, inference_request(rows))
+
+    assert response.status_code == 200, response.text
+    assert uuid.UUID(response.json()["id"]).version == 4, "generated id is not a uuid4"
+
+
+def test_scores_match_the_registered_model(
+    client: ServingClient, rows: pd.DataFrame, registered_versions: RegisteredVersions
+) -> None:
+    # given the champion as the registry stores it
+    model = mlflow.sklearn.load_model(
+        f"models:/{registered_versions.name}/{registered_versions.champion}"
+    )
+
+    # when the server scores the same rows
+    scored = client.infer(rows)
+
+    # then the fast path gives predict_proba's probabilities
+    expected = model.predict_proba(rows)[:, 1]
+    np.testing.assert_allclose(scored.scores, expected, rtol=0, atol=1e-9)
+
+
+def test_rows_outside_the_training_range_are_served_and_flagged(
+    client: ServingClient, rows: pd.DataFrame, registered_versions: RegisteredVersions
+) -> None:
+    # given a row whose campaign count is plausible but above anything seen in training
+    seen_max = int(registered_versions.features["campaign"].max())
+    unseen = seen_max + 1
+    assert unseen <= NUMERIC_BOUNDS["campaign"][1], "the sample leaves no room above its max"
+    prospects = rows.head(2).copy()
+    prospects.loc[1, "campaign"] = unseen
+
+    # when scoring it
+    scored = client.infer(prospects)
+
+    # then it is scored and flagged; the normal row is not
+    assert len(scored.scores) == 2, "the out-of-range row must still be scored"
+    assert scored.out_of_range[1] == ["campaign"], f"flags: {scored.out_of_range}"
+    assert scored.out_of_range[0] == [], f"flags: {scored.out_of_range}"
+
+
+def test_metadata_reports_the_served_registry_version(
+    client: ServingClient, registered_versions: RegisteredVersions
+) -> None:
+    assert client.served_version() == registered_versions.champion
+
+
+def test_grpc_scores_with_version_and_echoed_id(
+    mlserver: ServedMLServer, rows: pd.DataFrame, registered_versions: RegisteredVersions
+) -> None:
+    # given a gRPC stub and five prospects
+    with grpc.insecure_channel(mlserver.grpc_target) as channel:
+        stub = dataplane_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+        # when scoring them over gRPC
+        response = stub.ModelInfer(_grpc_request(rows, "grpc-1"), timeout=10)
+
+    # then the scores, version and id come back as over REST
+    scores = list(response.outputs[0].contents.fp64_contents)
+    assert len(scores) == len(rows), "one score per row"
+    assert all(0.0 <= score <= 1.0 for score in scores), f"not probabilities: {scores}"
+    assert response.id == "grpc-1", "request id not echoed"
+    assert response.model_version == registered_versions.champion, "version not reported"
+    assert response.parameters["model_version"].string_param == registered_versions.champion
+    assert response.parameters["route"].string_param == "champion"
+    assert json.loads(response.parameters["out_of_range"].string_param) == [[]] * len(rows)
+
+
+def test_grpc_refuses_nan_and_infinity_with_invalid_argument(
+    mlserver: ServedMLServer, rows: pd.DataFrame
+) -> None:
+    # JSON cannot carry NaN, gRPC's fp64_contents can: this is where such values arrive.
+    with grpc.insecure_channel(mlserver.grpc_target) as channel:
+        stub = dataplane_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for bad in (float("nan"), float("inf")):
+            prospects = rows.head(1).copy()
+            prospects["euribor3m"] = bad
+
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ModelInfer(_grpc_request(prospects, "grpc-bad"), timeout=10)
+
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+            assert "euribor3m" in caught.value.details(), caught.value.details()
+
+
+def _grpc_request(rows: pd.DataFrame, request_id: str) -> pb.ModelInferRequest:
+    inputs = []
+    for name in FEATURES:
+        values = rows[name].tolist()
+        if name in CATEGORICAL_VALUES:
+            datatype = "BYTES"
+            contents = pb.InferTensorContents(bytes_contents=[v.encode() for v in values])
+        elif name in INTEGER_FEATURES:
+            datatype = "INT64"
+            contents = pb.InferTensorContents(int64_contents=values)
+        else:
+            datatype = "FP64"
+            contents = pb.InferTensorContents(fp64_contents=values)
+        inputs.append(
+            pb.ModelInferRequest.InferInputTensor(
+                name=name, datatype=datatype, shape=[len(values)], contents=contents
+            )
+        )
+    return pb.ModelInferRequest(model_name="telemarketing", id=request_id, inputs=inputs)
+
+
+# -- bad input: each case names the field and answers 4xx --------------------------------------
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def _drop(name: str) -> Mutation:
+    def mutate(body: dict[str, Any]) -> None:
+        body["inputs"] = [each for each in body["inputs"] if each["name"] != name]
+
+    return mutate
+
+
+def _set(name: str, **fields: Any) -> Mutation:
+    def mutate(body: dict[str, Any]) -> None:
+        _input(body, name).update(fields)
+
+    return mutate
+
+
+def _add_unknown(body: dict[str, Any]) -> None:
+    body["inputs"].append({"name": "salary", "datatype": "FP64", "shape": [1], "data": [1.0]})
+
+
+def _empty(body: dict[str, Any]) -> None:
+    for each in body["inputs"]:
+        each["shape"], each["data"] = [0], []
+
+
+def _over_limit(body: dict[str, Any]) -> None:
+    # The served models refuse more than MAX_ROWS (100) rows: the conftest sets that limit.
+    for each in body["inputs"]:
+        each["data"] = each["data"] * 101
+        each["shape"] = [len(each["data"])]
+
+
+def _duplicate(body: dict[str, Any]) -> None:
+    body["inputs"].append(dict(_input(body, "age")))
+
+
+BAD_INPUTS: dict[str, tuple[Mutation, str]] = {
+    "missing input": (_drop("age"), "age"),
+    "unknown input": (_add_unknown, "salary"),
+    "duplicate input": (_duplicate, "age"),
+    "wrong datatype": (_set("age", datatype="BYTES", data=["35"]), "age"),
+    "wrong-typed value": (_set("age", data=["abc"]), "age"),
+    "null value": (_set("cons.conf.idx", data=[None]), "cons.conf.idx"),
+    "number for a category": (_set("job", datatype="INT64", data=[3]), "job"),
+    "non-integer for an integer input": (_set("campaign", datatype="FP64", data=[1.5]), "campaign"),
+    "shape disagrees with data": (_set("pdays", shape=[2]), "pdays"),
+    "lengths differ between inputs": (_set("job", shape=[2], data=["admin.", "retired"]), "job"),
+    "not one value per row": (_set("month", shape=[1, 2], data=["may", "jun"]), "month"),
+    "age out of bounds": (_set("age", data=[150]), "age"),
+    "negative campaign": (_set("campaign", data=[-1]), "campaign"),
+    "unknown category": (_set("job", data=["astronaut"]), "job"),
+    "empty batch": (_empty, "inputs"),
+    "batch over the limit": (_over_limit, "inputs"),
+    "no inputs at all": (lambda body: body.update(inputs=[]), "inputs"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
+def test_bad_input_is_refused_with_4xx_naming_the_field(
+    http: httpx.Client, rows: pd.DataFrame, case: str
+) -> None:
+    # given a valid one-row request spoiled in one way
+    mutate, field = BAD_INPUTS[case]
+    body = inference_request(rows.head(1), request_id=f"bad-{uuid.uuid4()}")
+    mutate(body)
+
+    # when sending it
+    response = _infer(http, body)
+
+    # then it is refused as the client's fault, naming the field
+    assert 400 <= response.status_code < 500, f"{case}: {response.status_code} {response.text}"
+    assert field in response.json()["error"], f"{case}: field not named: {response.text}"
+
+    # and the server keeps serving
+    assert _infer(http, inference_request(rows.head(1))).status_code == 200, "server stopped"
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "1e999"])
+def test_rest_non_finite_numbers_are_refused_with_4xx(
+    http: httpx.Client, rows: pd.DataFrame, literal: str
+) -> None:
+    # JSON has no NaN or infinity: MLServer's parser refuses them (422) before the runtime
+    # runs, so over REST the field cannot be named; over gRPC it is (see the gRPC test).
+    request = inference_request(rows.head(1))
+    _input(request, "euribor3m")["data"] = ["<non-finite>"]
+    body = json.dumps(request).replace('"<non-finite>"', literal)
+    response = http.post(
+        "/v2/models/telemarketing/infer",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+
+    assert 400 <= response.status_code < 500, f"{literal}: {response.status_code} {response.text}"
+    assert _infer(http, inference_request(rows.head(1))).status_code == 200, "server stopped"
+
+
+def test_mlflow_invocations_endpoint_is_not_exposed(http: httpx.Client, rows: pd.DataFrame) -> None:
+    # /invocations would score without validation or logging: it must not exist.
+    response = http.post(
+        "/invocations", json={"dataframe_records": rows.head(1).to_dict("records")}
+    )
+
+    assert response.status_code == 404, response.text
+
+
+# -- prediction log --------------------------------------------------------------------------
+
+
+def test_served_predictions_are_logged_and_refused_requests_are_not(
+    client: ServingClient, http: httpx.Client, mlserver: ServedMLServer, rows: pd.DataFrame
+) -> None:
+    # given a refused request followed by a scored one
+    refused_id, scored_id = f"refused-{uuid.uuid4()}", f"scored-{uuid.uuid4()}"
+    bad = inference_request(rows.head(2), request_id=refused_id)
+    _input(bad, "age")["data"] = [35, 150]
+    assert _infer(http, bad).status_code == 400, "the bad request must be refused"
+
+    # when the scored one reaches MongoDB
+    scored = client.infer(rows.head(3), request_id=scored_id)
+    with PredictionStore(mlserver.mongodb_uri, mlserver.database) as store:
+        wait_until(
+            lambda: store.count({"request_id": scored_id}) == 3,
+            WAIT,
+            what="prediction records in MongoDB",
+        )
+        records = store.find({"request_id": scored_id}, sort=[("row", 1)])
+        refused = store.count({"request_id": refused_id})
+
+    # then it holds one record per row with its score, and nothing for the refused request
+    assert [r["score"] for r in records] == pytest.approx(scored.scores), "scores differ"
+    assert {r["model_version"] for r in records} == {scored.model_version}, "version differs"
+    assert {r["route"] for r in records} == {"champion"}, "route differs"
+    assert records[0]["features"]["job"] == rows.loc[0, "job"], "features not logged as sent"
+    # The log writes in submission order: once the later request is in, the earlier would be.
+    assert refused == 0, "a refused request was logged"
+
+
+# -- challenger and reload -------------------------------------------------------------------
+
+
+def test_challenger_is_served_when_the_alias_exists(
+    client: ServingClient, rows: pd.DataFrame, registered_versions: RegisteredVersions
+) -> None:
+    scored = client.infer(rows, model=CHALLENGER_MODEL)
+
+    assert scored.model_version == registered_versions.challenger, "challenger version"
+    assert scored.route == "challenger", "challenger route"
+    champion = client.infer(rows)
+    assert scored.scores != champion.scores, "challenger should be a different model"
+
+
+def test_reload_after_moving_the_champion_alias_serves_the_new_version(
+    client: ServingClient,
+    rows: pd.DataFrame,
+    registered_versions: RegisteredVersions,
+    mlflow_tracking_uri: str,
+) -> None:
+    registry = MlflowClient(mlflow_tracking_uri)
+    old, new = registered_versions.champion, registered_versions.challenger
+    try:
+        # given the champion alias moved to another version
+        registry.set_registered_model_alias(registered_versions.name, "champion", new)
+        assert client.infer(rows).model_version == old, "served version changed before reload"
+
+        # when reloading the served models
+        reloaded = reload_models(client, ["telemarketing"])
+
+        # then the new champion is served
+        assert [(r.previous_version, r.version) for r in reloaded] == [(old, new)], reloaded
+        assert client.infer(rows).model_version == new, "new champion not served"
+    finally:
+        registry.set_registered_model_alias(registered_versions.name, "champion", old)
+        reload_models(client, ["telemarketing"])
+    assert client.infer(rows).model_version == old, "champion not restored"
+
+
+def test_sync_follows_the_challenger_alias_going_and_coming_back(
+    client: ServingClient,
+    rows: pd.DataFrame,
+    mlserver: ServedMLServer,
+    registered_versions: RegisteredVersions,
+    mlflow_tracking_uri: str,
+) -> None:
+    registry = MlflowClient(mlflow_tracking_uri)
+    try:
+        # given the challenger alias removed
+        registry.delete_registered_model_alias(registered_versions.name, "challenger")
+
+        # when syncing the server with the registry
+        sync_served_models(mlserver.repository, client, client=registry)
+
+        # then the challenger is no longer served, the champion still is
+        with pytest.raises(ServingError) as caught:
+            client.infer(rows, model=CHALLENGER_MODEL)
+        assert caught.value.status_code == 404, caught.value
+        assert client.infer(rows).model_version == registered_versions.champion
+    finally:
+        registry.set_registered_model_alias(
+            registered_versions.name, "challenger", registered_versions.challenger
+        )
+        sync_served_models(mlserver.repository, client, client=registry)
+    # and once the alias is back, so is the challenger
+    assert (
+        client.infer(rows, model=CHALLENGER_MODEL).model_version == registered_versions.challenger
+    )
