@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from telescore.core.schema import FEATURES
 from telescore.io import orchestrator
+from telescore.io.prediction_store import PredictionStore
+from telescore.io.serving_client import ServingClient
 from telescore.jobs import platform
+from telescore.serving import deployment
 from telescore.settings import Settings, load_settings
 
 app = typer.Typer(
     help="telescore: rank telemarketing prospects and keep the model good.", no_args_is_help=True
 )
+serve_app = typer.Typer(help="MLServer serving the champion and challenger.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
 console = Console()
 PROJECT_ROOT = Path.cwd()
 
@@ -31,8 +39,25 @@ def _print_urls(urls: platform.PlatformUrls, settings: Settings) -> None:
     table.add_row("MLflow UI", urls.mlflow)
     table.add_row("Prefect UI", urls.prefect)
     table.add_row("MongoDB", urls.mongodb)
+    serving = deployment.status(settings)
+    if serving.models:
+        for name, version in serving.models.items():
+            table.add_row(f"Serving {name}", f"{serving.url}/v2/models/{name} (version {version})")
+        table.add_row("V2 gRPC", serving.grpc)
+        table.add_row("Prometheus metrics", serving.metrics)
     table.add_row("Logs", str(settings.project.state_dir / "logs"))
     console.print(table)
+
+
+def _start_serving(settings: Settings) -> bool:
+    """Start (or reload) MLServer; False when there is no champion to serve yet."""
+    try:
+        with console.status("Starting MLServer on the champion (and challenger)..."):
+            deployment.start_serving(settings)
+    except LookupError:
+        console.print("[yellow]No champion registered yet[/]: serving starts after training.")
+        return False
+    return True
 
 
 @app.command()
@@ -41,6 +66,7 @@ def up() -> None:
     settings = _settings()
     with console.status("Starting MLflow, Prefect, MongoDB (nx-27017) and a Prefect worker..."):
         urls = platform.bring_up(settings, PROJECT_ROOT)
+    _start_serving(settings)
     _print_urls(urls, settings)
     console.print(
         f"Train from any terminal: [bold]prefect deployment run "
@@ -71,11 +97,84 @@ def train(
     console.print_json(json.dumps(outcome, default=str))
     if not outcome["completed"]:
         raise typer.Exit(code=1)
+    console.print("After a promotion, serve the new champion with [bold]telescore serve reload[/].")
+
+
+@serve_app.command("start")
+def serve_start() -> None:
+    """Start MLServer on the registry's aliases (or reload it if it runs)."""
+    settings = _settings()
+    if not _start_serving(settings):
+        raise typer.Exit(code=1)
+    _print_serving(settings)
+
+
+@serve_app.command("reload")
+def serve_reload() -> None:
+    """Re-resolve the champion/challenger aliases and load their versions, without downtime."""
+    settings = _settings()
+    for reloaded in deployment.reload_serving(settings):
+        console.print(
+            f"{reloaded.model}: version {reloaded.previous_version} -> {reloaded.version}"
+        )
+
+
+@serve_app.command("status")
+def serve_status() -> None:
+    """Show what MLServer serves."""
+    _print_serving(_settings())
+
+
+def _print_serving(settings: Settings) -> None:
+    serving = deployment.status(settings)
+    if not serving.models:
+        console.print(f"MLServer is not answering at {serving.url}")
+        raise typer.Exit(code=1)
+    for name, version in serving.models.items():
+        console.print(f"{name}: version {version} at {serving.url}/v2/models/{name}/infer")
+
+
+def _score_sample(settings: Settings) -> None:
+    """Score the five most recent prospects through MLServer and find them in MongoDB."""
+    rows = pd.read_csv(PROJECT_ROOT / "data" / "bank-additional-full.csv.gz", sep=";").tail(5)
+    records = [
+        {str(name): value for name, value in row.items()}
+        for row in rows.loc[:, list(FEATURES)].to_dict(orient="records")
+    ]
+    host = settings.project.host
+    with ServingClient(settings.serving.resolved_url(host)) as client:
+        scored = client.infer(records)
+    table = Table(
+        title=f"Scored by {scored.model_name} v{scored.model_version} (request {scored.request_id})"
+    )
+    for column in ("age", "job", "euribor3m", "probability", "outside training range"):
+        table.add_column(column)
+    for record, score, flags in zip(records, scored.scores, scored.out_of_range, strict=True):
+        table.add_row(
+            str(record["age"]),
+            record["job"],
+            str(record["euribor3m"]),
+            f"{score:.3f}",
+            ", ".join(flags),
+        )
+    console.print(table)
+    with PredictionStore(settings.mongodb.resolved_uri(host), settings.mongodb.database) as store:
+        deadline = time.monotonic() + 15
+        # The log writes in the background: wait for it rather than for luck.
+        while (
+            store.count({"request_id": scored.request_id}) < len(records)
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        logged = store.count({"request_id": scored.request_id})
+    console.print(
+        f"MongoDB collection 'predictions' holds {logged} of {len(records)} rows of that request."
+    )
 
 
 @app.command()
 def demo() -> None:
-    """Bring the platform up, run the training deployment once, and say where to look."""
+    """Bring the platform up, train once, serve the champion, score prospects, say where to look."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     settings = _settings()
     with console.status("Starting MLflow, Prefect, MongoDB (nx-27017) and a Prefect worker..."):
@@ -83,7 +182,6 @@ def demo() -> None:
     console.print("[green]Services up.[/] Running the training deployment (about a minute)...")
     api_url = settings.prefect.resolved_api_url(settings.project.host)
     outcome = orchestrator.run_deployment(orchestrator.TRAINING_DEPLOYMENT, api_url)
-    _print_urls(urls, settings)
     result = outcome.get("result") or {}
     table = Table(title="Training run", show_header=False)
     table.add_row("Prefect flow run", f"{urls.prefect}/runs/flow-run/{outcome['flow_run_id']}")
@@ -100,4 +198,7 @@ def demo() -> None:
             f"[red]Training did not complete[/]; see {settings.project.state_dir / 'logs'}"
         )
         raise typer.Exit(code=1)
+    if _start_serving(settings):
+        _score_sample(settings)
+    _print_urls(urls, settings)
     console.print("Stop everything with [bold]telescore down[/].")

@@ -103,6 +103,8 @@ class ServingSettings(BaseSettings):
     """Prometheus metrics port."""
     url: str | None = None
     """Base URL of the V2 REST endpoint; unset means the embedded MLServer on `http_port`."""
+    prediction_log: bool = True
+    """Log every prediction to MongoDB (spooled locally while MongoDB is down)."""
 
     def resolved_url(self, host: str = "127.0.0.1") -> str:
         """Return the configured REST base URL, or the embedded server's."""

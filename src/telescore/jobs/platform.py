@@ -28,14 +28,16 @@ def _pid_file(settings: Settings, name: str) -> Path:
     return settings.project.state_dir / "run" / f"{name}.pid"
 
 
-def _already_running(settings: Settings, service: ServiceProcess) -> bool:
+def is_running(settings: Settings, service: ServiceProcess) -> bool:
+    """Tell whether `service` was started by telescore and still answers its health check."""
     pid_file = _pid_file(settings, service.name)
     if not pid_file.exists():
         return False
     return pid_alive(int(pid_file.read_text())) and service.health()
 
 
-def _record(settings: Settings, service: ServiceProcess) -> None:
+def record_pid(settings: Settings, service: ServiceProcess) -> None:
+    """Remember a started service's process group, for `telescore down`."""
     pid_file = _pid_file(settings, service.name)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     assert service.process is not None  # noqa: S101 - launched just before
@@ -68,10 +70,10 @@ def bring_up(settings: Settings, project_root: Path) -> PlatformUrls:
     if settings.mongodb.uri is None:
         servers.append(embedded.mongodb_server(state, settings.mongodb.port, host))
     # Launch all first, then wait: MLflow and Prefect each take 10-20 s to get ready.
-    launched = [s.launch() for s in servers if not _already_running(settings, s)]
+    launched = [s.launch() for s in servers if not is_running(settings, s)]
     for service in launched:
         service.wait_healthy()
-        _record(settings, service)
+        record_pid(settings, service)
 
     prefect_env = embedded.prefect_env((state / "prefect").resolve(), api_url) | env
     orchestrator.ensure_work_pool(settings.prefect.work_pool, prefect_env, project_root)
@@ -84,9 +86,9 @@ def bring_up(settings: Settings, project_root: Path) -> PlatformUrls:
         project_root,
         host,
     )
-    if not _already_running(settings, worker):
+    if not is_running(settings, worker):
         worker.start()
-        _record(settings, worker)
+        record_pid(settings, worker)
     orchestrator.deploy_all(project_root / "pipelines" / "prefect.yaml", prefect_env, project_root)
     return PlatformUrls(
         mlflow=settings.mlflow.resolved_tracking_uri(host),
