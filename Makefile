@@ -10,7 +10,7 @@ export OMP_NUM_THREADS ?= 1
 export UV_PYTHON_PREFERENCE := only-system
 export UV_LINK_MODE := copy
 
-.PHONY: help install check test test-fast up down demo bench clean
+.PHONY: help install check test test-fast up down demo bench repro clean
 
 help:  ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,7 +46,12 @@ demo: install  ## Set up, start everything, train once, print where to look
 	$(RUN) telescore demo
 
 bench: install  ## Run the benchmarks (figures, not assertions)
-	$(RUN) python benchmarks/training.py
+	$(RUN) python -m benchmarks.training
+	$(RUN) python -m benchmarks.serving
+	$(RUN) python -m benchmarks.reload_under_load
+
+repro: install  ## Re-run the DVC stages whose data, code or params changed
+	PATH=$(CURDIR)/.venv/bin:$$PATH $(RUN) dvc repro
 
 clean: down  ## Remove local state (.telescore) and caches
 	rm -rf .telescore .pytest_cache .ruff_cache .mypy_cache

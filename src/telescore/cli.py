@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from telescore.cli_stages import stages_app
 from telescore.core.schema import FEATURES
 from telescore.io import orchestrator
 from telescore.io.prediction_store import PredictionStore
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 serve_app = typer.Typer(help="MLServer serving the champion and challenger.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
+app.add_typer(stages_app, name="stage", help="DVC pipeline stages (run by `dvc repro`).")
 console = Console()
 PROJECT_ROOT = Path.cwd()
 

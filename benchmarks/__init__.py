@@ -1,0 +1,1 @@
+"""Scripts that measure telescore: they print figures, they do not assert timings."""
