@@ -27,12 +27,29 @@ class ModelVersionRef:
 
     name: str
     version: str
-    run_id: str | None
+    run_id: str | None = None
+    alias: str | None = None
+    """The alias it was resolved from, if any."""
 
     @property
     def uri(self) -> str:
-        """Return the registry URI of this exact version."""
+        """Return the registry URI of this exact version (it never moves, unlike an alias)."""
         return f"models:/{self.name}/{self.version}"
+
+
+def resolve_model_uri(uri: str, client: MlflowClient | None = None) -> ModelVersionRef:
+    """Pin `models:/<name>@<alias>` (or `models:/<name>/<version>`) to a registry version."""
+    if not uri.startswith("models:/"):
+        raise ValueError(f"model URI {uri!r} is not a registry URI models:/<name>@<alias>")
+    path = uri.removeprefix("models:/").strip("/")
+    if "@" in path:
+        name, alias = path.split("@", 1)
+        version = (client or MlflowClient()).get_model_version_by_alias(name, alias)
+        return ModelVersionRef(name, str(version.version), version.run_id, alias)
+    name, _, version_text = path.rpartition("/")
+    if not name or not version_text.isdigit():
+        raise ValueError(f"model URI {uri!r} names neither an alias nor a version number")
+    return ModelVersionRef(name, version_text)
 
 
 def git_commit(root: Path = Path()) -> str:

@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -21,7 +20,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 from fastapi import status
-from mlflow import MlflowClient
 from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, Parameters, ResponseOutput
 from mlserver.utils import generate_uuid
@@ -39,6 +37,7 @@ from telescore.core.requests import (
 from telescore.core.schema import FEATURES
 from telescore.core.scoring import Columns, Scorer, compile_scorer
 from telescore.io.prediction_store import PredictionStore
+from telescore.io.registry import ModelVersionRef, resolve_model_uri
 from telescore.io.spool import SpoolLockedError
 from telescore.serving.prediction_log import PredictionLog
 from telescore.settings import load_settings
@@ -82,37 +81,6 @@ class RuntimeOptions(BaseModel):
     def from_extra(cls, extra: Mapping[str, Any] | None) -> RuntimeOptions:
         """Validate the `parameters.extra` mapping of a model's settings."""
         return cls.model_validate(dict(extra or {}))
-
-
-@dataclass(frozen=True)
-class RegisteredModel:
-    """A registry model version pinned from a `models:/` URI."""
-
-    name: str
-    version: str
-    alias: str | None
-    """The alias the URI named, if it named one."""
-
-    @property
-    def uri(self) -> str:
-        """URI of this exact version (never moves, unlike an alias)."""
-        return f"models:/{self.name}/{self.version}"
-
-
-def resolve_registered_model(uri: str, client: MlflowClient | None = None) -> RegisteredModel:
-    """Pin `models:/<name>@<alias>` (or `models:/<name>/<version>`) to a registry version."""
-    if not uri.startswith("models:/"):
-        raise ValueError(f"model URI {uri!r} is not a registry URI models:/<name>@<alias>")
-    path = uri.removeprefix("models:/").strip("/")
-    if "@" in path:
-        name, alias = path.split("@", 1)
-        client = client or MlflowClient()
-        version = client.get_model_version_by_alias(name, alias)
-        return RegisteredModel(name=name, version=str(version.version), alias=alias)
-    name, _, version_text = path.rpartition("/")
-    if not name or not version_text.isdigit():
-        raise ValueError(f"model URI {uri!r} names neither an alias nor a version number")
-    return RegisteredModel(name=name, version=version_text, alias=None)
 
 
 class TelescoreRuntime(MLflowRuntime):
@@ -269,8 +237,8 @@ class TelescoreRuntime(MLflowRuntime):
         )
 
 
-def _load_registered(uri: str) -> tuple[RegisteredModel, Any]:
-    registered = resolve_registered_model(uri)
+def _load_registered(uri: str) -> tuple[ModelVersionRef, Any]:
+    registered = resolve_model_uri(uri)
     return registered, mlflow.pyfunc.load_model(registered.uri)
 
 
