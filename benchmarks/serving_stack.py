@@ -25,11 +25,6 @@ HOST = "127.0.0.1"
 SERVER_ENV = {"OMP_NUM_THREADS": "1"}
 
 
-def console_script(name: str) -> str:
-    """Return a console script of this interpreter's environment (uvicorn, mlflow, ...)."""
-    return str(Path(sys.executable).with_name(name))
-
-
 @contextlib.contextmanager
 def stop_on_sigterm() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt, so `with` blocks stop their services either way."""
@@ -171,7 +166,7 @@ def mlserver_service(
 
 def fastapi_peer_service(state_dir: Path, tracking_uri: str, model_uri: str) -> tuple[Any, str]:
     """Return the plain FastAPI + scikit-learn peer (benchmarks/fastapi_peer.py) and its URL."""
-    from telescore.services.processes import ServiceProcess, free_port, http_ok
+    from telescore.services.processes import ServiceProcess, console_script, free_port, http_ok
 
     port = free_port()
     base = f"http://{HOST}:{port}"
@@ -208,7 +203,7 @@ def fastapi_peer_service(state_dir: Path, tracking_uri: str, model_uri: str) -> 
 
 def mlflow_serve_service(state_dir: Path, tracking_uri: str, model_uri: str) -> tuple[Any, str]:
     """Return `mlflow models serve` of the same registered version, and its URL."""
-    from telescore.services.processes import ServiceProcess, free_port, http_ok
+    from telescore.services.processes import ServiceProcess, console_script, free_port, http_ok
 
     port = free_port()
     base = f"http://{HOST}:{port}"

@@ -75,7 +75,7 @@ def bring_up(settings: Settings, project_root: Path) -> PlatformUrls:
         service.wait_healthy()
         record_pid(settings, service)
 
-    prefect_env = embedded.prefect_env((state / "prefect").resolve(), api_url) | env
+    prefect_env = embedded.prefect_env(embedded.prefect_home(state), api_url) | env
     orchestrator.ensure_work_pool(settings.prefect.work_pool, prefect_env, project_root)
     worker = embedded.prefect_worker(
         state,

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from telescore.services.processes import ServiceProcess, http_ok, tcp_open
-
-
-def _bin(name: str) -> str:
-    """Return the console script `name` from this interpreter's environment."""
-    return str(Path(sys.executable).with_name(name))
+from telescore.services.processes import ServiceProcess, console_script, http_ok, tcp_open
 
 
 def mlflow_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> ServiceProcess:
@@ -20,7 +14,7 @@ def mlflow_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> Servic
     return ServiceProcess(
         name="mlflow",
         command=[
-            _bin("mlflow"),
+            console_script("mlflow"),
             "server",
             "--backend-store-uri",
             f"sqlite:///{root.resolve() / 'mlflow.db'}",
@@ -42,11 +36,10 @@ def mlflow_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> Servic
 
 def prefect_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> ServiceProcess:
     """Prefect server (API and UI) on SQLite under the state folder."""
-    home = (state_dir / "prefect").resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    home = prefect_home(state_dir)
     return ServiceProcess(
         name="prefect",
-        command=[_bin("prefect"), "server", "start", "--host", host, "--port", str(port)],
+        command=[console_script("prefect"), "server", "start", "--host", host, "--port", str(port)],
         health=http_ok(f"http://{host}:{port}/api/health"),
         log_path=state_dir / "logs" / "prefect.log",
         env=prefect_env(home, f"http://{host}:{port}/api")
@@ -55,6 +48,13 @@ def prefect_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> Servi
             "PREFECT_UI_API_URL": f"http://{host}:{port}/api",
         },
     )
+
+
+def prefect_home(state_dir: Path) -> Path:
+    """Return (and create) the PREFECT_HOME that the server, worker and clients share."""
+    home = (state_dir / "prefect").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
 
 
 def prefect_env(home: Path, api_url: str) -> dict[str, str]:
@@ -73,7 +73,7 @@ def mongodb_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> Servi
     return ServiceProcess(
         name="mongodb",
         command=[
-            _bin("nx-27017"),
+            console_script("nx-27017"),
             "--data-dir",
             str(data),
             "--host",
@@ -100,11 +100,11 @@ def prefect_worker(
     host: str = "127.0.0.1",
 ) -> ServiceProcess:
     """A Prefect process worker polling `pool`; flow runs inherit `env` (service URIs)."""
-    home = (state_dir / "prefect").resolve()
+    home = prefect_home(state_dir)
     return ServiceProcess(
         name="prefect-worker",
         command=[
-            _bin("prefect"),
+            console_script("prefect"),
             "worker",
             "start",
             "--pool",

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from telescore.services.processes import HealthCheck, ServiceProcess, http_ok
+from telescore.services.processes import HealthCheck, ServiceProcess, console_script, http_ok
 
 DEFAULT_READY_MODELS = ("telemarketing",)
 
@@ -33,7 +32,7 @@ def mlserver_process(
         name="mlserver",
         # Absolute: the process runs in the state folder, not the caller's working directory.
         command=[
-            str(Path(sys.executable).with_name("mlserver")),
+            console_script("mlserver"),
             "start",
             str(repository_dir.resolve()),
         ],

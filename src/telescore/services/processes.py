@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +20,11 @@ HealthCheck = Callable[[], bool]
 
 class ServiceStartError(RuntimeError):
     """A service exited or did not become healthy in time."""
+
+
+def console_script(name: str) -> str:
+    """Return the console script `name` (mlflow, prefect, mlserver...) of this environment."""
+    return str(Path(sys.executable).with_name(name))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
