@@ -138,9 +138,10 @@ def validate_model(
     return report
 
 
-def score_champion(registry: Registry, trained: TrainedModel, metric: str) -> float | None:
-    """Score the current champion on the candidate's holdout; None when there is no champion."""
-    champion = registry.alias_version(CHAMPION)
+def score_champion(
+    registry: Registry, champion: ModelVersionRef | None, trained: TrainedModel, metric: str
+) -> float | None:
+    """Score the champion on the candidate's holdout; None when there is no champion."""
     if champion is None:
         return None
     model = registry.load_model(champion)
@@ -174,7 +175,7 @@ def register(
     metric = params.promotion.metric
     candidate_score = trained.metrics[f"holdout_{metric}"]
     champion_before = registry.alias_version(CHAMPION)
-    champion_score = score_champion(registry, trained, metric)
+    champion_score = score_champion(registry, champion_before, trained, metric)
     decision: PromotionDecision = decide_promotion(
         candidate_score,
         champion_score,
