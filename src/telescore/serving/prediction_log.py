@@ -46,7 +46,19 @@ class RecordStore(Protocol):
         """Store records, treating already-stored ones as written; return how many."""
 
 
-class _Metrics:
+class Counted(Protocol):
+    """What the gauges read from each open log."""
+
+    @property
+    def pending(self) -> int:
+        """Records held in memory."""
+
+    @property
+    def spooled(self) -> int:
+        """Records waiting in a spool."""
+
+
+class LogMetrics:
     """The log metrics of one registry, shared by every open log that reports to it."""
 
     # Several logs may share a registry (champion and challenger in one MLServer process), and
@@ -55,7 +67,7 @@ class _Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._lock = threading.Lock()
-        self._logs: weakref.WeakSet[PredictionLog] = weakref.WeakSet()
+        self._logs: weakref.WeakSet[Counted] = weakref.WeakSet()
         self.pending = Gauge(
             "telescore_prediction_log_pending",
             "Prediction records held in memory, not yet written to MongoDB or spooled.",
@@ -80,32 +92,35 @@ class _Metrics:
             registry=registry,
         )
 
-    def attach(self, log: PredictionLog) -> None:
+    def attach(self, log: Counted) -> None:
+        """Count `log` in the gauges until it is detached (or garbage)."""
         with self._lock:
             self._logs.add(log)
 
-    def detach(self, log: PredictionLog) -> None:
+    def detach(self, log: Counted) -> None:
+        """Stop counting `log`: what it still holds now belongs to its spool's next owner."""
         with self._lock:
             self._logs.discard(log)
 
-    def _total(self, value: Callable[[PredictionLog], int]) -> float:
+    def _total(self, value: Callable[[Counted], int]) -> float:
         with self._lock:
             logs = list(self._logs)
         return float(sum(value(log) for log in logs))
 
 
 _metrics_lock = threading.Lock()
-_metrics_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = (
+_metrics_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, LogMetrics] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _metrics_for(registry: CollectorRegistry) -> _Metrics:
-    """Return the log metrics of `registry`, creating them on first use."""
+def log_metrics(registry: CollectorRegistry | None = None) -> LogMetrics:
+    """Return the log metrics of `registry` (default: the global one), creating them once."""
+    registry = REGISTRY if registry is None else registry
     with _metrics_lock:
         metrics = _metrics_by_registry.get(registry)
         if metrics is None:
-            metrics = _metrics_by_registry[registry] = _Metrics(registry)
+            metrics = _metrics_by_registry[registry] = LogMetrics(registry)
         return metrics
 
 
@@ -136,7 +151,7 @@ class PredictionLog:
         self._flush_interval = flush_interval
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
-        self._metrics = _metrics_for(registry if registry is not None else REGISTRY)
+        self._metrics = log_metrics(registry)
         self._spool = (
             Spool(spool_path) if spool_opener is None else Spool(spool_path, opener=spool_opener)
         )
@@ -145,8 +160,17 @@ class PredictionLog:
         self._closed = False
         self._stop_deadline = float("inf")
         self._thread: threading.Thread | None = None
-        self._in_flight = 0  # taken from the buffer, not yet written or spooled
+        # Records are numbered in the order they are submitted, so that `durable` can say which
+        # prefix is safe: the buffer holds [_buffer_start, _submitted), and batches taken from it
+        # but not yet written or spooled are in flight, keyed by their first number.
+        self._submitted = 0
+        self._buffer_start = 0
+        self._in_flight: dict[int, int] = {}
         self._metrics.attach(self)
+        self.written = 0
+        """Records MongoDB acknowledged (as the `written` counter)."""
+        self.dropped = 0
+        """Records lost (as the `dropped` counter)."""
         # Owned by the writer thread only.
         self._store: RecordStore | None = None
         self._indexed = False
@@ -159,7 +183,17 @@ class PredictionLog:
     @property
     def pending(self) -> int:
         """Records held in memory: buffered, or being written."""
-        return len(self._buffer) + self._in_flight
+        with self._condition:
+            return len(self._buffer) + sum(self._in_flight.values())
+
+    @property
+    def durable(self) -> int:
+        """How many of the records submitted so far, from the first, are all written or spooled.
+
+        Records dropped after being taken count too: nothing more can be done for them here.
+        """
+        with self._condition:
+            return min([self._buffer_start, *self._in_flight])
 
     @property
     def spooled(self) -> int:
@@ -197,17 +231,24 @@ class PredictionLog:
                 return
             batch = list(records)
             with self._condition:
-                closed = self._closed
-                if not closed and len(self._buffer) + len(batch) <= self._max_buffer:
+                if self._closed:
+                    overflow = None
+                elif len(self._buffer) + len(batch) <= self._max_buffer:
                     self._buffer.extend(batch)
+                    self._submitted += len(batch)
                     if len(self._buffer) >= self._batch_size:
                         self._condition.notify()
                     return
-            if closed:
+                else:
+                    # Buffer full (MongoDB slower than traffic): spool the buffer, then the
+                    # batch, so records still become durable in the order they came.
+                    self._buffer.extend(batch)
+                    self._submitted += len(batch)
+                    overflow = self._take_locked(len(self._buffer))
+            if overflow is None:
                 self._drop(batch, "submitted after close()")
                 return
-            # Buffer full (MongoDB slower than traffic): a local fsync, not a wait on MongoDB.
-            self._spool_records(batch)
+            self._spool_taken(overflow)
         except Exception:
             logger.exception("prediction log: submit failed; these records are not logged")
 
@@ -291,7 +332,7 @@ class PredictionLog:
 
     def _write_buffer(self, store: RecordStore, until: Callable[[], bool] | None = None) -> None:
         while not (until and until()):
-            batch = self._take(self._batch_size)
+            start, batch = self._take(self._batch_size)
             if not batch:
                 return
             try:
@@ -300,7 +341,7 @@ class PredictionLog:
                 self._spool_records(batch)
                 raise
             finally:
-                self._settle(batch)
+                self._settle(start)
 
     def _replay(self, store: RecordStore, should_stop: Callable[[], bool]) -> None:
         result = self._spool.replay(
@@ -335,6 +376,7 @@ class PredictionLog:
             self._drop(bad, "cannot be encoded as BSON")
             written = store.insert(good) if good else 0
         self._metrics.written.inc(written)
+        self.written += written
 
     def _open_store(self) -> RecordStore:
         if self._store is None:
@@ -375,25 +417,35 @@ class PredictionLog:
 
     # -- shared helpers ---------------------------------------------------------------------------
 
-    def _take(self, limit: int) -> list[Record]:
+    def _take(self, limit: int) -> tuple[int, list[Record]]:
         """Take records off the buffer; the caller must `_settle` them once written or spooled."""
         with self._condition:
-            count = min(limit, len(self._buffer))
-            batch = [self._buffer.popleft() for _ in range(count)]
-            self._in_flight += count
-        return batch
+            return self._take_locked(limit)
 
-    def _settle(self, batch: list[Record]) -> None:
+    def _take_locked(self, limit: int) -> tuple[int, list[Record]]:
+        """`_take`, for a caller that holds the condition; returns the first number and records."""
+        count = min(limit, len(self._buffer))
+        start = self._buffer_start
+        batch = [self._buffer.popleft() for _ in range(count)]
+        if count:
+            self._in_flight[start] = count
+            self._buffer_start += count
+        return start, batch
+
+    def _settle(self, start: int) -> None:
         # Called after the write or spool, so a record always shows in `pending` or `spooled`.
         with self._condition:
-            self._in_flight -= len(batch)
+            self._in_flight.pop(start, None)
 
     def _spool_buffer(self) -> None:
-        batch = self._take(len(self._buffer))
+        self._spool_taken(self._take(len(self._buffer)))
+
+    def _spool_taken(self, taken: tuple[int, list[Record]]) -> None:
+        start, batch = taken
         try:
             self._spool_records(batch)
         finally:
-            self._settle(batch)
+            self._settle(start)
 
     def _spool_records(self, records: list[Record]) -> None:
         if not records:
@@ -405,4 +457,5 @@ class PredictionLog:
 
     def _drop(self, records: Sequence[Mapping[str, Any]], reason: str) -> None:
         self._metrics.dropped.inc(len(records))
+        self.dropped += len(records)
         logger.error("prediction log: DROPPED %d prediction records: %s", len(records), reason)

@@ -11,8 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,7 +25,7 @@ from mlserver.utils import generate_uuid
 from mlserver_mlflow import MLflowRuntime
 from pydantic import BaseModel, ConfigDict, Field
 
-from telescore.core.predictions import ROUTES, Route, prediction_records
+from telescore.core.predictions import ROUTES, Route
 from telescore.core.requests import (
     DEFAULT_MAX_ROWS,
     InputTensor,
@@ -36,18 +35,15 @@ from telescore.core.requests import (
 )
 from telescore.core.schema import FEATURES
 from telescore.core.scoring import Columns, Scorer, compile_scorer
-from telescore.io.prediction_store import PredictionStore
 from telescore.io.registry import ModelVersionRef, resolve_model_uri
-from telescore.io.spool import SpoolLockedError
-from telescore.serving.prediction_log import PredictionLog
+from telescore.serving.log_process import LogProcess, WriterStartError
+from telescore.serving.log_writer import WriterConfig
 from telescore.settings import load_settings
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_NAME: Final = "probability"
 """The one output: probability of class 1 ("yes"), one FP64 per row."""
-MAX_SPOOL_SLOTS: Final = 64
-"""Spool folders one model may use at once: one per worker process, twice over for reloads."""
 
 
 class InvalidInputError(MLServerError):
@@ -112,7 +108,9 @@ class TelescoreRuntime(MLflowRuntime):
         self._sync_metadata()
         # Reported by the model metadata endpoint (GET /v2/models/<name>): the pinned version.
         self._settings.versions = [self._model_version]
-        self._prediction_log = self._open_prediction_log() if self._options.prediction_log else None
+        self._prediction_log = (
+            await self._start_prediction_log() if self._options.prediction_log else None
+        )
         logger.info(
             "model %s serves %s (route %s, prediction log %s)",
             self.name,
@@ -126,14 +124,14 @@ class TelescoreRuntime(MLflowRuntime):
         """Flush the prediction log (spooling what MongoDB does not take in time)."""
         log = getattr(self, "_prediction_log", None)
         if log is not None:
-            await asyncio.to_thread(log.close, 10.0)
             self._prediction_log = None
+            await log.close()
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         """Validate, score, flag out-of-range rows, answer and log one request."""
         started = time.perf_counter()
-        timestamp = datetime.now(UTC)
+        timestamp = time.time()
         try:
             batch = validate_inputs(
                 [_input_tensor(request_input) for request_input in payload.inputs],
@@ -141,7 +139,7 @@ class TelescoreRuntime(MLflowRuntime):
             )
         except InvalidRequestError as error:
             raise InvalidInputError(str(error)) from None
-        scores = self._scorer(batch.columns)
+        scores = self._scorer(batch.columns).tolist()
         out_of_range = self._training_ranges.flags(batch)
         # gRPC sends "" for a missing id. The data plane copies `payload.id` onto the response,
         # so setting it here makes the generated id the one the client receives.
@@ -165,12 +163,16 @@ class TelescoreRuntime(MLflowRuntime):
                     name=OUTPUT_NAME,
                     shape=[batch.n_rows],
                     datatype="FP64",
-                    data=scores.tolist(),
+                    data=scores,
                 )
             ],
         )
         if self._prediction_log is not None:
-            self._log(request_id, batch.rows(), scores, latency_ms, out_of_range, timestamp)
+            # Plain lists: the writer process builds the documents, off this event loop.
+            columns = [batch.columns[name].tolist() for name in FEATURES]
+            self._prediction_log.submit(
+                (request_id, timestamp, latency_ms, columns, scores, out_of_range)
+            )
         return response
 
     async def invocations(self, *args: Any, **kwargs: Any) -> None:
@@ -183,58 +185,28 @@ class TelescoreRuntime(MLflowRuntime):
             raise MLServerError(f"model {self.name}: parameters (uri) missing in model-settings")
         return self.settings.parameters
 
-    def _log(
-        self,
-        request_id: str,
-        rows: Sequence[Mapping[str, Any]],
-        scores: np.ndarray,
-        latency_ms: float,
-        out_of_range: Sequence[Sequence[str]],
-        timestamp: datetime,
-    ) -> None:
-        try:
-            records = prediction_records(
-                request_id=request_id,
+    async def _start_prediction_log(self) -> LogProcess:
+        """Start this model's prediction log writer (a process of its own)."""
+        settings = load_settings()
+        root = self._options.spool_dir or settings.project.state_dir / "spool" / "predictions"
+        log = LogProcess(
+            WriterConfig(
+                mongodb_uri=self._options.mongodb_uri
+                or settings.mongodb.resolved_uri(settings.project.host),
+                database=self._options.mongodb_database or settings.mongodb.database,
+                spool_root=root / self.name,
                 model_name=self._registered.name,
                 model_version=self._model_version,
                 route=self._route,
-                rows=rows,
-                scores=scores.tolist(),
-                latency_ms=latency_ms,
-                out_of_range=out_of_range,
-                timestamp=timestamp,
             )
-        except Exception:
-            # The client has its answer; a logging bug must not turn it into an error.
-            logger.exception("request %s scored but not logged", request_id)
-            return
-        assert self._prediction_log is not None  # noqa: S101 - checked by the caller
-        self._prediction_log.submit(records)
-
-    def _open_prediction_log(self) -> PredictionLog:
-        """Start a prediction log on the first spool folder no other process holds."""
-        settings = load_settings()
-        uri = self._options.mongodb_uri or settings.mongodb.resolved_uri(settings.project.host)
-        database = self._options.mongodb_database or settings.mongodb.database
-        root = self._options.spool_dir or settings.project.state_dir / "spool" / "predictions"
-
-        def open_store() -> PredictionStore:
-            return PredictionStore(uri, database)
-
-        # A spool folder has one owner at a time. During a reload the old and the new instance
-        # overlap, and each parallel worker is a process of its own: each takes a free slot, and
-        # records a previous owner left in a slot are replayed by whoever takes it next.
-        for slot in range(MAX_SPOOL_SLOTS):
-            try:
-                log = PredictionLog(open_store, root / self.name / f"slot-{slot:02d}")
-            except SpoolLockedError:
-                continue
-            log.start()
-            return log
-        raise MLServerError(
-            f"model {self.name}: all {MAX_SPOOL_SLOTS} spool folders under {root} are in use",
-            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
+        try:
+            await log.start()
+        except WriterStartError as error:
+            raise MLServerError(
+                f"model {self.name}: {error}", status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
+            ) from None
+        return log
 
 
 def _load_registered(uri: str) -> tuple[ModelVersionRef, Any]:

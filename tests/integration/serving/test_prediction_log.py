@@ -164,10 +164,11 @@ def test_buffer_overflow_goes_to_the_spool_then_to_mongodb(harness: _Harness) ->
     for records in requests:
         log.submit(records)
 
-    # Then 10 wait in memory and the other 40 are in the spool, none lost
-    assert harness.metric("pending") == 10, "the buffer holds max_buffer records"
-    assert harness.metric("spooled") == 40, "the overflow is spooled"
+    # Then the buffer and each overflowing request go to the spool in arrival order, none lost
+    assert harness.metric("pending") == 5, "only the request after the last overflow waits"
+    assert harness.metric("spooled") == 45, "the overflow and the buffer before it are spooled"
     assert harness.metric("dropped_total") == 0, "overflow is not a drop"
+    assert log.durable == 45, "the first 45 records, all spooled, are durable"
 
     # And once the writer runs, all 50 reach MongoDB once each
     with log:
@@ -177,6 +178,7 @@ def test_buffer_overflow_goes_to_the_spool_then_to_mongodb(harness: _Harness) ->
     assert len(stored) == 50, f"every record stored exactly once, found {len(stored)}"
     assert set(stored) == expected, "the stored ids are the submitted ones"
     assert harness.metric("spooled") == 0, "the spool is empty at the end"
+    assert log.durable == 50, "every record is durable"
 
 
 def test_replaying_records_already_written_stores_one_copy(harness: _Harness) -> None:
