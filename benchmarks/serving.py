@@ -156,12 +156,12 @@ def time_calls(call: Callable[[], Any], seconds: float = IN_PROCESS_SECONDS) -> 
 
 def measure_in_process(pipeline: Any, features: Any, row: dict[str, Any]) -> dict[str, Any]:
     """Time the model with no server: the floor every server adds its transport to."""
-    from datetime import UTC, datetime
+    import pickle
 
     import pandas as pd
 
-    from telescore.core.predictions import prediction_records
     from telescore.core.requests import InputTensor, validate_inputs
+    from telescore.core.schema import FEATURES
     from telescore.core.scoring import compile_scorer, fast_scorer, predict_proba_scorer
     from telescore.io.serving_client import inference_request
 
@@ -181,20 +181,11 @@ def measure_in_process(pipeline: Any, features: Any, row: dict[str, Any]) -> dic
     reference = predict_proba_scorer(pipeline)
     one_batch = validate_inputs(one_tensors)
 
-    def log_records() -> None:
-        # What the runtime does on the event loop per request when the log is on (then a
-        # deque append); the MongoDB write happens on the log's own thread.
-        prediction_records(
-            request_id="benchmark",
-            model_name="telemarketing",
-            model_version="1",
-            route="champion",
-            rows=one_batch.rows(),
-            scores=[0.5],
-            latency_ms=0.1,
-            out_of_range=[[]],
-            timestamp=datetime.now(UTC),
-        )
+    def log_entry() -> None:
+        # What the runtime does on the event loop per request when the log is on: plain lists,
+        # pickled for the writer process (`LogProcess.submit`).
+        columns = [one_batch.columns[name].tolist() for name in FEATURES]
+        pickle.dumps(("benchmark", 0.0, 0.1, columns, [0.5], [[]]), pickle.HIGHEST_PROTOCOL)
 
     entries = {
         "predict_proba, DataFrame of 1 row": (lambda: pipeline.predict_proba(one_frame), 1),
@@ -210,7 +201,7 @@ def measure_in_process(pipeline: Any, features: Any, row: dict[str, Any]) -> dic
             1000,
         ),
         "runtime fallback (DataFrame + predict_proba), 1 row": (lambda: reference(one_columns), 1),
-        "prediction log records (on the request path), 1 row": (log_records, 1),
+        "prediction log entry (on the request path), 1 row": (log_entry, 1),
     }
     results: dict[str, Any] = {}
     for label, (call, rows) in entries.items():

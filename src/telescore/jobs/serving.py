@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from telescore.io.serving_client import ServingClient
+from telescore.io.serving_client import ServingClient, ServingError
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,15 @@ def reload_models(client: ServingClient, models: Sequence[str] | None = None) ->
         previous = client.served_version(name) if client.model_ready(name) else None
         # MLServer's `load` on a loaded model is a reload: the runtime resolves the alias again,
         # the new instance loads while the old one keeps answering, then the old one unloads.
-        client.load_model(name)
+        try:
+            client.load_model(name)
+        except ServingError as error:
+            # MLServer loads the new instance before it swaps: the old one keeps answering.
+            raise ServingError(
+                error.status_code,
+                f"reloading model {name} failed ({error.message}); "
+                f"version {previous} keeps serving. MLServer's log says why",
+            ) from error
         results.append(
             Reloaded(model=name, previous_version=previous, version=client.served_version(name))
         )

@@ -8,7 +8,7 @@ the documents and runs a `PredictionLog` (MongoDB, else its spool).
 
 Protocol, every frame a 4-byte big-endian length then the payload:
 - first frame: the `WriterConfig` as JSON (so no credential appears on a command line);
-- then pickled lists of `Entry` tuples, one per scored request.
+- then frames of pickled `Entry` tuples, one pickle per scored request, back to back.
 On stdout the process answers one JSON `Status` line when ready and then every `STATUS_EVERY`
 seconds, or `{"error": ...}` before exiting 1. At the end of stdin (the server closed it, or
 died) it writes what MongoDB takes, spools the rest, reports a last status and exits 0.
@@ -17,6 +17,7 @@ died) it writes what MongoDB takes, spools the rest, reports a last status and e
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -104,6 +105,15 @@ def entry_records(config: WriterConfig, entry: Entry) -> list[dict[str, Any]]:
         out_of_range=out_of_range,
         timestamp=datetime.fromtimestamp(epoch, UTC),
     )
+
+
+def entries(payload: bytes) -> list[Entry]:
+    """Unpickle the entries of one frame."""
+    stream = io.BytesIO(payload)
+    found = []
+    while stream.tell() < len(payload):
+        found.append(pickle.load(stream))  # noqa: S301 - our own server, over a private pipe
+    return found
 
 
 def open_log(config: WriterConfig) -> PredictionLog:
@@ -242,7 +252,7 @@ def serve(stdin: int, out: IO[str]) -> int:
             payload = _read_frame(stdin)
             if payload is None:
                 break
-            writer.take(pickle.loads(payload))  # noqa: S301 - our own server, over a private pipe
+            writer.take(entries(payload))
     except Exception:
         logger.exception("prediction log writer: unreadable input; closing")
     finally:

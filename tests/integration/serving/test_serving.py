@@ -364,6 +364,38 @@ def test_reload_after_moving_the_champion_alias_serves_the_new_version(
     assert client.infer(rows).model_version == old, "champion not restored"
 
 
+def test_a_reload_that_cannot_load_the_new_version_keeps_serving_the_old_one(
+    client: ServingClient,
+    rows: pd.DataFrame,
+    registered_versions: RegisteredVersions,
+    mlflow_tracking_uri: str,
+) -> None:
+    registry = MlflowClient(mlflow_tracking_uri)
+    name, old = registered_versions.name, registered_versions.champion
+    mlflow.set_tracking_uri(mlflow_tracking_uri)
+    with mlflow.start_run() as run:
+        mlflow.log_text("no MLmodel file here", "not-a-model/README.txt")
+    broken = registry.create_model_version(
+        name, source=f"{run.info.artifact_uri}/not-a-model", run_id=run.info.run_id
+    ).version
+    try:
+        # given the champion alias moved to a version that cannot be loaded
+        registry.set_registered_model_alias(name, "champion", broken)
+
+        # when reloading, then the reload fails and says which model
+        with pytest.raises(ServingError) as caught:
+            reload_models(client, ["telemarketing"])
+        assert "reloading model telemarketing failed" in str(caught.value), caught.value
+        assert f"version {old} keeps serving" in str(caught.value), caught.value
+
+        # and the old version keeps answering
+        assert client.infer(rows).model_version == old, "the old champion must keep serving"
+    finally:
+        registry.set_registered_model_alias(name, "champion", old)
+        registry.delete_model_version(name, broken)
+    assert client.infer(rows).model_version == old
+
+
 def test_sync_follows_the_challenger_alias_going_and_coming_back(
     client: ServingClient,
     rows: pd.DataFrame,
