@@ -159,9 +159,8 @@ class LogProcess:
         self._held_rows += self._entry_rows
         self._entries = []
         self._entry_rows = 0
-        if self._alive():
-            self._send(payload)
-        # Else the restarter sends every held frame to the next writer.
+        # To a dead writer it is not sent: the restarter sends every held frame to the next one.
+        self._send(payload)
 
     def _alive(self) -> bool:
         child = self._child
@@ -169,7 +168,7 @@ class LogProcess:
 
     def _send(self, payload: bytes) -> None:
         child = self._child
-        if child is None or child.stdin is None or child.stdin.is_closing():
+        if not self._alive() or child is None or child.stdin is None or child.stdin.is_closing():
             return
         child.stdin.write(payload)  # buffered by the transport: never blocks the loop
 

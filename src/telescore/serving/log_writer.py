@@ -77,13 +77,10 @@ class Status(BaseModel):
 
     model_config = ConfigDict(extra="forbid")  # an {"error": ...} line is not a status
 
-    received: int = 0
     durable: int = 0
-    pending: int = 0
     spooled: int = 0
     written: int = 0
     dropped: int = 0
-    closed: bool = False
 
 
 def frame(payload: bytes) -> bytes:
@@ -140,14 +137,13 @@ def open_log(config: WriterConfig) -> PredictionLog:
 
 
 class _Writer:
-    """The writer's state: its log, the rows received and the status line it reports."""
+    """The writer's state: its log and the status line it reports."""
 
     def __init__(self, config: WriterConfig, log: PredictionLog, out: IO[str]) -> None:
         self.config = config
         self.log = log
         self._out = out
         self._out_lock = threading.Lock()
-        self.received = 0
         self._unusable = 0  # rows received but never submitted (a malformed entry)
 
     def take(self, entries: Sequence[Entry]) -> None:
@@ -159,23 +155,19 @@ class _Writer:
                 rows = len(entry[4]) if len(entry) == 6 else 0
                 self._unusable += rows
                 logger.exception("prediction log: DROPPED %d rows of a malformed entry", rows)
-        self.received += sum(len(entry[4]) for entry in entries)
         self.log.submit(records)
 
-    def status(self, *, closed: bool = False) -> Status:
+    def status(self) -> Status:
         log = self.log
         return Status(
-            received=self.received,
             durable=log.durable + self._unusable,
-            pending=log.pending,
             spooled=log.spooled,
             written=log.written,
             dropped=log.dropped + self._unusable,
-            closed=closed,
         )
 
-    def report(self, *, closed: bool = False) -> None:
-        line = self.status(closed=closed).model_dump_json() + "\n"
+    def report(self) -> None:
+        line = self.status().model_dump_json() + "\n"
         with self._out_lock:
             self._out.write(line)
             self._out.flush()
@@ -260,7 +252,7 @@ def serve(stdin: int, out: IO[str]) -> int:
         log.close(config.close_timeout)
         reporter.join()
     with contextlib.suppress(OSError, ValueError):
-        writer.report(closed=True)
+        writer.report()
     return 0
 
 
