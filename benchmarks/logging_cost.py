@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -114,25 +113,15 @@ def paired_throughput(seconds: int, rounds: int) -> None:
     """
     with tempfile.TemporaryDirectory(prefix="telescore-logging-paired-") as temp:
         state = Path(temp)
-        mlflow_server, tracking_uri = stack.mlflow_service(state)
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-        with mlflow_server.running():
-            features, labels = stack.load_features()
-            stack.set_champion(
-                tracking_uri, stack.register_version(tracking_uri, features, labels).version
-            )
-            mongodb, mongodb_uri = stack.mongodb_service(state)
-            logged = {"mongodb_uri": mongodb_uri, "mongodb_database": "bench"}
-            off = stack.mlserver_service(state, "off", tracking_uri, {"prediction_log": False})
-            on = stack.mlserver_service(
-                state, "on", tracking_uri, {"prediction_log": True, **logged}
-            )
+        with stack.registered_champion(state) as (tracking_uri, features):
+            pair = stack.logging_pair(state, tracking_uri)
+            off, on = pair.off, pair.on
             body = json.dumps(inference_request([stack.prospect(features)])).encode()
             with (
-                mongodb.running(),
+                pair.mongodb.running(),
                 off.process.running(),
                 on.process.running(),
-                PredictionStore(mongodb_uri, "bench") as store,
+                PredictionStore(pair.mongodb_uri, "bench") as store,
             ):
                 rounds_figures = [
                     _paired_round(index, off, on, body, seconds, state, store)

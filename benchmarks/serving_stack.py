@@ -164,6 +164,39 @@ def mlserver_service(
     )
 
 
+@contextlib.contextmanager
+def registered_champion(state_dir: Path) -> Iterator[tuple[str, Any]]:
+    """Run MLflow with a version registered as champion; yield its URI and the features."""
+    mlflow_server, tracking_uri = mlflow_service(state_dir)
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    with mlflow_server.running():
+        features, labels = load_features()
+        set_champion(tracking_uri, register_version(tracking_uri, features, labels).version)
+        yield tracking_uri, features
+
+
+@dataclass(frozen=True)
+class LoggingPair:
+    """nx-27017 and two MLServers serving the champion, log off and on (into it); not started."""
+
+    mongodb: Any
+    mongodb_uri: str
+    off: MLServerService
+    on: MLServerService
+
+
+def logging_pair(state_dir: Path, tracking_uri: str) -> LoggingPair:
+    """Define the servers that compare logging off and on (database "bench")."""
+    mongodb, mongodb_uri = mongodb_service(state_dir)
+    logged = {"prediction_log": True, "mongodb_uri": mongodb_uri, "mongodb_database": "bench"}
+    return LoggingPair(
+        mongodb,
+        mongodb_uri,
+        mlserver_service(state_dir, "off", tracking_uri, {"prediction_log": False}),
+        mlserver_service(state_dir, "on", tracking_uri, logged),
+    )
+
+
 def fastapi_peer_service(state_dir: Path, tracking_uri: str, model_uri: str) -> tuple[Any, str]:
     """Return the plain FastAPI + scikit-learn peer (benchmarks/fastapi_peer.py) and its URL."""
     from telescore.services.processes import ServiceProcess, console_script, free_port, http_ok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -339,6 +340,19 @@ def test_challenger_is_served_when_the_alias_exists(
     assert scored.scores != champion.scores, "challenger should be a different model"
 
 
+@contextlib.contextmanager
+def _champion_moved_to(
+    version: str, registered: RegisteredVersions, registry: MlflowClient, client: ServingClient
+) -> Iterator[None]:
+    """Point the champion alias at `version`; afterwards point it back and reload."""
+    registry.set_registered_model_alias(registered.name, "champion", version)
+    try:
+        yield
+    finally:
+        registry.set_registered_model_alias(registered.name, "champion", registered.champion)
+        reload_models(client, ["telemarketing"])
+
+
 def test_reload_after_moving_the_champion_alias_serves_the_new_version(
     client: ServingClient,
     rows: pd.DataFrame,
@@ -347,9 +361,8 @@ def test_reload_after_moving_the_champion_alias_serves_the_new_version(
 ) -> None:
     registry = MlflowClient(mlflow_tracking_uri)
     old, new = registered_versions.champion, registered_versions.challenger
-    try:
-        # given the champion alias moved to another version
-        registry.set_registered_model_alias(registered_versions.name, "champion", new)
+    # given the champion alias moved to another version
+    with _champion_moved_to(new, registered_versions, registry, client):
         assert client.infer(rows).model_version == old, "served version changed before reload"
 
         # when reloading the served models
@@ -358,9 +371,6 @@ def test_reload_after_moving_the_champion_alias_serves_the_new_version(
         # then the new champion is served
         assert [(r.previous_version, r.version) for r in reloaded] == [(old, new)], reloaded
         assert client.infer(rows).model_version == new, "new champion not served"
-    finally:
-        registry.set_registered_model_alias(registered_versions.name, "champion", old)
-        reload_models(client, ["telemarketing"])
     assert client.infer(rows).model_version == old, "champion not restored"
 
 
@@ -380,18 +390,16 @@ def test_a_reload_that_cannot_load_the_new_version_keeps_serving_the_old_one(
     ).version
     try:
         # given the champion alias moved to a version that cannot be loaded
-        registry.set_registered_model_alias(name, "champion", broken)
+        with _champion_moved_to(broken, registered_versions, registry, client):
+            # when reloading, then the reload fails and says which model
+            with pytest.raises(ServingError) as caught:
+                reload_models(client, ["telemarketing"])
+            assert "reloading model telemarketing failed" in str(caught.value), caught.value
+            assert f"version {old} keeps serving" in str(caught.value), caught.value
 
-        # when reloading, then the reload fails and says which model
-        with pytest.raises(ServingError) as caught:
-            reload_models(client, ["telemarketing"])
-        assert "reloading model telemarketing failed" in str(caught.value), caught.value
-        assert f"version {old} keeps serving" in str(caught.value), caught.value
-
-        # and the old version keeps answering
-        assert client.infer(rows).model_version == old, "the old champion must keep serving"
+            # and the old version keeps answering
+            assert client.infer(rows).model_version == old, "the old champion must keep serving"
     finally:
-        registry.set_registered_model_alias(name, "champion", old)
         registry.delete_model_version(name, broken)
     assert client.infer(rows).model_version == old
 
