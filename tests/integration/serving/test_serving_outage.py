@@ -28,6 +28,13 @@ ROWS_PER_REQUEST = 3
 REQUESTS_PER_PHASE = 40
 
 
+@pytest.fixture
+def metrics_url(mlserver: ServedMLServer) -> str:
+    """Where MLServer exposes its Prometheus metrics, the prediction log's among them."""
+    settings = json.loads((mlserver.repository / "settings.json").read_text())
+    return f"http://127.0.0.1:{settings['metrics_port']}/metrics"
+
+
 def _metric(metrics_url: str, name: str) -> float:
     """Return a prediction log metric as MLServer's metrics endpoint shows it."""
     for line in httpx.get(metrics_url, timeout=5).text.splitlines():
@@ -78,11 +85,12 @@ def _assert_each_row_once(mlserver: ServedMLServer, sent: list[str], timeout: fl
 
 
 def test_mongodb_outage_mid_traffic_ends_with_every_prediction_once(
-    mlserver: ServedMLServer, mongodb: ServiceProcess, registered_versions: RegisteredVersions
+    mlserver: ServedMLServer,
+    mongodb: ServiceProcess,
+    registered_versions: RegisteredVersions,
+    metrics_url: str,
 ) -> None:
     rows: pd.DataFrame = registered_versions.features.head(ROWS_PER_REQUEST)
-    settings = json.loads((mlserver.repository / "settings.json").read_text())
-    metrics_url = f"http://127.0.0.1:{settings['metrics_port']}/metrics"
     sent: list[str] = []
 
     with ServingClient(mlserver.rest_url) as client:
@@ -107,11 +115,9 @@ def test_mongodb_outage_mid_traffic_ends_with_every_prediction_once(
 
 
 def test_killed_log_writer_is_restarted_and_every_prediction_lands_once(
-    mlserver: ServedMLServer, registered_versions: RegisteredVersions
+    mlserver: ServedMLServer, registered_versions: RegisteredVersions, metrics_url: str
 ) -> None:
     rows: pd.DataFrame = registered_versions.features.head(ROWS_PER_REQUEST)
-    settings = json.loads((mlserver.repository / "settings.json").read_text())
-    metrics_url = f"http://127.0.0.1:{settings['metrics_port']}/metrics"
     server_pid = mlserver.process.process.pid  # type: ignore[union-attr]
     sent: list[str] = []
     dropped_before = _metric(metrics_url, "dropped_total")
