@@ -149,6 +149,35 @@ def score_champion(
     return classification_metrics(labels, model.predict_proba(features)[:, 1])[metric]
 
 
+def _pass_count(passed: float, total: float, noun: str) -> str:
+    return f"{int(passed)} of {int(total)} {noun} passed"
+
+
+def validation_lineage(
+    data_report: ValidationReport, model_report: ValidationReport
+) -> dict[str, str]:
+    """Return each validation gate's verdict and pass count, as tags for the model version."""
+    # Only models that passed both gates are registered, so a verdict alone would always read
+    # "passed": the counts show how much each gate checked, e.g. "8 of 8 conditions passed".
+    expectations = data_report.metrics
+    conditions = model_report.metrics
+    # An errored Deepchecks check is counted among the failed conditions (see the adapter).
+    passed_conditions = conditions["deepchecks_passed_conditions"]
+    failed_conditions = conditions["deepchecks_failed_conditions"]
+    return {
+        "gx_verdict": "passed" if data_report.passed else "failed",
+        "gx_expectations": _pass_count(
+            expectations["gx_successful_expectations"],
+            expectations["gx_evaluated_expectations"],
+            "expectations",
+        ),
+        "deepchecks_verdict": "passed" if model_report.passed else "failed",
+        "deepchecks_conditions": _pass_count(
+            passed_conditions, passed_conditions + failed_conditions, "conditions"
+        ),
+    }
+
+
 def register(
     trained: TrainedModel,
     dataset: Dataset,
@@ -187,8 +216,7 @@ def register(
         "data_fingerprint": dataset.fingerprint,
         "data_source": dataset.source,
         "gx_suite_sha256": str(data_report.details["suite_sha256"]),
-        "gx_verdict": "passed" if data_report.passed else "failed",
-        "deepchecks_verdict": "passed" if model_report.passed else "failed",
+        **validation_lineage(data_report, model_report),
         "params": json.dumps(params.model_dump(mode="json"), sort_keys=True),
         f"holdout_{metric}": f"{candidate_score:.6f}",
         "promotion_decision": "promoted" if decision.promote else "kept champion",

@@ -40,22 +40,37 @@ def test_flow_registers_a_validated_champion_with_lineage(registry: Registry) ->
 
     # and the version carries its lineage
     tags = registry.version_tags(champion)
-    for key in (
-        "git_commit",
-        "data_fingerprint",
-        "gx_suite_sha256",
-        "deepchecks_verdict",
-        "params",
-    ):
+    for key in ("git_commit", "data_fingerprint", "gx_suite_sha256", "params"):
         assert tags.get(key), f"lineage tag {key} missing"
-    assert tags["deepchecks_verdict"] == "passed", "a registered model passed Deepchecks"
     assert len(tags["data_fingerprint"]) == 64, "the data fingerprint is a sha256"
+
+    # and its validation verdicts and counts are those the gates logged on the same run
+    run = registry.client.get_run(result["run_id"])
+    metrics = run.data.metrics
+    passed, failed = (
+        int(metrics["deepchecks_passed_conditions"]),
+        int(metrics["deepchecks_failed_conditions"]),
+    )
+    assert passed > 0 and failed == 0, f"the run logged {passed} passed, {failed} failed conditions"
+    assert tags.get("deepchecks_verdict") == "passed", "the version must record the Deepchecks pass"
+    conditions = f"{passed} of {passed + failed} conditions passed"
+    assert tags.get("deepchecks_conditions") == conditions, (
+        "the version's Deepchecks counts disagree with the report logged on its run"
+    )
+    successful, evaluated = (
+        int(metrics["gx_successful_expectations"]),
+        int(metrics["gx_evaluated_expectations"]),
+    )
+    assert tags.get("gx_verdict") == "passed", "the version must record the GX pass"
+    expectations = f"{successful} of {evaluated} expectations passed"
+    assert tags.get("gx_expectations") == expectations, (
+        "the version's GX counts disagree with the report logged on its run"
+    )
 
     # and the run holds the GX and Deepchecks reports and the plots, and the decision
     artifacts = _run_artifacts(registry, result["run_id"])
     for name in ("great_expectations.html", "deepchecks.html", "roc.png", "calibration.png"):
         assert any(path.endswith(name) for path in artifacts), f"{name} not logged: {artifacts}"
-    run = registry.client.get_run(result["run_id"])
     assert run.data.tags["promotion.decision"] == "promoted", "decision not recorded on the run"
     assert {"holdout_roc_auc", "holdout_pr_auc", "holdout_lift_top_decile", "holdout_brier"} <= set(
         run.data.metrics
