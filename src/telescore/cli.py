@@ -19,7 +19,7 @@ from telescore.io import orchestrator
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.serving_client import ServingClient
 from telescore.jobs import platform
-from telescore.serving import deployment
+from telescore.jobs import serving as deployment
 from telescore.settings import Settings, load_settings
 
 app = typer.Typer(

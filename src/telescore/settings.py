@@ -2,17 +2,25 @@
 
 Every setting has an embedded default so that a fresh clone runs with no configuration: the
 services are then started locally by `telescore up` under the state folder.
+
+Values come from the environment, then from an env file: `TELESCORE_ENV_FILE` if set, else
+`.env` in the working directory. Every process telescore starts (MLServer, the Prefect worker)
+is given the CLI's env file as `TELESCORE_ENV_FILE`, so that all of them read one configuration
+whatever folder they run in.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "secret", "password"})
+ENV_FILE_VARIABLE: Final = "TELESCORE_ENV_FILE"
+DEFAULT_ENV_FILE: Final = ".env"
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -135,6 +143,19 @@ class Settings(BaseSettings):
         return self
 
 
+def env_file() -> Path:
+    """Return the env file settings are read from, as an absolute path (it may not exist)."""
+    return Path(os.environ.get(ENV_FILE_VARIABLE) or DEFAULT_ENV_FILE).resolve()
+
+
 def load_settings() -> Settings:
-    """Read all settings from the environment (and `.env`)."""
-    return Settings()
+    """Read all settings from the environment and the env file."""
+    path = env_file()
+    return Settings(
+        _env_file=path,
+        project=ProjectSettings(_env_file=path),
+        mlflow=MlflowSettings(_env_file=path),
+        prefect=PrefectSettings(_env_file=path),
+        mongodb=MongoSettings(_env_file=path),
+        serving=ServingSettings(_env_file=path),
+    )

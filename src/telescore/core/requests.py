@@ -26,6 +26,9 @@ DEFAULT_MAX_ROWS: Final = 1000
 """Largest batch one request may carry: bigger ones are refused, not split."""
 REQUEST_FIELD: Final = "inputs"
 """Field named by errors about the request as a whole (no inputs, an empty batch)."""
+ID_FIELD: Final = "id"
+"""The V2 request id: the client's own reference, echoed in the answer and logged."""
+MAX_ID_LENGTH: Final = 128
 
 _INTEGER_DATATYPES: Final = frozenset(
     {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
@@ -95,6 +98,20 @@ def validate_inputs(
             values = numeric[_NUMERIC_INDEX[name]]
             columns[name] = values.astype(np.int64) if name in _INTEGERS else values
     return FeatureBatch(columns=columns, n_rows=n_rows, numeric=numeric)
+
+
+def check_request_id(request_id: str) -> None:
+    """Refuse a client id over MAX_ID_LENGTH characters or holding anything but printable ASCII."""
+    # It is echoed in the answer, in MLServer's response headers too (Ce-Id, which HTTP
+    # encodes as Latin-1), and stored with every row: bounded and plain, checked before scoring.
+    if len(request_id) > MAX_ID_LENGTH:
+        raise InvalidRequestError(
+            ID_FIELD, f"{len(request_id)} characters, more than the limit of {MAX_ID_LENGTH}"
+        )
+    if not (request_id.isascii() and request_id.isprintable()):
+        raise InvalidRequestError(
+            ID_FIELD, f"{_show(request_id)} holds characters other than printable ASCII"
+        )
 
 
 class TrainingRanges:

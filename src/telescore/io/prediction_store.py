@@ -7,6 +7,7 @@ insert_many, find with sort and limit, count_documents and create_index.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import bson
@@ -19,7 +20,12 @@ from telescore.core.predictions import MODEL_VERSION, REQUEST_ID, TIMESTAMP
 
 PREDICTIONS_COLLECTION: Final = "predictions"
 DUPLICATE_KEY: Final = 11000
-"""MongoDB's error code for a repeated `_id`: the record was written before."""
+"""MongoDB's error code for a repeated key (`_id`: the record was written before)."""
+TRANSIENT_CODES: Final = frozenset(
+    {6, 7, 24, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+)
+"""Per-record error codes that say MongoDB is unavailable or failing over (host unreachable,
+lock or time limits, write conflict, shutdown, not primary): the record itself is fine."""
 INDEXED_FIELDS: Final = (TIMESTAMP, MODEL_VERSION, REQUEST_ID)
 
 Document = dict[str, Any]
@@ -88,22 +94,30 @@ class PredictionStore:
         for field in INDEXED_FIELDS:
             self.collection.create_index([(field, ASCENDING)])
 
-    def insert(self, records: Sequence[Mapping[str, Any]]) -> int:
-        """Insert records, unordered; return how many are now stored, counting earlier copies."""
+    def insert(self, records: Sequence[Mapping[str, Any]]) -> InsertOutcome:
+        """Insert records, unordered; say which are stored and which MongoDB refused, and why.
+
+        A record whose `_id` is already stored counts as stored: it was written by an earlier
+        try. Raises a pymongo error when the failure is not the records' fault (MongoDB down,
+        a failover, a write concern not met): the caller should retry the same records.
+        """
         if not records:
-            return 0
+            return InsertOutcome(stored=0, refused=())
+        # Copies: insert_many would add an `_id` to a caller's dict that lacks one.
+        documents = [dict(record) for record in records]
         try:
-            # Copies: insert_many would add an `_id` to a caller's dict that lacks one.
-            result = self.collection.insert_many([dict(r) for r in records], ordered=False)
+            self.collection.insert_many(documents, ordered=False)
+        except (InvalidDocument, OverflowError):
+            # Raised before anything is sent: find the records BSON cannot encode, send the rest.
+            good, bad = _split_encodable(documents)
+            outcome = self.insert([documents[index] for index in good])
+            refused = [Refused(good[each.index], each.reason) for each in outcome.refused] + [
+                Refused(index, reason) for index, reason in bad
+            ]
+            return InsertOutcome(outcome.stored, tuple(sorted(refused)))
         except BulkWriteError as error:
-            details = error.details
-            others = [e for e in details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
-            if others or details.get("writeConcernErrors"):
-                raise
-            # Every failure is a repeated `_id`: those records were written by an earlier try
-            # (a replay, or a batch whose acknowledgement was lost), so they count as written.
-            return int(details.get("nInserted", 0)) + len(details.get("writeErrors", []))
-        return len(result.inserted_ids)
+            return _bulk_outcome(error)
+        return InsertOutcome(stored=len(documents), refused=())
 
     def count(self, query: Mapping[str, Any] | None = None) -> int:
         """Return how many predictions match `query` (all when None)."""
@@ -120,17 +134,65 @@ class PredictionStore:
         return list(cursor.limit(limit))
 
 
-def split_encodable(
-    records: Sequence[Mapping[str, Any]],
-) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
-    """Split records into those BSON can encode and those it cannot (which can never be stored)."""
-    good: list[Mapping[str, Any]] = []
-    bad: list[Mapping[str, Any]] = []
-    for record in records:
-        try:
-            bson.encode(record)
-        except (InvalidDocument, OverflowError, TypeError, ValueError):
-            bad.append(record)
+@dataclass(frozen=True, order=True)
+class Refused:
+    """A record MongoDB (or BSON) will never take: retrying it would fail the same way."""
+
+    index: int
+    """Its position in the records given to `insert`."""
+    reason: str
+
+
+@dataclass(frozen=True)
+class InsertOutcome:
+    """What one `insert` did."""
+
+    stored: int
+    """Records now in the collection, written by this call or by an earlier try."""
+    refused: tuple[Refused, ...]
+
+
+def _bulk_outcome(error: BulkWriteError) -> InsertOutcome:
+    details = error.details
+    if details.get("writeConcernErrors"):
+        raise error
+    stored = int(details.get("nInserted", 0))
+    refused = []
+    for write_error in details.get("writeErrors", []):
+        code = write_error.get("code")
+        if code in TRANSIENT_CODES:
+            raise error  # a failover or shutdown, not the record: retry them all
+        if _repeats_id(write_error):
+            stored += 1
         else:
-            good.append(record)
+            reason = f"MongoDB error {code}: {write_error.get('errmsg', '')}"[:1000]
+            refused.append(Refused(int(write_error["index"]), reason))
+    return InsertOutcome(stored, tuple(sorted(refused)))
+
+
+def _repeats_id(write_error: Mapping[str, Any]) -> bool:
+    """Tell a repeated `_id` (the record is stored already) from any other refusal."""
+    if write_error.get("code") != DUPLICATE_KEY:
+        return False
+    key_pattern = write_error.get("keyPattern")
+    if key_pattern is not None:  # MongoDB names the index's keys
+        return dict(key_pattern) == {"_id": 1}
+    # nx-27017 names only the SQLite constraint: "UNIQUE constraint failed: <collection>._id".
+    message = str(write_error.get("errmsg", ""))
+    return message.endswith("._id") or " index: _id_ " in message
+
+
+def _split_encodable(
+    documents: Sequence[Mapping[str, Any]],
+) -> tuple[list[int], list[tuple[int, str]]]:
+    """Return the positions of documents BSON can encode, and those it cannot with the reason."""
+    good: list[int] = []
+    bad: list[tuple[int, str]] = []
+    for index, document in enumerate(documents):
+        try:
+            bson.encode(document)
+        except (InvalidDocument, OverflowError, TypeError, ValueError) as error:
+            bad.append((index, f"cannot be encoded as BSON: {error}"[:1000]))
+        else:
+            good.append(index)
     return good, bad

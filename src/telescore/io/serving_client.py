@@ -35,6 +35,9 @@ class Scores:
     """One scored request."""
 
     request_id: str
+    """The V2 request id: the client's own, echoed (not unique)."""
+    prediction_ids: list[str]
+    """The server's id for each row, in request order: what call outcomes cite."""
     model_name: str
     model_version: str
     """Registry version that scored the request."""
@@ -81,6 +84,7 @@ def parse_scores(body: Mapping[str, Any]) -> Scores:
     output = next(each for each in body["outputs"] if each["name"] == OUTPUT_NAME)
     return Scores(
         request_id=body["id"],
+        prediction_ids=json.loads(parameters.get("prediction_ids", "[]")),
         model_name=body["model_name"],
         model_version=str(parameters.get("model_version", body.get("model_version"))),
         route=str(parameters.get("route", "")),

@@ -1,11 +1,28 @@
-"""Serving jobs: make MLServer serve what the registry's aliases point to now."""
+"""Serving control: start MLServer on the registry's aliases, reload it, say what it serves.
+
+This is the control plane. What runs inside MLServer (the runtime, the prediction journal and
+its shipper) is `telescore.serving`, which never imports the jobs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow import MlflowClient
 
 from telescore.io.serving_client import ServingClient, ServingError
+from telescore.jobs import platform
+from telescore.jobs.model_repository import (
+    CHAMPION_MODEL,
+    ServerOptions,
+    write_registry_repository,
+)
+from telescore.services.mlserver import mlserver_process
+from telescore.services.processes import ServiceProcess
+from telescore.serving.options import RuntimeOptions
+from telescore.settings import ENV_FILE_VARIABLE, Settings, env_file
 
 
 @dataclass(frozen=True)
@@ -46,3 +63,123 @@ def reload_models(client: ServingClient, models: Sequence[str] | None = None) ->
             Reloaded(model=name, previous_version=previous, version=client.served_version(name))
         )
     return results
+
+
+def sync_served_models(
+    root: Path,
+    serving: ServingClient,
+    runtime: RuntimeOptions | None = None,
+    registered_model: str = CHAMPION_MODEL,
+    client: MlflowClient | None = None,
+) -> list[Reloaded]:
+    """Make a running MLServer serve the registry's aliases as they are now.
+
+    Rewrites the model folders (a challenger alias may have appeared or gone), unloads models
+    whose alias is gone and reloads the others, which re-resolves each alias to its version.
+    """
+    loaded = {model.name for model in serving.repository_index() if model.state == "READY"}
+    models = write_registry_repository(root, None, runtime, registered_model, client)
+    names = [model.name for model in models]
+    for name in sorted(loaded - set(names)):
+        serving.unload_model(name)
+    return reload_models(serving, names)
+
+
+@dataclass(frozen=True)
+class ServingStatus:
+    """What the embedded MLServer serves and where."""
+
+    url: str
+    grpc: str
+    metrics: str
+    models: dict[str, str | None]
+    """MLServer model name -> registry version it serves."""
+
+
+def repository_dir(settings: Settings) -> Path:
+    """Return the model repository folder of the embedded MLServer."""
+    return settings.project.state_dir / "mlserver"
+
+
+def _registry_client(settings: Settings) -> MlflowClient:
+    uri = settings.mlflow.resolved_tracking_uri(settings.project.host)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _process(settings: Settings, ready_models: list[str]) -> ServiceProcess:
+    host, serving = settings.project.host, settings.serving
+    return mlserver_process(
+        settings.project.state_dir,
+        repository_dir(settings),
+        serving.http_port,
+        serving.grpc_port,
+        serving.metrics_port,
+        settings.mlflow.resolved_tracking_uri(host),
+        host=host,
+        ready_models=ready_models,
+        # MLServer runs in the state folder: point it at the env file this process read, so
+        # that the runtime and its shipper read the same settings (the database included).
+        env={ENV_FILE_VARIABLE: str(env_file())},
+    )
+
+
+def status(settings: Settings) -> ServingStatus:
+    """Return the served models and their versions (empty when MLServer is not up)."""
+    host, serving = settings.project.host, settings.serving
+    url = serving.resolved_url(host)
+    with ServingClient(url, timeout=2.0) as client:
+        models = (
+            {
+                m.name: client.served_version(m.name)
+                for m in client.repository_index()
+                if m.state == "READY"
+            }
+            if client.ready()
+            else {}
+        )
+    return ServingStatus(
+        url, f"{host}:{serving.grpc_port}", f"http://{host}:{serving.metrics_port}/metrics", models
+    )
+
+
+def start_serving(settings: Settings) -> ServingStatus:
+    """Start MLServer on the current aliases, or reload it if it already runs.
+
+    Raises LookupError when the registry has no champion yet (train first).
+    """
+    url = settings.serving.resolved_url(settings.project.host)
+    with ServingClient(url, timeout=2.0) as client:
+        if client.ready():
+            reload_serving(settings)
+            return status(settings)
+    runtime = RuntimeOptions(prediction_log=settings.serving.prediction_log)
+    server = ServerOptions(
+        host=settings.project.host,
+        http_port=settings.serving.http_port,
+        grpc_port=settings.serving.grpc_port,
+        metrics_port=settings.serving.metrics_port,
+    )
+    models = write_registry_repository(
+        repository_dir(settings),
+        server,
+        runtime,
+        settings.mlflow.model_name,
+        _registry_client(settings),
+    )
+    process = _process(settings, [m.name for m in models])
+    process.start()
+    platform.record_pid(settings, process)
+    return status(settings)
+
+
+def reload_serving(settings: Settings) -> list[Reloaded]:
+    """Make the running MLServer serve the aliases as they are now (after a promotion)."""
+    with ServingClient(
+        settings.serving.resolved_url(settings.project.host), timeout=120.0
+    ) as client:
+        return sync_served_models(
+            repository_dir(settings),
+            client,
+            registered_model=settings.mlflow.model_name,
+            client=_registry_client(settings),
+        )

@@ -24,7 +24,7 @@ def mlserver_process(
     env: Mapping[str, str] | None = None,
     startup_timeout: float = 120.0,
 ) -> ServiceProcess:
-    """MLServer on a repository written by `serving.model_repository`, healthy once models load."""
+    """MLServer on a repository written by `jobs.model_repository`, healthy once models load."""
     _check_ports(repository_dir, host, http_port, grpc_port, metrics_port)
     state_dir = state_dir.resolve()
     base = f"http://{host}:{http_port}"

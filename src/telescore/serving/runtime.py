@@ -8,36 +8,42 @@ with even if the alias moves meanwhile; a reload (the repository API's `load`) r
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Final
 
 import mlflow
 import numpy as np
+import orjson
 import pandas as pd
 from fastapi import status
 from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, Parameters, ResponseOutput
 from mlserver.utils import generate_uuid
 from mlserver_mlflow import MLflowRuntime
-from pydantic import BaseModel, ConfigDict, Field
 
-from telescore.core.predictions import ROUTES, Route
+from telescore.core.prediction_ids import PredictionIds
+from telescore.core.predictions import ROUTES, JournalEntry, Route, entry_payload
 from telescore.core.requests import (
-    DEFAULT_MAX_ROWS,
     InputTensor,
     InvalidRequestError,
     TrainingRanges,
+    check_request_id,
     validate_inputs,
 )
 from telescore.core.schema import FEATURES
 from telescore.core.scoring import Columns, Scorer, compile_scorer
+from telescore.io.journal import JournalError, JournalWriter
 from telescore.io.registry import ModelVersionRef, resolve_model_uri
-from telescore.serving.log_process import LogProcess, WriterStartError
-from telescore.serving.log_writer import WriterConfig
+from telescore.serving.options import RuntimeOptions
+from telescore.serving.shipper import ShipperConfig
+from telescore.serving.shipping import (
+    ShipperStartError,
+    ShipperSupervisor,
+    attach_shipper,
+    detach_shipper,
+    prediction_log_metrics,
+)
 from telescore.settings import load_settings
 
 logger = logging.getLogger(__name__)
@@ -55,28 +61,15 @@ class InvalidInputError(MLServerError):
         super().__init__(message, status_code=status.HTTP_400_BAD_REQUEST)
 
 
-class RuntimeOptions(BaseModel):
-    """Options of one served model, read from `parameters.extra` in its model-settings.json."""
+class PredictionLogUnavailableError(MLServerError):
+    """The journal cannot take the prediction: it is not answered, so nothing shown is lost."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
 
-    route: Route | None = None
-    """Deployment slot reported with each prediction; None takes the alias (champion/...)."""
-    max_rows: int = Field(default=DEFAULT_MAX_ROWS, gt=0)
-    """Largest batch one request may carry."""
-    prediction_log: bool = True
-    """Log every prediction to MongoDB (through a local spool when MongoDB is down)."""
-    mongodb_uri: str | None = None
-    """MongoDB URI; None reads TELESCORE_MONGODB_URI (keep credentials out of files)."""
-    mongodb_database: str | None = None
-    """Database; None reads TELESCORE_MONGODB_DATABASE."""
-    spool_dir: Path | None = None
-    """Folder for spooled predictions; None is `<state_dir>/spool/predictions`."""
 
-    @classmethod
-    def from_extra(cls, extra: Mapping[str, Any] | None) -> RuntimeOptions:
-        """Validate the `parameters.extra` mapping of a model's settings."""
-        return cls.model_validate(dict(extra or {}))
+_prediction_ids = PredictionIds()
+"""One generator per process: champion and challenger share its clock and sequence."""
 
 
 class TelescoreRuntime(MLflowRuntime):
@@ -108,31 +101,40 @@ class TelescoreRuntime(MLflowRuntime):
         self._sync_metadata()
         # Reported by the model metadata endpoint (GET /v2/models/<name>): the pinned version.
         self._settings.versions = [self._model_version]
-        self._prediction_log = (
-            await self._start_prediction_log() if self._options.prediction_log else None
-        )
+        self._journal: JournalWriter | None = None
+        self._shipper: ShipperSupervisor | None = None
+        if self._options.prediction_log:
+            await self._open_prediction_log()
         logger.info(
             "model %s serves %s (route %s, prediction log %s)",
             self.name,
             self._registered.uri,
             self._route,
-            "on" if self._prediction_log else "off",
+            f"journaled in {self._journal.root}" if self._journal else "off",
         )
         return True
 
     async def unload(self) -> bool:
-        """Flush the prediction log (spooling what MongoDB does not take in time)."""
-        log = getattr(self, "_prediction_log", None)
-        if log is not None:
-            self._prediction_log = None
-            await log.close()
+        """Seal this model's journal segment; the last model unloaded stops the shipper."""
+        journal, self._journal = getattr(self, "_journal", None), None
+        if journal is not None:
+            journal.close()
+            prediction_log_metrics().retire_writer(journal)
+        shipper, self._shipper = getattr(self, "_shipper", None), None
+        if shipper is not None:
+            await detach_shipper(shipper, prediction_log_metrics())
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        """Validate, score, flag out-of-range rows, answer and log one request."""
+        """Validate, score, flag out-of-range rows, journal, then answer one request."""
         started = time.perf_counter()
         timestamp = time.time()
+        # gRPC sends "" for a missing id (REST's missing id is generated by MLServer). The data
+        # plane copies `payload.id` onto the response, so the generated id is the one answered.
+        request_id = payload.id or generate_uuid()
+        payload.id = request_id
         try:
+            check_request_id(request_id)
             batch = validate_inputs(
                 [_input_tensor(request_input) for request_input in payload.inputs],
                 max_rows=self._options.max_rows,
@@ -141,21 +143,32 @@ class TelescoreRuntime(MLflowRuntime):
             raise InvalidInputError(str(error)) from None
         scores = self._scorer(batch.columns).tolist()
         out_of_range = self._training_ranges.flags(batch)
-        # gRPC sends "" for a missing id. The data plane copies `payload.id` onto the response,
-        # so setting it here makes the generated id the one the client receives.
-        request_id = payload.id or generate_uuid()
-        payload.id = request_id
+        prediction_ids = _prediction_ids.new(batch.n_rows)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        response = InferenceResponse(
+        if self._journal is not None:
+            self._journal_request(
+                JournalEntry(
+                    prediction_ids,
+                    request_id,
+                    timestamp,
+                    latency_ms,
+                    [batch.columns[name].tolist() for name in FEATURES],
+                    scores,
+                    out_of_range,
+                ),
+                batch.n_rows,
+            )
+        return InferenceResponse(
             model_name=self.name,
             model_version=self._model_version,
             id=request_id,
-            # Only str/int/bool survive MLServer's gRPC parameter converter: the flags travel
-            # as a JSON string and the latency in whole microseconds, the same on both APIs.
+            # Only str/int/bool survive MLServer's gRPC parameter converter: lists travel as
+            # JSON text and the latency in whole microseconds, the same on both APIs.
             parameters=Parameters(
                 model_version=self._model_version,
                 route=self._route,
-                out_of_range=json.dumps(out_of_range, separators=(",", ":")),
+                prediction_ids=orjson.dumps(prediction_ids).decode(),
+                out_of_range=orjson.dumps(out_of_range).decode(),
                 latency_us=round(latency_ms * 1000.0),
             ),
             outputs=[
@@ -167,13 +180,19 @@ class TelescoreRuntime(MLflowRuntime):
                 )
             ],
         )
-        if self._prediction_log is not None:
-            # Plain lists: the writer process builds the documents, off this event loop.
-            columns = [batch.columns[name].tolist() for name in FEATURES]
-            self._prediction_log.submit(
-                (request_id, timestamp, latency_ms, columns, scores, out_of_range)
-            )
-        return response
+
+    def _journal_request(self, entry: JournalEntry, rows: int) -> None:
+        """Make the prediction durable before it is answered; refuse to answer otherwise."""
+        assert self._journal is not None  # noqa: S101 - checked by the caller
+        try:
+            self._journal.append(entry_payload(entry), rows)
+        except JournalError as error:
+            prediction_log_metrics().refused += 1
+            logger.error("request %s not answered: %s", entry.request_id, error)
+            raise PredictionLogUnavailableError(
+                f"the prediction log cannot record this prediction ({error.strerror}); "
+                "it was not answered, try again"
+            ) from None
 
     async def invocations(self, *args: Any, **kwargs: Any) -> None:
         """Not served: MLflow's /invocations would bypass validation and the prediction log."""
@@ -185,28 +204,48 @@ class TelescoreRuntime(MLflowRuntime):
             raise MLServerError(f"model {self.name}: parameters (uri) missing in model-settings")
         return self.settings.parameters
 
-    async def _start_prediction_log(self) -> LogProcess:
-        """Start this model's prediction log writer (a process of its own)."""
+    async def _open_prediction_log(self) -> None:
+        """Open this model's journal and make sure the root's shipper runs."""
         settings = load_settings()
-        root = self._options.spool_dir or settings.project.state_dir / "spool" / "predictions"
-        log = LogProcess(
-            WriterConfig(
-                mongodb_uri=self._options.mongodb_uri
-                or settings.mongodb.resolved_uri(settings.project.host),
-                database=self._options.mongodb_database or settings.mongodb.database,
-                spool_root=root / self.name,
-                model_name=self._registered.name,
-                model_version=self._model_version,
-                route=self._route,
-            )
+        root = self._options.journal_dir or settings.project.state_dir / "journal" / "predictions"
+        metrics = prediction_log_metrics()
+        config = ShipperConfig(
+            root=root.resolve(),
+            mongodb_uri=settings.mongodb.resolved_uri(settings.project.host),
+            database=settings.mongodb.database,
+            fsync_interval=self._options.fsync_interval,
+            nice=self._options.shipper_nice,
         )
         try:
-            await log.start()
-        except WriterStartError as error:
+            self._shipper = await attach_shipper(config, metrics)
+        except ShipperStartError as error:
             raise MLServerError(
                 f"model {self.name}: {error}", status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
             ) from None
-        return log
+        journal = JournalWriter(
+            config.root,
+            {
+                "format": 1,
+                "model_name": self._registered.name,
+                "model_version": self._model_version,
+                "route": self._route,
+                "served_as": self.name,
+                "features": list(FEATURES),
+            },
+        )
+        try:
+            # Now rather than on the first request: a journal that cannot be written fails the
+            # load, and the version already serving keeps answering.
+            journal.open()
+        except OSError as error:
+            await detach_shipper(self._shipper, metrics)
+            self._shipper = None
+            raise MLServerError(
+                f"model {self.name}: prediction journal in {root}: {error}",
+                status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+            ) from None
+        metrics.track_writer(journal)
+        self._journal = journal
 
 
 def _load_registered(uri: str) -> tuple[ModelVersionRef, Any]:

@@ -15,10 +15,10 @@ from mlflow.models import infer_signature
 
 from telescore.core.features import build_pipeline, feature_ranges, split_features_label
 from telescore.core.params import ModelParams
+from telescore.jobs.model_repository import ServerOptions, write_registry_repository
 from telescore.services.mlserver import mlserver_process
 from telescore.services.processes import ServiceProcess, free_port
-from telescore.serving.model_repository import ServerOptions, write_registry_repository
-from telescore.serving.runtime import RuntimeOptions
+from telescore.serving.options import RuntimeOptions
 
 DATASET = Path(__file__).resolve().parents[3] / "data" / "bank-additional-full.csv.gz"
 REGISTERED_MODEL = "telemarketing"
@@ -50,6 +50,9 @@ class ServedMLServer:
     mongodb_uri: str
     database: str
     """Database the prediction log writes to."""
+    journal: Path
+    """Journal root of the served models."""
+    metrics_url: str
     max_rows: int
     """Batch limit of the served models."""
 
@@ -108,15 +111,11 @@ def mlserver(
     repository = services_dir / "mlserver-repository"
     mongodb_uri = mongodb.uri  # type: ignore[attr-defined]
     database = "serving_tests"
+    journal = services_dir / "journal"
     write_registry_repository(
         repository,
         ServerOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port),
-        RuntimeOptions(
-            max_rows=MAX_ROWS,
-            mongodb_uri=mongodb_uri,
-            mongodb_database=database,
-            spool_dir=services_dir / "prediction-spool",
-        ),
+        RuntimeOptions(max_rows=MAX_ROWS, journal_dir=journal),
         client=MlflowClient(mlflow_tracking_uri),
     )
     process = mlserver_process(
@@ -127,6 +126,13 @@ def mlserver(
         metrics_port,
         mlflow_tracking_uri,
         ready_models=["telemarketing", "telemarketing-challenger"],
+        # Connection settings reach the runtime as they reach the CLI: from the environment
+        # (and no developer's .env: the named file does not exist).
+        env={
+            "TELESCORE_MONGODB_URI": mongodb_uri,
+            "TELESCORE_MONGODB_DATABASE": database,
+            "TELESCORE_ENV_FILE": str(services_dir / "no.env"),
+        },
     )
     with process.running():
         yield ServedMLServer(
@@ -136,5 +142,7 @@ def mlserver(
             repository=repository,
             mongodb_uri=mongodb_uri,
             database=database,
+            journal=journal,
+            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
             max_rows=MAX_ROWS,
         )

@@ -18,12 +18,13 @@ from mlflow import MlflowClient
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc import dataplane_pb2_grpc
 
+from telescore.core.prediction_ids import is_prediction_id
 from telescore.core.schema import CATEGORICAL_VALUES, FEATURES, INTEGER_FEATURES, NUMERIC_BOUNDS
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.serving_client import ServingClient, ServingError, inference_request
-from telescore.jobs.serving import reload_models
+from telescore.jobs.model_repository import CHALLENGER_MODEL
+from telescore.jobs.serving import reload_models, sync_served_models
 from telescore.services.processes import wait_until
-from telescore.serving.model_repository import CHALLENGER_MODEL, sync_served_models
 
 if TYPE_CHECKING:  # fixture types; conftest modules are not importable at run time
     from conftest import RegisteredVersions, ServedMLServer
@@ -77,6 +78,11 @@ def test_rest_scores_several_rows_with_version_and_echoed_id(
     assert scored.route == "champion", "route not reported"
     assert scored.request_id == request_id, "request id not echoed"
     assert scored.latency_ms > 0, "server-side latency missing"
+    # and each row has its own server-given prediction id, sorted as the rows were scored
+    ids = scored.prediction_ids
+    assert len(set(ids)) == len(rows), f"one distinct prediction id per row: {ids}"
+    assert all(is_prediction_id(each) for each in ids), f"not UUIDv7 prediction ids: {ids}"
+    assert ids == sorted(ids), "the ids of one request sort in row order"
 
 
 def test_rest_generates_a_request_id_when_absent(http: httpx.Client, rows: pd.DataFrame) -> None:
@@ -146,6 +152,22 @@ def test_grpc_scores_with_version_and_echoed_id(
     assert response.parameters["model_version"].string_param == registered_versions.champion
     assert response.parameters["route"].string_param == "champion"
     assert json.loads(response.parameters["out_of_range"].string_param) == [[]] * len(rows)
+    ids = json.loads(response.parameters["prediction_ids"].string_param)
+    assert len(set(ids)) == len(rows), f"one prediction id per row over gRPC too: {ids}"
+    assert all(is_prediction_id(each) for each in ids), ids
+
+
+@pytest.mark.parametrize(("request_id", "why"), [("x" * 129, "too long"), ("a\nb", "unprintable")])
+def test_grpc_refuses_a_bad_request_id_naming_it(
+    mlserver: ServedMLServer, rows: pd.DataFrame, request_id: str, why: str
+) -> None:
+    with grpc.insecure_channel(mlserver.grpc_target) as channel:
+        stub = dataplane_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(_grpc_request(rows.head(1), request_id), timeout=10)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, f"{why}: {caught.value}"
+    assert "'id'" in caught.value.details(), f"{why}: {caught.value.details()}"
 
 
 def test_grpc_refuses_nan_and_infinity_with_invalid_argument(
@@ -243,6 +265,10 @@ BAD_INPUTS: dict[str, tuple[Mutation, str]] = {
     "empty batch": (_empty, "inputs"),
     "batch over the limit": (_over_limit, "inputs"),
     "no inputs at all": (lambda body: body.update(inputs=[]), "inputs"),
+    "id over 128 characters": (lambda body: body.update(id="x" * 129), "'id'"),
+    "id of 5 MB": (lambda body: body.update(id="x" * 5_000_000), "'id'"),
+    "id with a control character": (lambda body: body.update(id="call\r\n42"), "'id'"),
+    "id with non-ASCII characters": (lambda body: body.update(id="appel-été-東京"), "'id'"),
 }
 
 
@@ -317,13 +343,45 @@ def test_served_predictions_are_logged_and_refused_requests_are_not(
         records = store.find({"request_id": scored_id}, sort=[("row", 1)])
         refused = store.count({"request_id": refused_id})
 
-    # then it holds one record per row with its score, and nothing for the refused request
+    # then it holds one record per row, under the prediction id answered for that row
+    assert [r["_id"] for r in records] == scored.prediction_ids, "records not under answered ids"
     assert [r["score"] for r in records] == pytest.approx(scored.scores), "scores differ"
     assert {r["model_version"] for r in records} == {scored.model_version}, "version differs"
     assert {r["route"] for r in records} == {"champion"}, "route differs"
     assert records[0]["features"]["job"] == rows.loc[0, "job"], "features not logged as sent"
-    # The log writes in submission order: once the later request is in, the earlier would be.
+    # The journal is shipped in order: once the later request is in, the earlier would be.
     assert refused == 0, "a refused request was logged"
+
+
+def test_one_client_id_scored_three_times_gives_three_records(
+    client: ServingClient, mlserver: ServedMLServer, rows: pd.DataFrame
+) -> None:
+    # given one client id, sent twice to the champion and once to the challenger
+    request_id = f"reused-{uuid.uuid4()}"
+    answers = [
+        client.infer(rows.head(1), request_id=request_id),
+        client.infer(rows.head(1), request_id=request_id),
+        client.infer(rows.head(1), model=CHALLENGER_MODEL, request_id=request_id),
+    ]
+    answered = {scored.prediction_ids[0]: scored for scored in answers}
+    assert len(answered) == 3, "each answer carries its own prediction id"
+
+    # when the predictions reach MongoDB
+    with PredictionStore(mlserver.mongodb_uri, mlserver.database) as store:
+        wait_until(lambda: store.count({"request_id": request_id}) >= 3, WAIT, what="three records")
+        records = store.find({"request_id": request_id})
+        # Its own records go: a later test puts a unique index on (request_id, row).
+        store.collection.delete_many({"request_id": request_id})
+
+    # then there is one record per answer, each with the model and route that answered it
+    assert sorted(r["_id"] for r in records) == sorted(answered), "one record per prediction"
+    for record in records:
+        scored = answered[record["_id"]]
+        assert (record["model_version"], record["route"]) == (
+            scored.model_version,
+            scored.route,
+        ), f"record {record['_id']} does not say which model answered it"
+    assert sorted(r["route"] for r in records) == ["challenger", "champion", "champion"]
 
 
 # -- challenger and reload -------------------------------------------------------------------

@@ -1,11 +1,15 @@
-"""Faults mid-traffic (MongoDB down, a log writer killed): MLServer keeps answering, and every
-prediction lands once."""
+"""Faults mid-traffic through a real MLServer: every prediction answered lands in MongoDB once.
+
+MongoDB stopped, the shipper killed, MLServer itself killed with SIGKILL, a record MongoDB
+refuses, a journal left by a model no longer served.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +19,14 @@ import httpx
 import pandas as pd
 import pytest
 
+from telescore.core.prediction_ids import PredictionIds
+from telescore.core.predictions import JournalEntry, entry_payload
+from telescore.core.schema import FEATURES
+from telescore.io.journal import JournalWriter
 from telescore.io.prediction_store import PredictionStore
-from telescore.io.serving_client import ServingClient
+from telescore.io.serving_client import Scores, ServingClient, ServingError
 from telescore.services.processes import ServiceProcess, wait_until
+from telescore.serving.shipper import DEAD_LETTER_DIR, DEAD_LETTER_FILE
 
 if TYPE_CHECKING:  # fixture types; conftest modules are not importable at run time
     from conftest import RegisteredVersions, ServedMLServer
@@ -26,25 +35,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROWS_PER_REQUEST = 3
 REQUESTS_PER_PHASE = 40
+WAIT = 60.0
 
 
-@pytest.fixture
-def metrics_url(mlserver: ServedMLServer) -> str:
-    """Where MLServer exposes its Prometheus metrics, the prediction log's among them."""
-    settings = json.loads((mlserver.repository / "settings.json").read_text())
-    return f"http://127.0.0.1:{settings['metrics_port']}/metrics"
-
-
-def _metric(metrics_url: str, name: str) -> float:
+def _metric(mlserver: ServedMLServer, name: str) -> float:
     """Return a prediction log metric as MLServer's metrics endpoint shows it."""
-    for line in httpx.get(metrics_url, timeout=5).text.splitlines():
+    for line in httpx.get(mlserver.metrics_url, timeout=5).text.splitlines():
         if line.startswith(f"telescore_prediction_log_{name} "):
             return float(line.split()[1])
     raise AssertionError(f"telescore_prediction_log_{name} is not exposed")
 
 
-def _writer_pids(server_pid: int) -> set[int]:
-    """Return the prediction log writer processes MLServer started."""
+def _children(server_pid: int, module: bytes) -> set[int]:
+    """Return the processes `server_pid` started that run `module`."""
     pids = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -54,90 +57,216 @@ def _writer_pids(server_pid: int) -> set[int]:
             parent = int((entry / "stat").read_text().split(") ", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue  # ended meanwhile
-        if parent == server_pid and b"telescore.serving.log_writer" in command:
+        if parent == server_pid and module in command:
             pids.add(int(entry.name))
     return pids
 
 
+def _shippers(server_pid: int) -> set[int]:
+    return _children(server_pid, b"telescore.serving.shipper")
+
+
 def _sender(
-    client: ServingClient, rows: pd.DataFrame, prefix: str, sent: list[str]
-) -> Callable[[str], None]:
-    def send(phase: str) -> None:
-        for index in range(REQUESTS_PER_PHASE):
-            request_id = f"{prefix}-{phase}-{index}"
-            scored = client.infer(rows, request_id=request_id)
-            assert scored.request_id == request_id, "every request must be answered"
-            sent.append(request_id)
+    client: ServingClient, rows: pd.DataFrame, answered: list[Scores]
+) -> Callable[[], None]:
+    def send() -> None:
+        for _ in range(REQUESTS_PER_PHASE):
+            answered.append(client.infer(rows))
 
     return send
 
 
-def _assert_each_row_once(mlserver: ServedMLServer, sent: list[str], timeout: float) -> None:
-    expected = len(sent) * ROWS_PER_REQUEST
-    with PredictionStore(mlserver.mongodb_uri, mlserver.database) as store:
-        query = {"request_id": {"$in": sent}}
-        wait_until(lambda: store.count(query) >= expected, timeout, what="logged predictions")
-        records = store.find(query)
-    ids = [record["_id"] for record in records]
-    assert len(ids) == expected, f"{len(ids)} records for {expected} scored rows"
-    assert len(set(ids)) == len(ids), "a prediction was written twice"
-    assert {record["request_id"] for record in records} == set(sent), "a request is missing"
-
-
-def test_mongodb_outage_mid_traffic_ends_with_every_prediction_once(
-    mlserver: ServedMLServer,
-    mongodb: ServiceProcess,
-    registered_versions: RegisteredVersions,
-    metrics_url: str,
+def _assert_answered_predictions_stored(
+    mlserver: ServedMLServer, answered: list[Scores], timeout: float = WAIT
 ) -> None:
-    rows: pd.DataFrame = registered_versions.features.head(ROWS_PER_REQUEST)
-    sent: list[str] = []
+    """Each prediction id answered is in MongoDB, under that id, with the score answered."""
+    ids = [each for scored in answered for each in scored.prediction_ids]
+    scores = dict(zip(ids, [s for scored in answered for s in scored.scores], strict=True))
+    rows = sum(len(scored.scores) for scored in answered)
+    assert len(set(ids)) == rows, f"{rows} rows answered under {len(set(ids))} distinct ids"
+    with PredictionStore(mlserver.mongodb_uri, mlserver.database) as store:
+        query = {"_id": {"$in": ids}}
+        wait_until(lambda: store.count(query) == len(ids), timeout, what="answered predictions")
+        stored = {record["_id"]: record["score"] for record in store.find(query)}
+    assert stored == pytest.approx(scores), "a stored score differs from the one answered"
+
+
+def test_mongodb_outage_mid_traffic_ends_with_every_prediction_stored(
+    mlserver: ServedMLServer, mongodb: ServiceProcess, registered_versions: RegisteredVersions
+) -> None:
+    rows = registered_versions.features.head(ROWS_PER_REQUEST)
+    answered: list[Scores] = []
 
     with ServingClient(mlserver.rest_url) as client:
-        send = _sender(client, rows, f"outage-{uuid.uuid4().hex[:8]}", sent)
+        send = _sender(client, rows, answered)
         # given traffic while MongoDB is up
-        send("before")
-        # when MongoDB stops mid-traffic, requests keep being served
+        send()
+        # when MongoDB stops mid-traffic, requests keep being answered
         mongodb.stop()
         try:
-            send("during")
-            # and the log, failing to write, spills to its spool (not merely buffered)
-            wait_until(lambda: _metric(metrics_url, "spooled") > 0, 60, what="spooled records")
+            send()
+            # and the rows wait in the journal, counted as spooled
+            wait_until(lambda: _metric(mlserver, "spooled") > 0, WAIT, what="spooled rows")
+            assert _metric(mlserver, "mongodb_up") == 0, "the metrics say MongoDB is down"
         finally:
             # and MongoDB comes back
             mongodb.start()
-        send("after")
+        send()
 
-    # then every row of every request is in the collection exactly once: replay waits out the
-    # writer's back-off (capped at 30 s) after MongoDB returns
-    _assert_each_row_once(mlserver, sent, 90)
-    wait_until(lambda: _metric(metrics_url, "spooled") == 0, 60, what="an empty spool")
+    # then every prediction answered is stored, and the backlog empties
+    _assert_answered_predictions_stored(mlserver, answered)
+    wait_until(lambda: _metric(mlserver, "spooled") == 0, WAIT, what="an empty backlog")
+    assert _metric(mlserver, "mongodb_up") == 1, "the metrics say MongoDB is back"
 
 
-def test_killed_log_writer_is_restarted_and_every_prediction_lands_once(
-    mlserver: ServedMLServer, registered_versions: RegisteredVersions, metrics_url: str
+def test_a_killed_shipper_is_restarted_and_every_prediction_is_stored(
+    mlserver: ServedMLServer, registered_versions: RegisteredVersions
 ) -> None:
-    rows: pd.DataFrame = registered_versions.features.head(ROWS_PER_REQUEST)
+    rows = registered_versions.features.head(ROWS_PER_REQUEST)
     server_pid = mlserver.process.process.pid  # type: ignore[union-attr]
-    sent: list[str] = []
-    dropped_before = _metric(metrics_url, "dropped_total")
+    answered: list[Scores] = []
 
     with ServingClient(mlserver.rest_url) as client:
-        send = _sender(client, rows, f"killed-{uuid.uuid4().hex[:8]}", sent)
-        # given traffic, and one writer process per served model
-        send("before")
-        writers = _writer_pids(server_pid)
-        assert len(writers) == 2, f"one writer each for champion and challenger: {writers}"
-        # when the writers are killed mid-traffic, requests keep being served
-        for pid in writers:
-            os.kill(pid, signal.SIGKILL)
-        send("during")
-        # and new writers take over
-        wait_until(
-            lambda: len(_writer_pids(server_pid) - writers) == 2, 60, what="restarted writers"
-        )
-        send("after")
+        send = _sender(client, rows, answered)
+        # given traffic, and one shipper for the journal both models write
+        send()
+        shippers = _shippers(server_pid)
+        assert len(shippers) == 1, f"one shipper per journal: {shippers}"
+        # when it is killed mid-traffic, requests keep being answered
+        os.kill(shippers.pop(), signal.SIGKILL)
+        send()
+        # and a new shipper takes over
+        wait_until(lambda: len(_shippers(server_pid)) == 1, WAIT, what="a restarted shipper")
+        send()
 
-    # then every row of every request is in the collection exactly once
-    _assert_each_row_once(mlserver, sent, 60)
-    assert _metric(metrics_url, "dropped_total") == dropped_before, "nothing was dropped"
+    # then every prediction answered is stored
+    _assert_answered_predictions_stored(mlserver, answered)
+
+
+def test_sigkill_of_mlserver_under_load_loses_no_answered_prediction(
+    mlserver: ServedMLServer, registered_versions: RegisteredVersions
+) -> None:
+    rows = registered_versions.features.head(ROWS_PER_REQUEST)
+    answered: list[Scores] = []
+    failed: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client_loop() -> None:
+        with ServingClient(mlserver.rest_url, timeout=5.0) as client:
+            while not stop.is_set():
+                try:
+                    scored = client.infer(rows)
+                except (httpx.TransportError, ServingError) as error:
+                    with lock:
+                        failed.append(type(error).__name__)
+                    time.sleep(0.05)  # the server is down: do not spin
+                    continue
+                with lock:
+                    answered.append(scored)
+
+    # given eight clients under way
+    clients = [threading.Thread(target=client_loop) for _ in range(8)]
+    for thread in clients:
+        thread.start()
+    try:
+        wait_until(lambda: len(answered) >= 200, WAIT, what="traffic")
+        # when MLServer is killed outright, mid-traffic, and started again
+        os.kill(mlserver.process.process.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        mlserver.process.process.wait()  # type: ignore[union-attr]
+        killed_at = len(answered)
+        mlserver.process.start()
+        wait_until(lambda: len(answered) >= killed_at + 200, WAIT, what="traffic after")
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join()
+
+    # then requests failed only while it was down, and every prediction answered is stored
+    assert failed, "the kill should have cut some requests off"
+    _assert_answered_predictions_stored(mlserver, answered)
+
+
+def test_a_record_mongodb_refuses_is_set_aside_and_later_ones_land(
+    mlserver: ServedMLServer, registered_versions: RegisteredVersions
+) -> None:
+    rows = registered_versions.features.head(1)
+    request_id = f"clash-{uuid.uuid4()}"
+    letters = mlserver.journal / DEAD_LETTER_DIR / DEAD_LETTER_FILE
+    set_aside_before = _metric(mlserver, "dead_lettered_total")
+    with PredictionStore(mlserver.mongodb_uri, mlserver.database) as store:
+        # given an operator's unique index that refuses a second row with one client id (tests
+        # that reuse a client id delete their records, or the index could not be built)
+        index = store.collection.create_index(
+            [("request_id", 1), ("row", 1)], unique=True, name="one_row_per_client_id"
+        )
+        try:
+            with ServingClient(mlserver.rest_url) as client:
+                # when that client id is scored twice, then another request follows
+                first = client.infer(rows, request_id=request_id)
+                clash = client.infer(rows, request_id=request_id)
+                later = client.infer(rows)
+                # then the later one lands
+                _assert_answered_predictions_stored(mlserver, [first, later])
+            wait_until(
+                lambda: _metric(mlserver, "dead_lettered_total") == set_aside_before + 1,
+                WAIT,
+                what="the refused row counted",
+            )
+        finally:
+            store.collection.drop_index(index)
+        # and the refused one is not stored but set aside, with MongoDB's reason
+        assert store.count({"_id": clash.prediction_ids[0]}) == 0, "the clash was refused"
+    kept = [line for line in letters.read_text().splitlines() if clash.prediction_ids[0] in line]
+    assert len(kept) == 1, "the refused record is in the dead-letter file"
+    assert "11000" in kept[0], f"the reason is MongoDB's duplicate-key error: {kept[0][:300]}"
+
+
+def test_a_journal_left_by_a_model_no_longer_served_is_shipped_and_counted(
+    mlserver: ServedMLServer, mongodb: ServiceProcess
+) -> None:
+    # given MongoDB down, and a journal segment left by a removed model's writer
+    prediction_ids = PredictionIds().new(4)
+    mongodb.stop()
+    try:
+        writer = JournalWriter(
+            mlserver.journal,
+            {
+                "format": 1,
+                "model_name": "telemarketing",
+                "model_version": "0",
+                "route": "challenger",
+                "served_as": "telemarketing-removed",
+                "features": list(FEATURES),
+            },
+        )
+        columns = [[value] * 4 for value in _row_values()]
+        entry = JournalEntry(
+            prediction_ids, "left-over", time.time(), 1.0, columns, [0.5] * 4, [[]] * 4
+        )
+        writer.append(entry_payload(entry), 4)
+        writer.close()
+
+        # when the shipper next looks, then it counts those rows as waiting
+        wait_until(lambda: _metric(mlserver, "spooled") >= 4, WAIT, what="the rows counted")
+    finally:
+        mongodb.start()
+
+    # and ships them once MongoDB is back
+    with PredictionStore(mlserver.mongodb_uri, mlserver.database) as store:
+        wait_until(
+            lambda: store.count({"_id": {"$in": prediction_ids}}) == 4, WAIT, what="left-overs"
+        )
+        assert {r["model_version"] for r in store.find({"request_id": "left-over"})} == {"0"}
+    wait_until(lambda: _metric(mlserver, "spooled") == 0, WAIT, what="an empty backlog")
+
+
+def _row_values() -> list[object]:
+    row = {
+        "age": 41, "job": "admin.", "marital": "married", "education": "university.degree",
+        "default": "no", "housing": "yes", "loan": "no", "contact": "cellular", "month": "may",
+        "day_of_week": "mon", "campaign": 2, "pdays": 999, "previous": 0,
+        "poutcome": "nonexistent", "emp.var.rate": -1.8, "cons.price.idx": 92.893,
+        "cons.conf.idx": -46.2, "euribor3m": 1.299, "nr.employed": 5099.1,
+    }  # fmt: skip
+    return [row[name] for name in FEATURES]

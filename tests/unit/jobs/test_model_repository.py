@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlserver.settings import ModelSettings, Settings
 
-from telescore.serving.model_repository import (
+from telescore.jobs.model_repository import (
     RUNTIME,
     ServerOptions,
     existing_runtime_options,

@@ -21,11 +21,8 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field
 
 from telescore.core.predictions import Route
-from telescore.io.serving_client import ServingClient
-from telescore.jobs.serving import Reloaded, reload_models
-from telescore.serving.runtime import RuntimeOptions
+from telescore.serving.options import RUNTIME, RuntimeOptions
 
-RUNTIME: Final = "telescore.serving.runtime.TelescoreRuntime"
 SERVER_SETTINGS: Final = "settings.json"
 MODEL_SETTINGS: Final = "model-settings.json"
 CHAMPION_MODEL: Final = "telemarketing"
@@ -153,26 +150,6 @@ def write_registry_repository(
     return models
 
 
-def sync_served_models(
-    root: Path,
-    serving: ServingClient,
-    runtime: RuntimeOptions | None = None,
-    registered_model: str = CHAMPION_MODEL,
-    client: MlflowClient | None = None,
-) -> list[Reloaded]:
-    """Make a running MLServer serve the registry's aliases as they are now.
-
-    Rewrites the model folders (a challenger alias may have appeared or gone), unloads models
-    whose alias is gone and reloads the others, which re-resolves each alias to its version.
-    """
-    loaded = {model.name for model in serving.repository_index() if model.state == "READY"}
-    models = write_registry_repository(root, None, runtime, registered_model, client)
-    names = [model.name for model in models]
-    for name in sorted(loaded - set(names)):
-        serving.unload_model(name)
-    return reload_models(serving, names)
-
-
 def existing_runtime_options(root: Path) -> RuntimeOptions | None:
     """Return the runtime options the champion's model-settings.json holds, if it exists."""
     path = root / CHAMPION_MODEL / MODEL_SETTINGS
@@ -205,7 +182,7 @@ def server_settings(root: Path, server: ServerOptions) -> dict[str, Any]:
 
 def model_settings(model: ServedModel, runtime: RuntimeOptions) -> dict[str, Any]:
     """Return the content of one model's model-settings.json."""
-    extra = runtime.model_dump(mode="json", exclude_none=True) | {"route": model.route}
+    extra = runtime.model_dump(mode="json", exclude_defaults=True) | {"route": model.route}
     return {
         "name": model.name,
         "implementation": RUNTIME,

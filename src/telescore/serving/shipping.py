@@ -1,0 +1,293 @@
+"""Inside MLServer: run the journal's shipper process, restart it if it dies, expose its counts.
+
+One shipper per journal root, however many models write there: the first model loaded starts
+it and the last one unloaded stops it, so a reload (new instance up before the old one goes)
+never stops shipping. The counts it reports, with the journal writers' own, are Prometheus
+metrics on MLServer's metrics port, read when scraped: nothing is counted per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pydantic import ValidationError
+
+from telescore.io.journal import JournalWriter
+from telescore.serving.shipper import ShipperConfig, ShipperStatus
+
+logger = logging.getLogger(__name__)
+
+SHIPPER_MODULE: Final = "telescore.serving.shipper"
+PREFIX: Final = "telescore_prediction_log"
+
+
+class ShipperStartError(RuntimeError):
+    """The shipper process did not start, or refused its configuration."""
+
+
+class ShipperSupervisor:
+    """Starts one shipper process and starts it again whenever it ends unasked."""
+
+    def __init__(
+        self,
+        config: ShipperConfig,
+        *,
+        start_timeout: float = 60.0,
+        max_restart_delay: float = 10.0,
+    ) -> None:
+        self.config = config
+        self._start_timeout = start_timeout
+        self._max_restart_delay = max_restart_delay
+        self._child: asyncio.subprocess.Process | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._restarter: asyncio.Task[None] | None = None
+        self._closing = False
+        self.status = ShipperStatus()
+        """The current process's last report."""
+        self.written = 0
+        """Rows written, summed over every process this supervisor started."""
+        self.dead_lettered = 0
+        self.restarts = 0
+        """Shippers started again after ending unasked."""
+
+    @property
+    def pid(self) -> int | None:
+        """The current shipper's process id."""
+        return self._child.pid if self._child is not None else None
+
+    async def start(self) -> None:
+        """Start the shipper; raise ShipperStartError if it cannot run."""
+        await self._spawn()
+
+    async def stop(self) -> None:
+        """Ask the shipper to finish (it drains for up to `drain_timeout`) and wait for it."""
+        self._closing = True
+        if self._restarter is not None:
+            self._restarter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restarter
+        child = self._child
+        if child is not None and child.stdin is not None:
+            child.stdin.close()
+            try:
+                await asyncio.wait_for(child.wait(), self.config.drain_timeout + 10.0)
+            except TimeoutError:
+                logger.error("prediction log shipper %d did not finish; killing it", child.pid)
+                child.kill()
+                await child.wait()
+        if self._watcher is not None:
+            await self._watcher
+
+    async def _spawn(self) -> None:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            SHIPPER_MODULE,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert child.stdin is not None  # noqa: S101 - PIPE above
+        assert child.stdout is not None  # noqa: S101 - PIPE above
+        # The config holds the MongoDB URI, credentials included: stdin, not the command line.
+        child.stdin.write(self.config.model_dump_json().encode() + b"\n")
+        first = b""
+        try:
+            first = await asyncio.wait_for(child.stdout.readline(), self._start_timeout)
+            status = ShipperStatus.model_validate_json(first)
+        except (TimeoutError, ValidationError, ValueError) as error:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            await child.wait()
+            reason = first.decode(errors="replace").strip() or type(error).__name__
+            raise ShipperStartError(
+                f"prediction log shipper for {self.config.root} did not start: {reason}"
+            ) from None
+        self._child = child
+        self.status = ShipperStatus()
+        self._apply(status)
+        self._watcher = asyncio.create_task(self._watch(child))
+        logger.info("prediction log shipper %d ships %s", child.pid, self.config.root)
+
+    async def _watch(self, child: asyncio.subprocess.Process) -> None:
+        assert child.stdout is not None  # noqa: S101 - PIPE in _spawn
+        while line := await child.stdout.readline():
+            try:
+                self._apply(ShipperStatus.model_validate_json(line))
+            except ValidationError:
+                logger.warning("prediction log shipper said: %.200s", line)
+        code = await child.wait()
+        self._watcher = None
+        if not self._closing:
+            # Nothing is lost: every row it had not shipped is still in the journal.
+            logger.error("prediction log shipper %d exited with %s; restarting it", child.pid, code)
+            self._restarter = asyncio.create_task(self._restart())
+
+    async def _restart(self) -> None:
+        delay = 0.1
+        while not self._closing:
+            try:
+                await self._spawn()
+            except (ShipperStartError, OSError) as error:
+                logger.error("%s; retrying in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_restart_delay)
+            else:
+                self.restarts += 1
+                self._restarter = None
+                return
+
+    def _apply(self, status: ShipperStatus) -> None:
+        previous = self.status
+        self.written += max(0, status.written - previous.written)
+        self.dead_lettered += max(0, status.dead_lettered - previous.dead_lettered)
+        self.status = status
+
+
+class PredictionLogMetrics(Collector):
+    """The prediction log's Prometheus metrics, computed when scraped."""
+
+    def __init__(self) -> None:
+        self._writers: weakref.WeakSet[JournalWriter] = weakref.WeakSet()
+        self._supervisors: weakref.WeakSet[ShipperSupervisor] = weakref.WeakSet()
+        self._retired_rows = 0
+        self._retired_written = 0
+        self._retired_dead_lettered = 0
+        self.refused = 0
+        """Requests answered 503 because the journal could not take them."""
+
+    def track_writer(self, writer: JournalWriter) -> None:
+        """Count the rows `writer` journals."""
+        self._writers.add(writer)
+
+    def retire_writer(self, writer: JournalWriter) -> None:
+        """Keep the rows of a closed writer in the total."""
+        if writer in self._writers:
+            self._writers.discard(writer)
+            self._retired_rows += writer.appended_rows
+
+    def track_supervisor(self, supervisor: ShipperSupervisor) -> None:
+        """Report what `supervisor`'s shipper reports."""
+        self._supervisors.add(supervisor)
+
+    def retire_supervisor(self, supervisor: ShipperSupervisor) -> None:
+        """Keep a stopped shipper's counts in the totals; its backlog is no longer reported."""
+        if supervisor in self._supervisors:
+            self._supervisors.discard(supervisor)
+            self._retired_written += supervisor.written
+            self._retired_dead_lettered += supervisor.dead_lettered
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the current values (called by the registry on every scrape)."""
+        writers, supervisors = list(self._writers), list(self._supervisors)
+        active = [s for s in supervisors if not s.status.standby]
+        yield _counter(
+            "journaled",
+            "Prediction rows journaled on local disk before their answer was sent.",
+            self._retired_rows + sum(w.appended_rows for w in writers),
+        )
+        yield _counter(
+            "refused",
+            "Requests answered 503 because the journal could not take them (disk full).",
+            self.refused,
+        )
+        yield _gauge(
+            "spooled",
+            "Prediction rows on local disk not yet in MongoDB (the journal's backlog).",
+            sum(s.status.backlog for s in active),
+        )
+        yield _counter(
+            "written",
+            "Prediction rows MongoDB acknowledged (a re-sent row already stored counts again).",
+            self._retired_written + sum(s.written for s in supervisors),
+        )
+        yield _counter(
+            "dead_lettered",
+            "Prediction rows MongoDB refused, or unreadable, set aside in the dead-letter file.",
+            self._retired_dead_lettered + sum(s.dead_lettered for s in supervisors),
+        )
+        yield _gauge(
+            "mongodb_up",
+            "1 while the shipper's last write to MongoDB succeeded, 0 while rows wait on disk.",
+            float(all(not s.status.mongodb_down for s in active)),
+        )
+
+
+def _counter(name: str, documentation: str, value: float) -> Metric:
+    return CounterMetricFamily(f"{PREFIX}_{name}", documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> Metric:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", documentation, value=value)
+
+
+_metrics: dict[int, PredictionLogMetrics] = {}
+
+
+def prediction_log_metrics(registry: CollectorRegistry | None = None) -> PredictionLogMetrics:
+    """Return the metrics of `registry` (default: the global one MLServer serves), made once."""
+    registry = REGISTRY if registry is None else registry
+    metrics = _metrics.get(id(registry))
+    if metrics is None:
+        metrics = _metrics[id(registry)] = PredictionLogMetrics()
+        registry.register(metrics)
+    return metrics
+
+
+class _Shared:
+    """A supervisor and how many loaded models use it."""
+
+    def __init__(self, supervisor: ShipperSupervisor) -> None:
+        self.supervisor = supervisor
+        self.users = 0
+
+
+_shared: dict[Path, _Shared] = {}
+_lock: asyncio.Lock | None = None
+
+
+def _shared_lock() -> asyncio.Lock:
+    global _lock  # noqa: PLW0603 - one lock per process, made on the running loop
+    if _lock is None:
+        _lock = asyncio.Lock()
+    return _lock
+
+
+async def attach_shipper(config: ShipperConfig, metrics: PredictionLogMetrics) -> ShipperSupervisor:
+    """Return the running shipper of `config.root`, starting it for the first model."""
+    async with _shared_lock():
+        root = config.root.resolve()
+        shared = _shared.get(root)
+        if shared is None:
+            supervisor = ShipperSupervisor(config)
+            await supervisor.start()
+            metrics.track_supervisor(supervisor)
+            shared = _shared[root] = _Shared(supervisor)
+        elif shared.supervisor.config != config:
+            logger.warning("journal %s is already shipped with other settings; keeping those", root)
+        shared.users += 1
+        return shared.supervisor
+
+
+async def detach_shipper(supervisor: ShipperSupervisor, metrics: PredictionLogMetrics) -> None:
+    """Stop the shipper once the last model that used it is unloaded."""
+    async with _shared_lock():
+        root = supervisor.config.root.resolve()
+        shared = _shared.get(root)
+        if shared is None or shared.supervisor is not supervisor:
+            return
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        del _shared[root]
+    await supervisor.stop()
+    metrics.retire_supervisor(supervisor)
