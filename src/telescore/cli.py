@@ -134,6 +134,16 @@ def _print_serving(settings: Settings) -> None:
         raise typer.Exit(code=1)
     for name, version in serving.models.items():
         console.print(f"{name}: version {version} at {serving.url}/v2/models/{name}/infer")
+    log = serving.prediction_log
+    if log:
+        console.print(
+            f"prediction log: {log.get('journaled_total', 0):.0f} journaled, "
+            f"{log.get('spooled', 0):.0f} waiting for MongoDB, "
+            f"{log.get('written_total', 0):.0f} written, "
+            f"{log.get('dead_lettered_total', 0):.0f} set aside, "
+            f"{log.get('refused_total', 0):.0f} refused (disk full); "
+            f"MongoDB {'up' if log.get('mongodb_up', 1) else 'DOWN'}"
+        )
 
 
 def _score_sample(settings: Settings) -> None:
@@ -145,14 +155,15 @@ def _score_sample(settings: Settings) -> None:
     ]
     host = settings.project.host
     with ServingClient(settings.serving.resolved_url(host)) as client:
-        scored = client.infer(records)
-    table = Table(
-        title=f"Scored by {scored.model_name} v{scored.model_version} (request {scored.request_id})"
-    )
-    for column in ("age", "job", "euribor3m", "probability", "outside training range"):
+        scored = client.infer(records, request_id="demo")
+    table = Table(title=f"Scored by {scored.model_name} v{scored.model_version}")
+    for column in ("prediction id", "age", "job", "euribor3m", "probability", "outside range"):
         table.add_column(column)
-    for record, score, flags in zip(records, scored.scores, scored.out_of_range, strict=True):
+    for prediction_id, record, score, flags in zip(
+        scored.prediction_ids, records, scored.scores, scored.out_of_range, strict=True
+    ):
         table.add_row(
+            prediction_id,
             str(record["age"]),
             record["job"],
             str(record["euribor3m"]),
@@ -160,17 +171,19 @@ def _score_sample(settings: Settings) -> None:
             ", ".join(flags),
         )
     console.print(table)
-    with PredictionStore(settings.mongodb.resolved_uri(host), settings.mongodb.database) as store:
-        deadline = time.monotonic() + 15
-        # The log writes in the background: wait for it rather than for luck.
-        while (
-            store.count({"request_id": scored.request_id}) < len(records)
-            and time.monotonic() < deadline
-        ):
+    query = {"_id": {"$in": scored.prediction_ids}}
+    with (
+        PredictionStore(settings.mongodb.resolved_uri(host), settings.mongodb.database) as store,
+        console.status("Waiting for the shipper to move them from the journal to MongoDB..."),
+    ):
+        # Journaled before the answer, shipped out of process (within 30 s on a busy machine).
+        deadline = time.monotonic() + 45
+        while store.count(query) < len(records) and time.monotonic() < deadline:
             time.sleep(0.2)
-        logged = store.count({"request_id": scored.request_id})
+        logged = store.count(query)
     console.print(
-        f"MongoDB collection 'predictions' holds {logged} of {len(records)} rows of that request."
+        f"MongoDB collection 'predictions' holds {logged} of these {len(records)} predictions, "
+        "each under its prediction id: outcomes will cite them."
     )
 
 

@@ -68,7 +68,9 @@ class ServedModel(NamedTuple):
 
 def entry_payload(entry: JournalEntry) -> bytes:
     """Encode an entry for the journal (compact JSON)."""
-    return orjson.dumps(tuple(entry))  # orjson takes tuples, not their subclasses
+    # A tuple: orjson takes tuples, not their subclasses. NumPy scalars (from in-process
+    # callers) are encoded as the numbers they hold.
+    return orjson.dumps(tuple(entry), option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def read_entry(payload: bytes) -> JournalEntry:

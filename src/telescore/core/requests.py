@@ -7,10 +7,10 @@ names the offending field. Every check runs before the model sees a single row.
 
 from __future__ import annotations
 
-import contextlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 
@@ -38,13 +38,12 @@ _NUMERIC_DATATYPES: Final = _INTEGER_DATATYPES | _FLOAT_DATATYPES
 _STRING_DATATYPE: Final = "BYTES"
 _ALLOWED_VALUES: Final = {name: frozenset(values) for name, values in CATEGORICAL_VALUES.items()}
 _EXPECTED: Final = frozenset(FEATURES)
-_INTEGERS: Final = frozenset(INTEGER_FEATURES)
 _INTEGER_TYPES: Final = frozenset({int})
 _NUMBER_TYPES: Final = frozenset({int, float})
-_NUMERIC_INDEX: Final = {name: index for index, name in enumerate(NUMERIC_FEATURES)}
-_INTEGER_ROWS: Final = [_NUMERIC_INDEX[name] for name in INTEGER_FEATURES]
-_LOW: Final = np.array([NUMERIC_BOUNDS[name][0] for name in NUMERIC_FEATURES], dtype=np.float64)
-_HIGH: Final = np.array([NUMERIC_BOUNDS[name][1] for name in NUMERIC_FEATURES], dtype=np.float64)
+_INTEGER_FEATURES: Final = frozenset(INTEGER_FEATURES)
+_LOW: Final = np.array([[NUMERIC_BOUNDS[name][0]] for name in NUMERIC_FEATURES], dtype=np.float64)
+_HIGH: Final = np.array([[NUMERIC_BOUNDS[name][1]] for name in NUMERIC_FEATURES], dtype=np.float64)
+"""Plausible bounds as (features x 1) columns, to compare with a (features x rows) matrix."""
 
 
 class InvalidRequestError(ValueError):
@@ -56,9 +55,33 @@ class InvalidRequestError(ValueError):
         """The input (or `inputs` for the request as a whole) that is wrong."""
 
 
+class TensorLike(Protocol):
+    """One named input of a V2 request, as a transport delivers it.
+
+    MLServer's REST inputs carry an enum datatype and wrap their data (`.root`); its gRPC inputs
+    carry plain strings and lists. Both are read as they are, with no copy per input.
+    """
+
+    @property
+    def name(self) -> str:
+        """The input's name: a feature of the schema."""
+
+    @property
+    def datatype(self) -> Any:
+        """A V2 datatype (INT64, FP64, BYTES...), as a string or an enum with `.value`."""
+
+    @property
+    def shape(self) -> Sequence[int]:
+        """[rows] or [rows, 1]."""
+
+    @property
+    def data(self) -> Any:
+        """The values: a list, or a wrapper holding it as `.root`."""
+
+
 @dataclass(frozen=True)
 class InputTensor:
-    """One named input of a V2 request, as received."""
+    """One named input of a V2 request, built by hand (tests, in-process callers)."""
 
     name: str
     datatype: str
@@ -68,36 +91,36 @@ class InputTensor:
 
 @dataclass(frozen=True)
 class FeatureBatch:
-    """Validated feature columns of one request, one value per row in each."""
+    """The validated features of one request."""
 
-    columns: Mapping[str, np.ndarray]
-    """Integer features as int64, float features as float64, categorical ones as str objects."""
-    n_rows: int
+    columns: Mapping[str, list[Any]]
+    """Each feature's values as sent, one per row (nested rows unwrapped, gRPC bytes decoded)."""
     numeric: np.ndarray
     """The numeric features as one float64 matrix, one row per feature in NUMERIC_FEATURES order."""
+    n_rows: int
+
+    @classmethod
+    def of(cls, columns: Mapping[str, Sequence[Any]]) -> FeatureBatch:
+        """Build a batch from columns already known to be valid (a training frame's)."""
+        values = {name: list(columns[name]) for name in FEATURES}
+        numeric = np.array([values[name] for name in NUMERIC_FEATURES], dtype=np.float64)
+        return cls(columns=values, numeric=numeric, n_rows=len(values[FEATURES[0]]))
 
     def rows(self) -> list[dict[str, Any]]:
-        """Return the rows as plain Python dicts in schema order (for the prediction log)."""
-        as_lists = {name: self.columns[name].tolist() for name in FEATURES}
-        return [{name: as_lists[name][row] for name in FEATURES} for row in range(self.n_rows)]
+        """Return the rows as plain dicts in schema order."""
+        return [dict(zip(FEATURES, row, strict=True)) for row in self.values_by_row()]
+
+    def values_by_row(self) -> list[tuple[Any, ...]]:
+        """Return each row's values in FEATURES order."""
+        return list(zip(*(self.columns[name] for name in FEATURES), strict=True))
 
 
-def validate_inputs(
-    inputs: Sequence[InputTensor], max_rows: int = DEFAULT_MAX_ROWS
-) -> FeatureBatch:
-    """Check a request's inputs against the schema; return its feature columns."""
-    _check_names(inputs)
-    by_name = {tensor.name: tensor for tensor in inputs}
-    n_rows = _check_row_counts(by_name, max_rows)
-    numeric = _numeric_matrix([by_name[name] for name in NUMERIC_FEATURES], n_rows)
-    columns: dict[str, np.ndarray] = {}
-    for name in FEATURES:
-        if name in _ALLOWED_VALUES:
-            columns[name] = _categorical_column(by_name[name])
-        else:
-            values = numeric[_NUMERIC_INDEX[name]]
-            columns[name] = values.astype(np.int64) if name in _INTEGERS else values
-    return FeatureBatch(columns=columns, n_rows=n_rows, numeric=numeric)
+def validate_inputs(inputs: Sequence[TensorLike], max_rows: int = DEFAULT_MAX_ROWS) -> FeatureBatch:
+    """Check a request's inputs against the schema; return its features."""
+    columns = _columns(inputs)
+    n_rows = _row_count(columns, max_rows)
+    numeric = _numeric_matrix(columns, {tensor.name: tensor for tensor in inputs}, n_rows)
+    return FeatureBatch(columns=columns, numeric=numeric, n_rows=n_rows)
 
 
 def check_request_id(request_id: str) -> None:
@@ -118,23 +141,23 @@ class TrainingRanges:
     """The [min, max] of each numeric input seen in training, as vectors for a whole batch."""
 
     def __init__(self, feature_ranges: Mapping[str, Sequence[float]]) -> None:
+        # Every numeric feature, in NUMERIC_FEATURES order: one comparison covers the batch, and
+        # a feature the model has no range for can never be outside (-inf, inf).
         self.names = [name for name in NUMERIC_FEATURES if name in feature_ranges]
-        self._index = [_NUMERIC_INDEX[name] for name in self.names]
-        self._low = np.array([feature_ranges[name][0] for name in self.names], dtype=np.float64)
-        self._high = np.array([feature_ranges[name][1] for name in self.names], dtype=np.float64)
+        infinite = [-np.inf, np.inf]
+        bounds = [feature_ranges.get(name, infinite) for name in NUMERIC_FEATURES]
+        self._low = np.array([[low] for low, _ in bounds], dtype=np.float64)
+        self._high = np.array([[high] for _, high in bounds], dtype=np.float64)
 
     def flags(self, batch: FeatureBatch) -> list[list[str]]:
         """Name, per row, the numeric features outside the range the model was trained on."""
-        flags: list[list[str]] = [[] for _ in range(batch.n_rows)]
-        if not self.names:
-            return flags
-        values = batch.numeric[self._index]
-        outside = (values < self._low[:, None]) | (values > self._high[:, None])
-        for row in np.flatnonzero(outside.any(axis=0)).tolist():
-            flags[row] = [
-                name for name, out in zip(self.names, outside[:, row], strict=True) if out
-            ]
-        return flags
+        outside = (batch.numeric < self._low) | (batch.numeric > self._high)
+        if not outside.any():
+            return [[] for _ in range(batch.n_rows)]
+        return [
+            [name for name, out in zip(NUMERIC_FEATURES, column, strict=True) if out]
+            for column in outside.T.tolist()
+        ]
 
 
 def out_of_range_features(
@@ -144,38 +167,39 @@ def out_of_range_features(
     return TrainingRanges(feature_ranges).flags(batch)
 
 
-def _check_names(inputs: Sequence[InputTensor]) -> None:
+def _columns(inputs: Sequence[TensorLike]) -> dict[str, list[Any]]:
+    """Check names, shapes and datatypes in one pass; return each input's values."""
     if not inputs:
         raise InvalidRequestError(REQUEST_FIELD, f"the request has no inputs; expected {FEATURES}")
-    seen: set[str] = set()
+    columns: dict[str, list[Any]] = {}
     for tensor in inputs:
-        if tensor.name in seen:
-            raise InvalidRequestError(tensor.name, "sent more than once")
-        seen.add(tensor.name)
-    unknown = [tensor.name for tensor in inputs if tensor.name not in _EXPECTED]
-    if unknown:
-        raise InvalidRequestError(
-            unknown[0], f"unknown input (unknown: {_show(unknown, 200)}); expected {FEATURES}"
-        )
-    missing = [name for name in FEATURES if name not in seen]
-    if missing:
-        raise InvalidRequestError(missing[0], f"missing input (missing: {missing})")
-
-
-def _check_row_counts(by_name: Mapping[str, InputTensor], max_rows: int) -> int:
-    """Check every input's shape against its data; return the common number of rows."""
-    n_rows: int | None = None
-    first = ""
-    for name in FEATURES:
-        tensor = by_name[name]
-        rows = _rows_of(tensor)
-        if n_rows is None:
-            n_rows, first = rows, name
-        elif rows != n_rows:
+        name = tensor.name
+        if name in columns:
+            raise InvalidRequestError(name, "sent more than once")
+        if name not in _EXPECTED:
+            unknown = [each.name for each in inputs if each.name not in _EXPECTED]
             raise InvalidRequestError(
-                name, f"has {rows} rows but '{first}' has {n_rows}: one value per row per input"
+                name, f"unknown input (unknown: {_show(unknown, 200)}); expected {FEATURES}"
             )
-    assert n_rows is not None  # noqa: S101 - _check_names guarantees at least one input
+        values = _values(tensor, _rows_of(tensor))
+        allowed = _ALLOWED_VALUES.get(name)
+        columns[name] = values if allowed is None else _categorical(tensor, values, allowed)
+    if len(columns) < len(FEATURES):
+        missing = [name for name in FEATURES if name not in columns]
+        raise InvalidRequestError(missing[0], f"missing input (missing: {missing})")
+    return columns
+
+
+def _row_count(columns: Mapping[str, list[Any]], max_rows: int) -> int:
+    """Return the number of rows every input has; refuse an empty or oversized batch."""
+    n_rows = len(columns[FEATURES[0]])
+    for name in FEATURES:
+        if len(columns[name]) != n_rows:
+            raise InvalidRequestError(
+                name,
+                f"has {len(columns[name])} rows but '{FEATURES[0]}' has {n_rows}: "
+                "one value per row per input",
+            )
     if n_rows == 0:
         raise InvalidRequestError(REQUEST_FIELD, "the batch is empty: send at least one row")
     if n_rows > max_rows:
@@ -185,31 +209,36 @@ def _check_row_counts(by_name: Mapping[str, InputTensor], max_rows: int) -> int:
     return n_rows
 
 
-def _rows_of(tensor: InputTensor) -> int:
-    """Return the rows a tensor declares, after checking that its data fills its shape."""
-    shape = list(tensor.shape)
+def _data(tensor: TensorLike) -> Any:
+    # MLServer's REST inputs wrap their list in a RootModel; gRPC ones hold it directly.
+    data = tensor.data
+    return getattr(data, "root", data)
+
+
+def _rows_of(tensor: TensorLike) -> int:
+    """Return the rows a tensor's shape declares: [rows] or [rows, 1]."""
+    shape = tensor.shape
     if not shape or len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
         raise InvalidRequestError(
-            tensor.name, f"shape {shape} is not [rows] or [rows, 1]: one value per row"
+            tensor.name, f"shape {list(shape)} is not [rows] or [rows, 1]: one value per row"
         )
     rows = shape[0]
     if type(rows) is not int or rows < 0:
-        raise InvalidRequestError(tensor.name, f"shape {shape} holds a negative size")
-    data = tensor.data
-    # `type(...) is list` first: the Sequence ABC check is slow and transports send lists.
-    if type(data) is not list and (isinstance(data, str | bytes) or not isinstance(data, Sequence)):
-        raise InvalidRequestError(tensor.name, "data must be a list with one value per row")
-    # Nested data ([[v], [v]]) holds one single-item list per row; flat data one value per row.
-    if len(data) != rows:
-        raise InvalidRequestError(
-            tensor.name, f"shape {shape} declares {rows} rows but data holds {len(data)}"
-        )
+        raise InvalidRequestError(tensor.name, f"shape {list(shape)} holds a negative size")
     return rows
 
 
-def _values(tensor: InputTensor) -> list[Any]:
-    """Return the data as one value per row, unwrapping nested [[v], [v]] data."""
-    data = tensor.data
+def _values(tensor: TensorLike, rows: int) -> list[Any]:
+    """Return the data as one value per row (unwrapping nested [[v], [v]] data)."""
+    data = _data(tensor)
+    # `type(...) is list` first: the Sequence ABC check is slow and transports send lists.
+    if type(data) is not list and (isinstance(data, str | bytes) or not isinstance(data, Sequence)):
+        raise InvalidRequestError(tensor.name, "data must be a list with one value per row")
+    if len(data) != rows:
+        raise InvalidRequestError(
+            tensor.name,
+            f"shape {list(tensor.shape)} declares {rows} rows but data holds {len(data)}",
+        )
     if data and isinstance(data[0], list | tuple):
         if not all(isinstance(row, list | tuple) and len(row) == 1 for row in data):
             raise InvalidRequestError(tensor.name, "data must hold one value per row")
@@ -217,68 +246,76 @@ def _values(tensor: InputTensor) -> list[Any]:
     return data if type(data) is list else list(data)
 
 
-def _numeric_values(tensor: InputTensor) -> list[Any]:
-    """Return a numeric input's values after checking its datatype and each value's type."""
+def _check_numeric_values(tensor: TensorLike, values: list[Any]) -> None:
+    """Check a numeric input's datatype and each value's own type."""
     name = tensor.name
     datatype = _datatype(tensor)
     if datatype not in _NUMERIC_DATATYPES:
         raise InvalidRequestError(name, f"datatype {datatype} is not numeric (use INT64 or FP64)")
-    values = _values(tensor)
     # Each value's own type, not only the declared datatype: "35" or null in an FP64 input must
     # be refused here rather than coerced, or crash the model with a 500. `type(v) in` also
     # refuses booleans, which isinstance(v, int) would let through.
     integers_only = datatype in _INTEGER_DATATYPES
     allowed = _INTEGER_TYPES if integers_only else _NUMBER_TYPES
+    whole = name in _INTEGER_FEATURES
     for row, value in enumerate(values):
-        if type(value) not in allowed:
+        kind = type(value)
+        if kind not in allowed:
             # NumPy scalars only come from in-process callers; accept them the slow way.
             if isinstance(value, np.integer) or (
                 not integers_only and isinstance(value, np.floating)
             ):
-                continue
-            if integers_only and type(value) in _NUMBER_TYPES:
+                kind = float
+            elif integers_only and kind in _NUMBER_TYPES:
                 raise InvalidRequestError(
                     name, f"row {row} is {_show(value)} but the datatype is {datatype}"
                 )
-            raise InvalidRequestError(name, f"row {row} is {_describe(value)}, expected a number")
-    return values
+            else:
+                raise InvalidRequestError(
+                    name, f"row {row} is {_describe(value)}, expected a number"
+                )
+        # An integer feature sent as FP64 is fine if whole (52.0); NaN and inf are refused
+        # later with their own message.
+        if whole and kind is float and math.isfinite(value) and not float(value).is_integer():
+            raise InvalidRequestError(name, f"row {row} is {value:g}: must be a whole number")
 
 
-def _numeric_matrix(tensors: Sequence[InputTensor], n_rows: int) -> np.ndarray:
+def _numeric_matrix(
+    columns: Mapping[str, list[Any]], by_name: Mapping[str, TensorLike], n_rows: int
+) -> np.ndarray:
     """Check every numeric input at once; return them as a (features x rows) float64 matrix."""
-    # One matrix for all numeric inputs: a handful of NumPy calls per request instead of a
-    # handful per input, which is what a single-row request spends most of its time on.
-    values = [_numeric_values(tensor) for tensor in tensors]
+    for name in NUMERIC_FEATURES:
+        _check_numeric_values(by_name[name], columns[name])
+    values = [columns[name] for name in NUMERIC_FEATURES]
+    # One matrix and a handful of NumPy calls for all numeric inputs: a single-row request
+    # spends most of its validation time in per-call overhead, not in the arithmetic.
     try:
-        matrix = np.array(values, dtype=np.float64).reshape(len(tensors), n_rows)
+        matrix = np.array(values, dtype=np.float64).reshape(len(values), n_rows)
     except OverflowError:
         # An integer too large for a float64 (JSON allows any number of digits).
-        name = next(t.name for t, v in zip(tensors, values, strict=True) if not _fits_float(v))
+        name = next(n for n, v in zip(NUMERIC_FEATURES, values, strict=True) if not _fits_float(v))
         raise InvalidRequestError(name, "a value is too large to be a number") from None
+    # NaN compares false both ways, so it fails this one check along with everything outside.
+    inside = (matrix >= _LOW) & (matrix <= _HIGH)
+    if not inside.all():
+        _explain_refused_number(matrix)
+    return matrix
+
+
+def _explain_refused_number(matrix: np.ndarray) -> None:
+    """Raise the error for the first value that is not finite or outside its plausible range."""
     finite = np.isfinite(matrix)
     if not finite.all():
         feature, row = _first(~finite)
         raise InvalidRequestError(
-            tensors[feature].name, f"row {row} is {matrix[feature, row]}: values must be finite"
+            NUMERIC_FEATURES[feature], f"row {row} is {matrix[feature, row]}: values must be finite"
         )
-    outside = (matrix < _LOW[:, None]) | (matrix > _HIGH[:, None])
-    if outside.any():
-        feature, row = _first(outside)
-        low, high = _LOW[feature], _HIGH[feature]
-        raise InvalidRequestError(
-            tensors[feature].name,
-            f"row {row} is {matrix[feature, row]:g}, "
-            f"outside the plausible range [{low:g}, {high:g}]",
-        )
-    integers = matrix[_INTEGER_ROWS]
-    fractional = integers != np.round(integers)
-    if fractional.any():
-        feature, row = _first(fractional)
-        raise InvalidRequestError(
-            tensors[_INTEGER_ROWS[feature]].name,
-            f"row {row} is {integers[feature, row]:g}: must be a whole number",
-        )
-    return matrix
+    feature, row = _first((matrix < _LOW) | (matrix > _HIGH))
+    low, high = _LOW[feature, 0], _HIGH[feature, 0]
+    raise InvalidRequestError(
+        NUMERIC_FEATURES[feature],
+        f"row {row} is {matrix[feature, row]:g}, outside the plausible range [{low:g}, {high:g}]",
+    )
 
 
 def _first(mask: np.ndarray) -> tuple[int, int]:
@@ -287,23 +324,24 @@ def _first(mask: np.ndarray) -> tuple[int, int]:
     return int(feature), int(row)
 
 
-def _datatype(tensor: InputTensor) -> str:
+def _datatype(tensor: TensorLike) -> str:
     # REST requests carry a Datatype enum, gRPC ones the plain string.
     return str(getattr(tensor.datatype, "value", tensor.datatype))
 
 
-def _categorical_column(tensor: InputTensor) -> np.ndarray:
+def _categorical(tensor: TensorLike, values: list[Any], allowed: frozenset[str]) -> list[Any]:
+    """Check a categorical input; return its values (gRPC bytes decoded to str)."""
     name = tensor.name
     datatype = _datatype(tensor)
     if datatype != _STRING_DATATYPE:
         raise InvalidRequestError(name, f"datatype {datatype} is not BYTES (a string category)")
-    values = _values(tensor)
-    allowed = _ALLOWED_VALUES[name]
     # One set operation in C for the usual, valid batch; the row loop only runs to explain a
     # refusal or to decode gRPC bytes. Unhashable values (nested lists) also take the loop.
-    with contextlib.suppress(TypeError):
+    try:
         if allowed.issuperset(values):
-            return _object_array(values)
+            return values
+    except TypeError:
+        pass
     values = list(values)  # a copy: decoded bytes replace their row, the request stays as sent
     for row, value in enumerate(values):
         if isinstance(value, bytes):
@@ -319,14 +357,7 @@ def _categorical_column(tensor: InputTensor) -> np.ndarray:
             raise InvalidRequestError(
                 name, f"row {row} is {_show(value)}, not one of {CATEGORICAL_VALUES[name]}"
             )
-    return _object_array(values)
-
-
-def _object_array(values: list[Any]) -> np.ndarray:
-    """Return a 1-D object array of the values (np.array would nest list-like values)."""
-    array = np.empty(len(values), dtype=object)
-    array[:] = values
-    return array
+    return values
 
 
 def _describe(value: Any) -> str:

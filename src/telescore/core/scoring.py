@@ -2,9 +2,9 @@
 
 `Pipeline.predict_proba` on one row costs about 5 ms, nearly all of it pandas and
 ColumnTransformer bookkeeping; the arithmetic is microseconds. `compile_scorer` reads the fitted
-encoder, scaler and classifier once and returns a NumPy-only scorer giving the same
-probabilities (to floating-point rounding), or falls back to `predict_proba` on a DataFrame when
-the model is not a shape it recognises.
+encoder, scaler and classifier once and returns a NumPy-only scorer of validated batches
+(`core.requests.FeatureBatch`) giving the same probabilities (to floating-point rounding), or
+falls back to `predict_proba` on a DataFrame when the model is not a shape it recognises.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from telescore.core.schema import FEATURES
+from telescore.core.requests import FeatureBatch
+from telescore.core.schema import FEATURES, NUMERIC_FEATURES
 
-Columns = Mapping[str, np.ndarray]
-"""Feature name -> one value per row, as `core.requests.validate_inputs` returns them."""
-Scorer = Callable[[Columns], np.ndarray]
-"""Columns -> probability of class 1 per row (float64)."""
+Scorer = Callable[[FeatureBatch], np.ndarray]
+"""A validated batch -> probability of class 1 per row (float64)."""
+_NUMERIC_INDEX = {name: index for index, name in enumerate(NUMERIC_FEATURES)}
 
 
 def compile_scorer(model: Any) -> Scorer:
@@ -36,8 +36,8 @@ def compile_scorer(model: Any) -> Scorer:
 def predict_proba_scorer(model: Any) -> Scorer:
     """Return a scorer that calls `model.predict_proba` on a DataFrame (the reference path)."""
 
-    def score(columns: Columns) -> np.ndarray:
-        frame = pd.DataFrame({name: columns[name] for name in FEATURES})
+    def score(batch: FeatureBatch) -> np.ndarray:
+        frame = pd.DataFrame({name: batch.columns[name] for name in FEATURES})
         return np.asarray(model.predict_proba(frame), dtype=np.float64)[:, 1]
 
     return score
@@ -70,6 +70,8 @@ class _Categorical:
 @dataclass(frozen=True)
 class _Numeric:
     names: tuple[str, ...]
+    rows: list[int]
+    """Where these features are in a batch's numeric matrix."""
     start: int
     """First column of the encoded matrix holding these features."""
     mean: np.ndarray | None
@@ -114,10 +116,13 @@ class _Encoding:
                 categorical.extend(encoded)
                 width += sum(len(column.positions) for column in encoded)
             elif isinstance(transformer, StandardScaler) or transformer == "passthrough":
+                if not all(name in _NUMERIC_INDEX for name in names):
+                    return None  # a category passed through or scaled: not a shape we know
                 scaler = transformer if isinstance(transformer, StandardScaler) else None
                 numeric.append(
                     _Numeric(
                         names=tuple(names),
+                        rows=[_NUMERIC_INDEX[name] for name in names],
                         start=width,
                         # A scaler built with_mean/with_std=False skips that step (scale_ is
                         # then None; mean_ may still be fitted but is not applied).
@@ -130,9 +135,9 @@ class _Encoding:
                 return None
         return cls(categorical=tuple(categorical), numeric=tuple(numeric), width=width)
 
-    def numeric_block(self, block: _Numeric, columns: Columns) -> np.ndarray:
+    def numeric_block(self, block: _Numeric, batch: FeatureBatch) -> np.ndarray:
         """Return a numeric block scaled exactly as StandardScaler.transform does."""
-        values = np.column_stack([columns[name] for name in block.names]).astype(np.float64)
+        values = batch.numeric[block.rows].T
         # Same element-wise operations, in the same order, as StandardScaler: bit-identical
         # inputs, so tree thresholds in a boosted model compare exactly as they would there.
         if block.mean is not None:
@@ -141,18 +146,17 @@ class _Encoding:
             values /= block.scale
         return values
 
-    def matrix(self, columns: Columns) -> np.ndarray:
+    def matrix(self, batch: FeatureBatch) -> np.ndarray:
         """Return the encoded feature matrix, as the ColumnTransformer would."""
-        n_rows = len(columns[FEATURES[0]])
-        matrix = np.zeros((n_rows, self.width), dtype=np.float64)
-        rows = np.arange(n_rows)
+        matrix = np.zeros((batch.n_rows, self.width), dtype=np.float64)
+        rows = np.arange(batch.n_rows)
         for feature in self.categorical:
-            positions = _lookup(feature.positions, columns[feature.name], -1, np.int64)
+            positions = _lookup(feature.positions, batch.columns[feature.name], -1, np.int64)
             known = positions >= 0
             matrix[rows[known], positions[known]] = 1.0
         for block in self.numeric:
             matrix[:, block.start : block.start + len(block.names)] = self.numeric_block(
-                block, columns
+                block, batch
             )
         return matrix
 
@@ -187,7 +191,9 @@ def _one_hot(encoder: OneHotEncoder, names: Sequence[str], start: int) -> list[_
     return encoded
 
 
-def _lookup(table: Mapping[Any, Any], values: np.ndarray, default: Any, dtype: Any) -> np.ndarray:
+def _lookup(
+    table: Mapping[Any, Any], values: Sequence[Any], default: Any, dtype: Any
+) -> np.ndarray:
     """Map each value through `table` (missing -> default) into an array of `dtype`."""
     get = table.get
     return np.fromiter((get(value, default) for value in values), dtype=dtype, count=len(values))
@@ -199,8 +205,8 @@ class _LinearScorer:
 
     intercept: float
     categorical: tuple[tuple[str, dict[str, float]], ...]
-    numeric_names: tuple[str, ...]
     numeric_weights: np.ndarray
+    """One weight per feature of NUMERIC_FEATURES (0 for one the model does not use)."""
 
     @classmethod
     def of(cls, encoding: _Encoding, classifier: LogisticRegression) -> _LinearScorer | None:
@@ -216,8 +222,7 @@ class _LinearScorer:
             )
             for feature in encoding.categorical
         )
-        names: list[str] = []
-        folded: list[np.ndarray] = []
+        numeric_weights = np.zeros(len(NUMERIC_FEATURES))
         for block in encoding.numeric:
             block_weights = weights[block.start : block.start + len(block.names)].copy()
             # (x - mean) / scale * w == x * (w / scale) - mean * w / scale: fold the scaler into
@@ -226,25 +231,19 @@ class _LinearScorer:
                 block_weights = block_weights / block.scale
             if block.mean is not None:
                 intercept -= float(np.dot(block.mean, block_weights))
-            names.extend(block.names)
-            folded.append(block_weights)
-        numeric_weights = np.concatenate(folded) if folded else np.zeros(0)
-        return cls(intercept, categorical, tuple(names), numeric_weights)
+            numeric_weights[block.rows] += block_weights
+        return cls(intercept, categorical, numeric_weights)
 
-    def __call__(self, columns: Columns) -> np.ndarray:
-        n_rows = len(columns[FEATURES[0]])
-        logits = np.full(n_rows, self.intercept)
-        if self.numeric_names:
-            numbers = np.column_stack([columns[name] for name in self.numeric_names])
-            logits += numbers.astype(np.float64) @ self.numeric_weights
+    def __call__(self, batch: FeatureBatch) -> np.ndarray:
+        # The batch's numeric matrix as it is, and plain dict lookups for the categories: a
+        # handful of NumPy calls per request, whatever its size (most requests hold one row).
+        logits = self.numeric_weights @ batch.numeric + self.intercept
         if self.categorical:
-            # One array built from plain dict lookups beats one NumPy call per feature when
-            # batches are small, which is the common case (a single prospect).
             weights = [
-                [table.get(value, 0.0) for value in columns[name]]
+                [table.get(value, 0.0) for value in batch.columns[name]]
                 for name, table in self.categorical
             ]
-            logits += np.array(weights, dtype=np.float64).sum(axis=0)
+            logits += [sum(row) for row in zip(*weights, strict=True)]
         # The logistic function, as LogisticRegression.predict_proba applies it for two classes.
         return 1.0 / (1.0 + np.exp(-logits))
 
@@ -256,6 +255,6 @@ class _EncodedScorer:
     encoding: _Encoding
     classifier: Any
 
-    def __call__(self, columns: Columns) -> np.ndarray:
-        probabilities = self.classifier.predict_proba(self.encoding.matrix(columns))
+    def __call__(self, batch: FeatureBatch) -> np.ndarray:
+        probabilities = self.classifier.predict_proba(self.encoding.matrix(batch))
         return np.asarray(probabilities, dtype=np.float64)[:, 1]

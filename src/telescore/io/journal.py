@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, NamedTuple
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ SUFFIX: Final = ".journal"
 SHIPPED_SUFFIX: Final = ".shipped"
 SHIPPER_LOCK: Final = ".shipper.lock"
 DEFAULT_SEGMENT_BYTES: Final = 64 << 20
+READ_CHUNK: Final = 1 << 20
 MAX_PAYLOAD: Final = 256 << 20
 """Larger lengths are corruption: no request the server accepts comes near it."""
 
@@ -155,8 +156,7 @@ class JournalWriter:
             os.close(fd)  # releases the flock: the segment is sealed
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     """One frame read back: its payload and the offset just after it."""
 
     payload: bytes
@@ -225,30 +225,39 @@ class Segment:
         Stops quietly at an incomplete frame (the writer may be writing it); raises
         CorruptFrameError at bytes that are not a frame.
         """
-        file = self._file
         size = self.size()
         rows = frames = 0
+        # Whole chunks rather than a read per frame: a frame is a few hundred bytes.
+        chunk, chunk_start = b"", offset
         while offset + HEADER.size <= size:
             if (max_rows is not None and rows >= max_rows) or (
                 limit_frames is not None and frames >= limit_frames
             ):
                 return
-            file.seek(offset)
-            magic, length, count, checksum = HEADER.unpack(file.read(HEADER.size))
+            at = offset - chunk_start
+            if at + HEADER.size > len(chunk):
+                chunk, chunk_start, at = self._read(offset, size), offset, 0
+            magic, length, count, checksum = HEADER.unpack_from(chunk, at)
             if magic != MAGIC or length > MAX_PAYLOAD:
                 raise CorruptFrameError(self.path, offset, "no frame header")
             end = offset + HEADER.size + length
             if end > size:
                 return
+            if not headers_only and at + HEADER.size + length > len(chunk):
+                chunk, chunk_start, at = self._read(offset, size, HEADER.size + length), offset, 0
             payload = b""
             if not headers_only:
-                payload = file.read(length)
+                payload = chunk[at + HEADER.size : at + HEADER.size + length]
                 if zlib.crc32(payload) != checksum:
                     raise CorruptFrameError(self.path, offset, "checksum mismatch")
             yield Frame(payload, count, end)
             rows += count
             frames += 1
             offset = end
+
+    def _read(self, offset: int, size: int, at_least: int = 0) -> bytes:
+        """Read from `offset`: a chunk, or `at_least` bytes, whichever is more (up to `size`)."""
+        return os.pread(self._file.fileno(), min(max(READ_CHUNK, at_least), size - offset), offset)
 
     def read_raw(self, offset: int) -> bytes:
         """Return the bytes from `offset` to the end (to set aside what cannot be read)."""

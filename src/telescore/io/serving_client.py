@@ -191,3 +191,17 @@ def _datatype(name: str, values: Sequence[Any]) -> str:
     if all(isinstance(value, int) and not isinstance(value, bool) for value in values):
         return "INT64"
     return "FP64"
+
+
+def read_metrics(url: str, prefix: str, timeout: float = 2.0) -> dict[str, float]:
+    """Read the Prometheus metrics at `url` whose names start with `prefix` (empty if down)."""
+    try:
+        text = httpx.get(url, timeout=timeout).text
+    except httpx.HTTPError:
+        return {}
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            name, _, value = line.partition(" ")
+            values[name.removeprefix(prefix)] = float(value)
+    return values

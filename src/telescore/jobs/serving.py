@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from telescore.io.serving_client import ServingClient, ServingError
+from telescore.io.serving_client import ServingClient, ServingError, read_metrics
 from telescore.jobs import platform
 from telescore.jobs.model_repository import (
     CHAMPION_MODEL,
@@ -94,6 +94,8 @@ class ServingStatus:
     metrics: str
     models: dict[str, str | None]
     """MLServer model name -> registry version it serves."""
+    prediction_log: dict[str, float]
+    """The prediction log's metrics (journaled_total, spooled, written_total, ...)."""
 
 
 def repository_dir(settings: Settings) -> Path:
@@ -137,9 +139,9 @@ def status(settings: Settings) -> ServingStatus:
             if client.ready()
             else {}
         )
-    return ServingStatus(
-        url, f"{host}:{serving.grpc_port}", f"http://{host}:{serving.metrics_port}/metrics", models
-    )
+    metrics = f"http://{host}:{serving.metrics_port}/metrics"
+    log = read_metrics(metrics, "telescore_prediction_log_") if models else {}
+    return ServingStatus(url, f"{host}:{serving.grpc_port}", metrics, models, log)
 
 
 def start_serving(settings: Settings) -> ServingStatus:

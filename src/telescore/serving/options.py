@@ -34,9 +34,9 @@ class RuntimeOptions(BaseModel):
     """Journal root; None is `<state_dir>/journal/predictions`. Models may share one."""
     fsync_interval: float = Field(default=1.0, gt=0)
     """Seconds between fsyncs of the journal: what a machine crash may lose."""
-    shipper_nice: int = Field(default=0, ge=0, le=19)
-    """Niceness of the shipper process: above 0, serving wins the CPU and shipping catches up
-    when traffic falls (the journal holds the backlog meanwhile)."""
+    ship_max_defer: float = Field(default=30.0, ge=0)
+    """Seconds journaled rows may wait for idle CPU before they are shipped anyway (0: never
+    wait). On one box, serving wins the CPU and shipping catches up when traffic eases."""
 
     @classmethod
     def from_extra(cls, extra: Mapping[str, Any] | None) -> RuntimeOptions:

@@ -25,14 +25,14 @@ from mlserver_mlflow import MLflowRuntime
 from telescore.core.prediction_ids import PredictionIds
 from telescore.core.predictions import ROUTES, JournalEntry, Route, entry_payload
 from telescore.core.requests import (
-    InputTensor,
+    FeatureBatch,
     InvalidRequestError,
     TrainingRanges,
     check_request_id,
     validate_inputs,
 )
 from telescore.core.schema import FEATURES
-from telescore.core.scoring import Columns, Scorer, compile_scorer
+from telescore.core.scoring import Scorer, compile_scorer
 from telescore.io.journal import JournalError, JournalWriter
 from telescore.io.registry import ModelVersionRef, resolve_model_uri
 from telescore.serving.options import RuntimeOptions
@@ -135,13 +135,10 @@ class TelescoreRuntime(MLflowRuntime):
         payload.id = request_id
         try:
             check_request_id(request_id)
-            batch = validate_inputs(
-                [_input_tensor(request_input) for request_input in payload.inputs],
-                max_rows=self._options.max_rows,
-            )
+            batch = validate_inputs(payload.inputs, max_rows=self._options.max_rows)
         except InvalidRequestError as error:
             raise InvalidInputError(str(error)) from None
-        scores = self._scorer(batch.columns).tolist()
+        scores = self._scorer(batch).tolist()
         out_of_range = self._training_ranges.flags(batch)
         prediction_ids = _prediction_ids.new(batch.n_rows)
         latency_ms = (time.perf_counter() - started) * 1000.0
@@ -152,7 +149,7 @@ class TelescoreRuntime(MLflowRuntime):
                     request_id,
                     timestamp,
                     latency_ms,
-                    [batch.columns[name].tolist() for name in FEATURES],
+                    [batch.columns[name] for name in FEATURES],
                     scores,
                     out_of_range,
                 ),
@@ -214,7 +211,7 @@ class TelescoreRuntime(MLflowRuntime):
             mongodb_uri=settings.mongodb.resolved_uri(settings.project.host),
             database=settings.mongodb.database,
             fsync_interval=self._options.fsync_interval,
-            nice=self._options.shipper_nice,
+            max_defer=self._options.ship_max_defer,
         )
         try:
             self._shipper = await attach_shipper(config, metrics)
@@ -277,20 +274,10 @@ def _scorer(model: Any) -> Scorer:
     if raw is not None and hasattr(raw, "predict_proba"):
         return compile_scorer(raw)
 
-    def score_with_pyfunc(columns: Columns) -> np.ndarray:
-        frame = pd.DataFrame({name: columns[name] for name in FEATURES})
+    def score_with_pyfunc(batch: FeatureBatch) -> np.ndarray:
+        frame = pd.DataFrame({name: batch.columns[name] for name in FEATURES})
         output = np.asarray(model.predict(frame), dtype=np.float64)
         # pyfunc_predict_fn="predict_proba" gives two columns; a plain score gives one.
         return output[:, 1] if output.ndim == 2 else output
 
     return score_with_pyfunc
-
-
-def _input_tensor(request_input: Any) -> InputTensor:
-    return InputTensor(
-        name=request_input.name,
-        # REST requests carry a Datatype enum, gRPC ones (built unvalidated) the plain string.
-        datatype=str(getattr(request_input.datatype, "value", request_input.datatype)),
-        shape=request_input.shape,
-        data=getattr(request_input.data, "root", request_input.data),
-    )

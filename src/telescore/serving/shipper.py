@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import PyMongoError
 
 from telescore.core.predictions import ServedModel, entry_records, read_entry
+from telescore.core.shipping import ShippingPolicy, ship_now
 from telescore.io.journal import (
     CorruptFrameError,
     Frame,
@@ -61,6 +62,8 @@ logger = logging.getLogger(__name__)
 
 DEAD_LETTER_DIR: Final = "dead-letter"
 DEAD_LETTER_FILE: Final = "predictions.jsonl"
+IDLE_WINDOW: Final = 0.1
+"""Seconds over which idle CPU is measured before shipping on a machine that may be busy."""
 
 
 class ShipperConfig(BaseModel):
@@ -73,7 +76,13 @@ class ShipperConfig(BaseModel):
     mongodb_uri: str
     database: str
     batch_rows: int = Field(default=1000, gt=0)
-    """Rows per `insert_many`."""
+    """Rows per `insert_many`; a batch this full is shipped at once."""
+    max_delay: float = Field(default=0.25, ge=0)
+    """Seconds a row waits for a fuller batch."""
+    min_idle_cores: float = Field(default=1.0, ge=0)
+    """Idle CPU below which the machine counts as busy serving, and rows wait."""
+    max_defer: float = Field(default=30.0, ge=0)
+    """Seconds rows may wait for idle CPU before they are shipped anyway; 0 never waits."""
     poll_interval: float = Field(default=0.05, gt=0)
     """Seconds between looks at the journal once everything is shipped."""
     fsync_interval: float = Field(default=1.0, gt=0)
@@ -85,8 +94,15 @@ class ShipperConfig(BaseModel):
     """Longest wait between tries while MongoDB is down."""
     refusal_retries: int = Field(default=2, ge=0)
     """Further tries of a record MongoDB refused, before it is set aside."""
-    nice: int = Field(default=0, ge=0, le=19)
-    """Niceness to run at: above 0 the server it ships for wins the CPU when both want it."""
+
+    def policy(self) -> ShippingPolicy:
+        """Return when to ship, as the pure policy states it."""
+        return ShippingPolicy(
+            batch_rows=self.batch_rows,
+            max_delay=self.max_delay,
+            min_idle_cores=self.min_idle_cores,
+            max_defer=self.max_defer,
+        )
 
 
 class ShipperStatus(BaseModel):
@@ -429,8 +445,10 @@ def _loop(
     report: Callable[[ShipperStatus], None],
 ) -> None:
     config = shipper.config
+    policy = config.policy()
+    host = HostIdle()
     now = time.monotonic()
-    next_fsync = next_status = retry_at = now
+    next_fsync = next_status = retry_at = backlog_since = now
     backoff = config.poll_interval
     indexed = False
     deadline: float | None = None
@@ -439,8 +457,10 @@ def _loop(
         if control.stopping and deadline is None:
             deadline = now + config.drain_timeout
         shipper.refresh()
+        if not shipper.status.backlog:
+            backlog_since = now
         settled = False
-        if shipper.status.backlog and now >= retry_at:
+        if now >= retry_at and _ready(shipper, policy, host, control, now - backlog_since):
             try:
                 if not indexed:
                     store.ensure_indexes()
@@ -471,6 +491,54 @@ def _loop(
             control.wait(config.poll_interval)
 
 
+def _ready(
+    shipper: Shipper, policy: ShippingPolicy, host: HostIdle, control: _Control, waited: float
+) -> bool:
+    """Apply the shipping policy, measuring idle CPU only when it can decide."""
+    backlog, stopping = shipper.status.backlog, control.stopping
+
+    def decide(idle_cores: float | None) -> bool:
+        return ship_now(
+            policy, backlog=backlog, waited=waited, idle_cores=idle_cores, stopping=stopping
+        )
+
+    if not decide(None) or decide(0.0):
+        return decide(None)  # the machine's load cannot change the answer
+    # Measured over a moment in which this shipper (and so MongoDB's work for it) is still:
+    # its own inserts would otherwise count as load and hold it back.
+    host.idle_cores()
+    control.wait(IDLE_WINDOW)
+    return decide(host.idle_cores())
+
+
+class HostIdle:
+    """The machine's idle CPU between two readings, in cores, from /proc/stat."""
+
+    def __init__(
+        self, path: Path = Path("/proc/stat"), clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._path = path
+        self._clock = clock
+        self._ticks_per_second = os.sysconf("SC_CLK_TCK")
+        self._last: tuple[float, float] | None = self._sample()
+
+    def idle_cores(self) -> float | None:
+        """Return the idle cores since the last reading; None where /proc/stat is missing."""
+        sample = self._sample()
+        last, self._last = self._last, sample
+        if sample is None or last is None or sample[0] - last[0] <= 0:
+            return None
+        return (sample[1] - last[1]) / self._ticks_per_second / (sample[0] - last[0])
+
+    def _sample(self) -> tuple[float, float] | None:
+        try:
+            fields = self._path.read_text().split("\n", 1)[0].split()
+        except OSError:
+            return None
+        # cpu user nice system idle iowait ...: idle and iowait are time no one wanted the CPU.
+        return self._clock(), float(fields[4]) + float(fields[5])
+
+
 def main() -> int:
     """Entry point of `python -m telescore.serving.shipper`."""
     # The server decides when this process ends, by closing stdin: a Ctrl-C or SIGTERM sent
@@ -492,9 +560,6 @@ def main() -> int:
         logger.exception("prediction log shipper cannot start")
         out.write(json.dumps({"error": f"{type(error).__name__}: {error}"}) + "\n")
         return 1
-
-    if config.nice:
-        os.nice(config.nice)
 
     def report(status: ShipperStatus) -> None:
         with contextlib.suppress(OSError, ValueError):  # the server no longer listens

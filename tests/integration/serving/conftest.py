@@ -115,7 +115,8 @@ def mlserver(
     write_registry_repository(
         repository,
         ServerOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port),
-        RuntimeOptions(max_rows=MAX_ROWS, journal_dir=journal),
+        # Rows ship at once, even while the test machine is busy: the tests wait for them.
+        RuntimeOptions(max_rows=MAX_ROWS, journal_dir=journal, ship_max_defer=0),
         client=MlflowClient(mlflow_tracking_uri),
     )
     process = mlserver_process(

@@ -75,6 +75,7 @@ class ShipperUnderTest:
             "database": database,
             "drain_timeout": 3.0,
             "refusal_retries": 1,
+            "max_defer": 0,
             **config,
         }
         self.statuses: list[ShipperStatus] = []
@@ -125,7 +126,12 @@ class Setup:
         return shipper
 
     def shipper_config_line(self) -> str:
-        config = {"root": str(self.root), "mongodb_uri": self.uri, "database": self.database}
+        config = {
+            "root": str(self.root),
+            "mongodb_uri": self.uri,
+            "database": self.database,
+            "max_defer": 0,
+        }
         return json.dumps(config) + "\n"
 
     def stored_ids(self) -> list[str]:
@@ -322,3 +328,21 @@ def _alive(pid: int) -> bool:
             return stat.read().split(") ", 1)[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_rows_wait_while_the_machine_is_busy_but_no_longer_than_max_defer(setup: Setup) -> None:
+    # given a shipper that finds the machine busy (it wants more idle cores than there are)
+    shipper = setup.shipper(min_idle_cores=1000.0, max_defer=2.0)
+    wait_until(lambda: bool(shipper.statuses), WAIT, what="the shipper up")
+
+    # when rows are journaled
+    writer = _writer(setup.root)
+    ids = _journal(writer, 3)
+    writer.close()
+
+    # then they wait on disk while the machine stays busy
+    wait_until(lambda: shipper.status.backlog == len(ids), WAIT, what="the rows counted")
+    assert setup.stored_ids() == [], "rows shipped although the machine was busy"
+    # and are shipped once they have waited max_defer
+    setup.wait_stored(len(ids))
+    assert sorted(setup.stored_ids()) == sorted(ids)

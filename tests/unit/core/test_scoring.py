@@ -14,6 +14,7 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 
 from telescore.core.features import build_pipeline, split_features_label
 from telescore.core.params import ModelParams
+from telescore.core.requests import FeatureBatch
 from telescore.core.schema import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
 from telescore.core.scoring import compile_scorer, fast_scorer, predict_proba_scorer
 
@@ -25,8 +26,8 @@ def sample() -> tuple[pd.DataFrame, np.ndarray]:
     return split_features_label(pd.read_csv(DATASET, sep=";").tail(3000))
 
 
-def _columns(features: pd.DataFrame) -> dict[str, np.ndarray]:
-    return {name: features[name].to_numpy() for name in FEATURES}
+def _columns(features: pd.DataFrame) -> FeatureBatch:
+    return FeatureBatch.of({name: features[name].tolist() for name in FEATURES})
 
 
 @pytest.mark.parametrize(
@@ -115,7 +116,12 @@ def test_reference_scorer_reads_columns_in_schema_order(
 ) -> None:
     features, labels = sample
     pipeline = build_pipeline(ModelParams()).fit(features, labels)
-    shuffled = dict(reversed(list(_columns(features.head(4)).items())))
+    batch = _columns(features.head(4))
+    shuffled = FeatureBatch(
+        columns=dict(reversed(list(batch.columns.items()))),
+        numeric=batch.numeric,
+        n_rows=batch.n_rows,
+    )
 
     scores = predict_proba_scorer(pipeline)(shuffled)
 

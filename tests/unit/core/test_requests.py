@@ -14,7 +14,7 @@ from telescore.core.requests import (
     out_of_range_features,
     validate_inputs,
 )
-from telescore.core.schema import CATEGORICAL_VALUES, FEATURES, INTEGER_FEATURES
+from telescore.core.schema import CATEGORICAL_VALUES, FEATURES, INTEGER_FEATURES, NUMERIC_FEATURES
 
 PROSPECT: dict[str, Any] = {
     "age": 41,
@@ -68,9 +68,12 @@ def test_a_valid_request_becomes_typed_columns() -> None:
     batch = validate_inputs(list(_inputs(rows=3).values()))
 
     assert batch.n_rows == 3, "row count"
-    assert batch.columns["age"].dtype == np.int64, "integer inputs stay integers"
-    assert batch.columns["euribor3m"].dtype == np.float64, "float inputs are float64"
-    assert batch.columns["job"].tolist() == ["technician"] * 3, "categories kept as sent"
+    assert batch.columns["age"] == [41] * 3, "values kept as sent"
+    assert batch.columns["job"] == ["technician"] * 3, "categories kept as sent"
+    assert batch.numeric.shape == (len(NUMERIC_FEATURES), 3), "numeric features x rows"
+    assert batch.numeric.dtype == np.float64, "the numeric matrix is float64"
+    age_row = batch.numeric[NUMERIC_FEATURES.index("age")]
+    assert age_row.tolist() == [41.0] * 3, "each numeric feature is its row of the matrix"
     assert batch.rows()[0] == PROSPECT, "rows give back the inputs as sent"
 
 
@@ -84,7 +87,7 @@ def test_inputs_may_come_in_any_order_and_as_nested_rows() -> None:
     batch = validate_inputs(tensors)
 
     assert batch.n_rows == 2, "nested [[v], [v]] is two rows"
-    assert batch.columns["month"].tolist() == ["may", "may"], "nested values flattened"
+    assert batch.columns["month"] == ["may", "may"], "nested values flattened"
 
 
 def test_grpc_bytes_are_decoded_and_floats_with_whole_values_accepted_for_integers() -> None:
@@ -95,8 +98,8 @@ def test_grpc_bytes_are_decoded_and_floats_with_whole_values_accepted_for_intege
 
     batch = validate_inputs(list(tensors.values()))
 
-    assert batch.columns["job"].tolist() == ["retired"], "gRPC bytes decoded to str"
-    assert batch.columns["age"].tolist() == [52], "52.0 accepted as the integer 52"
+    assert batch.columns["job"] == ["retired"], "gRPC bytes decoded to str"
+    assert batch.columns["age"] == [52.0], "52.0 accepted for an integer input, kept as sent"
 
 
 def test_enum_datatypes_from_rest_are_understood() -> None:
@@ -106,7 +109,17 @@ def test_enum_datatypes_from_rest_are_understood() -> None:
 
     tensors = _inputs(age=InputTensor("age", Datatype("INT64"), [1], [30]))  # type: ignore[arg-type]
 
-    assert validate_inputs(list(tensors.values())).columns["age"].tolist() == [30]
+    assert validate_inputs(list(tensors.values())).columns["age"] == [30]
+
+
+def test_data_wrapped_by_the_transport_is_read_as_it_is() -> None:
+    class Wrapped:  # stands in for MLServer's TensorData: the list is `.root`
+        def __init__(self, values: list[Any]) -> None:
+            self.root = values
+
+    tensors = _inputs(job=InputTensor("job", "BYTES", [1], Wrapped(["retired"])))
+
+    assert validate_inputs(list(tensors.values())).columns["job"] == ["retired"]
 
 
 BAD: dict[str, tuple[dict[str, InputTensor] | list[InputTensor], str]] = {
@@ -211,7 +224,7 @@ def test_batches_over_the_limit_are_refused_and_the_limit_is_configurable() -> N
 def test_bounds_are_inclusive() -> None:
     tensors = _inputs(rows=2, age=InputTensor("age", "INT64", [2], [17, 100]))
 
-    assert validate_inputs(list(tensors.values())).columns["age"].tolist() == [17, 100]
+    assert validate_inputs(list(tensors.values())).columns["age"] == [17, 100]
 
 
 def test_the_message_says_which_row_and_value() -> None:
