@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from functools import cached_property
+from typing import Any, Final, NoReturn, Protocol
 
 import numpy as np
 
@@ -40,6 +41,20 @@ _ALLOWED_VALUES: Final = {name: frozenset(values) for name, values in CATEGORICA
 _EXPECTED: Final = frozenset(FEATURES)
 _INTEGER_TYPES: Final = frozenset({int})
 _NUMBER_TYPES: Final = frozenset({int, float})
+_NO_TYPES: Final[frozenset[type]] = frozenset()
+_NESTED: Final = (list, tuple)
+_CATEGORY, _INTEGER, _FLOAT = "category", "integer", "float"
+_KINDS: Final = {
+    name: _CATEGORY
+    if name in CATEGORICAL_VALUES
+    else _INTEGER
+    if name in INTEGER_FEATURES
+    else _FLOAT
+    for name in FEATURES
+}
+_BOUNDS: Final = [(name, *NUMERIC_BOUNDS[name]) for name in NUMERIC_FEATURES]
+SMALL_BATCH: Final = 8
+"""Up to this many rows, validation, scoring and flags work value by value, in plain Python."""
 _INTEGER_FEATURES: Final = frozenset(INTEGER_FEATURES)
 _LOW: Final = np.array([[NUMERIC_BOUNDS[name][0]] for name in NUMERIC_FEATURES], dtype=np.float64)
 _HIGH: Final = np.array([[NUMERIC_BOUNDS[name][1]] for name in NUMERIC_FEATURES], dtype=np.float64)
@@ -95,16 +110,24 @@ class FeatureBatch:
 
     columns: Mapping[str, list[Any]]
     """Each feature's values as sent, one per row (nested rows unwrapped, gRPC bytes decoded)."""
-    numeric: np.ndarray
-    """The numeric features as one float64 matrix, one row per feature in NUMERIC_FEATURES order."""
     n_rows: int
+
+    @cached_property
+    def numeric(self) -> np.ndarray:
+        """The numeric features as one float64 matrix, one row per feature (NUMERIC_FEATURES)."""
+        values = [self.columns[name] for name in NUMERIC_FEATURES]
+        return np.array(values, dtype=np.float64).reshape(len(values), self.n_rows)
+
+    @property
+    def small(self) -> bool:
+        """Whether plain Python beats NumPy on this batch (NumPy's cost is per call)."""
+        return self.n_rows <= SMALL_BATCH
 
     @classmethod
     def of(cls, columns: Mapping[str, Sequence[Any]]) -> FeatureBatch:
         """Build a batch from columns already known to be valid (a training frame's)."""
         values = {name: list(columns[name]) for name in FEATURES}
-        numeric = np.array([values[name] for name in NUMERIC_FEATURES], dtype=np.float64)
-        return cls(columns=values, numeric=numeric, n_rows=len(values[FEATURES[0]]))
+        return cls(columns=values, n_rows=len(values[FEATURES[0]]))
 
     def rows(self) -> list[dict[str, Any]]:
         """Return the rows as plain dicts in schema order."""
@@ -118,9 +141,12 @@ class FeatureBatch:
 def validate_inputs(inputs: Sequence[TensorLike], max_rows: int = DEFAULT_MAX_ROWS) -> FeatureBatch:
     """Check a request's inputs against the schema; return its features."""
     columns = _columns(inputs)
-    n_rows = _row_count(columns, max_rows)
-    numeric = _numeric_matrix(columns, {tensor.name: tensor for tensor in inputs}, n_rows)
-    return FeatureBatch(columns=columns, numeric=numeric, n_rows=n_rows)
+    batch = FeatureBatch(columns=columns, n_rows=_row_count(columns, max_rows))
+    if batch.small:
+        _check_bounds_of_values(columns)
+    else:
+        _check_bounds_of_matrix(batch)
+    return batch
 
 
 def check_request_id(request_id: str) -> None:
@@ -144,6 +170,10 @@ class TrainingRanges:
         # Every numeric feature, in NUMERIC_FEATURES order: one comparison covers the batch, and
         # a feature the model has no range for can never be outside (-inf, inf).
         self.names = [name for name in NUMERIC_FEATURES if name in feature_ranges]
+        self._ranges = [
+            (name, float(feature_ranges[name][0]), float(feature_ranges[name][1]))
+            for name in self.names
+        ]
         infinite = [-np.inf, np.inf]
         bounds = [feature_ranges.get(name, infinite) for name in NUMERIC_FEATURES]
         self._low = np.array([[low] for low, _ in bounds], dtype=np.float64)
@@ -151,6 +181,13 @@ class TrainingRanges:
 
     def flags(self, batch: FeatureBatch) -> list[list[str]]:
         """Name, per row, the numeric features outside the range the model was trained on."""
+        if batch.small:
+            flags: list[list[str]] = [[] for _ in range(batch.n_rows)]
+            for name, low, high in self._ranges:
+                for row, value in enumerate(batch.columns[name]):
+                    if value < low or value > high:
+                        flags[row].append(name)
+            return flags
         outside = (batch.numeric < self._low) | (batch.numeric > self._high)
         if not outside.any():
             return [[] for _ in range(batch.n_rows)]
@@ -168,26 +205,73 @@ def out_of_range_features(
 
 
 def _columns(inputs: Sequence[TensorLike]) -> dict[str, list[Any]]:
-    """Check names, shapes and datatypes in one pass; return each input's values."""
+    """Check names, shapes, datatypes and value types in one pass; return each input's values.
+
+    Each input first gets the quick test a well-formed one passes (a flat list of the right
+    length, values of the right types, known categories); anything else takes the checks that
+    say exactly what is wrong, or accept what is merely unusual (nested rows, gRPC bytes).
+    """
     if not inputs:
         raise InvalidRequestError(REQUEST_FIELD, f"the request has no inputs; expected {FEATURES}")
     columns: dict[str, list[Any]] = {}
     for tensor in inputs:
         name = tensor.name
-        if name in columns:
-            raise InvalidRequestError(name, "sent more than once")
-        if name not in _EXPECTED:
-            unknown = [each.name for each in inputs if each.name not in _EXPECTED]
-            raise InvalidRequestError(
-                name, f"unknown input (unknown: {_show(unknown, 200)}); expected {FEATURES}"
-            )
-        values = _values(tensor, _rows_of(tensor))
-        allowed = _ALLOWED_VALUES.get(name)
-        columns[name] = values if allowed is None else _categorical(tensor, values, allowed)
+        kind = _KINDS.get(name)
+        if kind is None or name in columns:
+            _refuse_name(tensor, inputs, columns)
+        data = tensor.data
+        data = getattr(data, "root", data)
+        shape = tensor.shape
+        datatype = tensor.datatype
+        datatype = getattr(datatype, "value", datatype)
+        if not (
+            type(data) is list
+            and len(shape) == 1
+            and shape[0] == len(data)
+            and (not data or type(data[0]) not in _NESTED)
+        ):
+            data = _values(tensor, _rows_of(tensor))
+        # The loops below are inlined on purpose: this runs for every input of every request.
+        if kind is _CATEGORY:
+            allowed = _ALLOWED_VALUES[name]
+            try:
+                known = datatype == _STRING_DATATYPE and allowed.issuperset(data)
+            except TypeError:  # an unhashable value: the full check says which
+                known = False
+            if not known:
+                data = _categorical(tensor, data, allowed)
+        else:
+            types = _quick_types(kind, datatype)
+            for value in data:
+                if type(value) not in types:
+                    _check_numeric_values(tensor, data)
+                    break
+        columns[name] = data
     if len(columns) < len(FEATURES):
         missing = [name for name in FEATURES if name not in columns]
         raise InvalidRequestError(missing[0], f"missing input (missing: {missing})")
     return columns
+
+
+def _refuse_name(
+    tensor: TensorLike, inputs: Sequence[TensorLike], columns: Mapping[str, Any]
+) -> NoReturn:
+    name = tensor.name
+    if name in columns:
+        raise InvalidRequestError(name, "sent more than once")
+    unknown = [each.name for each in inputs if each.name not in _EXPECTED]
+    raise InvalidRequestError(
+        name, f"unknown input (unknown: {_show(unknown, 200)}); expected {FEATURES}"
+    )
+
+
+def _quick_types(kind: str, datatype: str) -> frozenset[type]:
+    """The value types a numeric input passes the quick test with (none: take the full checks)."""
+    if datatype in _INTEGER_DATATYPES:
+        return _INTEGER_TYPES
+    if datatype in _FLOAT_DATATYPES and kind is _FLOAT:
+        return _NUMBER_TYPES
+    return _NO_TYPES  # e.g. 52.0 for an integer input: it must be checked to be whole
 
 
 def _row_count(columns: Mapping[str, list[Any]], max_rows: int) -> int:
@@ -280,41 +364,41 @@ def _check_numeric_values(tensor: TensorLike, values: list[Any]) -> None:
             raise InvalidRequestError(name, f"row {row} is {value:g}: must be a whole number")
 
 
-def _numeric_matrix(
-    columns: Mapping[str, list[Any]], by_name: Mapping[str, TensorLike], n_rows: int
-) -> np.ndarray:
-    """Check every numeric input at once; return them as a (features x rows) float64 matrix."""
-    for name in NUMERIC_FEATURES:
-        _check_numeric_values(by_name[name], columns[name])
-    values = [columns[name] for name in NUMERIC_FEATURES]
-    # One matrix and a handful of NumPy calls for all numeric inputs: a single-row request
-    # spends most of its validation time in per-call overhead, not in the arithmetic.
+def _check_bounds_of_values(columns: Mapping[str, list[Any]]) -> None:
+    """Check every numeric value against its plausible range, value by value (small batches)."""
+    for name, low, high in _BOUNDS:
+        for row, value in enumerate(columns[name]):
+            # NaN compares false both ways: it fails here along with everything outside.
+            if not low <= value <= high:
+                _refuse_number(name, row, value, low, high)
+
+
+def _check_bounds_of_matrix(batch: FeatureBatch) -> None:
+    """Check the numeric matrix against the plausible ranges in a few NumPy calls."""
     try:
-        matrix = np.array(values, dtype=np.float64).reshape(len(values), n_rows)
+        matrix = batch.numeric
     except OverflowError:
         # An integer too large for a float64 (JSON allows any number of digits).
-        name = next(n for n, v in zip(NUMERIC_FEATURES, values, strict=True) if not _fits_float(v))
+        name = next(n for n in NUMERIC_FEATURES if not _fits_float(batch.columns[n]))
         raise InvalidRequestError(name, "a value is too large to be a number") from None
     # NaN compares false both ways, so it fails this one check along with everything outside.
     inside = (matrix >= _LOW) & (matrix <= _HIGH)
     if not inside.all():
-        _explain_refused_number(matrix)
-    return matrix
+        feature, row = _first(~inside)
+        name, low, high = _BOUNDS[feature]
+        _refuse_number(name, row, batch.columns[name][row], low, high)
 
 
-def _explain_refused_number(matrix: np.ndarray) -> None:
-    """Raise the error for the first value that is not finite or outside its plausible range."""
-    finite = np.isfinite(matrix)
-    if not finite.all():
-        feature, row = _first(~finite)
-        raise InvalidRequestError(
-            NUMERIC_FEATURES[feature], f"row {row} is {matrix[feature, row]}: values must be finite"
-        )
-    feature, row = _first((matrix < _LOW) | (matrix > _HIGH))
-    low, high = _LOW[feature, 0], _HIGH[feature, 0]
+def _refuse_number(name: str, row: int, value: Any, low: float, high: float) -> None:
+    """Raise the error for a numeric value outside its plausible range, or not finite."""
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidRequestError(name, "a value is too large to be a number") from None
+    if not math.isfinite(number):
+        raise InvalidRequestError(name, f"row {row} is {number}: values must be finite")
     raise InvalidRequestError(
-        NUMERIC_FEATURES[feature],
-        f"row {row} is {matrix[feature, row]:g}, outside the plausible range [{low:g}, {high:g}]",
+        name, f"row {row} is {number:g}, outside the plausible range [{low:g}, {high:g}]"
     )
 
 

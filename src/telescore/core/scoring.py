@@ -9,8 +9,10 @@ falls back to `predict_proba` on a DataFrame when the model is not a shape it re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -23,8 +25,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from telescore.core.requests import FeatureBatch
 from telescore.core.schema import FEATURES, NUMERIC_FEATURES
 
-Scorer = Callable[[FeatureBatch], np.ndarray]
-"""A validated batch -> probability of class 1 per row (float64)."""
+Scorer = Callable[[FeatureBatch], list[float]]
+"""A validated batch -> probability of class 1 per row."""
 _NUMERIC_INDEX = {name: index for index, name in enumerate(NUMERIC_FEATURES)}
 
 
@@ -36,9 +38,9 @@ def compile_scorer(model: Any) -> Scorer:
 def predict_proba_scorer(model: Any) -> Scorer:
     """Return a scorer that calls `model.predict_proba` on a DataFrame (the reference path)."""
 
-    def score(batch: FeatureBatch) -> np.ndarray:
+    def score(batch: FeatureBatch) -> list[float]:
         frame = pd.DataFrame({name: batch.columns[name] for name in FEATURES})
-        return np.asarray(model.predict_proba(frame), dtype=np.float64)[:, 1]
+        return np.asarray(model.predict_proba(frame), dtype=np.float64)[:, 1].tolist()
 
     return score
 
@@ -234,18 +236,33 @@ class _LinearScorer:
             numeric_weights[block.rows] += block_weights
         return cls(intercept, categorical, numeric_weights)
 
-    def __call__(self, batch: FeatureBatch) -> np.ndarray:
-        # The batch's numeric matrix as it is, and plain dict lookups for the categories: a
-        # handful of NumPy calls per request, whatever its size (most requests hold one row).
+    @cached_property
+    def _weighted(self) -> tuple[tuple[str, float], ...]:
+        """The numeric features the model uses, with their folded weights."""
+        weights = self.numeric_weights.tolist()
+        return tuple((name, w) for name, w in zip(NUMERIC_FEATURES, weights, strict=True) if w)
+
+    def __call__(self, batch: FeatureBatch) -> list[float]:
+        categories = [
+            [table.get(value, 0.0) for value in batch.columns[name]]
+            for name, table in self.categorical
+        ]
+        if batch.small:
+            # Plain floats: for a few rows, NumPy's per-call cost is most of the work.
+            scores = []
+            for row in range(batch.n_rows):
+                logit = self.intercept
+                for name, weight in self._weighted:
+                    logit += weight * batch.columns[name][row]
+                for weights in categories:
+                    logit += weights[row]
+                scores.append(_logistic(logit))
+            return scores
         logits = self.numeric_weights @ batch.numeric + self.intercept
-        if self.categorical:
-            weights = [
-                [table.get(value, 0.0) for value in batch.columns[name]]
-                for name, table in self.categorical
-            ]
-            logits += [sum(row) for row in zip(*weights, strict=True)]
+        if categories:
+            logits += np.sum(categories, axis=0)
         # The logistic function, as LogisticRegression.predict_proba applies it for two classes.
-        return 1.0 / (1.0 + np.exp(-logits))
+        return (1.0 / (1.0 + np.exp(-logits))).tolist()
 
 
 @dataclass(frozen=True)
@@ -255,6 +272,14 @@ class _EncodedScorer:
     encoding: _Encoding
     classifier: Any
 
-    def __call__(self, batch: FeatureBatch) -> np.ndarray:
+    def __call__(self, batch: FeatureBatch) -> list[float]:
         probabilities = self.classifier.predict_proba(self.encoding.matrix(batch))
-        return np.asarray(probabilities, dtype=np.float64)[:, 1]
+        return np.asarray(probabilities, dtype=np.float64)[:, 1].tolist()
+
+
+def _logistic(logit: float) -> float:
+    # exp of a large positive number overflows: the same value from the other side.
+    if logit >= 0:
+        return 1.0 / (1.0 + math.exp(-logit))
+    odds = math.exp(logit)
+    return odds / (1.0 + odds)

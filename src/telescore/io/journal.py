@@ -1,9 +1,10 @@
 """The prediction journal: an append-only local log, written before a prediction is answered.
 
 MLServer appends every scored request here, on the request path, before it answers; a shipper
-process reads it and writes MongoDB. An append is one `write` to a file opened with O_APPEND:
-once it returns, the bytes are in the page cache, which outlives a killed process. The shipper
-fsyncs the files every second or so, which bounds what a machine crash can take.
+process reads it and writes MongoDB. A segment's space is reserved on disk when it is created
+and the file is mapped into memory: an append is a copy into the page cache, with no system
+call, and once it is done the bytes outlive a killed process. The shipper fsyncs the files
+every second or so, which bounds what a machine crash can take.
 
 Layout of a journal root folder:
 
@@ -12,7 +13,9 @@ Layout of a journal root folder:
     <root>/.shipper.lock                           held by the one shipper of this root
 
 A writer holds an exclusive `flock` on the segment it appends to; a segment nobody holds is
-sealed (its writer rotated, closed, or died) and will never grow again.
+sealed (its writer rotated, closed, or died) and will never grow again. Until its writer seals
+it, a segment ends in the zeros of its reserved space: a zero header is the end of its frames
+(a writer killed before sealing leaves them; sealing cuts them off).
 
 Every segment starts with a header frame (rows = 0) holding JSON metadata: which model wrote
 it. Then one frame per scored request. A frame is
@@ -27,10 +30,10 @@ it. Then one frame per scored request. A frame is
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import logging
+import mmap
 import os
 import secrets
 import struct
@@ -44,17 +47,18 @@ from typing import IO, Any, Final, NamedTuple
 logger = logging.getLogger(__name__)
 
 MAGIC: Final = b"TJ"
+UNWRITTEN: Final = b"\x00\x00"
 HEADER: Final = struct.Struct("!2sIII")
 SUFFIX: Final = ".journal"
 SHIPPED_SUFFIX: Final = ".shipped"
 SHIPPER_LOCK: Final = ".shipper.lock"
-DEFAULT_SEGMENT_BYTES: Final = 64 << 20
-READ_CHUNK: Final = 1 << 20
+DEFAULT_SEGMENT_BYTES: Final = 16 << 20
+READ_CHUNK: Final = 64 << 10
 MAX_PAYLOAD: Final = 256 << 20
 """Larger lengths are corruption: no request the server accepts comes near it."""
 
-Write = Callable[[int, bytes], int]
-"""`os.write`, replaceable so that tests can make the disk full."""
+Allocate = Callable[[int, int, int], None]
+"""`os.posix_fallocate`, replaceable so that tests can make the disk full."""
 
 
 class JournalError(OSError):
@@ -67,7 +71,12 @@ def encode_frame(payload: bytes, rows: int) -> bytes:
 
 
 class JournalWriter:
-    """Appends frames to segments of one writer under a journal root; one per served model."""
+    """Appends frames to segments of one writer under a journal root; one per served model.
+
+    A segment's disk space is reserved when it is created (`posix_fallocate`) and the file is
+    mapped into memory, so an append is a copy into the page cache: no system call, and no
+    way to fail once the segment exists. A full disk shows when a segment cannot be created.
+    """
 
     def __init__(
         self,
@@ -75,24 +84,25 @@ class JournalWriter:
         metadata: Mapping[str, Any],
         *,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-        write: Write = os.write,
+        allocate: Allocate = os.posix_fallocate,
     ) -> None:
         """Prepare a writer; the first segment is created on the first append or `open`."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._metadata = encode_frame(json.dumps(dict(metadata)).encode(), 0)
-        self._segment_bytes = segment_bytes
-        self._write = write
+        self._segment_bytes = max(segment_bytes, len(self._metadata))
+        self._allocate = allocate
         self.name = f"{os.getpid()}-{secrets.token_hex(4)}"
         """This writer's part of the segment names, which start with their creation time."""
         self._sequence = 0
         self._fd: int | None = None
+        self._map: mmap.mmap | None = None
         self._size = 0
         self.appended_rows = 0
         """Rows made durable by this writer (as the `journaled` counter)."""
 
-    def open(self) -> Path:
-        """Create the next segment now (an append does it when needed); return its path."""
+    def open(self, at_least: int = 0) -> Path:
+        """Create the next segment, with room for `at_least` bytes of frames; return its path."""
         self._close_segment()
         self._sequence += 1
         created = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -100,59 +110,61 @@ class JournalWriter:
         # Locked and headed under another name first: a reader must never see a segment that
         # no writer holds yet, and take it for a sealed, empty one.
         creating = path.with_name(f".{path.name}.new")
-        fd = os.open(creating, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o640)
-        self._fd, self._size = fd, 0
+        capacity = max(self._segment_bytes, len(self._metadata) + at_least)
+        fd = os.open(creating, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            self._write_all(self._metadata)
+            self._allocate(fd, 0, capacity)
+            segment_map = mmap.mmap(fd, capacity)
+        except OSError:
+            os.close(fd)
+            creating.unlink(missing_ok=True)
+            raise
+        self._fd, self._map, self._size = fd, segment_map, 0
+        self._copy(self._metadata)
+        try:
             creating.rename(path)
         except OSError:
-            self._close_segment()  # a failed header write has closed it already
+            self._close_segment()
             creating.unlink(missing_ok=True)
             raise
         return path
 
     def append(self, payload: bytes, rows: int) -> None:
-        """Append one frame; raise JournalError if it is not whole on disk."""
+        """Append one frame; raise JournalError if there is no room for it on disk."""
+        if not payload:
+            raise ValueError("a frame's payload must not be empty: readers take it for damage")
         frame = encode_frame(payload, rows)
-        try:
-            if self._fd is None or self._size + len(frame) > self._segment_bytes:
-                self.open()
-            self._write_all(frame)
-        except OSError as error:
-            raise JournalError(error.errno, f"prediction journal in {self.root}: {error}") from None
+        if self._map is None or self._size + len(frame) > len(self._map):
+            try:
+                self.open(len(frame))
+            except OSError as error:
+                raise JournalError(
+                    error.errno, f"prediction journal in {self.root}: {error}"
+                ) from None
+        self._copy(frame)
         self.appended_rows += rows
 
     def close(self) -> None:
         """Seal the current segment: the shipper may delete it once shipped."""
         self._close_segment()
 
-    def _write_all(self, frame: bytes) -> None:
-        assert self._fd is not None  # noqa: S101 - opened by the caller
-        written = 0
-        try:
-            written = self._write(self._fd, frame)
-            if written != len(frame):
-                raise OSError(errno.ENOSPC, f"short write ({written} of {len(frame)} bytes)")
-        except OSError:
-            self._seal_after_failure(written)
-            raise
-        self._size += written
-
-    def _seal_after_failure(self, written: int) -> None:
-        """Cut a partial frame off, then seal the segment.
-
-        Sealed, it can be deleted once shipped: on a full disk that is what frees the space
-        for the next segment. A fragment that cannot be cut off is skipped as a torn tail.
-        """
-        if written and self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self._size)
-        self._close_segment()
+    def _copy(self, frame: bytes) -> None:
+        assert self._map is not None  # noqa: S101 - opened by the caller
+        end = self._size + len(frame)
+        self._map[self._size : end] = frame
+        self._size = end
 
     def _close_segment(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            # The reserved space beyond the last frame goes back; a writer killed before this
+            # leaves zeros there, which readers take as the end of the frames.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._size)
             os.close(fd)  # releases the flock: the segment is sealed
 
 
@@ -238,7 +250,9 @@ class Segment:
             if at + HEADER.size > len(chunk):
                 chunk, chunk_start, at = self._read(offset, size), offset, 0
             magic, length, count, checksum = HEADER.unpack_from(chunk, at)
-            if magic != MAGIC or length > MAX_PAYLOAD:
+            if magic == UNWRITTEN and not (length or count or checksum):
+                return  # space the writer reserved and has not written (yet)
+            if magic != MAGIC or not 0 < length <= MAX_PAYLOAD:
                 raise CorruptFrameError(self.path, offset, "no frame header")
             end = offset + HEADER.size + length
             if end > size:
@@ -260,9 +274,17 @@ class Segment:
         return os.pread(self._file.fileno(), min(max(READ_CHUNK, at_least), size - offset), offset)
 
     def read_raw(self, offset: int) -> bytes:
-        """Return the bytes from `offset` to the end (to set aside what cannot be read)."""
+        """Return the bytes from `offset` to the end, less reserved zeros (to set them aside)."""
         self._file.seek(offset)
-        return self._file.read()
+        return self._file.read().rstrip(b"\x00")
+
+    def exhausted(self, offset: int) -> bool:
+        """Tell whether no frame starts at `offset`: the end of the file, or reserved zeros."""
+        size = self.size()
+        if offset + HEADER.size > size:
+            return True
+        head = os.pread(self._file.fileno(), HEADER.size, offset)
+        return head == bytes(HEADER.size)
 
 
 @dataclass

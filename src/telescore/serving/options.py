@@ -32,6 +32,8 @@ class RuntimeOptions(BaseModel):
     """Journal every prediction before answering, and ship it to MongoDB."""
     journal_dir: Path | None = None
     """Journal root; None is `<state_dir>/journal/predictions`. Models may share one."""
+    journal_segment_bytes: int = Field(default=16 << 20, ge=4096)
+    """Disk space reserved per journal segment; a full disk shows as no room for the next one."""
     fsync_interval: float = Field(default=1.0, gt=0)
     """Seconds between fsyncs of the journal: what a machine crash may lose."""
     ship_max_defer: float = Field(default=30.0, ge=0)

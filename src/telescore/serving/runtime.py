@@ -91,7 +91,15 @@ class TelescoreRuntime(MLflowRuntime):
             raise MLServerError(f"model {self.name}: parameters.uri is not set")
         # Loading downloads and unpickles: off the event loop, so that a reload does not stall
         # the requests the current version is still answering.
-        self._registered, self._model = await asyncio.to_thread(_load_registered, uri)
+        try:
+            self._registered, self._model = await asyncio.to_thread(_load_registered, uri)
+        except Exception as error:
+            # An MLServerError is answered cleanly by MLServer's handler; anything else escapes
+            # as an unhandled exception, and the repository API's client may get a reset.
+            raise MLServerError(
+                f"model {self.name}: cannot load {uri}: {error}",
+                status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+            ) from error
         self._model_version = self._registered.version
         self._route = _route(self._options.route, self._registered.alias)
         self._training_ranges = TrainingRanges(_feature_ranges(self._model))
@@ -138,7 +146,7 @@ class TelescoreRuntime(MLflowRuntime):
             batch = validate_inputs(payload.inputs, max_rows=self._options.max_rows)
         except InvalidRequestError as error:
             raise InvalidInputError(str(error)) from None
-        scores = self._scorer(batch).tolist()
+        scores = self._scorer(batch)
         out_of_range = self._training_ranges.flags(batch)
         prediction_ids = _prediction_ids.new(batch.n_rows)
         latency_ms = (time.perf_counter() - started) * 1000.0
@@ -229,6 +237,7 @@ class TelescoreRuntime(MLflowRuntime):
                 "served_as": self.name,
                 "features": list(FEATURES),
             },
+            segment_bytes=self._options.journal_segment_bytes,
         )
         try:
             # Now rather than on the first request: a journal that cannot be written fails the
@@ -274,10 +283,10 @@ def _scorer(model: Any) -> Scorer:
     if raw is not None and hasattr(raw, "predict_proba"):
         return compile_scorer(raw)
 
-    def score_with_pyfunc(batch: FeatureBatch) -> np.ndarray:
+    def score_with_pyfunc(batch: FeatureBatch) -> list[float]:
         frame = pd.DataFrame({name: batch.columns[name] for name in FEATURES})
         output = np.asarray(model.predict(frame), dtype=np.float64)
         # pyfunc_predict_fn="predict_proba" gives two columns; a plain score gives one.
-        return output[:, 1] if output.ndim == 2 else output
+        return (output[:, 1] if output.ndim == 2 else output).tolist()
 
     return score_with_pyfunc

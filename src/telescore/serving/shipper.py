@@ -160,7 +160,7 @@ class _Tracked:
     """Frames counted so far (for the backlog), from the start of the segment."""
     model: ServedModel | None = None
     features: list[str] = field(default_factory=list)
-    synced_size: int = 0
+    synced_offset: int = 0
 
 
 @dataclass
@@ -296,7 +296,8 @@ class Shipper:
             if segment.sealed():
                 # Torn or damaged by a crash: set the rest aside rather than stop here forever.
                 raw = segment.read_raw(error.offset)
-                self._dead_letter.put(str(error), segment.path.name, raw=raw)
+                if raw:
+                    self._dead_letter.put(str(error), segment.path.name, raw=raw)
                 lost = max(0, tracked.counted.rows - progress.rows)
                 self.status.dead_lettered += lost
                 logger.error("prediction journal %s; %d bytes set aside", error, len(raw))
@@ -326,11 +327,10 @@ class Shipper:
         segment = tracked.segment
         if not segment.sealed():
             return
+        raw = segment.read_raw(0)
+        if raw:
+            self._dead_letter.put("segment without a header", segment.path.name, raw=raw)
         size = segment.size()
-        if size:
-            self._dead_letter.put(
-                "segment without a header", segment.path.name, raw=segment.read_raw(0)
-            )
         batch.progress[segment.path.name] = (tracked, Progress(size, tracked.shipped.rows))
 
     def _retry_refused(
@@ -367,7 +367,7 @@ class Shipper:
         """Delete sealed, shipped segments; update the counts the status reports."""
         for name, tracked in list(self._tracked.items()):
             segment = tracked.segment
-            shipped = tracked.model is not None and tracked.shipped.offset >= segment.size()
+            shipped = tracked.model is not None and segment.exhausted(tracked.shipped.offset)
             if shipped and segment.sealed():
                 segment.close()
                 remove_segment(segment.path)
@@ -381,10 +381,11 @@ class Shipper:
         """Flush what writers appended since the last fsync, and the root's file list."""
         synced = False
         for tracked in self._tracked.values():
-            size = tracked.segment.size()
-            if size != tracked.synced_size:
+            # Frames appended since the last fsync, as far as they were counted (the reserved
+            # size of a segment does not change as it fills).
+            if tracked.counted.offset != tracked.synced_offset:
                 tracked.segment.fsync()
-                tracked.synced_size = size
+                tracked.synced_offset = tracked.counted.offset
                 synced = True
         if synced:
             fsync_directory(self.config.root)

@@ -118,6 +118,7 @@ def test_a_full_disk_refuses_with_503_loses_nothing_answered_and_recovers(
         f"models:/{registered_versions.name}@champion",
         prediction_log=True,
         journal_dir=str(small_disk / "journal"),
+        journal_segment_bytes=8192,
     )
     body = inference_request(registered_versions.features.head(1))
     answered: list[str] = []

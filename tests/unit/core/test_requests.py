@@ -9,6 +9,7 @@ import pytest
 
 from telescore.core.requests import (
     DEFAULT_MAX_ROWS,
+    SMALL_BATCH,
     InputTensor,
     InvalidRequestError,
     out_of_range_features,
@@ -262,3 +263,63 @@ def test_no_training_ranges_flags_nothing() -> None:
     batch = validate_inputs(list(_inputs(rows=2).values()))
 
     assert out_of_range_features(batch, {}) == [[], []]
+
+
+NUMBER_FAULTS = {
+    "above its bound": ("age", 150, "row {row} is 150, outside the plausible range"),
+    "below its bound": ("campaign", -1, "row {row} is -1, outside the plausible range"),
+    "nan": ("euribor3m", float("nan"), "row {row} is nan: values must be finite"),
+    "infinity": ("cons.conf.idx", float("inf"), "row {row} is inf: values must be finite"),
+    "too large for a float": ("pdays", 10**400, "a value is too large to be a number"),
+}
+
+
+@pytest.mark.parametrize("rows", [1, SMALL_BATCH, SMALL_BATCH + 3], ids=["1", "small", "large"])
+@pytest.mark.parametrize("fault", list(NUMBER_FAULTS), ids=list(NUMBER_FAULTS))
+def test_a_bad_number_is_refused_alike_in_small_and_large_batches(rows: int, fault: str) -> None:
+    # given a batch whose last row holds one bad number (small batches are checked value by
+    # value, large ones as a NumPy matrix)
+    name, value, message = NUMBER_FAULTS[fault]
+    datatype = _datatype(name)
+    tensors = _inputs(rows=rows)
+    tensors[name] = InputTensor(name, datatype, [rows], [PROSPECT[name]] * (rows - 1) + [value])
+
+    # when validated / then the same field, row and reason are named
+    with pytest.raises(InvalidRequestError) as caught:
+        validate_inputs(list(tensors.values()))
+    assert caught.value.field == name, f"{fault}: wrong field {caught.value.field}"
+    assert message.format(row=rows - 1) in str(caught.value), str(caught.value)
+
+
+def test_training_range_flags_agree_in_small_and_large_batches() -> None:
+    # given rows, some outside the training ranges, and those ranges
+    ages = [40, 95, 41, 17, 60, 99, 30, 45, 50, 18, 92, 33]
+    campaigns = [1, 60, 2, 3, 45, 1, 2, 50, 1, 1, 2, 70]
+    tensors = _inputs(
+        rows=len(ages),
+        age=InputTensor("age", "INT64", [len(ages)], ages),
+        campaign=InputTensor("campaign", "INT64", [len(ages)], campaigns),
+    )
+    large = validate_inputs(list(tensors.values()))
+    assert not large.small, "the whole batch must take the NumPy path"
+    ranges = {"age": [18.0, 90.0], "campaign": [1.0, 40.0]}
+
+    # when flagged as one large batch and row by row
+    one_by_one = [
+        out_of_range_features(
+            validate_inputs(
+                list(
+                    _inputs(
+                        age=InputTensor("age", "INT64", [1], [age]),
+                        campaign=InputTensor("campaign", "INT64", [1], [campaign]),
+                    ).values()
+                )
+            ),
+            ranges,
+        )[0]
+        for age, campaign in zip(ages, campaigns, strict=True)
+    ]
+
+    # then the flags agree, row for row, and name the features in schema order
+    assert out_of_range_features(large, ranges) == one_by_one
+    assert one_by_one[1] == ["age", "campaign"], one_by_one[1]

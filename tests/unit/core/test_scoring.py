@@ -14,7 +14,7 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 
 from telescore.core.features import build_pipeline, split_features_label
 from telescore.core.params import ModelParams
-from telescore.core.requests import FeatureBatch
+from telescore.core.requests import SMALL_BATCH, FeatureBatch
 from telescore.core.schema import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
 from telescore.core.scoring import compile_scorer, fast_scorer, predict_proba_scorer
 
@@ -118,11 +118,34 @@ def test_reference_scorer_reads_columns_in_schema_order(
     pipeline = build_pipeline(ModelParams()).fit(features, labels)
     batch = _columns(features.head(4))
     shuffled = FeatureBatch(
-        columns=dict(reversed(list(batch.columns.items()))),
-        numeric=batch.numeric,
-        n_rows=batch.n_rows,
+        columns=dict(reversed(list(batch.columns.items()))), n_rows=batch.n_rows
     )
 
     scores = predict_proba_scorer(pipeline)(shuffled)
 
     np.testing.assert_allclose(scores, pipeline.predict_proba(features.head(4))[:, 1])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [ModelParams(kind="logistic_regression"), ModelParams(kind="hist_gradient_boosting")],
+    ids=["logistic", "boosting"],
+)
+def test_small_batches_score_as_the_same_rows_in_a_large_batch(
+    sample: tuple[pd.DataFrame, np.ndarray], params: ModelParams
+) -> None:
+    # given rows scored one batch at a time below and above the small-batch limit
+    features, labels = sample
+    scorer = compile_scorer(build_pipeline(params).fit(features, labels))
+    rows = features.tail(SMALL_BATCH * 3)
+    assert not _columns(rows).small, "the whole batch must take the NumPy path"
+
+    # when the same rows are scored in small batches
+    small = [
+        score
+        for start in range(0, len(rows), SMALL_BATCH)
+        for score in scorer(_columns(rows.iloc[start : start + SMALL_BATCH]))
+    ]
+
+    # then each gets the score it gets in the large batch
+    np.testing.assert_allclose(small, scorer(_columns(rows)), rtol=0, atol=1e-12)

@@ -75,7 +75,7 @@ def test_frames_read_back_in_order_after_the_header(root: Path, writer: JournalW
     # Given three appended requests
     writer.append(b"first", 1)
     writer.append(b"second request", 2)
-    writer.append(b"", 3)
+    writer.append(b"third", 3)
     writer.close()
 
     # When the one segment is read
@@ -89,7 +89,7 @@ def test_frames_read_back_in_order_after_the_header(root: Path, writer: JournalW
     # Then the header holds the metadata, and the frames come back as written, in order
     assert known, "the header must be readable"
     assert header.rows == 0, "the header frame counts no rows"
-    assert [frame.payload for frame in frames] == [b"first", b"second request", b""], "payloads"
+    assert [frame.payload for frame in frames] == [b"first", b"second request", b"third"]
     assert [frame.rows for frame in frames] == [1, 2, 3], "rows of each frame"
     ends = [frame.end for frame in frames]
     assert ends == sorted(set(ends)), f"each frame must end after the previous: {ends}"
@@ -222,124 +222,129 @@ class Observation(NamedTuple):
 
 
 def test_a_segment_is_never_visible_before_it_is_locked_and_headed(root: Path) -> None:
-    # Given a writer whose every write first records what a reader would see at that moment
+    # Given a writer whose space reservation first records what a reader would see then
     seen: list[Observation] = []
 
-    def observing_write(fd: int, data: bytes) -> int:
+    def observing_allocate(fd: int, offset: int, length: int) -> None:
         inode = os.fstat(fd).st_ino
         [current] = [path for path in root.iterdir() if path.stat().st_ino == inode]
         listed = []
         for path in segment_paths(root):
             with closing(Segment(path)) as segment:
                 listed.append((path, segment.read_metadata(), segment.sealed()))
-        is_header = HEADER.unpack(data[: HEADER.size])[2] == 0
-        seen.append(Observation(is_header, current, not _sealed(current), listed))
-        return os.write(fd, data)
+        seen.append(Observation(True, current, not _sealed(current), listed))
+        os.posix_fallocate(fd, offset, length)
 
     segment_bytes = HEADER_FRAME_BYTES + HEADER.size + 10
-    writer = JournalWriter(root, METADATA, segment_bytes=segment_bytes, write=observing_write)
+    writer = JournalWriter(root, METADATA, segment_bytes=segment_bytes, allocate=observing_allocate)
 
     # When frames are appended across several segments
     for _ in range(3):
         writer.append(b"0123456789", 1)
     writer.close()
 
-    # Then every byte went to a file already locked, and a header went to a file not yet listed
-    assert [each.header for each in seen] == [True, False] * 3, "one segment per frame"
+    # Then each segment was locked before it was written, and not listed before its header
+    assert len(seen) == 3, "one segment per frame"
     for each in seen:
         assert each.locked, f"{each.file.name} was written before it was locked"
         paths = [path for path, _, _ in each.listed]
-        if each.header:
-            assert each.file not in paths, f"{each.file.name} was listed before its header"
-        else:
-            assert each.file in paths, f"{each.file.name} was written to but never listed"
-        # And every segment a reader could list had a whole header, and only ours was held
+        assert each.file not in paths, f"{each.file.name} was listed before its header"
+        # And every segment a reader could list had a whole header and was sealed
         for path, headed, sealed in each.listed:
             assert headed, f"{path.name} was listed without a readable header"
-            assert sealed == (path != each.file), f"{path.name}: sealed() is {sealed}"
+            assert sealed, f"{path.name} is still held after its writer moved on"
+    assert [len(_payloads(path)) for path in segment_paths(root)] == [1, 1, 1]
 
 
-class FailingDisk:
-    """A write that works, fails with ENOSPC, or writes part of a frame, as the test says."""
+class FullDisk:
+    """A space reservation that works, or fails with ENOSPC, as the test says."""
 
     def __init__(self) -> None:
-        self.mode = "ok"
+        self.full = False
 
-    def __call__(self, fd: int, data: bytes) -> int:
-        if self.mode == "full":
+    def __call__(self, fd: int, offset: int, length: int) -> None:
+        if self.full:
             raise OSError(errno.ENOSPC, "No space left on device")
-        if self.mode == "short":
-            return os.write(fd, data[: len(data) // 2])
-        return os.write(fd, data)
+        os.posix_fallocate(fd, offset, length)
 
 
-@pytest.mark.parametrize("mode", ["full", "short"])
-def test_a_failed_append_leaves_no_partial_frame_and_the_next_goes_to_a_new_segment(
-    root: Path, mode: str
+def test_a_full_disk_refuses_the_append_that_needs_a_new_segment_and_then_recovers(
+    root: Path,
 ) -> None:
-    # Given a writer with one frame on disk, then a disk that fails
-    disk = FailingDisk()
-    writer = JournalWriter(root, METADATA, write=disk)
-    writer.append(b"durable", 1)
+    # Given a writer whose segment holds two frames, both written, and then a full disk
+    disk = FullDisk()
+    frame_bytes = len(encode_frame(b"request", 1))
+    writer = JournalWriter(
+        root, METADATA, segment_bytes=HEADER_FRAME_BYTES + 2 * frame_bytes, allocate=disk
+    )
+    writer.append(b"request", 1)
+    writer.append(b"request", 1)
     [first] = segment_paths(root)
-    size_before = first.stat().st_size
-    disk.mode = mode
+    disk.full = True
 
-    # When the next append fails
+    # When the next append needs a new segment
     with pytest.raises(JournalError) as caught:
-        writer.append(b"lost request", 2)
+        writer.append(b"request", 2)
 
-    # Then it is refused as a disk error, nothing of it stays, and the segment is sealed
-    assert caught.value.errno == errno.ENOSPC, f"errno: {caught.value.errno}"
-    assert first.stat().st_size == size_before, "a partial frame was left in the segment"
-    assert _payloads(first) == [b"durable"], "the earlier frame must be intact"
-    assert _sealed(first), "a segment that failed a write must be sealed"
-    assert writer.appended_rows == 1, "the failed frame's rows must not count as durable"
+    # Then it is refused as a full disk, the full segment is sealed with its frames whole,
+    # and nothing else is left on disk
+    assert caught.value.errno == errno.ENOSPC, f"errno {caught.value.errno}: {caught.value}"
+    assert _payloads(first) == [b"request", b"request"], "the earlier frames must be intact"
+    assert _sealed(first), "the full segment must be sealed, so it can be shipped and deleted"
+    assert sorted(path.name for path in root.iterdir()) == [first.name], "no half-made file"
+    assert writer.appended_rows == 2, "the refused frame's rows must not count as durable"
 
-    # And when the disk works again, the next append succeeds in a new segment
-    disk.mode = "ok"
+    # And once there is space again, the next append goes to a new segment
+    disk.full = False
     writer.append(b"next request", 1)
     writer.close()
     paths = segment_paths(root)
-    assert len(paths) == 2, f"expected a new segment: {[path.name for path in paths]}"
-    assert paths[0] == first, "the new segment must sort after the failed one"
+    assert paths[0] == first and len(paths) == 2, [path.name for path in paths]
     assert _payloads(paths[1]) == [b"next request"], "the next append is in the new segment"
-    assert writer.appended_rows == 2, "rows counted after recovery"
 
 
-def test_a_full_disk_at_segment_creation_exposes_nothing_and_recovers(root: Path) -> None:
-    # Given a disk that fails the very first write, the new segment's header
-    disk = FailingDisk()
-    disk.mode = "full"
-    writer = JournalWriter(root, METADATA, write=disk)
+def test_a_full_disk_at_the_first_segment_exposes_nothing_and_recovers(root: Path) -> None:
+    # Given a disk with no room for a first segment
+    disk = FullDisk()
+    disk.full = True
+    writer = JournalWriter(root, METADATA, allocate=disk)
 
-    # When an append needs a new segment / Then it is refused and no segment is listed
-    with pytest.raises(JournalError):
+    # When an append needs a segment / Then it is refused and no file (not even hidden) is left
+    with pytest.raises(JournalError) as caught:
         writer.append(b"lost request", 1)
-    assert segment_paths(root) == [], "a segment without its header must not be listed"
+    assert caught.value.errno == errno.ENOSPC, f"errno {caught.value.errno}: {caught.value}"
+    assert sorted(root.iterdir()) == [], "a failed segment creation left files behind"
 
-    # And when the disk works again, the next append succeeds
-    disk.mode = "ok"
+    # And when the disk has room again, the next append succeeds
+    disk.full = False
     writer.append(b"next request", 1)
     writer.close()
     [path] = segment_paths(root)
     assert _payloads(path) == [b"next request"], "the append after a failed creation"
 
 
-def test_a_full_disk_at_segment_creation_reports_it_and_leaves_no_file(root: Path) -> None:
-    # Given a disk that fails the new segment's header write
-    disk = FailingDisk()
-    disk.mode = "full"
-    writer = JournalWriter(root, METADATA, write=disk)
+def test_a_segment_left_by_a_killed_writer_ends_at_its_reserved_zeros(root: Path) -> None:
+    # Given a live segment as a killed writer leaves it: frames, then the zeros of its
+    # reserved space (copied while the writer holds it, so the copy is not sealed by it)
+    writer = JournalWriter(root, METADATA, segment_bytes=4096)
+    writer.append(b"one", 1)
+    writer.append(b"two", 1)
+    [live] = segment_paths(root)
+    left = live.with_name("0-left-over.000001.journal")
+    left.write_bytes(live.read_bytes())
+    writer.close()
+    assert left.stat().st_size == 4096, "the reserved space is still there"
 
-    # When an append needs a new segment
-    with pytest.raises(JournalError) as caught:
-        writer.append(b"lost request", 1)
-
-    # Then the error says the disk is full, and no file (not even a hidden one) is left
-    left = sorted(path.name for path in root.iterdir())
-    assert caught.value.errno == errno.ENOSPC, f"errno {caught.value.errno}: {caught.value}"
-    assert left == [], f"a failed segment creation left files behind: {left}"
+    # When read / Then its frames come back, and reading stops at the zeros
+    with closing(Segment(left)) as segment:
+        segment.read_metadata()
+        frames = list(segment.frames(segment.data_start))
+        assert [frame.payload for frame in frames] == [b"one", b"two"]
+        assert segment.exhausted(frames[-1].end), "zeros after the last frame: nothing more"
+        assert not segment.exhausted(segment.data_start), "a frame starts at the first offset"
+        assert segment.read_raw(frames[-1].end) == b"", "set aside, the zeros are nothing"
+    # and a sealed segment no longer holds the reserved space
+    assert live.stat().st_size == HEADER_FRAME_BYTES + 2 * len(encode_frame(b"one", 1))
 
 
 def _sealed_segment(root: Path, payloads: list[bytes]) -> Path:
@@ -382,10 +387,10 @@ def test_a_torn_tail_ends_the_frames_quietly(root: Path, tail: bytes) -> None:
     ("tail", "reason"),
     [
         (b"XX" + encode_frame(b"not a frame at all", 1)[2:], "no frame header"),
-        (b"\x00" * 64, "no frame header"),
         (struct.pack("!2sIII", MAGIC, MAX_PAYLOAD + 1, 1, 0), "no frame header"),
+        (struct.pack("!2sIII", MAGIC, 0, 1, 0), "no frame header"),
     ],
-    ids=["bad magic", "zeros", "impossible length"],
+    ids=["bad magic", "impossible length", "empty payload"],
 )
 def test_bytes_that_are_not_a_frame_are_corrupt(root: Path, tail: bytes, reason: str) -> None:
     # Given a sealed segment followed by bytes that are not a frame
