@@ -38,6 +38,9 @@ _FLOAT_DATATYPES: Final = frozenset({"FP16", "FP32", "FP64"})
 _NUMERIC_DATATYPES: Final = _INTEGER_DATATYPES | _FLOAT_DATATYPES
 _STRING_DATATYPE: Final = "BYTES"
 _ALLOWED_VALUES: Final = {name: frozenset(values) for name, values in CATEGORICAL_VALUES.items()}
+_ALLOWED_BYTES: Final = {
+    name: frozenset(value.encode() for value in values) for name, values in _ALLOWED_VALUES.items()
+}
 _EXPECTED: Final = frozenset(FEATURES)
 _INTEGER_TYPES: Final = frozenset({int})
 _NUMBER_TYPES: Final = frozenset({int, float})
@@ -236,6 +239,10 @@ def _columns(inputs: Sequence[TensorLike]) -> dict[str, list[Any]]:
             allowed = _ALLOWED_VALUES[name]
             try:
                 known = datatype == _STRING_DATATYPE and allowed.issuperset(data)
+                if not known and datatype == _STRING_DATATYPE:
+                    # gRPC carries BYTES as raw bytes: known categories decode at once.
+                    known = _ALLOWED_BYTES[name].issuperset(data)
+                    data = [value.decode() for value in data] if known else data
             except TypeError:  # an unhashable value: the full check says which
                 known = False
             if not known:

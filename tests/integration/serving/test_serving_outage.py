@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pandas as pd
 import pytest
+from tests.testdata.prospects import PROSPECT
 
 from telescore.core.prediction_ids import PredictionIds
 from telescore.core.predictions import JournalEntry, entry_payload
@@ -262,11 +263,4 @@ def test_a_journal_left_by_a_model_no_longer_served_is_shipped_and_counted(
 
 
 def _row_values() -> list[object]:
-    row = {
-        "age": 41, "job": "admin.", "marital": "married", "education": "university.degree",
-        "default": "no", "housing": "yes", "loan": "no", "contact": "cellular", "month": "may",
-        "day_of_week": "mon", "campaign": 2, "pdays": 999, "previous": 0,
-        "poutcome": "nonexistent", "emp.var.rate": -1.8, "cons.price.idx": 92.893,
-        "cons.conf.idx": -46.2, "euribor3m": 1.299, "nr.employed": 5099.1,
-    }  # fmt: skip
-    return [row[name] for name in FEATURES]
+    return [PROSPECT[name] for name in FEATURES]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.testdata.prospects import PROSPECT
 
 from telescore.core.prediction_ids import PredictionIds
 from telescore.core.predictions import JournalEntry, entry_payload
@@ -27,13 +28,7 @@ from telescore.serving.shipper import DEAD_LETTER_DIR, DEAD_LETTER_FILE, Shipper
 pytestmark = pytest.mark.integration
 
 WAIT = 30.0
-ROW: dict[str, Any] = {
-    "age": 41, "job": "admin.", "marital": "married", "education": "university.degree",
-    "default": "no", "housing": "yes", "loan": "no", "contact": "cellular", "month": "may",
-    "day_of_week": "mon", "campaign": 2, "pdays": 999, "previous": 0, "poutcome": "nonexistent",
-    "emp.var.rate": -1.8, "cons.price.idx": 92.893, "cons.conf.idx": -46.2, "euribor3m": 1.299,
-    "nr.employed": 5099.1,
-}  # fmt: skip
+ROW = PROSPECT
 IDS = PredictionIds()
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.testdata.prospects import PROSPECT
 
 from telescore.core.requests import (
     DEFAULT_MAX_ROWS,
@@ -16,28 +17,6 @@ from telescore.core.requests import (
     validate_inputs,
 )
 from telescore.core.schema import CATEGORICAL_VALUES, FEATURES, INTEGER_FEATURES, NUMERIC_FEATURES
-
-PROSPECT: dict[str, Any] = {
-    "age": 41,
-    "job": "technician",
-    "marital": "married",
-    "education": "university.degree",
-    "default": "no",
-    "housing": "yes",
-    "loan": "no",
-    "contact": "cellular",
-    "month": "may",
-    "day_of_week": "wed",
-    "campaign": 2,
-    "pdays": 999,
-    "previous": 0,
-    "poutcome": "nonexistent",
-    "emp.var.rate": -1.8,
-    "cons.price.idx": 92.893,
-    "cons.conf.idx": -46.2,
-    "euribor3m": 1.299,
-    "nr.employed": 5099.1,
-}
 
 
 def _datatype(name: str) -> str:

@@ -7,17 +7,12 @@ import json
 import httpx
 import pandas as pd
 import pytest
+from tests.testdata.prospects import PROSPECT
 
 from telescore.core.schema import FEATURES
 from telescore.io.serving_client import ServingClient, ServingError, inference_request
 
-ROW = {
-    "age": 41, "job": "technician", "marital": "married", "education": "university.degree",
-    "default": "no", "housing": "yes", "loan": "no", "contact": "cellular", "month": "may",
-    "day_of_week": "wed", "campaign": 2, "pdays": 999, "previous": 0,
-    "poutcome": "nonexistent", "emp.var.rate": -1.8, "cons.price.idx": 92.893,
-    "cons.conf.idx": -46.2, "euribor3m": 1.299, "nr.employed": 5099.1,
-}  # fmt: skip
+ROW = PROSPECT
 
 
 def test_requests_carry_one_typed_input_per_feature_from_frames_and_dicts() -> None:

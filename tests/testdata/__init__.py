@@ -1,0 +1,1 @@
+"""Golden payloads shared by the tests."""
