@@ -1,36 +1,60 @@
-"""The peer a user would write instead of telescore: one FastAPI endpoint over scikit-learn.
+"""FastAPI apps to compare telescore's MLServer with, each under `uvicorn --workers 1`.
 
-It loads the same registered model and answers `POST /predict {"rows": [{...}, ...]}` with
-`{"probabilities": [...]}`, building a DataFrame and calling `predict_proba`: no validation, no
-logging, no model version. `benchmarks/serving.py` starts it as
+- `app`: the peer a user would write instead of telescore. It loads the registered model and
+  answers `POST /predict {"rows": [{...}]}` with `predict_proba` on a DataFrame, in a plain
+  `def` endpoint (FastAPI's thread pool), with no validation, logging or model version.
+- `floor_app`: parses the V2 JSON body and answers a constant: the HTTP floor.
+- `scorer_app`: parses the V2 JSON body and scores it with the NumPy scorer telescore compiles
+  (`telescore.core.scoring.compile_scorer`): telescore's arithmetic without MLServer.
 
-    PEER_MODEL_URI=models:/telemarketing/1 MLFLOW_TRACKING_URI=http://... \
-        uvicorn benchmarks.fastapi_peer:app --workers 1 --no-access-log
+The V2 apps use `async def` endpoints and orjson, the cheapest honest way FastAPI offers.
+`benchmarks.stack` starts them with PEER_MODEL_URI and MLFLOW_TRACKING_URI set.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import mlflow.sklearn
+import orjson
 import pandas as pd
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel
 
+from telescore.core.requests import FeatureBatch
+from telescore.core.scoring import compile_scorer
+
+V2_PATH = "/v2/models/telemarketing/infer"
 _state: dict[str, Any] = {}
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    _state["model"] = mlflow.sklearn.load_model(os.environ["PEER_MODEL_URI"])
-    yield
-    _state.clear()
+def _serving(load: Callable[[Any], Any] | None) -> FastAPI:
+    """Return an app that loads the registered model through `load` (if any) on start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if load is not None:
+            _state["model"] = load(mlflow.sklearn.load_model(os.environ["PEER_MODEL_URI"]))
+        yield
+        _state.clear()
+
+    served = FastAPI(lifespan=lifespan)
+    served.get("/health")(lambda: {"status": "ok"})
+    return served
 
 
-app = FastAPI(lifespan=lifespan)
+def _v2_answer(scores: list[float]) -> Response:
+    output = {"name": "probability", "shape": [len(scores)], "datatype": "FP64", "data": scores}
+    body = orjson.dumps({"model_name": "telemarketing", "outputs": [output]})
+    return Response(body, media_type="application/json")
+
+
+app = _serving(lambda model: model)
+floor_app = _serving(None)
+scorer_app = _serving(compile_scorer)
 
 
 class Prospects(BaseModel):
@@ -39,11 +63,19 @@ class Prospects(BaseModel):
 
 @app.post("/predict")
 def predict(body: Prospects) -> dict[str, list[float]]:
-    # A plain `def`: FastAPI runs it in its thread pool, as most such endpoints are written.
     frame = pd.DataFrame(body.rows)
     return {"probabilities": _state["model"].predict_proba(frame)[:, 1].tolist()}
 
 
-@app.get("/health")
-def health() -> dict[str, str]:
-    return {"status": "ok"}
+@floor_app.post(V2_PATH)
+async def constant(request: Request) -> Response:
+    orjson.loads(await request.body())
+    return _v2_answer([0.5])
+
+
+@scorer_app.post(V2_PATH)
+async def score(request: Request) -> Response:
+    body = orjson.loads(await request.body())
+    # Trusted as valid: the arithmetic alone, no validation.
+    batch = FeatureBatch.of({each["name"]: each["data"] for each in body["inputs"]})
+    return _v2_answer(_state["model"](batch))

@@ -1,0 +1,26 @@
+"""An MLServer runtime that answers every request with the same score: MLServer's own floor.
+
+MLServer still parses the V2 request, routes it through its data plane and serialises the
+answer; only telescore's work (validation, scoring, ids, the journal) is missing. MLServer
+loads it by import path, `benchmarks.constant_runtime.ConstantRuntime`, so its process needs
+the project root first on PYTHONPATH (benchmarks.stack sets it).
+"""
+
+from __future__ import annotations
+
+from mlserver import MLModel
+from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
+
+
+class ConstantRuntime(MLModel):
+    """Answers 0.5 for one row, whatever it is sent."""
+
+    async def load(self) -> bool:
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        return InferenceResponse(
+            model_name=self.name,
+            id=payload.id,
+            outputs=[ResponseOutput(name="probability", shape=[1], datatype="FP64", data=[0.5])],
+        )

@@ -1,0 +1,337 @@
+"""The services a benchmark runs: MLflow with the real model, nx-27017, MLServers, FastAPI peers.
+
+Everything runs on free ports under one temporary folder, through telescore's own
+`ServiceProcess` definitions (stopping one stops its process group); `Stack` stops it all on
+exit, on Ctrl-C and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import signal
+import tempfile
+import time
+import urllib.request
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Party, Target
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MODEL = "telemarketing"
+HOST = "127.0.0.1"
+INFER_PATH = f"/v2/models/{MODEL}/infer"
+SHIPPER = "telescore.serving.shipper"
+"""In the command line of the shipper process MLServer starts (in MLServer's process group)."""
+SERVER_ENV = {
+    # One BLAS/OpenMP thread in every server, whatever the caller's environment says.
+    "OMP_NUM_THREADS": "1",
+    # Ours before Deepchecks' own top-level `benchmarks` package (constant runtime, peers).
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.getenv("PYTHONPATH")])),
+}
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before NumPy loads here too
+os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # it would garble the output
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server (started by `Stack.start`) and where to reach it."""
+
+    label: str
+    process: Any
+    """Its ServiceProcess."""
+    url: str
+    """REST base URL (a mongodb:// URI for nx-27017)."""
+    grpc: str = ""
+    metrics: str = ""
+    repository: Path | None = None
+    logged: bool = False
+    """The prediction log is on: cells wait for its shipping (`drain`)."""
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.process.pid)
+
+    def target(self, kind: str, payload: Any, mongodb: Server, path: str = INFER_PATH) -> Target:
+        """Requests to this server; CPU counted for it, its shipper apart, and for MongoDB."""
+        parties = {
+            "server": Party(self.pid, without=SHIPPER),
+            "shipper": Party(self.pid, only=SHIPPER),
+            "db": Party(mongodb.pid),
+        }
+        address = self.url + path if kind == "http" else self.grpc
+        return Target(
+            self.label, kind, address, payload, parties, self.drain if self.logged else None
+        )
+
+    def log_counts(self) -> dict[str, float]:
+        """Return MLServer's telescore_prediction_log_* metrics, by short name."""
+        with urllib.request.urlopen(self.metrics, timeout=10) as response:  # noqa: S310
+            lines = response.read().decode().splitlines()
+        prefix = "telescore_prediction_log_"
+        return {
+            name.removeprefix(prefix).removesuffix("_total"): float(value)
+            for name, value, *_ in (line.split() for line in lines if line.startswith(prefix))
+        }
+
+    def documents(self, database: str) -> int:
+        """Count the prediction documents in `database` (on nx-27017)."""
+        from telescore.io.prediction_store import PredictionStore
+
+        # Counting a large collection takes nx-27017 seconds: not the log's 1.5 s timeout.
+        with PredictionStore(self.url, database, timeout_ms=60_000) as store:
+            return store.count()
+
+    def drain(self) -> dict[str, float]:
+        """Read the backlog a cell left, wait until it is shipped; return both and the wait."""
+        # `spooled` is the shipper's last report (every 0.25 s); journaled - written is now.
+        counts = self.log_counts()
+        unshipped = counts["journaled"] - counts["written"]
+        return {
+            "spooled": counts["spooled"],
+            "unshipped": unshipped,
+            "drain s": self.wait_drained(),
+        }
+
+    def wait_drained(self, timeout: float = 300.0) -> float:
+        """Wait until the shipper has written every journaled row; return the seconds waited.
+
+        The shipper reports every 0.25 s, so this resolves to about that.
+        """
+        started = time.perf_counter()
+        while time.perf_counter() - started < timeout:
+            counts = self.log_counts()
+            if counts["spooled"] == 0 and counts["written"] >= counts["journaled"]:
+                break
+            time.sleep(0.1)
+        return time.perf_counter() - started
+
+
+class Stack(contextlib.ExitStack):
+    """A temporary folder and the services started in it, all stopped on the way out."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name, self.dir = name, Path()
+        self.servers: dict[str, Server] = {}
+
+    def __enter__(self) -> Stack:
+        super().__enter__()
+        prefix = f"telescore-{self.name}-"
+        self.dir = Path(self.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+
+        def interrupt(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        self.callback(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, interrupt))
+        return self
+
+    def start(self, *servers: Server) -> None:
+        """Start servers in parallel, wait until each is healthy; they stop on exit."""
+        for server in servers:
+            self.callback(server.process.stop)
+            server.process.launch()
+            self.servers[server.label] = server
+        for server in servers:
+            server.process.wait_healthy()
+
+    def champion(self) -> tuple[str, Any, Registered]:
+        """Start MLflow and register the real model as `champion`: URI, features, version."""
+        tracking = self.mlflow()
+        features, labels = load_dataset()
+        registered = register(tracking, features, labels)
+        set_champion(tracking, registered.version)
+        return tracking, features, registered
+
+    def mlflow(self) -> str:
+        """Start an MLflow server, make it this process's registry, and return its URI."""
+        from telescore.services.embedded import mlflow_server
+        from telescore.services.processes import free_port
+
+        port = free_port()
+        uri = f"http://{HOST}:{port}"
+        self.start(Server("mlflow", mlflow_server(self.dir, port, HOST), uri))
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        return uri
+
+    def mongodb(self) -> Server:
+        """Start nx-27017; its `url` is the mongodb:// URI."""
+        from telescore.services.embedded import mongodb_server
+        from telescore.services.processes import free_port
+
+        port = free_port()
+        server = Server(
+            "nx-27017", mongodb_server(self.dir, port, HOST), f"mongodb://{HOST}:{port}"
+        )
+        self.start(server)
+        return server
+
+    def mlserver(
+        self,
+        label: str,
+        tracking: str,
+        mongodb: Server | None = None,
+        runtime: dict[str, Any] | None = None,
+        server: dict[str, Any] | None = None,
+    ) -> Server:
+        """Define telescore's MLServer serving `champion`, logging to `mongodb` if given."""
+        from mlflow import MlflowClient
+
+        from telescore.jobs.model_repository import write_registry_repository
+        from telescore.serving.options import RuntimeOptions
+
+        home, options = self._mlserver_home(label, server)
+        log = {"prediction_log": mongodb is not None, "journal_dir": home / "journal"}
+        runtime_options = RuntimeOptions(**log, **(runtime or {}))
+        client = MlflowClient(tracking)
+        write_registry_repository(home / "repository", options, runtime_options, client=client)
+        # The runtime reads connection settings from the environment, and no developer's .env.
+        env = {"TELESCORE_ENV_FILE": str(self.dir / "no.env")}
+        if mongodb is not None:
+            env |= {"TELESCORE_MONGODB_URI": mongodb.url, "TELESCORE_MONGODB_DATABASE": "benchmark"}
+        return replace(self._mlserver(label, home, options, tracking, env), logged=bool(mongodb))
+
+    def constant_mlserver(self, label: str, tracking: str) -> Server:
+        """Define MLServer serving `benchmarks.constant_runtime`: MLServer's own floor."""
+        from telescore.jobs.model_repository import server_settings
+
+        home, options = self._mlserver_home(label, None)
+        repository = home / "repository"
+        (repository / MODEL).mkdir(parents=True)
+        settings = server_settings(repository.resolve(), options)
+        (repository / "settings.json").write_text(json.dumps(settings))
+        model = {"name": MODEL, "implementation": "benchmarks.constant_runtime.ConstantRuntime"}
+        (repository / MODEL / "model-settings.json").write_text(json.dumps(model))
+        return self._mlserver(label, home, options, tracking, {})
+
+    def _mlserver_home(self, label: str, server: dict[str, Any] | None) -> tuple[Path, Any]:
+        from telescore.jobs.model_repository import ServerOptions
+        from telescore.services.processes import free_port
+
+        ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+        folder = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")  # labels are prose
+        return self.dir / folder, ServerOptions(host=HOST, **ports, **(server or {}))
+
+    def _mlserver(
+        self, label: str, home: Path, options: Any, tracking: str, env: dict[str, str]
+    ) -> Server:
+        from telescore.services.mlserver import mlserver_process
+
+        ports = options.http_port, options.grpc_port, options.metrics_port
+        repository = home / "repository"
+        process = mlserver_process(home, repository, *ports, tracking, env=SERVER_ENV | env)
+        metrics = f"http://{HOST}:{options.metrics_port}/metrics"
+        url, grpc = f"http://{HOST}:{options.http_port}", f"{HOST}:{options.grpc_port}"
+        return Server(label, process, url, grpc, metrics, repository)
+
+    def fastapi(self, label: str, app: str, tracking: str, model_uri: str) -> Server:
+        """Define one of the apps in benchmarks/fastapi_peer.py under uvicorn, one worker."""
+        from telescore.services.processes import ServiceProcess, console_script, free_port, http_ok
+
+        port = free_port()
+        url = f"http://{HOST}:{port}"
+        # No access log, as in telescore's MLServer: a log line per request is a cost.
+        options = f"--host {HOST} --port {port} --workers 1 --no-access-log --log-level warning"
+        process = ServiceProcess(
+            name=label,
+            command=[console_script("uvicorn"), f"benchmarks.fastapi_peer:{app}", *options.split()],
+            health=http_ok(f"{url}/health"),
+            log_path=self.dir / "logs" / f"{app}.log",
+            env=SERVER_ENV | {"MLFLOW_TRACKING_URI": tracking, "PEER_MODEL_URI": model_uri},
+            cwd=PROJECT_ROOT,
+        )
+        return Server(label, process, url)
+
+
+# -- the model and the requests -------------------------------------------------------------------
+
+
+def load_dataset() -> tuple[Any, Any]:
+    """Return all 41,188 rows as model inputs and 0/1 labels."""
+    import pandas as pd
+
+    from telescore.core.features import split_features_label
+
+    frame = pd.read_csv(PROJECT_ROOT / "data" / "bank-additional-full.csv.gz", sep=";")
+    return split_features_label(frame)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A fitted pipeline and the registry version it was logged as."""
+
+    version: str
+    pipeline: Any
+    fit_seconds: float
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{MODEL}/{self.version}"
+
+
+def register(tracking: str, features: Any, labels: Any, **model_params: Any) -> Registered:
+    """Fit build_pipeline(ModelParams(**model_params)) and register it as training does."""
+    from telescore.core.features import build_pipeline, feature_ranges
+    from telescore.core.params import ModelParams
+    from telescore.io.registry import Registry
+
+    # MLflow's run links, schema hints and requirement notes would bury the figures.
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="mlflow")
+    started = time.perf_counter()
+    pipeline = build_pipeline(ModelParams(**model_params)).fit(features, labels)
+    fit_seconds = time.perf_counter() - started
+    registry = Registry(tracking, MODEL, "benchmark")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        run_id = registry.start_run("benchmark")
+        ranges = {"feature_ranges": feature_ranges(features)}
+        model_uri = registry.log_model(run_id, pipeline, features.head(1000), ranges)
+        version = registry.register(model_uri, run_id, tags={"benchmark": "true"}).version
+        registry.end_run(run_id, succeeded=True)
+    return Registered(version, pipeline, fit_seconds)
+
+
+def set_champion(tracking: str, version: str) -> None:
+    """Point the `champion` alias at `version`."""
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking).set_registered_model_alias(MODEL, "champion", version)
+
+
+def prospect(features: Any, index: int = -1) -> dict[str, Any]:
+    """Return one row of the dataset as plain Python values."""
+    return dict(features.iloc[[index]].to_dict(orient="records")[0])
+
+
+def v2_body(rows: Any) -> bytes:
+    """The V2 REST request for `rows` (a list of dicts or a DataFrame), as compact JSON."""
+    from telescore.io.serving_client import inference_request
+
+    return json.dumps(inference_request(rows), separators=(",", ":")).encode()
+
+
+def grpc_request(row: dict[str, Any]) -> Any:
+    """The single-row ModelInferRequest, built once as a gRPC client would."""
+    from mlserver.grpc import dataplane_pb2 as pb
+
+    from telescore.core.schema import CATEGORICAL_VALUES, FEATURES, INTEGER_FEATURES
+
+    inputs = []
+    for name in FEATURES:
+        value = row[name]
+        if name in CATEGORICAL_VALUES:
+            datatype, contents = "BYTES", pb.InferTensorContents(bytes_contents=[value.encode()])
+        elif name in INTEGER_FEATURES:
+            datatype, contents = "INT64", pb.InferTensorContents(int64_contents=[value])
+        else:
+            datatype, contents = "FP64", pb.InferTensorContents(fp64_contents=[value])
+        tensor = {"name": name, "datatype": datatype, "shape": [1], "contents": contents}
+        inputs.append(pb.ModelInferRequest.InferInputTensor(**tensor))
+    return pb.ModelInferRequest(model_name=MODEL, inputs=inputs)
