@@ -157,18 +157,14 @@ def _score_sample(settings: Settings) -> None:
     with ServingClient(settings.serving.resolved_url(host)) as client:
         scored = client.infer(records, request_id="demo")
     table = Table(title=f"Scored by {scored.model_name} v{scored.model_version}")
-    for column in ("prediction id", "age", "job", "euribor3m", "probability", "outside range"):
+    table.add_column("prediction id", no_wrap=True, min_width=36)
+    for column in ("age", "job", "probability", "outside training range"):
         table.add_column(column)
     for prediction_id, record, score, flags in zip(
         scored.prediction_ids, records, scored.scores, scored.out_of_range, strict=True
     ):
         table.add_row(
-            prediction_id,
-            str(record["age"]),
-            record["job"],
-            str(record["euribor3m"]),
-            f"{score:.3f}",
-            ", ".join(flags),
+            prediction_id, str(record["age"]), record["job"], f"{score:.3f}", ", ".join(flags)
         )
     console.print(table)
     query = {"_id": {"$in": scored.prediction_ids}}

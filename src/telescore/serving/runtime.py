@@ -1,4 +1,4 @@
-"""The MLServer runtime for a registered telemarketing model: validate, score, flag, log.
+"""The MLServer runtime for a registered telemarketing model: validate, score, flag, journal.
 
 One instance serves one alias (`models:/telemarketing@champion`, or `@challenger`). On load it
 pins the alias to a concrete registry version, so the version it reports is the one it scores
@@ -73,7 +73,7 @@ _prediction_ids = PredictionIds()
 
 
 class TelescoreRuntime(MLflowRuntime):
-    """MLflow runtime that validates every input, reports its registry version and logs."""
+    """MLflow runtime that validates inputs, reports its version and journals each answer."""
 
     async def load(self) -> bool:
         """Pin the alias to a version, load that version and open the prediction log."""

@@ -216,6 +216,9 @@ class Shipper:
         segment = tracked.segment
         try:
             if tracked.model is None and not self._read_metadata(tracked):
+                # A live writer may not have written it yet; a sealed segment never will.
+                if segment.sealed():
+                    self._drop_headless(tracked)
                 return
             start = max(tracked.counted.offset, segment.data_start)
             for frame in segment.frames(start, headers_only=True):
@@ -235,7 +238,7 @@ class Shipper:
             )
             features = [str(name) for name in metadata["features"]]
         except (CorruptFrameError, ValueError, KeyError, TypeError) as error:
-            logger.error("prediction journal %s: unreadable header: %s", segment.path.name, error)
+            logger.warning("prediction journal %s: unreadable header: %s", segment.path.name, error)
             return False
         tracked.model, tracked.features = model, features
         if tracked.shipped.offset < segment.data_start:
@@ -278,10 +281,8 @@ class Shipper:
             budget = self.config.batch_rows - len(batch.records)
             if budget <= 0:
                 break
-            if tracked.model is None and not self._read_metadata(tracked):
-                self._set_aside_headless(tracked, batch)
-                continue
-            self._read_frames(tracked, budget, batch)
+            if tracked.model is not None:
+                self._read_frames(tracked, budget, batch)
         return batch
 
     def _read_frames(self, tracked: _Tracked, budget: int, batch: _Batch) -> None:
@@ -322,16 +323,16 @@ class Shipper:
         batch.records.extend(records)
         batch.sources.extend([tracked] * len(records))
 
-    def _set_aside_headless(self, tracked: _Tracked, batch: _Batch) -> None:
-        """A sealed segment with no whole header: nothing in it can be read."""
+    def _drop_headless(self, tracked: _Tracked) -> None:
+        """Set aside and delete a sealed segment with no readable header (a crash's doing)."""
         segment = tracked.segment
-        if not segment.sealed():
-            return
         raw = segment.read_raw(0)
         if raw:
-            self._dead_letter.put("segment without a header", segment.path.name, raw=raw)
-        size = segment.size()
-        batch.progress[segment.path.name] = (tracked, Progress(size, tracked.shipped.rows))
+            self._dead_letter.put("segment without a readable header", segment.path.name, raw=raw)
+        logger.error("prediction journal %s has no readable header; set aside", segment.path.name)
+        segment.close()
+        remove_segment(segment.path)
+        del self._tracked[segment.path.name]
 
     def _retry_refused(
         self, records: Sequence[dict[str, Any]], outcome: InsertOutcome
@@ -484,7 +485,9 @@ def _loop(
         if now >= next_status:
             report(shipper.status)
             next_status = now + config.status_interval
-        if deadline is not None and (shipper.status.backlog == 0 or now >= deadline):
+        # Done once every segment is shipped and deleted: a server that just died may close its
+        # segments a moment after its end of the pipe, so a shipped one may not be sealed yet.
+        if deadline is not None and (shipper.status.segments == 0 or now >= deadline):
             if shipper.status.backlog:
                 logger.warning("%d rows left on disk for the next shipper", shipper.status.backlog)
             return

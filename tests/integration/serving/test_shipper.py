@@ -341,3 +341,24 @@ def test_rows_wait_while_the_machine_is_busy_but_no_longer_than_max_defer(setup:
     # and are shipped once they have waited max_defer
     setup.wait_stored(len(ids))
     assert sorted(setup.stored_ids()) == sorted(ids)
+
+
+def test_a_segment_without_a_readable_header_is_set_aside_and_removed(setup: Setup) -> None:
+    # given a sealed segment whose header a crash left unreadable, beside a good one
+    setup.root.mkdir(parents=True)
+    headless = setup.root / "20260101T000000-1-dead.000001.journal"
+    headless.write_bytes(b"not a journal header at all")
+    writer = _writer(setup.root)
+    ids = _journal(writer, 2)
+    writer.close()
+
+    # when a shipper runs
+    shipper = setup.shipper()
+    setup.wait_stored(len(ids))
+
+    # then the good rows land, and the headless segment is set aside and gone
+    wait_until(lambda: not headless.exists(), WAIT, what="the headless segment removed")
+    letters = setup.dead_letters()
+    assert [letter["segment"] for letter in letters] == [headless.name], letters
+    assert "raw_base64" in letters[0], "its bytes are kept"
+    assert shipper.stop() == 0
