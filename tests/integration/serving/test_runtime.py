@@ -119,6 +119,7 @@ def test_a_full_disk_refuses_with_503_loses_nothing_answered_and_recovers(
         prediction_log=True,
         journal_dir=str(small_disk / "journal"),
         journal_segment_bytes=8192,
+        ship_max_defer=0,  # the shipper frees the space: it must not wait for an idle machine
     )
     body = inference_request(registered_versions.features.head(1))
     answered: list[str] = []
