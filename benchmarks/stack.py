@@ -16,7 +16,6 @@ import re
 import signal
 import tempfile
 import time
-import urllib.request
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -73,13 +72,10 @@ class Server:
 
     def log_counts(self) -> dict[str, float]:
         """Return MLServer's telescore_prediction_log_* metrics, by short name."""
-        with urllib.request.urlopen(self.metrics, timeout=10) as response:  # noqa: S310
-            lines = response.read().decode().splitlines()
-        prefix = "telescore_prediction_log_"
-        return {
-            name.removeprefix(prefix).removesuffix("_total"): float(value)
-            for name, value, *_ in (line.split() for line in lines if line.startswith(prefix))
-        }
+        from telescore.io.serving_client import read_metrics
+
+        metrics = read_metrics(self.metrics, "telescore_prediction_log_", timeout=10)
+        return {name.removesuffix("_total"): value for name, value in metrics.items()}
 
     def documents(self, database: str) -> int:
         """Count the prediction documents in `database` (on nx-27017)."""

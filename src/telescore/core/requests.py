@@ -134,11 +134,8 @@ class FeatureBatch:
 
     def rows(self) -> list[dict[str, Any]]:
         """Return the rows as plain dicts in schema order."""
-        return [dict(zip(FEATURES, row, strict=True)) for row in self.values_by_row()]
-
-    def values_by_row(self) -> list[tuple[Any, ...]]:
-        """Return each row's values in FEATURES order."""
-        return list(zip(*(self.columns[name] for name in FEATURES), strict=True))
+        values = zip(*(self.columns[name] for name in FEATURES), strict=True)
+        return [dict(zip(FEATURES, row, strict=True)) for row in values]
 
 
 def validate_inputs(inputs: Sequence[TensorLike], max_rows: int = DEFAULT_MAX_ROWS) -> FeatureBatch:
@@ -172,10 +169,10 @@ class TrainingRanges:
     def __init__(self, feature_ranges: Mapping[str, Sequence[float]]) -> None:
         # Every numeric feature, in NUMERIC_FEATURES order: one comparison covers the batch, and
         # a feature the model has no range for can never be outside (-inf, inf).
-        self.names = [name for name in NUMERIC_FEATURES if name in feature_ranges]
         self._ranges = [
             (name, float(feature_ranges[name][0]), float(feature_ranges[name][1]))
-            for name in self.names
+            for name in NUMERIC_FEATURES
+            if name in feature_ranges
         ]
         infinite = [-np.inf, np.inf]
         bounds = [feature_ranges.get(name, infinite) for name in NUMERIC_FEATURES]
@@ -222,6 +219,8 @@ def _columns(inputs: Sequence[TensorLike]) -> dict[str, list[Any]]:
         kind = _KINDS.get(name)
         if kind is None or name in columns:
             _refuse_name(tensor, inputs, columns)
+        # What `_data` and `_datatype` do, and the checks below, are inlined on purpose: this
+        # runs for every input of every request, and a call per input costs more than its work.
         data = tensor.data
         data = getattr(data, "root", data)
         shape = tensor.shape
@@ -234,7 +233,6 @@ def _columns(inputs: Sequence[TensorLike]) -> dict[str, list[Any]]:
             and (not data or type(data[0]) not in _NESTED)
         ):
             data = _values(tensor, _rows_of(tensor))
-        # The loops below are inlined on purpose: this runs for every input of every request.
         if kind is _CATEGORY:
             allowed = _ALLOWED_VALUES[name]
             try:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from telescore.core.predictions import Route
 from telescore.core.requests import DEFAULT_MAX_ROWS
+from telescore.core.shipping import ShippingPolicy
 
 RUNTIME: Final = "telescore.serving.runtime.TelescoreRuntime"
 """The `implementation` MLServer loads for every telescore model."""
@@ -36,7 +37,7 @@ class RuntimeOptions(BaseModel):
     """Disk space reserved per journal segment; a full disk shows as no room for the next one."""
     fsync_interval: float = Field(default=1.0, gt=0)
     """Seconds between fsyncs of the journal: what a machine crash may lose."""
-    ship_max_defer: float = Field(default=30.0, ge=0)
+    ship_max_defer: float = Field(default=ShippingPolicy.max_defer, ge=0)
     """Seconds journaled rows may wait for idle CPU before they are shipped anyway (0: never
     wait). On one box, serving wins the CPU and shipping catches up when traffic eases."""
 

@@ -75,13 +75,14 @@ class ShipperConfig(BaseModel):
     """Journal root: every segment under it is shipped."""
     mongodb_uri: str
     database: str
-    batch_rows: int = Field(default=1000, gt=0)
+    # The policy's fields, with its defaults, checked here as the config arrives.
+    batch_rows: int = Field(default=ShippingPolicy.batch_rows, gt=0)
     """Rows per `insert_many`; a batch this full is shipped at once."""
-    max_delay: float = Field(default=0.25, ge=0)
+    max_delay: float = Field(default=ShippingPolicy.max_delay, ge=0)
     """Seconds a row waits for a fuller batch."""
-    min_idle_cores: float = Field(default=1.0, ge=0)
+    min_idle_cores: float = Field(default=ShippingPolicy.min_idle_cores, ge=0)
     """Idle CPU below which the machine counts as busy serving, and rows wait."""
-    max_defer: float = Field(default=30.0, ge=0)
+    max_defer: float = Field(default=ShippingPolicy.max_defer, ge=0)
     """Seconds rows may wait for idle CPU before they are shipped anyway; 0 never waits."""
     poll_interval: float = Field(default=0.05, gt=0)
     """Seconds between looks at the journal once everything is shipped."""

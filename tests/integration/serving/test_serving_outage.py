@@ -25,7 +25,7 @@ from telescore.core.predictions import JournalEntry, entry_payload
 from telescore.core.schema import FEATURES
 from telescore.io.journal import JournalWriter
 from telescore.io.prediction_store import PredictionStore
-from telescore.io.serving_client import Scores, ServingClient, ServingError
+from telescore.io.serving_client import Scores, ServingClient, ServingError, read_metrics
 from telescore.services.processes import ServiceProcess, wait_until
 from telescore.serving.shipper import DEAD_LETTER_DIR, DEAD_LETTER_FILE
 
@@ -41,10 +41,9 @@ WAIT = 60.0
 
 def _metric(mlserver: ServedMLServer, name: str) -> float:
     """Return a prediction log metric as MLServer's metrics endpoint shows it."""
-    for line in httpx.get(mlserver.metrics_url, timeout=5).text.splitlines():
-        if line.startswith(f"telescore_prediction_log_{name} "):
-            return float(line.split()[1])
-    raise AssertionError(f"telescore_prediction_log_{name} is not exposed")
+    metrics = read_metrics(mlserver.metrics_url, "telescore_prediction_log_", timeout=5)
+    assert name in metrics, f"telescore_prediction_log_{name} is not exposed"
+    return metrics[name]
 
 
 def _children(server_pid: int, module: bytes) -> set[int]:
