@@ -10,15 +10,18 @@ from typing import Annotated
 
 import pandas as pd
 import typer
+from pymongo.errors import PyMongoError
 from rich.console import Console
 from rich.table import Table
 
 from telescore.cli_stages import stages_app
+from telescore.core.outcomes import MalformedBatchError
 from telescore.core.schema import FEATURES
 from telescore.io import orchestrator
+from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.serving_client import ServingClient
-from telescore.jobs import platform
+from telescore.jobs import outcomes, platform
 from telescore.jobs import serving as deployment
 from telescore.settings import Settings, load_settings
 
@@ -28,6 +31,8 @@ app = typer.Typer(
 serve_app = typer.Typer(help="MLServer serving the champion and challenger.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
 app.add_typer(stages_app, name="stage", help="DVC pipeline stages (run by `dvc repro`).")
+outcomes_app = typer.Typer(help="Call outcomes: did the prospect subscribe?", no_args_is_help=True)
+app.add_typer(outcomes_app, name="outcomes")
 console = Console()
 PROJECT_ROOT = Path.cwd()
 
@@ -125,6 +130,41 @@ def serve_reload() -> None:
 def serve_status() -> None:
     """Show what MLServer serves."""
     _print_serving(_settings())
+
+
+@outcomes_app.command("import")
+def outcomes_import(
+    path: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="A .csv, .json or .jsonl file.")
+    ],
+) -> None:
+    """Record the outcomes of a file (prediction_id, subscribed); exit 1 if a row is rejected."""
+    settings = _settings()
+    mongodb = settings.mongodb
+    try:
+        with OutcomeStore(mongodb.resolved_uri(settings.project.host), mongodb.database) as store:
+            report = outcomes.import_outcomes(store, path)
+    except MalformedBatchError as error:
+        console.print(f"[red]{path} cannot be read[/]: {error}. Nothing was recorded.")
+        raise typer.Exit(code=1) from None
+    except PyMongoError as error:
+        console.print(
+            f"[red]MongoDB is unreachable[/] ({type(error).__name__}): run the import again "
+            "(rows recorded before it failed will count as already recorded)."
+        )
+        raise typer.Exit(code=1) from None
+    console.print(
+        f"{path}: {report.rows} rows, {report.accepted} recorded, "
+        f"{report.already_recorded} already recorded, {len(report.rejected)} rejected"
+    )
+    if report.rejected:
+        table = Table(title="Rejected rows")
+        for column in ("line", "prediction id", "reason"):
+            table.add_column(column)
+        for row in report.rejected:
+            table.add_row(str(row.line), row.prediction_id or "", row.reason)
+        console.print(table)
+        raise typer.Exit(code=1)
 
 
 def _print_serving(settings: Settings) -> None:

@@ -119,6 +119,15 @@ class ServingSettings(BaseSettings):
         return self.url or f"http://{host}:{self.http_port}"
 
 
+class ApiSettings(BaseSettings):
+    """The telescore HTTP API (call outcomes; the web app to come)."""
+
+    model_config = _config("TELESCORE_API_")
+
+    port: int = 8000
+    """Port the API listens on."""
+
+
 class Settings(BaseSettings):
     """All settings together, checked as a whole."""
 
@@ -129,6 +138,7 @@ class Settings(BaseSettings):
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
     mongodb: MongoSettings = Field(default_factory=MongoSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:
@@ -158,4 +168,5 @@ def load_settings() -> Settings:
         prefect=PrefectSettings(_env_file=path),
         mongodb=MongoSettings(_env_file=path),
         serving=ServingSettings(_env_file=path),
+        api=ApiSettings(_env_file=path),
     )

@@ -1,0 +1,139 @@
+"""Call outcomes over HTTP: record one, record a batch, read one. Parse, call jobs, answer.
+
+201 recorded, 200 already recorded (the same outcome), 404 unknown prediction id, 409 a different
+outcome is recorded already (it stays), 422 malformed (naming the field), 503 MongoDB down.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Body, HTTPException, Path, Response, status
+from pydantic import BaseModel
+
+from telescore.app.deps import MONGODB_UNREACHABLE, OutcomeStoreDep
+from telescore.core.outcomes import Outcome, PredictionId, RecordedOutcome
+from telescore.jobs import outcomes
+from telescore.jobs.outcomes import RecordResult, Status
+
+MAX_BATCH: Final = 1000
+"""Most outcomes one batch request may carry: larger ones are refused (422), not split."""
+
+router = APIRouter(prefix="/outcomes", tags=["outcomes"])
+
+
+class Detail(BaseModel):
+    """An error, for a person."""
+
+    detail: str
+
+
+class Recorded(BaseModel):
+    """An outcome reported: recorded now, or recorded before, the same."""
+
+    status: Status
+    outcome: RecordedOutcome
+    """The outcome stored for the prediction."""
+
+
+class BatchItem(BaseModel):
+    """What became of one outcome of a batch, in the batch's order."""
+
+    prediction_id: str
+    status: Status
+    detail: str
+
+
+class BatchRecorded(BaseModel):
+    """What became of each outcome of a batch."""
+
+    recorded: int
+    already_recorded: int
+    rejected: int
+    """Unknown prediction ids and conflicts: not recorded."""
+    results: list[BatchItem]
+
+
+_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Detail, "description": MONGODB_UNREACHABLE},
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        status.HTTP_200_OK: {"model": Recorded, "description": "Already recorded, the same"},
+        status.HTTP_404_NOT_FOUND: {"model": Detail, "description": "Unknown prediction id"},
+        status.HTTP_409_CONFLICT: {
+            "model": Detail,
+            "description": "A different outcome is recorded",
+        },
+        **_ERRORS,
+    },
+)
+def record_outcome(outcome: Outcome, store: OutcomeStoreDep, response: Response) -> Recorded:
+    """Record the outcome of one call."""
+    result = outcomes.record_outcome(store, outcome)
+    if result.status is Status.UNKNOWN_PREDICTION:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, result.message)
+    if result.status is Status.CONFLICT:
+        raise HTTPException(status.HTTP_409_CONFLICT, result.message)
+    if result.status is Status.ALREADY_RECORDED:
+        response.status_code = status.HTTP_200_OK
+    return Recorded(status=result.status, outcome=_stored(result))
+
+
+@router.post("/batch", responses=_ERRORS)
+def record_outcomes(
+    reported: Annotated[list[Outcome], Body(min_length=1, max_length=MAX_BATCH)],
+    store: OutcomeStoreDep,
+) -> BatchRecorded:
+    """Record the outcomes of many calls; say what became of each (rejected ones say why)."""
+    results = outcomes.record_outcomes(store, reported)
+    counts = {each: sum(result.status is each for result in results) for each in Status}
+    return BatchRecorded(
+        recorded=counts[Status.RECORDED],
+        already_recorded=counts[Status.ALREADY_RECORDED],
+        rejected=counts[Status.UNKNOWN_PREDICTION] + counts[Status.CONFLICT],
+        results=[
+            BatchItem(
+                prediction_id=result.outcome.prediction_id,
+                status=result.status,
+                detail=result.message,
+            )
+            for result in results
+        ],
+    )
+
+
+@router.get(
+    "/{prediction_id}",
+    responses={
+        status.HTTP_404_NOT_FOUND: {
+            "model": Detail,
+            "description": "Unknown prediction id, or no outcome recorded for it yet",
+        },
+        **_ERRORS,
+    },
+)
+def read_outcome(
+    prediction_id: Annotated[PredictionId, Path(description="The prediction's id")],
+    store: OutcomeStoreDep,
+) -> RecordedOutcome:
+    """Return the outcome recorded for a prediction."""
+    try:
+        outcome = outcomes.find_outcome(store, prediction_id)
+    except outcomes.UnknownPredictionError as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
+    if outcome is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"no outcome recorded yet for prediction {prediction_id}"
+        )
+    return outcome
+
+
+def _stored(result: RecordResult) -> RecordedOutcome:
+    if result.stored is None:  # only an unknown prediction has none, answered above
+        raise RuntimeError(f"no stored outcome for {result.outcome.prediction_id}")
+    return result.stored

@@ -1,0 +1,252 @@
+"""MongoDB adapter for call outcomes: the `outcomes` collection, and its join to `predictions`.
+
+An outcome document's `_id` is the prediction id it labels, so an outcome joins its
+prediction by `_id` and a prediction has at most one outcome: the first one stored.
+
+Only operations that both MongoDB and the embedded nx-27017 server answer are used here:
+insert_many, find with `$in`, range filters, `$or`, sort and limit, count_documents and
+create_index; no aggregation pipelines. The join reads predictions page by page (keyset on
+`_id`) and fetches each page's outcomes with one `$in` query, so memory is bounded by the
+page size whatever the window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import pandas as pd
+from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError
+
+from telescore.core import outcomes
+from telescore.core.outcomes import Outcome, RecordedOutcome, labelled_frame, utc_now
+from telescore.core.predictions import ID, TIMESTAMP
+from telescore.io.prediction_store import DUPLICATE_KEY, PREDICTIONS_COLLECTION
+
+OUTCOMES_COLLECTION: Final = "outcomes"
+INDEXED_FIELDS: Final = (outcomes.RECORDED_AT,)
+"""Besides `_id`: outcomes recorded since a time are counted by `recorded_at`."""
+DEFAULT_CHUNK_SIZE: Final = 1000
+"""Predictions read per query by the join: bounds its memory and the size of each `$in`."""
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What `record` did with one outcome."""
+
+    stored: RecordedOutcome
+    """The outcome the collection holds for the prediction now."""
+    new: bool
+    """True when this call stored it; False when the prediction had an outcome already."""
+
+
+class OutcomeStore:
+    """The `outcomes` collection of one database, joined to its `predictions`; a context manager."""
+
+    def __init__(
+        self,
+        uri: str,
+        database: str,
+        *,
+        collection: str = OUTCOMES_COLLECTION,
+        predictions_collection: str = PREDICTIONS_COLLECTION,
+        timeout_ms: int = 1500,
+    ) -> None:
+        self.uri = uri
+        self.database = database
+        self.collection_name = collection
+        self.predictions_collection_name = predictions_collection
+        self.timeout_ms = timeout_ms
+        self._client: MongoClient[Document] | None = None
+        self._indexed = False
+
+    def __enter__(self) -> OutcomeStore:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Create the client (it connects lazily, on the first operation)."""
+        if self._client is None:
+            # Short timeouts: a caller (an HTTP request, a telemarketer) is told within about
+            # two seconds that MongoDB is down, rather than after pymongo's default 30 s.
+            self._client = MongoClient(
+                self.uri,
+                serverSelectionTimeoutMS=self.timeout_ms,
+                connectTimeoutMS=self.timeout_ms,
+                socketTimeoutMS=self.timeout_ms + 500,
+                tz_aware=True,
+                appname="telescore-outcomes",
+            )
+
+    def close(self) -> None:
+        """Close the client and its connections."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @property
+    def collection(self) -> Collection[Document]:
+        """The `outcomes` pymongo collection (the store must be open)."""
+        return self._database_collection(self.collection_name)
+
+    @property
+    def predictions(self) -> Collection[Document]:
+        """The `predictions` pymongo collection the outcomes label (the store must be open)."""
+        return self._database_collection(self.predictions_collection_name)
+
+    def _database_collection(self, name: str) -> Collection[Document]:
+        if self._client is None:
+            raise RuntimeError("OutcomeStore is not open: use it as a context manager")
+        return self._client[self.database][name]
+
+    def ping(self) -> None:
+        """Raise a pymongo error unless the server answers."""
+        self.collection.database.client.admin.command("ping")
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes outcomes are queried by (idempotent)."""
+        for field in INDEXED_FIELDS:
+            self.collection.create_index([(field, ASCENDING)])
+        self._indexed = True
+
+    def record(
+        self, reported: Sequence[Outcome], recorded_at: datetime | None = None
+    ) -> list[Recorded]:
+        """Store each outcome whose prediction has none yet; say, per outcome, what is stored.
+
+        Idempotent and first-wins: an outcome never replaces another. Two outcomes for one
+        prediction in `reported` count as two reports, the first stored. Raises a pymongo
+        error when MongoDB fails (the caller may retry the same outcomes).
+        """
+        if not reported:
+            return []
+        if not self._indexed:
+            self.ensure_indexes()  # on the first write, so that MongoDB may be down at start-up
+        when = recorded_at or utc_now()
+        documents = [outcomes.outcome_document(outcome, when) for outcome in reported]
+        repeated: set[int] = set()
+        try:
+            self.collection.insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            repeated = _repeated_ids(error)
+        stored = self.get_many([documents[index][ID] for index in repeated])
+        results = []
+        for index, document in enumerate(documents):
+            if index not in repeated:
+                results.append(Recorded(outcomes.read_outcome_document(document), new=True))
+                continue
+            before = stored.get(document[ID])
+            if before is None:  # refused by another unique index, not by `_id`
+                raise RuntimeError(f"MongoDB refused outcome {document[ID]} without storing one")
+            results.append(Recorded(before, new=False))
+        return results
+
+    def get(self, prediction_id: str) -> RecordedOutcome | None:
+        """Return the outcome stored for a prediction, or None."""
+        return self.get_many([prediction_id]).get(prediction_id)
+
+    def get_many(self, prediction_ids: Sequence[str]) -> dict[str, RecordedOutcome]:
+        """Return the outcomes stored for these predictions, by prediction id (one query)."""
+        if not prediction_ids:
+            return {}
+        found = self.collection.find({ID: {"$in": list(set(prediction_ids))}})
+        return {document[ID]: outcomes.read_outcome_document(document) for document in found}
+
+    def known_predictions(self, prediction_ids: Sequence[str]) -> set[str]:
+        """Return which of these prediction ids are in the prediction log (one query)."""
+        if not prediction_ids:
+            return set()
+        found = self.predictions.find({ID: {"$in": list(set(prediction_ids))}}, {ID: 1})
+        return {document[ID] for document in found}
+
+    def count_recorded_since(self, since: datetime) -> int:
+        """Return how many outcomes were stored at or after `since`."""
+        return self.collection.count_documents({outcomes.RECORDED_AT: {"$gte": since}})
+
+    def labelled_predictions(
+        self, start: datetime, end: datetime, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> Iterator[list[Document]]:
+        """Yield the predictions timestamped in [start, end), sorted by `_id`, in chunks.
+
+        Each prediction document comes with its outcome joined: `subscribed` (bool) and
+        `reported_at`, both None when no outcome is recorded. A chunk holds at most
+        `chunk_size` predictions; two queries per chunk (the predictions, then their outcomes
+        with one `$in`). Ids sort as time does, so chunks come in time order.
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+        window = {TIMESTAMP: {"$gte": start, "$lt": end}}
+        last_id: str | None = None
+        while True:
+            # Keyset paging: each chunk is its own short query, so no cursor is held open
+            # (and none can time out) while the caller works on a chunk.
+            query = window if last_id is None else {**window, ID: {"$gt": last_id}}
+            chunk = list(self.predictions.find(query, sort=[(ID, ASCENDING)]).limit(chunk_size))
+            if not chunk:
+                return
+            labels = self.get_many([prediction[ID] for prediction in chunk])
+            yield [_with_label(prediction, labels.get(prediction[ID])) for prediction in chunk]
+            if len(chunk) < chunk_size:
+                return
+            last_id = chunk[-1][ID]
+
+    def labelled_between(
+        self, start: datetime, end: datetime, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> pd.DataFrame:
+        """Return the labelled predictions timestamped in [start, end) as training rows.
+
+        Columns as `core.outcomes.labelled_frame` builds them (features, label `y`,
+        timestamp, prediction id), in `_id` (time) order; predictions with no outcome are left out.
+        """
+        labelled = (
+            prediction
+            for chunk in self.labelled_predictions(start, end, chunk_size)
+            for prediction in chunk
+            if prediction[outcomes.SUBSCRIBED] is not None
+        )
+        return labelled_frame(labelled)
+
+    def latest_labelled(self, count: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> pd.DataFrame:
+        """Return the `count` most recent labelled predictions as training rows, oldest first.
+
+        Most recent by prediction id, which sorts as the prediction's time; columns as in
+        `labelled_between`.
+        """
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}")
+        newest = self.collection.find({}, sort=[(ID, DESCENDING)]).limit(count)
+        labels = {document[ID]: outcomes.read_outcome_document(document) for document in newest}
+        ids = sorted(labels)
+        rows: list[Document] = []
+        for offset in range(0, len(ids), chunk_size):
+            page = ids[offset : offset + chunk_size]
+            found = self.predictions.find({ID: {"$in": page}}, sort=[(ID, ASCENDING)])
+            rows.extend(_with_label(prediction, labels[prediction[ID]]) for prediction in found)
+        return labelled_frame(rows)
+
+
+def _with_label(prediction: Document, outcome: RecordedOutcome | None) -> Document:
+    """Add the outcome's label and report time to a prediction (None for both if unlabelled)."""
+    prediction[outcomes.SUBSCRIBED] = outcome.subscribed if outcome else None
+    prediction[outcomes.REPORTED_AT] = outcome.reported_at if outcome else None
+    return prediction
+
+
+def _repeated_ids(error: BulkWriteError) -> set[int]:
+    """Return the positions refused for a repeated key; raise if any failed otherwise."""
+    details = error.details
+    if details.get("writeConcernErrors"):
+        raise error
+    write_errors = details.get("writeErrors", [])
+    if any(each.get("code") != DUPLICATE_KEY for each in write_errors):
+        raise error  # MongoDB down or failing over, not the outcomes: the caller retries
+    return {int(each["index"]) for each in write_errors}
