@@ -13,16 +13,16 @@ from telescore.core.params import TrainingParams, load_params
 from telescore.io.datasets import Dataset
 from telescore.io.registry import Registry
 from telescore.jobs import training
-from telescore.settings import load_settings
+from telescore.settings import Settings, load_settings
 from telescore.validation.base import ValidationReport
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def ingest(params: TrainingParams, root: Path) -> Dataset:
-    """Read the versioned rows (reading twice is harmless, so it may retry)."""
-    return training.ingest(params, root)
+def ingest(params: TrainingParams, root: Path, settings: Settings) -> Dataset:
+    """Read the versioned rows and any production rows (reading twice is harmless: retried)."""
+    return training.ingest(params, root, settings.mongodb, settings.project.host)
 
 
 @task(name="validate-data", cache_policy=NO_CACHE)
@@ -63,19 +63,26 @@ def register(
     registry: Registry,
     run_id: str,
     root: Path,
+    trigger: dict[str, Any] | None,
 ) -> training.TrainingResult:
     """Register and decide promotion (not retried: a retry could register twice)."""
     return training.register(
-        trained, dataset, data_report, model_report, params, registry, run_id, root
+        trained, dataset, data_report, model_report, params, registry, run_id, root, trigger
     )
 
 
 # Results persist so that `prefect deployment run` callers can read what was decided.
 @flow(name="train-telemarketing", log_prints=True, persist_result=True)
 def train_telemarketing(
-    params_file: str = "params.yaml", overrides: dict[str, Any] | None = None
+    params_file: str = "params.yaml",
+    overrides: dict[str, Any] | None = None,
+    trigger: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train, validate and register a telemarketing model; return what was decided."""
+    """Train, validate and register a telemarketing model; return what was decided.
+
+    `trigger` says who asked and why (the monitor: its decision, window and reason); it is
+    kept as tags on the run and the model version.
+    """
     logger = get_run_logger()
     params = training.resolve_params(load_params(PROJECT_ROOT / params_file), overrides)
     settings = load_settings()
@@ -84,18 +91,29 @@ def train_telemarketing(
         settings.mlflow.model_name,
         settings.mlflow.experiment,
     )
-    run_id = registry.start_run("train-telemarketing")
+    run_id = registry.start_run(
+        "train-telemarketing",
+        tags={f"trigger.{key}": str(value) for key, value in (trigger or {}).items()},
+    )
     logger.info("MLflow run %s at %s", run_id, registry.tracking_uri)
     succeeded = False
     try:
         with tempfile.TemporaryDirectory(prefix="telescore-reports-") as work:
             reports = Path(work)
-            dataset = ingest(params, PROJECT_ROOT)
+            dataset = ingest(params, PROJECT_ROOT, settings)
             data_report = validate_data(dataset, registry, run_id, reports)
             trained = train(dataset, params, registry, run_id, reports / "plots")
             model_report = validate_model(trained, params, registry, run_id, reports)
             result = register(
-                trained, dataset, data_report, model_report, params, registry, run_id, PROJECT_ROOT
+                trained,
+                dataset,
+                data_report,
+                model_report,
+                params,
+                registry,
+                run_id,
+                PROJECT_ROOT,
+                trigger,
             )
         succeeded = True
     finally:
@@ -109,4 +127,5 @@ def train_telemarketing(
         "promoted": result.promoted,
         "reason": result.reason,
         "holdout_roc_auc": result.metrics.get("holdout_roc_auc"),
+        "production_rows": dataset.production_rows,
     }

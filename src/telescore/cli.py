@@ -45,6 +45,8 @@ def _print_urls(urls: platform.PlatformUrls, settings: Settings) -> None:
     table = Table(title="telescore is up", show_header=False)
     table.add_row("MLflow UI", urls.mlflow)
     table.add_row("Prefect UI", urls.prefect)
+    table.add_row("Evidently UI (monitoring)", urls.evidently)
+    table.add_row("Outcomes API", f"{urls.api}/docs")
     table.add_row("MongoDB", urls.mongodb)
     serving = deployment.status(settings)
     if serving.models:

@@ -128,6 +128,15 @@ class ApiSettings(BaseSettings):
     """Port the API listens on."""
 
 
+class EvidentlySettings(BaseSettings):
+    """The Evidently UI over the monitoring workspace (`<state_dir>/evidently`)."""
+
+    model_config = _config("TELESCORE_EVIDENTLY_")
+
+    port: int = 8001
+    """Port of the embedded Evidently UI."""
+
+
 class Settings(BaseSettings):
     """All settings together, checked as a whole."""
 
@@ -139,6 +148,7 @@ class Settings(BaseSettings):
     mongodb: MongoSettings = Field(default_factory=MongoSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    evidently: EvidentlySettings = Field(default_factory=EvidentlySettings)
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:
@@ -169,4 +179,5 @@ def load_settings() -> Settings:
         mongodb=MongoSettings(_env_file=path),
         serving=ServingSettings(_env_file=path),
         api=ApiSettings(_env_file=path),
+        evidently=EvidentlySettings(_env_file=path),
     )

@@ -13,6 +13,21 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
 
+class ProductionDataParams(_Frozen):
+    """Labelled production rows: logged predictions whose call outcome is known.
+
+    The rule: the base rows (`data.path`, cut to `sample_rows`), then the most recent
+    `max_rows` labelled production rows in the order they were scored. The split then holds out
+    the last `split.holdout_rows` of the whole, so that with production rows the model is judged
+    on the most recent outcomes, which no model trained on.
+    """
+
+    enabled: bool = False
+    """Add labelled production rows from MongoDB to the base rows."""
+    max_rows: int | None = Field(default=None, gt=0)
+    """Keep only the most recent N labelled production rows; None keeps all."""
+
+
 class DataParams(_Frozen):
     """Which rows to use."""
 
@@ -22,6 +37,8 @@ class DataParams(_Frozen):
     """Keep only the last N rows (most recent); None keeps all."""
     drop_columns: tuple[str, ...] = ("duration",)
     """Raw columns that must not reach the model: `duration` is known only after the call."""
+    production: ProductionDataParams = ProductionDataParams()
+    """Labelled production rows added after the base rows (the monitor's retraining turns it on)."""
 
 
 class SplitParams(_Frozen):

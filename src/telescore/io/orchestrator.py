@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any, cast
 
 TRAINING_DEPLOYMENT = "train-telemarketing/default"
+MONITOR_DEPLOYMENT = "monitor-telemarketing/default"
+IN_FLIGHT_STATES = ("SCHEDULED", "PENDING", "RUNNING")
+"""States of a flow run that will still do work (a late or paused run is SCHEDULED or PAUSED)."""
 
 
 class OrchestratorError(RuntimeError):
@@ -58,5 +61,75 @@ def run_deployment(
         "flow_run_name": flow_run.name,
         "state": state.name if state else "unknown",
         "completed": bool(state and state.is_completed()),
+        "result": result,
+    }
+
+
+def trigger_deployment(
+    name: str, api_url: str, parameters: dict[str, Any], idempotency_key: str
+) -> dict[str, Any]:
+    """Create a run of a deployment without waiting; the same key gives back the same run.
+
+    Prefect deduplicates flow runs on (deployment, idempotency key): a monitor that decides
+    twice for one episode gets the run it created the first time.
+    """
+    os.environ["PREFECT_API_URL"] = api_url
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment as prefect_run_deployment
+
+    flow_run = cast(
+        FlowRun,
+        prefect_run_deployment(
+            name, parameters=parameters, timeout=0, idempotency_key=idempotency_key
+        ),
+    )
+    return {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name}
+
+
+def runs_in_flight(name: str, api_url: str) -> list[str]:
+    """Return the ids of the deployment's runs that are scheduled, pending or running."""
+    os.environ["PREFECT_API_URL"] = api_url
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(name)
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType(s) for s in IN_FLIGHT_STATES])
+                )
+            ),
+        )
+    return [str(run.id) for run in runs]
+
+
+def flow_run_state(flow_run_id: str, api_url: str) -> dict[str, Any]:
+    """Return a flow run's state name, whether it is final, and its result when completed."""
+    os.environ["PREFECT_API_URL"] = api_url
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(UUID(flow_run_id))
+    state = flow_run.state
+    final = bool(state and state.is_final())
+    result: Any = None
+    if state is not None and state.is_completed():
+        result = state.result(raise_on_failure=False)
+    return {
+        "state": state.name if state else "unknown",
+        "final": final,
+        "completed": bool(state and state.is_completed()),
+        "message": state.message if state else None,
         "result": result,
     }

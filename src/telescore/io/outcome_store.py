@@ -168,6 +168,30 @@ class OutcomeStore:
         found = self.predictions.find({ID: {"$in": list(set(prediction_ids))}}, {ID: 1})
         return {document[ID] for document in found}
 
+    def count(self) -> int:
+        """Return how many outcomes are recorded."""
+        return self.collection.count_documents({})
+
+    def recorded_since(self, since: datetime) -> list[str]:
+        """Return the prediction ids whose outcome was recorded at or after `since`."""
+        found = self.collection.find({outcomes.RECORDED_AT: {"$gte": since}}, projection=[ID])
+        return [document[ID] for document in found]
+
+    def prediction_times(
+        self, prediction_ids: Sequence[str], chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> set[datetime]:
+        """Return when the given predictions were scored (their `timestamp`s)."""
+        times: set[datetime] = set()
+        for offset in range(0, len(prediction_ids), chunk_size):
+            page = list(prediction_ids[offset : offset + chunk_size])
+            found = self.predictions.find({ID: {"$in": page}}, projection=[TIMESTAMP])
+            times.update(document[TIMESTAMP] for document in found)
+        return times
+
+    def count_predictions(self, start: datetime, end: datetime) -> int:
+        """Return how many predictions are timestamped in [start, end)."""
+        return self.predictions.count_documents({TIMESTAMP: {"$gte": start, "$lt": end}})
+
     def count_recorded_since(self, since: datetime) -> int:
         """Return how many outcomes were stored at or after `since`."""
         return self.collection.count_documents({outcomes.RECORDED_AT: {"$gte": since}})

@@ -163,6 +163,14 @@ class Registry:
         """Load a registered version as the scikit-learn model it was logged as."""
         return mlflow.sklearn.load_model(ref.uri)
 
+    def download(self, artifact_uri: str, destination: Path) -> Path:
+        """Download a run's artifact (`runs:/<run id>/<path>`) into a folder; return its path."""
+        destination.mkdir(parents=True, exist_ok=True)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=self.tracking_uri
+        )
+        return Path(local)
+
     def version_tags(self, ref: ModelVersionRef) -> dict[str, str]:
         """Return the tags of a model version."""
         return dict(self.client.get_model_version(ref.name, ref.version).tags)

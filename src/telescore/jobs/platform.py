@@ -7,10 +7,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from telescore.core.monitoring import load_monitoring_params
 from telescore.io import orchestrator
 from telescore.services import embedded
 from telescore.services.processes import ServiceProcess, pid_alive, terminate_group
-from telescore.settings import Settings
+from telescore.settings import ENV_FILE_VARIABLE, Settings, env_file
 
 WORKER_HEALTH_PORT_OFFSET = 1  # worker health server on the Prefect port + 1
 
@@ -22,6 +23,8 @@ class PlatformUrls:
     mlflow: str
     prefect: str
     mongodb: str
+    evidently: str
+    api: str
 
 
 def _pid_file(settings: Settings, name: str) -> Path:
@@ -52,6 +55,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": settings.mlflow.resolved_tracking_uri(host),
         "TELESCORE_MONGODB_URI": settings.mongodb.resolved_uri(host),
         "TELESCORE_STATE_DIR": str(settings.project.state_dir.resolve()),
+        ENV_FILE_VARIABLE: str(env_file()),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
 
@@ -61,7 +65,12 @@ def bring_up(settings: Settings, project_root: Path) -> PlatformUrls:
     state = settings.project.state_dir
     host = settings.project.host
     api_url = settings.prefect.resolved_api_url(host)
-    env = service_env(settings) | {"TELESCORE_PROJECT_ROOT": str(project_root.resolve())}
+    monitoring = load_monitoring_params(project_root / "params.yaml")
+    env = service_env(settings) | {
+        "TELESCORE_PROJECT_ROOT": str(project_root.resolve()),
+        # Read by pipelines/prefect.yaml: the monitor runs once per window.
+        "TELESCORE_MONITOR_SCHEDULE": f"FREQ=MINUTELY;INTERVAL={monitoring.window_minutes}",
+    }
     servers = []
     if settings.mlflow.tracking_uri is None:
         servers.append(embedded.mlflow_server(state, settings.mlflow.port, host))
@@ -69,6 +78,8 @@ def bring_up(settings: Settings, project_root: Path) -> PlatformUrls:
         servers.append(embedded.prefect_server(state, settings.prefect.port, host))
     if settings.mongodb.uri is None:
         servers.append(embedded.mongodb_server(state, settings.mongodb.port, host))
+    servers.append(embedded.evidently_ui(state, settings.evidently.port, host))
+    servers.append(embedded.outcomes_api(state, settings.api.port, host, env))
     # Launch all first, then wait: MLflow and Prefect each take 10-20 s to get ready.
     launched = [s.launch() for s in servers if not is_running(settings, s)]
     for service in launched:
@@ -94,6 +105,8 @@ def bring_up(settings: Settings, project_root: Path) -> PlatformUrls:
         mlflow=settings.mlflow.resolved_tracking_uri(host),
         prefect=api_url.removesuffix("/api"),
         mongodb=settings.mongodb.resolved_uri(host),
+        evidently=f"http://{host}:{settings.evidently.port}",
+        api=f"http://{host}:{settings.api.port}",
     )
 
 

@@ -21,9 +21,11 @@ from telescore.core.metrics import classification_metrics
 from telescore.core.params import TrainingParams
 from telescore.core.promotion import PromotionDecision, decide_promotion
 from telescore.core.splits import chronological_split
-from telescore.io.datasets import Dataset, source_from_params
+from telescore.io.datasets import Dataset, source_from_params, with_production_rows, write_snapshot
+from telescore.io.outcome_store import OutcomeStore
 from telescore.io.registry import CHALLENGER, CHAMPION, ModelVersionRef, Registry, git_commit
 from telescore.jobs.plots import save_evaluation_plots
+from telescore.settings import MongoSettings
 from telescore.validation import deepchecks as deepchecks_validator
 from telescore.validation import great_expectations as gx_validator
 from telescore.validation.base import ValidationFailedError, ValidationReport
@@ -51,9 +53,30 @@ class TrainingResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def ingest(params: TrainingParams, root: Path = Path()) -> Dataset:
-    """Load the training rows named by the params, with their fingerprint."""
-    return source_from_params(params.data, root).load()
+SNAPSHOT_ARTIFACT = "data/training_rows.csv.gz"
+"""Where a run keeps exactly the rows it used, in its MLflow artifacts."""
+
+
+def ingest(
+    params: TrainingParams,
+    root: Path = Path(),
+    mongodb: MongoSettings | None = None,
+    host: str = "127.0.0.1",
+) -> Dataset:
+    """Load the training rows named by the params, with their fingerprint.
+
+    With `data.production.enabled`, the most recent labelled production rows from MongoDB
+    follow the base rows (see `ProductionDataParams` for the rule).
+    """
+    base = source_from_params(params.data, root).load()
+    production = params.data.production
+    if not production.enabled:
+        return base
+    if mongodb is None:
+        raise ValueError("data.production.enabled needs the MongoDB settings")
+    with OutcomeStore(mongodb.resolved_uri(host), mongodb.database) as store:
+        rows = store.latest_labelled(production.max_rows or max(store.count(), 1))
+    return with_production_rows(base, rows)
 
 
 def validate_data(
@@ -61,6 +84,7 @@ def validate_data(
 ) -> ValidationReport:
     """Validate the rows with Great Expectations; log the report; raise if they fail."""
     report = gx_validator.validate_rows(dataset.frame, report_dir)
+    snapshot = write_snapshot(dataset, report_dir / Path(SNAPSHOT_ARTIFACT).name)
     registry.log(
         run_id,
         metrics=report.metrics,
@@ -68,11 +92,15 @@ def validate_data(
             "data.fingerprint": dataset.fingerprint,
             "data.source": dataset.source,
             "data.rows": str(len(dataset.frame)),
+            "data.production_rows": str(dataset.production_rows),
             "gx.suite_sha256": report.details["suite_sha256"],
             "gx.passed": str(report.passed),
             "gx.failures": "\n".join(report.failures)[:5000],
         },
-        artifacts=[("validation", report.artifact_path)] if report.artifact_path else (),
+        artifacts=[
+            (str(Path(SNAPSHOT_ARTIFACT).parent), snapshot),
+            *([("validation", report.artifact_path)] if report.artifact_path else []),
+        ],
     )
     if not report.passed:
         raise ValidationFailedError(report)
@@ -139,14 +167,45 @@ def validate_model(
 
 
 def score_champion(
-    registry: Registry, champion: ModelVersionRef | None, trained: TrainedModel, metric: str
-) -> float | None:
-    """Score the champion on the candidate's holdout; None when there is no champion."""
-    if champion is None:
-        return None
-    model = registry.load_model(champion)
+    registry: Registry,
+    champion: ModelVersionRef | None,
+    trained: TrainedModel,
+    dataset: Dataset,
+    metric: str,
+) -> tuple[float | None, float]:
+    """Score candidate and champion on the holdout rows neither trained on.
+
+    Returns (champion score or None without a champion, candidate score). The candidate never
+    saw the holdout. A champion trained on production rows saw those up to its last
+    prediction id, so those rows are left out of both scores.
+    """
     features, labels = trained.holdout
-    return classification_metrics(labels, model.predict_proba(features)[:, 1])[metric]
+    candidate_scores = trained.pipeline.predict_proba(features)[:, 1]
+    if champion is None:
+        return None, classification_metrics(labels, candidate_scores)[metric]
+    last_seen = registry.version_tags(champion).get("data_last_prediction_id")
+    unseen = unseen_by(last_seen, dataset, len(labels))
+    if not unseen.any():  # nothing newer: compare on all of it, which favours the champion
+        unseen[:] = True
+    model = registry.load_model(champion)
+    champion_scores = model.predict_proba(features[unseen])[:, 1]
+    return (
+        classification_metrics(labels[unseen], champion_scores)[metric],
+        classification_metrics(labels[unseen], candidate_scores[unseen])[metric],
+    )
+
+
+def unseen_by(last_seen_id: str | None, dataset: Dataset, holdout_rows: int) -> np.ndarray:
+    """Return a mask of the holdout rows newer than a model's last trained production row."""
+    mask = np.ones(holdout_rows, dtype=bool)
+    if not last_seen_id or not dataset.production_ids:
+        return mask
+    # Production rows are the last rows, oldest first; ids sort as time does.
+    ids = dataset.production_ids[-holdout_rows:]
+    mask[holdout_rows - len(ids) :] = [each > last_seen_id for each in ids]
+    # Base rows in the holdout are older than any production row: the champion may have seen them.
+    mask[: holdout_rows - len(ids)] = False
+    return mask
 
 
 def _pass_count(passed: float, total: float, noun: str) -> str:
@@ -187,6 +246,7 @@ def register(
     registry: Registry,
     run_id: str,
     code_root: Path = Path(),
+    trigger: dict[str, Any] | None = None,
 ) -> TrainingResult:
     """Log and register the model, set `challenger`, and move `champion` if it wins."""
     features = trained.train[0]
@@ -202,9 +262,10 @@ def register(
         },
     )
     metric = params.promotion.metric
-    candidate_score = trained.metrics[f"holdout_{metric}"]
     champion_before = registry.alias_version(CHAMPION)
-    champion_score = score_champion(registry, champion_before, trained, metric)
+    champion_score, candidate_score = score_champion(
+        registry, champion_before, trained, dataset, metric
+    )
     decision: PromotionDecision = decide_promotion(
         candidate_score,
         champion_score,
@@ -215,6 +276,10 @@ def register(
         "git_commit": git_commit(code_root),
         "data_fingerprint": dataset.fingerprint,
         "data_source": dataset.source,
+        "data_snapshot": f"runs:/{run_id}/{SNAPSHOT_ARTIFACT}",
+        "data_production_rows": str(dataset.production_rows),
+        "data_last_prediction_id": dataset.last_prediction_id or "",
+        **{f"trigger_{key}": str(value) for key, value in (trigger or {}).items()},
         "gx_suite_sha256": str(data_report.details["suite_sha256"]),
         **validation_lineage(data_report, model_report),
         "params": json.dumps(params.model_dump(mode="json"), sort_keys=True),

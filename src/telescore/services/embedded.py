@@ -124,3 +124,50 @@ def prefect_worker(
         },
         cwd=cwd,
     )
+
+
+def evidently_ui(state_dir: Path, port: int, host: str = "127.0.0.1") -> ServiceProcess:
+    """Evidently UI over the monitoring workspace that the monitor writes under the state folder."""
+    workspace = (state_dir / "evidently").resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    return ServiceProcess(
+        name="evidently",
+        command=[
+            console_script("evidently"),
+            "ui",
+            "--workspace",
+            str(workspace),
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ],
+        # Not /api/version: it answers before the workspace is read, which happens on the first
+        # request for projects (and fails there if a snapshot is malformed).
+        health=http_ok(f"http://{host}:{port}/api/projects", timeout=30.0),
+        log_path=state_dir / "logs" / "evidently.log",
+        # Evidently sends usage telemetry unless told not to.
+        env={"DO_NOT_TRACK": "1"},
+    )
+
+
+def outcomes_api(
+    state_dir: Path, port: int, host: str = "127.0.0.1", env: dict[str, str] | None = None
+) -> ServiceProcess:
+    """The telescore API (call outcomes) under uvicorn; it reads its settings from `env`."""
+    return ServiceProcess(
+        name="outcomes-api",
+        command=[
+            console_script("uvicorn"),
+            "--factory",
+            "telescore.app.main:create_app",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
+        health=http_ok(f"http://{host}:{port}/health"),
+        log_path=state_dir / "logs" / "outcomes-api.log",
+        env=env or {},
+    )

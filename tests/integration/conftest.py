@@ -1,4 +1,4 @@
-"""Fixtures for flow tests: Prefect's test harness and a model name per test."""
+"""Fixtures for flow and job tests: Prefect's test harness and a model name per test."""
 
 from __future__ import annotations
 

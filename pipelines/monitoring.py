@@ -1,0 +1,86 @@
+"""Prefect flow `monitor-telemarketing`: evaluate a window of logged predictions, decide."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from telescore.core.monitoring import Window, load_monitoring_params
+from telescore.io.monitoring_store import MonitoringStore
+from telescore.io.outcome_store import OutcomeStore
+from telescore.io.registry import Registry
+from telescore.jobs import monitoring
+from telescore.settings import load_settings
+from telescore.validation.evidently_dashboards import MonitoringWorkspace
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@task(name="monitor-window", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def monitor_window(
+    monitor: monitoring.Monitor, window: Window, report_dir: Path
+) -> monitoring.MonitorResult:
+    """Read, evaluate and decide; retried whole when MongoDB or MLflow fails mid-way.
+
+    The decision comes last, after every read succeeded, so a failed try decides nothing;
+    a retry replaces the window's snapshot and figures rather than adding to them.
+    """
+    return monitoring.monitor_window(monitor, window, report_dir)
+
+
+@flow(name="monitor-telemarketing", log_prints=True, persist_result=True)
+def monitor_telemarketing(
+    params_file: str = "params.yaml",
+    window_start: datetime | None = None,
+    window_end: datetime | None = None,
+) -> dict[str, Any]:
+    """Monitor the champion on a window (default: the last complete one); decide on retraining."""
+    logger = get_run_logger()
+    params = load_monitoring_params(PROJECT_ROOT / params_file)
+    settings = load_settings()
+    host = settings.project.host
+    if window_start is not None and window_end is not None:
+        window = Window(window_start.astimezone(UTC), window_end.astimezone(UTC))
+    else:
+        window = Window.last_complete(datetime.now(UTC), params.window_minutes)
+    registry = Registry(
+        settings.mlflow.resolved_tracking_uri(host),
+        settings.mlflow.model_name,
+        settings.mlflow.experiment,
+    )
+    uri, database = settings.mongodb.resolved_uri(host), settings.mongodb.database
+    state_dir = settings.project.state_dir.resolve()
+    with (
+        OutcomeStore(uri, database, timeout_ms=5000) as outcomes,
+        MonitoringStore(uri, database) as records,
+        tempfile.TemporaryDirectory(prefix="telescore-monitor-") as work,
+    ):
+        records.ensure_indexes()
+        monitor = monitoring.Monitor(
+            params=params,
+            registry=registry,
+            outcomes=outcomes,
+            records=records,
+            workspace=MonitoringWorkspace(state_dir / "evidently"),
+            cache_dir=state_dir / "monitoring" / "reference",
+            prefect_api_url=settings.prefect.resolved_api_url(host),
+        )
+        result = monitor_window(monitor, window, Path(work))
+    decision = result.decision
+    logger.info("Window %s: %s", result.window, "; ".join(result.evaluated))
+    logger.info(
+        "Decision: %s (%s)", "retrain" if decision["retrain"] else "no retrain", decision["reason"]
+    )
+    return {
+        "window": result.window,
+        "evaluated": result.evaluated,
+        "retrain": decision["retrain"],
+        "reason": decision["reason"],
+        "decision_id": decision["_id"],
+        "training_flow_run_id": decision.get("flow_run_id"),
+    }

@@ -1,0 +1,205 @@
+"""Retraining policy: from the monitored windows, decide whether to train a new model, and why.
+
+In this data the five macro indicators drift in almost every window: they are what tells one
+period from the next. Feature drift alone would retrain all the time, so the policy weighs what
+callers feel first: labelled quality (ROC AUC, top-decile precision over the base rate) and
+calibration (mean score against the observed positive rate). Drift counts only for windows
+with too few labels to judge, and only when `drift_counts_without_labels` says so.
+
+A pure function of the window history and the run state, so that every guard is unit-tested.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+WindowVerdict = Literal[
+    "insufficient data", "awaiting labels", "drifted, unlabelled", "degraded", "healthy"
+]
+SILENT_VERDICTS: frozenset[WindowVerdict] = frozenset({"insufficient data", "awaiting labels"})
+"""Verdicts that say nothing about the model: they count neither for nor against a retrain."""
+
+
+class RetrainingPolicy(BaseModel):
+    """When a monitored model is retrained (the `monitoring.policy` section of params.yaml)."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+
+    min_window_rows: int = Field(default=200, gt=0)
+    """A window with fewer logged predictions gets "insufficient data", not a verdict."""
+    min_labelled_rows: int = Field(default=300, gt=0)
+    """Labelled rows a window needs before its quality counts."""
+    max_calibration_gap: float = Field(default=0.05, gt=0, le=1)
+    """Largest tolerated |mean score - positive rate| in a labelled window."""
+    min_roc_auc: float = Field(default=0.55, ge=0, le=1)
+    """Lowest tolerated ROC AUC in a labelled window (0 turns the check off)."""
+    min_top_decile_lift: float = Field(default=0.0, ge=0)
+    """Lowest tolerated top-decile precision over the window's positive rate (0: off)."""
+    max_drift_share: float = Field(default=0.5, gt=0, le=1)
+    """Share of drifted features that marks an unlabelled window as drifted."""
+    drift_counts_without_labels: bool = False
+    """Let "drifted, unlabelled" windows count towards a retrain (off: the macro indicators
+    drift in nearly every window of this data)."""
+    windows_considered: int = Field(default=2, gt=0)
+    """n: how many of the most recent judged windows are looked at."""
+    windows_required: int = Field(default=1, gt=0)
+    """k: how many of those n must be degraded to retrain."""
+    cooldown_windows: int = Field(default=2, ge=0)
+    """Windows that must pass after a retrain was triggered before another one may be."""
+    min_training_labels: int = Field(default=1000, ge=0)
+    """Labelled production rows needed in all, so that a new model has fresh rows to learn."""
+
+    @model_validator(mode="after")
+    def _k_within_n(self) -> RetrainingPolicy:
+        if self.windows_required > self.windows_considered:
+            raise ValueError("windows_required (k) cannot exceed windows_considered (n)")
+        return self
+
+
+@dataclass(frozen=True)
+class WindowHealth:
+    """The key numbers of one monitored window, as the monitor recorded them."""
+
+    window_start: datetime
+    rows: int
+    labelled_rows: int
+    share_drifted_features: float
+    mean_score: float
+    positive_rate: float | None = None
+    """Observed rate among the labelled rows; None when none is labelled."""
+    roc_auc: float | None = None
+    """None when undefined: no labels, or one class only."""
+    precision_top_decile: float | None = None
+
+    @property
+    def calibration_gap(self) -> float | None:
+        """Return |mean score - positive rate| over the labelled rows, if any."""
+        if self.positive_rate is None:
+            return None
+        return abs(self.mean_score - self.positive_rate)
+
+    @property
+    def top_decile_lift(self) -> float | None:
+        """Return top-decile precision over the positive rate, if both are defined."""
+        if self.precision_top_decile is None or not self.positive_rate:
+            return None
+        return self.precision_top_decile / self.positive_rate
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What the orchestrator and the decision log say about training right now."""
+
+    training_in_flight: bool
+    """A training run is scheduled, pending or running."""
+    windows_since_retrain: int | None
+    """Windows monitored since a retrain was last triggered; None if never."""
+    labelled_rows_available: int
+    """Labelled production rows the next training run could use."""
+
+
+@dataclass(frozen=True)
+class RetrainingDecision:
+    """Whether to train now, why, and the figures the decision was taken on."""
+
+    retrain: bool
+    reason: str
+    verdicts: tuple[WindowVerdict, ...]
+    """The verdict of each window looked at, oldest first."""
+    episode_start: datetime | None = None
+    """First degraded window of the current episode: one training run per episode."""
+
+    def as_record(self) -> dict[str, Any]:
+        """Return the decision as a plain mapping, for the decision log."""
+        return asdict(self)
+
+
+def judge_window(window: WindowHealth, policy: RetrainingPolicy) -> tuple[WindowVerdict, str]:
+    """Return a window's verdict and the figure that decided it."""
+    if window.rows < policy.min_window_rows:
+        return "insufficient data", f"{window.rows} rows < {policy.min_window_rows}"
+    if window.labelled_rows >= policy.min_labelled_rows:
+        problems = _quality_problems(window, policy)
+        if problems:
+            return "degraded", "; ".join(problems)
+        return "healthy", f"quality within bounds on {window.labelled_rows} labelled rows"
+    if window.share_drifted_features >= policy.max_drift_share:
+        return "drifted, unlabelled", (
+            f"{window.share_drifted_features:.0%} of features drifted, "
+            f"{window.labelled_rows} labelled rows"
+        )
+    return "awaiting labels", (
+        f"{window.labelled_rows} labelled rows < {policy.min_labelled_rows}, "
+        f"{window.share_drifted_features:.0%} of features drifted"
+    )
+
+
+def _quality_problems(window: WindowHealth, policy: RetrainingPolicy) -> list[str]:
+    problems = []
+    gap = window.calibration_gap
+    if gap is not None and gap > policy.max_calibration_gap:
+        problems.append(
+            f"calibration gap {gap:.3f} > {policy.max_calibration_gap:.3f} "
+            f"(mean score {window.mean_score:.3f}, positive rate {window.positive_rate:.3f})"
+        )
+    auc = window.roc_auc
+    if auc is not None and not math.isnan(auc) and auc < policy.min_roc_auc:
+        problems.append(f"ROC AUC {auc:.3f} < {policy.min_roc_auc:.3f}")
+    lift = window.top_decile_lift
+    if lift is not None and lift < policy.min_top_decile_lift:
+        problems.append(f"top-decile lift {lift:.2f} < {policy.min_top_decile_lift:.2f}")
+    return problems
+
+
+def decide_retraining(
+    history: Sequence[WindowHealth], state: RunState, policy: RetrainingPolicy
+) -> RetrainingDecision:
+    """Decide from the monitored windows (oldest first) and the run state whether to retrain."""
+    judged = [(window, *judge_window(window, policy)) for window in history]
+    silent = SILENT_VERDICTS | (
+        set() if policy.drift_counts_without_labels else {"drifted, unlabelled"}
+    )
+    considered = [entry for entry in judged if entry[1] not in silent]
+    recent = considered[-policy.windows_considered :]
+    verdicts = tuple(verdict for _, verdict, _ in recent)
+    counting = {"degraded"} | (
+        {"drifted, unlabelled"} if policy.drift_counts_without_labels else set()
+    )
+    flagged = [(window, verdict, why) for window, verdict, why in recent if verdict in counting]
+
+    if not recent:
+        latest = f"{judged[-1][1]}: {judged[-1][2]}" if judged else "no window monitored yet"
+        return RetrainingDecision(False, f"insufficient data ({latest})", verdicts)
+    if len(flagged) < policy.windows_required:
+        return RetrainingDecision(
+            False,
+            f"{len(flagged)} of the last {len(recent)} windows degraded, "
+            f"{policy.windows_required} required ({recent[-1][2]})",
+            verdicts,
+        )
+    episode = flagged[0][0].window_start
+    why = f"{len(flagged)} of the last {len(recent)} windows degraded: {flagged[-1][2]}"
+    if state.training_in_flight:
+        return RetrainingDecision(False, f"{why}; a training run is already in flight", verdicts)
+    cooling = state.windows_since_retrain
+    if cooling is not None and cooling < policy.cooldown_windows:
+        return RetrainingDecision(
+            False,
+            f"{why}; cooldown: {cooling} of {policy.cooldown_windows} windows "
+            "since the last retrain",
+            verdicts,
+        )
+    if state.labelled_rows_available < policy.min_training_labels:
+        return RetrainingDecision(
+            False,
+            f"{why}; only {state.labelled_rows_available} labelled rows to train on, "
+            f"{policy.min_training_labels} required",
+            verdicts,
+        )
+    return RetrainingDecision(True, why, verdicts, episode)

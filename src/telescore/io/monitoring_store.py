@@ -1,0 +1,114 @@
+"""MongoDB adapter for the monitor's own records: `monitoring_runs` and `retraining_decisions`.
+
+One `monitoring_runs` document per window (`_id` = the window's start, ISO 8601 UTC), replaced
+when the window is evaluated again (late outcomes, a second run): the policy and the audit
+read the window's latest figures. Every decision, to retrain or not, is a new
+`retraining_decisions` document. Only operations nx-27017 and MongoDB both answer are used.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo.collection import Collection
+
+RUNS_COLLECTION: Final = "monitoring_runs"
+DECISIONS_COLLECTION: Final = "retraining_decisions"
+
+Document = dict[str, Any]
+
+
+class MonitoringStore:
+    """The monitor's collections in one database; use as a context manager."""
+
+    def __init__(self, uri: str, database: str, *, timeout_ms: int = 5000) -> None:
+        self.uri = uri
+        self.database = database
+        self.timeout_ms = timeout_ms
+        self._client: MongoClient[Document] | None = None
+
+    def __enter__(self) -> MonitoringStore:
+        if self._client is None:
+            self._client = MongoClient(
+                self.uri,
+                serverSelectionTimeoutMS=self.timeout_ms,
+                tz_aware=True,
+                appname="telescore-monitor",
+            )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _collection(self, name: str) -> Collection[Document]:
+        if self._client is None:
+            raise RuntimeError("MonitoringStore is not open: use it as a context manager")
+        return self._client[self.database][name]
+
+    @property
+    def runs(self) -> Collection[Document]:
+        """The `monitoring_runs` collection."""
+        return self._collection(RUNS_COLLECTION)
+
+    @property
+    def decisions(self) -> Collection[Document]:
+        """The `retraining_decisions` collection."""
+        return self._collection(DECISIONS_COLLECTION)
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes the monitor queries by (idempotent)."""
+        self.runs.create_index([("window_start", ASCENDING)])
+        self.decisions.create_index([("decided_at", ASCENDING)])
+
+    def save_run(self, window_key: str, figures: Mapping[str, Any]) -> None:
+        """Store a window's figures, replacing those of an earlier evaluation of it."""
+        self.runs.replace_one({"_id": window_key}, {"_id": window_key, **figures}, upsert=True)
+
+    def run(self, window_key: str) -> Document | None:
+        """Return a window's stored figures, if it was evaluated."""
+        return self.runs.find_one({"_id": window_key})
+
+    def runs_between(self, start: datetime, end: datetime) -> list[Document]:
+        """Return the windows starting in [start, end), oldest first."""
+        query = {"window_start": {"$gte": start, "$lt": end}}
+        return list(self.runs.find(query, sort=[("window_start", ASCENDING)]))
+
+    def recent_runs(self, limit: int) -> list[Document]:
+        """Return the `limit` latest windows, oldest first."""
+        latest = self.runs.find({}, sort=[("window_start", DESCENDING)]).limit(limit)
+        return list(reversed(list(latest)))
+
+    def add_decision(self, decision: Mapping[str, Any]) -> str:
+        """Record a decision; return its id."""
+        decision_id = str(uuid.uuid4())
+        self.decisions.insert_one({"_id": decision_id, **decision})
+        return decision_id
+
+    def last_retrain(self) -> Document | None:
+        """Return the latest decision that triggered a training run."""
+        found = self.decisions.find({"retrain": True}, sort=[("decided_at", DESCENDING)]).limit(1)
+        return next(iter(found), None)
+
+    def awaiting_training_outcome(self) -> list[Document]:
+        """Return the retrain decisions whose training run's end is not yet recorded."""
+        return list(
+            self.decisions.find(
+                {"retrain": True, "training.final": {"$ne": True}},
+                sort=[("decided_at", ASCENDING)],
+            )
+        )
+
+    def set_training_outcome(self, decision_id: str, training: Mapping[str, Any]) -> None:
+        """Record what became of the training run a decision triggered."""
+        self.decisions.update_one({"_id": decision_id}, {"$set": {"training": dict(training)}})
+
+    def decisions_between(self, start: datetime, end: datetime) -> list[Document]:
+        """Return the decisions taken in [start, end), oldest first."""
+        query = {"decided_at": {"$gte": start, "$lt": end}}
+        return list(self.decisions.find(query, sort=[("decided_at", ASCENDING)]))

@@ -1,0 +1,340 @@
+"""The monitor: read a window of logged predictions, report with Evidently, decide, trigger.
+
+One run looks at one window (the last complete one, or the one it is given) and at the older
+windows whose outcomes arrived since the previous run. Each window becomes one Evidently
+snapshot dated to the window and one `monitoring_runs` document; each run takes one retraining
+decision, recorded whether it retrains or not.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from telescore.core.features import split_features_label
+from telescore.core.monitoring import MonitoringParams, Window
+from telescore.core.params import TrainingParams
+from telescore.core.predictions import FEATURES, MODEL_VERSION, ROUTE, SCORE
+from telescore.core.retraining import (
+    RetrainingDecision,
+    RunState,
+    WindowHealth,
+    decide_retraining,
+    judge_window,
+)
+from telescore.core.schema import FEATURES as FEATURE_NAMES
+from telescore.core.splits import chronological_split
+from telescore.io import orchestrator
+from telescore.io.datasets import read_snapshot
+from telescore.io.monitoring_store import MonitoringStore
+from telescore.io.outcome_store import OutcomeStore
+from telescore.io.registry import CHAMPION, ModelVersionRef, Registry
+from telescore.validation.evidently import LABEL, evaluate_window
+from telescore.validation.evidently_dashboards import MonitoringWorkspace
+
+SCORE_COLUMN = "score"
+
+
+@dataclass
+class Monitor:
+    """What one monitor run works with; the caller opens the stores and closes them."""
+
+    params: MonitoringParams
+    registry: Registry
+    outcomes: OutcomeStore
+    records: MonitoringStore
+    workspace: MonitoringWorkspace
+    cache_dir: Path
+    """Champion reference rows, kept by data fingerprint."""
+    prefect_api_url: str | None
+    """None: decide, but never trigger (a dry run)."""
+    training_deployment: str = orchestrator.TRAINING_DEPLOYMENT
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """What a run evaluated and decided."""
+
+    window: str
+    evaluated: list[str]
+    decision: dict[str, Any]
+
+
+def champion_reference(
+    registry: Registry, champion: ModelVersionRef, cache_dir: Path, max_rows: int
+) -> pd.DataFrame:
+    """Return the champion's training rows, scored by it: the reference a window is compared to.
+
+    Found through the registry's lineage (the version's data snapshot and fingerprint), so no
+    file path needs keeping in sync; the snapshot is checked against the fingerprint.
+    """
+    tags = registry.version_tags(champion)
+    snapshot_uri, fingerprint = tags.get("data_snapshot"), tags.get("data_fingerprint")
+    if not snapshot_uri or not fingerprint:
+        raise LookupError(
+            f"{champion.name} version {champion.version} has no data snapshot in its lineage: "
+            "retrain it to monitor it"
+        )
+    cached = cache_dir / f"{fingerprint}.csv.gz"
+    if not cached.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        # Downloaded beside the cache, then renamed: a cached file is always a whole one.
+        with tempfile.TemporaryDirectory(dir=cache_dir) as download:
+            registry.download(snapshot_uri, Path(download)).replace(cached)
+    rows = read_snapshot(cached, fingerprint)
+    params = TrainingParams.model_validate_json(tags["params"], strict=False)
+    train_rows, _ = chronological_split(rows, params.split)
+    train_rows = train_rows.iloc[-max_rows:]
+    features, labels = split_features_label(train_rows)
+    model = registry.load_model(champion)
+    return features.assign(
+        **{SCORE_COLUMN: model.predict_proba(features)[:, 1], LABEL: labels.astype(float)}
+    ).reset_index(drop=True)
+
+
+def read_window(
+    outcomes: OutcomeStore, window: Window, max_rows: int, route: str = CHAMPION
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Return a window's predictions by `route` with their labels (NaN where unknown).
+
+    Reads in chunks; above `max_rows` predictions, keeps an even sample (every k-th), so the
+    memory a run needs is bounded whatever the traffic.
+    """
+    total = outcomes.count_predictions(window.start, window.end)
+    step = max(1, math.ceil(total / max_rows))
+    columns: dict[str, list[Any]] = {name: [] for name in (*FEATURE_NAMES, SCORE_COLUMN, LABEL)}
+    versions: Counter[str] = Counter()
+    seen = 0
+    for chunk in outcomes.labelled_predictions(window.start, window.end):
+        for prediction in chunk:
+            seen += 1
+            if prediction[ROUTE] != route or (seen - 1) % step:
+                continue
+            features = prediction[FEATURES]
+            for name in FEATURE_NAMES:
+                columns[name].append(features[name])
+            columns[SCORE_COLUMN].append(prediction[SCORE])
+            subscribed = prediction["subscribed"]
+            columns[LABEL].append(np.nan if subscribed is None else float(subscribed))
+            versions[str(prediction[MODEL_VERSION])] += 1
+    frame = pd.DataFrame(columns)
+    info = {
+        "predictions": total,
+        "sampled_every": step,
+        "model_version": versions.most_common(1)[0][0] if versions else None,
+    }
+    return frame, info
+
+
+def window_figures(
+    window: Window, frame: pd.DataFrame, metrics: dict[str, float], info: dict[str, Any]
+) -> dict[str, Any]:
+    """Return the document `monitoring_runs` keeps for a window."""
+    labelled = int(frame[LABEL].notna().sum()) if len(frame) else 0
+    return {
+        "window_start": window.start,
+        "window_end": window.end,
+        "rows": len(frame),
+        "labelled_rows": labelled,
+        **info,
+        **{key.replace(".", "_"): value for key, value in metrics.items()},
+    }
+
+
+def health(document: dict[str, Any]) -> WindowHealth:
+    """Return the figures the policy reads from a `monitoring_runs` document."""
+
+    def optional(key: str) -> float | None:
+        value = document.get(key)
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+    return WindowHealth(
+        window_start=document["window_start"],
+        rows=int(document["rows"]),
+        labelled_rows=int(document["labelled_rows"]),
+        share_drifted_features=float(document.get("share_drifted_features") or 0.0),
+        mean_score=float(document.get("mean_score") or 0.0),
+        positive_rate=optional("positive_rate"),
+        roc_auc=optional("roc_auc"),
+        precision_top_decile=optional("precision_top_decile"),
+    )
+
+
+def evaluate(
+    monitor: Monitor, window: Window, reference: pd.DataFrame, report_dir: Path, read_at: datetime
+) -> dict[str, Any]:
+    """Evaluate one window, store its snapshot (replacing any) and its figures; return them."""
+    frame, info = read_window(monitor.outcomes, window, monitor.params.max_rows)
+    policy = monitor.params.policy
+    metrics: dict[str, float] = {}
+    if len(frame) >= policy.min_window_rows:
+        evaluation = evaluate_window(
+            reference,
+            frame,
+            window_start=window.start,
+            window_end=window.end,
+            report_dir=report_dir,
+            options=monitor.params.drift,
+        )
+        monitor.workspace.save_window(evaluation.snapshot, window.start)
+        metrics = evaluation.report.metrics
+    figures = window_figures(window, frame, metrics, info)
+    verdict, why = judge_window(health(figures), policy)
+    figures |= {"verdict": verdict, "verdict_reason": why, "read_at": read_at}
+    monitor.records.save_run(window.key, figures)
+    return figures
+
+
+def windows_with_late_outcomes(
+    monitor: Monitor, since: datetime | None, now: Window
+) -> list[Window]:
+    """Return the stored windows before `now` whose outcomes arrived since the previous run."""
+    lookback = monitor.params.lookback_windows
+    if since is None or lookback == 0:
+        return []
+    times = monitor.outcomes.prediction_times(monitor.outcomes.recorded_since(since))
+    stored = [
+        each
+        for each in monitor.records.recent_runs(lookback + 1)
+        if each["window_start"] < now.start
+    ][-lookback:]
+    return [
+        window
+        for window in (Window(each["window_start"], each["window_end"]) for each in stored)
+        if any(window.start <= moment < window.end for moment in times)
+    ]
+
+
+def previous_run_started(records: MonitoringStore) -> datetime | None:
+    """Return when the latest evaluation read its rows: outcomes recorded after are new."""
+    latest = records.runs.find({}, sort=[("read_at", -1)]).limit(1)
+    document = next(iter(latest), None)
+    return document["read_at"] if document else None
+
+
+def run_state(monitor: Monitor, history: list[dict[str, Any]]) -> RunState:
+    """Return what the orchestrator and the decision log say about training now."""
+    in_flight = bool(
+        monitor.prefect_api_url
+        and orchestrator.runs_in_flight(monitor.training_deployment, monitor.prefect_api_url)
+    )
+    last = monitor.records.last_retrain()
+    since: int | None = None
+    if last is not None:
+        since = sum(1 for document in history if document["window_start"] > last["window_start"])
+    return RunState(in_flight, since, monitor.outcomes.count())
+
+
+def decide(
+    monitor: Monitor, window: Window, champion: ModelVersionRef
+) -> tuple[RetrainingDecision, dict[str, Any]]:
+    """Take and record the retraining decision on the champion's windows; trigger if it says so."""
+    policy = monitor.params.policy
+    recent = monitor.records.recent_runs(limit=max(50, policy.windows_considered * 4))
+    history = [each for each in recent if each.get("model_version") == champion.version]
+    state = run_state(monitor, recent)
+    decision = decide_retraining([health(each) for each in history], state, policy)
+    record: dict[str, Any] = {
+        "decided_at": datetime.now(UTC),
+        "window_start": window.start,
+        "window": window.key,
+        "champion_version": champion.version,
+        **decision.as_record(),
+        "verdicts": list(decision.verdicts),
+        "state": {
+            "training_in_flight": state.training_in_flight,
+            "windows_since_retrain": state.windows_since_retrain,
+            "labelled_rows_available": state.labelled_rows_available,
+        },
+        "inputs": [
+            {key: each.get(key) for key in ("_id", "rows", "labelled_rows", "verdict")}
+            for each in history[-policy.windows_considered :]
+        ],
+    }
+    if decision.retrain and decision.episode_start is not None:
+        key = f"retrain-{champion.version}-{decision.episode_start.astimezone(UTC).isoformat()}"
+        record["idempotency_key"] = key
+        if monitor.prefect_api_url:
+            record |= orchestrator.trigger_deployment(
+                monitor.training_deployment,
+                monitor.prefect_api_url,
+                parameters={
+                    "overrides": monitor.params.retrain_overrides,
+                    "trigger": {
+                        "by": "monitor-telemarketing",
+                        "window": window.key,
+                        "episode": decision.episode_start.isoformat(),
+                        "reason": decision.reason,
+                    },
+                },
+                idempotency_key=key,
+            )
+    record["_id"] = monitor.records.add_decision(record)
+    monitor.workspace.record_decision(
+        window.start, retrain=decision.retrain, reason=decision.reason
+    )
+    return decision, record
+
+
+def follow_training_runs(monitor: Monitor) -> None:
+    """Record how the training runs earlier decisions triggered ended (validation included)."""
+    if not monitor.prefect_api_url:
+        return
+    for decision in monitor.records.awaiting_training_outcome():
+        if "flow_run_id" not in decision:
+            continue
+        state = orchestrator.flow_run_state(decision["flow_run_id"], monitor.prefect_api_url)
+        if not state["final"]:
+            continue
+        result = state["result"] if isinstance(state["result"], dict) else {}
+        if state["completed"]:
+            summary = (
+                f"registered version {result.get('version')}: "
+                f"{'promoted to champion' if result.get('promoted') else 'champion kept'} "
+                f"({result.get('reason')})"
+            )
+        else:
+            summary = (
+                f"training run {state['state']}: champion {decision['champion_version']} kept "
+                f"({(state['message'] or '')[:300]})"
+            )
+        monitor.records.set_training_outcome(
+            decision["_id"], {"final": True, "state": state["state"], "summary": summary, **result}
+        )
+
+
+def monitor_window(monitor: Monitor, window: Window, report_dir: Path) -> MonitorResult:
+    """Run the monitor on `window` and on older windows whose outcomes just arrived."""
+    champion = monitor.registry.alias_version(CHAMPION)
+    if champion is None:
+        raise LookupError("no champion to monitor: train one first")
+    monitor.workspace.write_dashboard()
+    follow_training_runs(monitor)
+    since = previous_run_started(monitor.records)
+    read_at = datetime.now(UTC)
+    reference = champion_reference(
+        monitor.registry, champion, monitor.cache_dir, monitor.params.reference_rows
+    )
+    windows = [*windows_with_late_outcomes(monitor, since, window), window]
+    evaluated = []
+    for each in _unique(windows):
+        figures = evaluate(monitor, each, reference, report_dir, read_at)
+        evaluated.append(f"{each.key}: {figures['verdict']}")
+    _, record = decide(monitor, window, champion)
+    return MonitorResult(window.key, evaluated, record)
+
+
+def _unique(windows: Iterable[Window]) -> list[Window]:
+    seen: dict[str, Window] = {}
+    for window in windows:
+        seen.setdefault(window.key, window)
+    return list(seen.values())

@@ -1,0 +1,242 @@
+"""Evidently on real rows: drift verdicts, idempotent workspace writes, the real UI serving them."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from telescore.services.embedded import evidently_ui
+from telescore.services.processes import free_port, wait_until
+from telescore.validation.evidently import WindowEvaluation, evaluate_window, snapshot_metrics
+from telescore.validation.evidently_dashboards import (
+    PROJECT_ID,
+    MonitoringWorkspace,
+    dashboard_model,
+    window_snapshot_id,
+)
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+START = datetime(2010, 3, 1, tzinfo=UTC)
+WEEK = timedelta(days=7)
+QUALITY = ("roc_auc", "precision_top_decile", "positive_rate", "mean_score")
+
+
+@pytest.fixture(scope="module")
+def bank() -> pd.DataFrame:
+    """The real rows as the monitor sees them: inputs, a score, a label, and the call's year."""
+    frame = pd.read_csv(ROOT / "data" / "bank-additional-full.csv.gz", sep=";")
+    frame = frame.drop(columns=["duration"])
+    # The rows are in call order over 2008-2010: a new year starts where the month goes back.
+    month = frame["month"].map(MONTHS.index)
+    frame["year"] = 2008 + (month.diff() < 0).cumsum()
+    frame["label"] = (frame.pop("y") == "yes").astype(float)
+    # A stand-in for the champion: low rates made calls succeed, and so does this score.
+    frame["score"] = 1 / (1 + np.exp(frame["euribor3m"] - 2.0))
+    return frame
+
+
+@pytest.fixture(scope="module")
+def reference(bank: pd.DataFrame) -> pd.DataFrame:
+    return bank[bank["year"] == 2008].sample(3000, random_state=0).drop(columns="year")
+
+
+def _sample(
+    bank: pd.DataFrame, year: int, rows: int, exclude: pd.Index | None = None
+) -> pd.DataFrame:
+    period = bank[bank["year"] == year]
+    if exclude is not None:
+        period = period.drop(index=exclude)
+    return period.sample(rows, random_state=1).drop(columns="year")
+
+
+def _evaluate(
+    reference: pd.DataFrame, current: pd.DataFrame, start: datetime, report_dir: Path
+) -> WindowEvaluation:
+    return evaluate_window(
+        reference, current, window_start=start, window_end=start + WEEK, report_dir=report_dir
+    )
+
+
+def test_a_shifted_macro_indicator_drifts_and_a_same_period_sample_does_not(
+    bank: pd.DataFrame, reference: pd.DataFrame, tmp_path: Path
+) -> None:
+    shifted = _evaluate(reference, _sample(bank, 2010, 1000), START, tmp_path).report
+    same = _evaluate(
+        reference, _sample(bank, 2008, 1000, exclude=reference.index), START, tmp_path
+    ).report
+
+    assert shifted.metrics["drift.euribor3m"] >= 0.1, "2010 rates vs 2008 rates: no drift"
+    assert "euribor3m" in shifted.details["drifted_features"], shifted.details
+    assert shifted.metrics["prediction_drift"] >= 0.1, "a score built on rates must drift too"
+    assert not shifted.passed and any("prediction drift" in f for f in shifted.failures), (
+        shifted.summary()
+    )
+    assert same.metrics["drift.euribor3m"] < 0.1, "a sample of the same period drifted"
+    assert same.details["drifted_features"] == [], same.details
+    assert same.passed, same.summary()
+    assert shifted.artifact_path is not None and shifted.artifact_path.stat().st_size > 0, (
+        "HTML report missing"
+    )
+
+
+def test_quality_figures_follow_the_labels_present(
+    bank: pd.DataFrame, reference: pd.DataFrame, tmp_path: Path
+) -> None:
+    current = _sample(bank, 2009, 600)
+    some = current.assign(label=current["label"].where(np.arange(600) % 3 == 0))
+    one_class = current.assign(label=np.where(np.arange(600) < 100, 0.0, np.nan))
+    none = current.assign(label=np.nan)
+
+    figures = {
+        name: _evaluate(reference, frame, START, tmp_path).report.metrics
+        for name, frame in {"some": some, "one-class": one_class, "none": none}.items()
+    }
+
+    assert set(QUALITY) <= set(figures["some"]), f"quality missing: {sorted(figures['some'])}"
+    assert figures["some"]["label_coverage"] == pytest.approx(200 / 600), "wrong coverage"
+    assert figures["some"]["labelled_rows"] == 200 and figures["some"]["rows"] == 600, "wrong rows"
+    assert "roc_auc" not in figures["one-class"], "ROC AUC of one class must be left out"
+    assert figures["one-class"]["positive_rate"] == 0.0, "one class still has a positive rate"
+    assert not set(QUALITY) & set(figures["none"]), "quality figures without any label"
+    assert figures["none"]["label_coverage"] == 0.0, "coverage of an unlabelled window"
+
+
+@pytest.fixture(scope="module")
+def windows(
+    bank: pd.DataFrame, reference: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory
+) -> list[WindowEvaluation]:
+    """Three weekly windows of 2009 rows, the last without labels yet."""
+    report_dir = tmp_path_factory.mktemp("reports")
+    rows = _sample(bank, 2009, 900)
+    rows.loc[rows.index[600:], "label"] = np.nan
+    return [
+        _evaluate(reference, rows.iloc[i * 300 : (i + 1) * 300], START + i * WEEK, report_dir)
+        for i in range(3)
+    ]
+
+
+def test_saving_a_window_again_replaces_its_snapshot(
+    windows: list[WindowEvaluation], tmp_path: Path
+) -> None:
+    workspace = MonitoringWorkspace(tmp_path / "evidently")
+    workspace.save_window(windows[0].snapshot, START)
+    workspace.record_decision(START, retrain=True, reason="ROC AUC under 0.7")
+    # Late labels: the window is evaluated again and saved again, still dated to its start.
+    workspace.save_window(windows[1].snapshot, START)
+
+    assert workspace.snapshot_ids() == [window_snapshot_id(START)], "a window got two snapshots"
+    stored = workspace.load_window(START)
+    assert stored is not None, "the window's snapshot is gone"
+    assert stored.timestamp == START, f"snapshot dated {stored.timestamp}, not its window"
+    assert stored.metadata["retrain_reason"] == "ROC AUC under 0.7", "the decision was lost"
+    figures = snapshot_metrics(stored)
+    assert figures.pop("retrain") == 1.0, "the decision's figure was lost"
+    assert figures == windows[1].report.metrics, "stored figures differ from the evaluation's"
+    workspace.record_decision(START, retrain=False, reason="labels back to normal")
+    stored = workspace.load_window(START)
+    assert stored is not None, "the window's snapshot is gone"
+    decisions = [
+        result.value
+        for result in stored.metric_results.values()
+        if result.metric_value_location.metric.params["type"].endswith(":RetrainingDecision")
+    ]
+    assert decisions == [0], f"expected one decision, now keep: {decisions}"
+    assert "retrain" not in stored.tags, "a kept model still tagged retrain"
+
+
+def test_writing_the_dashboard_again_does_not_duplicate_panels(tmp_path: Path) -> None:
+    workspace = MonitoringWorkspace(tmp_path / "evidently")
+    workspace.write_dashboard()
+    first = workspace.dashboard()
+    workspace.write_dashboard()
+    again = workspace.dashboard()
+
+    assert [p.id for p in again.panels] == [p.id for p in first.panels], "panels changed"
+    assert len(again.panels) == len(dashboard_model().panels), "panels duplicated"
+    placed = [panel for tab in again.tabs for panel in tab.panels]
+    assert sorted(placed) == sorted(p.id for p in again.panels), "a panel is in no tab or two"
+
+
+def _api(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    request = urllib.request.Request(  # noqa: S310 - local URL
+        base + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def _panel_series(base: str) -> dict[str, list[list[float | None]]]:
+    """Ask the UI for each panel's series, as its front end does: one filter per value."""
+    plotted = {}
+    for panel in _api(base, f"/api/v2/dashboards/{PROJECT_ID}")["panels"]:
+        filters = [
+            {key: value[key] for key in ("tags", "metadata", "metric", "metric_labels")}
+            for value in panel["values"]
+        ]
+        if filters:  # a text panel plots nothing
+            batch = _api(
+                base,
+                f"/api/v2/snapshots/{PROJECT_ID}/data_series_batch",
+                {"series_filter": filters},
+            )
+            plotted[panel["title"]] = [series["values"] for series in batch["series"]]
+    return plotted
+
+
+def _served(port: int) -> tuple[int, list[str]]:
+    """Return the panels and the snapshot ids that the UI on `port` serves for the project."""
+    base = f"http://127.0.0.1:{port}"
+    projects = {p["id"]: p["name"] for p in _api(base, "/api/projects")}
+    assert projects.get(str(PROJECT_ID)) == "telemarketing", f"project missing: {projects}"
+    dashboard = _api(base, f"/api/v2/dashboards/{PROJECT_ID}")
+    snapshots = _api(base, f"/api/projects/{PROJECT_ID}/snapshots")
+    return len(dashboard["panels"]), sorted(s["id"] for s in snapshots)
+
+
+@pytest.mark.slow
+def test_the_ui_serves_the_project_and_keeps_it_across_a_restart(
+    windows: list[WindowEvaluation], tmp_path: Path
+) -> None:
+    workspace = MonitoringWorkspace(tmp_path / "evidently")
+    workspace.write_dashboard()
+    for i, window in enumerate(windows[:2]):
+        workspace.save_window(window.snapshot, START + i * WEEK)
+    workspace.record_decision(START + WEEK, retrain=True, reason="share drifted over 0.5")
+    panels = dashboard_model().panels
+
+    port = free_port()
+    with evidently_ui(tmp_path, port).running():
+        count, before = _served(port)
+        assert count == len(panels), f"the UI shows {count} panels, not {len(panels)}"
+        assert len(before) == 2, f"the UI lists {len(before)} snapshots, not 2"
+        series = _panel_series(f"http://127.0.0.1:{port}")
+        empty = [title for title, found in series.items() if not found]
+        assert not empty, f"panels whose values match nothing in the snapshots: {empty}"
+        share = series["Share of drifted inputs"]
+        assert [len(points) for points in share] == [2], f"one point a window expected: {share}"
+        decisions = series["Retraining decisions"]
+        assert decisions == [[1.0]], f"the recorded decision is not plotted: {decisions}"
+        # A window saved while the UI runs shows up without a restart (the UI watches the folder).
+        workspace.save_window(windows[2].snapshot, START + 2 * WEEK)
+        wait_until(lambda: len(_served(port)[1]) == 3, 30, what="the third window in the UI")
+        _, before = _served(port)
+
+    port = free_port()
+    with evidently_ui(tmp_path, port).running():
+        count, after = _served(port)
+        assert count == len(panels), (
+            f"after a restart the UI shows {count} panels, not {len(panels)}"
+        )
+        assert after == before, f"snapshots changed across the restart: {before} -> {after}"

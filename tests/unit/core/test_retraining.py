@@ -1,0 +1,176 @@
+"""The retraining policy on hand-made window histories."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from telescore.core.retraining import (
+    RetrainingPolicy,
+    RunState,
+    WindowHealth,
+    decide_retraining,
+    judge_window,
+)
+
+POLICY = RetrainingPolicy(
+    min_window_rows=100,
+    min_labelled_rows=50,
+    max_calibration_gap=0.05,
+    min_roc_auc=0.55,
+    windows_considered=3,
+    windows_required=2,
+    cooldown_windows=2,
+    min_training_labels=500,
+)
+IDLE = RunState(training_in_flight=False, windows_since_retrain=None, labelled_rows_available=5000)
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def window(index: int, **figures: float | int | None) -> WindowHealth:
+    base: dict[str, float | int | None] = {
+        "rows": 1000,
+        "labelled_rows": 800,
+        "share_drifted_features": 0.3,
+        "mean_score": 0.10,
+        "positive_rate": 0.11,
+        "roc_auc": 0.70,
+        "precision_top_decile": 0.30,
+    }
+    return WindowHealth(window_start=START + timedelta(hours=index), **(base | figures))  # type: ignore[arg-type]
+
+
+def miscalibrated(index: int) -> WindowHealth:
+    return window(index, mean_score=0.10, positive_rate=0.40)
+
+
+def test_persistent_degradation_retrains_once_k_of_n_windows_say_so() -> None:
+    history = [window(0), miscalibrated(1), miscalibrated(2)]
+
+    decision = decide_retraining(history, IDLE, POLICY)
+
+    assert decision.retrain, f"2 of 3 degraded windows must retrain: {decision.reason}"
+    assert decision.episode_start == history[1].window_start, "episode starts at the first one"
+    assert "calibration gap 0.300" in decision.reason, decision.reason
+
+
+def test_a_single_spike_does_not_retrain() -> None:
+    history = [window(0), miscalibrated(1), window(2)]
+
+    decision = decide_retraining(history, IDLE, POLICY)
+
+    assert not decision.retrain, "one degraded window of three is a spike, not a trend"
+    assert "1 of the last 3 windows degraded, 2 required" in decision.reason, decision.reason
+
+
+def test_low_auc_alone_degrades_a_window() -> None:
+    verdict, why = judge_window(window(0, roc_auc=0.45), POLICY)
+
+    assert verdict == "degraded", why
+    assert "ROC AUC 0.450" in why, why
+
+
+def test_cooldown_holds_a_retrain_back() -> None:
+    history = [miscalibrated(0), miscalibrated(1), miscalibrated(2)]
+    cooling = RunState(
+        training_in_flight=False, windows_since_retrain=1, labelled_rows_available=5000
+    )
+
+    held = decide_retraining(history, cooling, POLICY)
+    released = decide_retraining(
+        history, RunState(False, windows_since_retrain=2, labelled_rows_available=5000), POLICY
+    )
+
+    assert not held.retrain and "cooldown: 1 of 2 windows" in held.reason, held.reason
+    assert released.retrain, f"the cooldown is over after 2 windows: {released.reason}"
+
+
+def test_too_few_labels_in_a_window_gives_no_quality_verdict() -> None:
+    # Badly calibrated, but on 10 labelled rows: not evidence.
+    history = [window(i, labelled_rows=10, mean_score=0.1, positive_rate=0.5) for i in range(3)]
+
+    decision = decide_retraining(history, IDLE, POLICY)
+
+    assert not decision.retrain, decision.reason
+    assert decision.reason.startswith("insufficient data (awaiting labels: 10 labelled"), (
+        decision.reason
+    )
+
+
+def test_too_few_labelled_rows_to_train_on_holds_a_retrain_back() -> None:
+    history = [miscalibrated(0), miscalibrated(1)]
+    scarce = RunState(
+        training_in_flight=False, windows_since_retrain=None, labelled_rows_available=80
+    )
+
+    decision = decide_retraining(history, scarce, POLICY)
+
+    assert not decision.retrain
+    assert "only 80 labelled rows to train on, 500 required" in decision.reason, decision.reason
+
+
+def test_a_run_in_flight_prevents_a_second_one() -> None:
+    history = [miscalibrated(0), miscalibrated(1)]
+    busy = RunState(
+        training_in_flight=True, windows_since_retrain=None, labelled_rows_available=5000
+    )
+
+    decision = decide_retraining(history, busy, POLICY)
+
+    assert not decision.retrain
+    assert "already in flight" in decision.reason, decision.reason
+
+
+def test_small_windows_record_insufficient_data_not_a_verdict() -> None:
+    history = [window(0, rows=20, labelled_rows=20, mean_score=0.1, positive_rate=0.9)]
+
+    decision = decide_retraining(history, IDLE, POLICY)
+
+    assert not decision.retrain
+    assert decision.reason.startswith("insufficient data (insufficient data: 20 rows < 100"), (
+        decision.reason
+    )
+
+
+def test_drift_without_labels_counts_only_when_the_policy_says_so() -> None:
+    drifted = [
+        window(i, labelled_rows=0, positive_rate=None, roc_auc=None, share_drifted_features=0.8)
+        for i in range(3)
+    ]
+
+    default = decide_retraining(drifted, IDLE, POLICY)
+    drift_driven = decide_retraining(
+        drifted, IDLE, POLICY.model_copy(update={"drift_counts_without_labels": True})
+    )
+
+    assert not default.retrain, "the macro indicators drift all the time: drift alone waits"
+    assert "drifted, unlabelled: 80% of features drifted" in default.reason, default.reason
+    assert drift_driven.retrain, drift_driven.reason
+
+
+def test_one_class_window_is_judged_on_calibration_only() -> None:
+    # No positives: AUC undefined (None), but the mean score still says something.
+    verdict, why = judge_window(
+        window(0, positive_rate=0.0, roc_auc=None, precision_top_decile=0.0, mean_score=0.2), POLICY
+    )
+
+    assert verdict == "degraded", why
+    assert "ROC AUC" not in why, why
+
+
+def test_policy_refuses_k_above_n() -> None:
+    with pytest.raises(ValidationError, match="windows_required"):
+        RetrainingPolicy(windows_considered=2, windows_required=3)
+
+
+def test_windows_awaiting_labels_do_not_dilute_k_of_n() -> None:
+    # Outcomes come late: the newest windows have none yet and must not vote "healthy".
+    waiting = {"labelled_rows": 0, "positive_rate": None, "roc_auc": None}
+    history = [miscalibrated(0), miscalibrated(1), window(2, **waiting), window(3, **waiting)]
+
+    decision = decide_retraining(history, IDLE, POLICY)
+
+    assert decision.retrain, decision.reason
+    assert decision.verdicts == ("degraded", "degraded"), decision.verdicts
