@@ -69,6 +69,7 @@ def monitor_telemarketing(
             workspace=MonitoringWorkspace(state_dir / "evidently"),
             cache_dir=state_dir / "monitoring" / "reference",
             prefect_api_url=settings.prefect.resolved_api_url(host),
+            params_file=params_file,
         )
         result = monitor_window(monitor, window, Path(work))
     decision = result.decision

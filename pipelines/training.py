@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from telescore.core.params import TrainingParams, load_params
 from telescore.io.datasets import Dataset
 from telescore.io.registry import Registry
-from telescore.jobs import training
+from telescore.jobs import serving, training
 from telescore.settings import Settings, load_settings
 from telescore.validation.base import ValidationReport
 
@@ -71,6 +71,15 @@ def register(
     )
 
 
+@task(name="serve-champion", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def serve_champion(settings: Settings) -> list[str]:
+    """Make a running MLServer serve the new champion (a reload is idempotent: retried)."""
+    return [
+        f"{each.model}: {each.previous_version} -> {each.version}"
+        for each in serving.serve_new_champion(settings)
+    ]
+
+
 # Results persist so that `prefect deployment run` callers can read what was decided.
 @flow(name="train-telemarketing", log_prints=True, persist_result=True)
 def train_telemarketing(
@@ -120,6 +129,9 @@ def train_telemarketing(
         registry.end_run(run_id, succeeded)
     version = result.version.version if result.version else None
     logger.info("Registered %s version %s: %s", registry.model_name, version, result.reason)
+    if result.promoted:
+        # Without a person in the loop: the new champion answers as soon as it is registered.
+        logger.info("Serving: %s", serve_champion(settings) or "MLServer is not running")
     return {
         "run_id": result.run_id,
         "model": registry.model_name,

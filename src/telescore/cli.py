@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import pandas as pd
 import typer
 from pymongo.errors import PyMongoError
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from telescore.cli_stages import stages_app
@@ -21,7 +24,7 @@ from telescore.io import orchestrator
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.serving_client import ServingClient
-from telescore.jobs import outcomes, platform
+from telescore.jobs import outcomes, platform, replay
 from telescore.jobs import serving as deployment
 from telescore.settings import Settings, load_settings
 
@@ -109,6 +112,108 @@ def train(
     console.print("After a promotion, serve the new champion with [bold]telescore serve reload[/].")
 
 
+@app.command()
+def monitor(
+    window_start: Annotated[
+        str | None, typer.Option(help="ISO start of the window; default: the last complete one.")
+    ] = None,
+    window_end: Annotated[str | None, typer.Option(help="ISO end of the window.")] = None,
+) -> None:
+    """Run the monitor deployment now and show its decision."""
+    settings = _settings()
+    api_url = settings.prefect.resolved_api_url(settings.project.host)
+    parameters = {"window_start": window_start, "window_end": window_end}
+    with console.status(f"Running {orchestrator.MONITOR_DEPLOYMENT} on the worker..."):
+        outcome = orchestrator.run_deployment(
+            orchestrator.MONITOR_DEPLOYMENT,
+            api_url,
+            parameters={key: value for key, value in parameters.items() if value},
+        )
+    console.print_json(json.dumps(outcome, default=str))
+    if not outcome["completed"]:
+        raise typer.Exit(code=1)
+
+
+@app.command("replay")
+def replay_command(
+    rows: Annotated[
+        int | None, typer.Option(help="Replay only the first N rows (a slice); default all.")
+    ] = None,
+    first_rows: Annotated[
+        int | None, typer.Option(help="Rows the first champion learns; default the first 20%.")
+    ] = None,
+    window_rows: Annotated[int, typer.Option(help="Rows per monitoring window.")] = 2000,
+    label_delay_rows: Annotated[
+        int, typer.Option(help="Outcomes are reported this many scored rows later.")
+    ] = 1000,
+    params_file: Annotated[Path, typer.Option(help="Replay params.")] = Path("params.replay.yaml"),
+    out: Annotated[Path, typer.Option(help="Where replay.png and replay.json go.")] = Path(
+        "reports/replay"
+    ),
+    monitor_by_deployment: Annotated[
+        bool,
+        typer.Option(help="Monitor each window by a deployment run on the worker (~25 s each)."),
+    ] = False,
+) -> None:
+    """Play the 2008-2010 calls through the platform in time order; compare with no retraining."""
+    state_dir = _settings().project.state_dir / "replay"
+    config = replay.ReplayConfig(
+        data=PROJECT_ROOT / "data" / "bank-additional-full.csv.gz",
+        params=params_file,
+        rows=rows,
+        first_rows=first_rows,
+        window_rows=window_rows,
+        label_delay_rows=label_delay_rows,
+        monitor_by_deployment=monitor_by_deployment,
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("replay", total=None)
+
+            def progress(what: str, done: int, total: int) -> None:
+                bar.update(task, description=what, completed=done, total=total)
+
+            result = replay.run_replay(config, state_dir, PROJECT_ROOT, progress)
+    finally:
+        # The replay's own services: stop them whatever happened.
+        # `run_replay` pointed this process's settings at them.
+        stopped = platform.bring_down(load_settings())
+        console.print(f"Replay services stopped: {', '.join(stopped) or 'none'}")
+    figures, plot = replay.save_result(result, out)
+    _print_replay(result)
+    console.print(f"Saved {plot} and {figures} in {result.seconds:.0f} s.")
+
+
+def _print_replay(result: replay.ReplayResult) -> None:
+    table = Table(title="Prequential quality over the replayed calls")
+    for column in ("run", "pooled ROC AUC", "mean calibration gap", "top-decile lift", "retrains"):
+        table.add_column(column)
+    promoted = sum(1 for each in result.retrains if each["promoted"])
+    for name, quality, retrains in (
+        ("first champion, never retrained", result.never_retrained, "0"),
+        ("telescore loop", result.loop, f"{len(result.retrains)} ({promoted} promoted)"),
+    ):
+        table.add_row(
+            name,
+            f"{quality.pooled_roc_auc:.3f}",
+            f"{quality.mean_calibration_gap:.3f}",
+            f"{quality.mean_top_decile_lift:.2f}",
+            retrains,
+        )
+    console.print(table)
+    for each in result.retrains:
+        console.print(
+            f"after window {each['window']}: {each['reason']} -> version {each['version']} "
+            f"({'promoted' if each['promoted'] else 'champion kept'}: {each['promotion']})"
+        )
+
+
 @serve_app.command("start")
 def serve_start() -> None:
     """Start MLServer on the registry's aliases (or reload it if it runs)."""
@@ -188,7 +293,7 @@ def _print_serving(settings: Settings) -> None:
         )
 
 
-def _score_sample(settings: Settings) -> None:
+def _score_sample(settings: Settings) -> tuple[list[str], list[bool]]:
     """Score the five most recent prospects through MLServer and find them in MongoDB."""
     rows = pd.read_csv(PROJECT_ROOT / "data" / "bank-additional-full.csv.gz", sep=";").tail(5)
     records = [
@@ -221,7 +326,38 @@ def _score_sample(settings: Settings) -> None:
         logged = store.count(query)
     console.print(
         f"MongoDB collection 'predictions' holds {logged} of these {len(records)} predictions, "
-        "each under its prediction id: outcomes will cite them."
+        "each under its prediction id: outcomes cite them."
+    )
+    return scored.prediction_ids, [label == "yes" for label in rows["y"]]
+
+
+def _close_the_loop(settings: Settings, ids: list[str], labels: list[bool]) -> None:
+    """Report the sample's outcomes through the API, then monitor the minute they were scored."""
+    host = settings.project.host
+    batch = [
+        {"prediction_id": each, "subscribed": label, "source": "demo"}
+        for each, label in zip(ids, labels, strict=True)
+    ]
+    answer = httpx.post(f"http://{host}:{settings.api.port}/outcomes/batch", json=batch, timeout=30)
+    answer.raise_for_status()
+    console.print(f"Outcomes API: {answer.json()['recorded']} outcomes recorded for them.")
+    now = datetime.now(UTC)
+    start = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
+    api_url = settings.prefect.resolved_api_url(host)
+    with console.status(f"Running {orchestrator.MONITOR_DEPLOYMENT} on the last minutes..."):
+        outcome = orchestrator.run_deployment(
+            orchestrator.MONITOR_DEPLOYMENT,
+            api_url,
+            {
+                "window_start": start.isoformat(),
+                "window_end": (now + timedelta(seconds=1)).replace(microsecond=0).isoformat(),
+            },
+        )
+    result = outcome.get("result") or {}
+    verdict = "retrain" if result.get("retrain") else "no retrain"
+    console.print(
+        f"Monitor ({outcome['state']}): {'; '.join(result.get('evaluated', []))}. "
+        f"Decision: {verdict} ({result.get('reason')})."
     )
 
 
@@ -252,6 +388,6 @@ def demo() -> None:
         )
         raise typer.Exit(code=1)
     if _start_serving(settings):
-        _score_sample(settings)
+        _close_the_loop(settings, *_score_sample(settings))
     _print_urls(urls, settings)
     console.print("Stop everything with [bold]telescore down[/].")

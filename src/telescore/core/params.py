@@ -91,8 +91,8 @@ class ValidationParams(_Frozen):
 class PromotionParams(_Frozen):
     """When a new model becomes champion."""
 
-    metric: Literal["roc_auc", "pr_auc", "lift_top_decile"] = "roc_auc"
-    """Holdout metric that decides."""
+    metric: Literal["roc_auc", "pr_auc", "lift_top_decile", "brier"] = "roc_auc"
+    """Holdout metric that decides (`brier`: lower wins, and it weighs calibration too)."""
     min_improvement: float = Field(default=0.002, ge=0)
     """The challenger must beat the champion by at least this much on the same holdout."""
 

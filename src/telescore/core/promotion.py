@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+LOWER_IS_BETTER = frozenset({"brier"})
+"""Metrics where a smaller value wins (the Brier score weighs calibration and ranking)."""
+
 
 @dataclass(frozen=True)
 class PromotionDecision:
@@ -24,7 +27,8 @@ def decide_promotion(
     """Decide from the candidate's and the champion's scores on the same holdout.
 
     Promote when there is no champion, or when the candidate beats it by at least
-    `min_improvement`. A missing (NaN) candidate score never promotes.
+    `min_improvement` (higher wins, or lower for `LOWER_IS_BETTER` metrics). A missing (NaN)
+    candidate score never promotes.
     """
     if math.isnan(candidate):
         return PromotionDecision(False, f"candidate {metric} is undefined on the holdout")
@@ -32,7 +36,7 @@ def decide_promotion(
         return PromotionDecision(True, f"no champion yet; candidate {metric}={candidate:.4f}")
     if math.isnan(champion):
         return PromotionDecision(True, f"champion {metric} is undefined; candidate={candidate:.4f}")
-    gain = candidate - champion
+    gain = champion - candidate if metric in LOWER_IS_BETTER else candidate - champion
     verdict = "beats" if gain >= min_improvement else "does not beat"
     return PromotionDecision(
         gain >= min_improvement,

@@ -133,3 +133,16 @@ def flow_run_state(flow_run_id: str, api_url: str) -> dict[str, Any]:
         "message": state.message if state else None,
         "result": result,
     }
+
+
+def set_schedules_active(name: str, api_url: str, active: bool) -> int:
+    """Turn a deployment's schedules on or off; return how many it has."""
+    os.environ["PREFECT_API_URL"] = api_url
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(name)
+        schedules = client.read_deployment_schedules(deployment.id)
+        for schedule in schedules:
+            client.update_deployment_schedule(deployment.id, schedule.id, active=active)
+    return len(schedules)

@@ -17,6 +17,8 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+SKOPS_TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+"""Types of our own gradient boosting models that skops, MLflow's format, must be told to load."""
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -139,6 +141,9 @@ class Registry:
                 metadata=dict(metadata),
                 # Pinned from this environment: inferring them exports the whole lock (~5 s).
                 pip_requirements=model_requirements(),
+                # skops refuses types that could index out of bounds if tampered with; these
+                # are the boosting trees this job fitted itself.
+                skops_trusted_types=SKOPS_TRUSTED_TYPES,
             )
         return str(info.model_uri)
 

@@ -1,8 +1,9 @@
-"""Evaluation plots logged with each training run: ROC, precision-recall and calibration."""
+"""Plots: a training run's ROC, precision-recall and calibration; a replay's quality over time."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -12,6 +13,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from telescore.core.metrics import calibration_table  # noqa: E402
+from telescore.core.prequential import StreamQuality  # noqa: E402
 
 
 def save_evaluation_plots(labels: np.ndarray, scores: np.ndarray, out_dir: Path) -> list[Path]:
@@ -43,6 +45,68 @@ def save_evaluation_plots(labels: np.ndarray, scores: np.ndarray, out_dir: Path)
     axes.legend()
     paths.append(_save(figure, out_dir / "calibration.png"))
     return paths
+
+
+def save_replay_plot(
+    loop: StreamQuality,
+    never_retrained: StreamQuality,
+    retrains: list[dict[str, Any]],
+    path: Path,
+) -> Path:
+    """Plot window by window: ROC AUC, calibration and lift, loop against never retrained."""
+    figure, (auc_axes, calibration_axes, lift_axes) = plt.subplots(
+        3, 1, figsize=(10, 9), sharex=True
+    )
+    index = [w.window for w in loop.windows]
+    for quality, label, style in (
+        (
+            never_retrained,
+            f"first champion, never retrained (pooled AUC {never_retrained.pooled_roc_auc:.2f})",
+            "--",
+        ),
+        (loop, f"telescore loop (pooled AUC {loop.pooled_roc_auc:.2f})", "-"),
+    ):
+        auc_axes.plot(index, [w.roc_auc for w in quality.windows], style, marker="o", label=label)
+        calibration_axes.plot(
+            index,
+            [w.mean_score for w in quality.windows],
+            style,
+            marker=".",
+            label=f"mean score, {label.split(' (')[0]}",
+        )
+        lift_axes.plot(index, [w.top_decile_lift for w in quality.windows], style, marker="o")
+    calibration_axes.plot(
+        index,
+        [w.positive_rate for w in loop.windows],
+        color="black",
+        marker="s",
+        label="observed positive rate",
+    )
+    auc_axes.axhline(0.5, color="grey", linestyle=":")
+    lift_axes.axhline(1.0, color="grey", linestyle=":")
+    for retrain in retrains:
+        # A retrain after window w serves from window w + 1.
+        where = retrain["window"] + 0.5
+        colour = "green" if retrain["promoted"] else "red"
+        for axes in (auc_axes, calibration_axes, lift_axes):
+            axes.axvline(where, color=colour, alpha=0.4)
+        auc_axes.annotate(
+            f"v{retrain['version'] or '-'}",
+            (where, 0.02),
+            xycoords=("data", "axes fraction"),
+            fontsize=7,
+        )
+    auc_axes.set(
+        ylabel="ROC AUC", title="Prequential quality: each window scored before any model learnt it"
+    )
+    calibration_axes.set(ylabel="rate")
+    lift_axes.set(
+        ylabel="top-decile lift",
+        xlabel="window (green: retrained and promoted, red: champion kept)",
+    )
+    auc_axes.legend(fontsize=8)
+    calibration_axes.legend(fontsize=8)
+    return _save(figure, path)
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:

@@ -144,7 +144,7 @@ def status(settings: Settings) -> ServingStatus:
     return ServingStatus(url, f"{host}:{serving.grpc_port}", metrics, models, log)
 
 
-def start_serving(settings: Settings) -> ServingStatus:
+def start_serving(settings: Settings, runtime: RuntimeOptions | None = None) -> ServingStatus:
     """Start MLServer on the current aliases, or reload it if it already runs.
 
     Raises LookupError when the registry has no champion yet (train first).
@@ -154,7 +154,7 @@ def start_serving(settings: Settings) -> ServingStatus:
         if client.ready():
             reload_serving(settings)
             return status(settings)
-    runtime = RuntimeOptions(prediction_log=settings.serving.prediction_log)
+    runtime = runtime or RuntimeOptions(prediction_log=settings.serving.prediction_log)
     server = ServerOptions(
         host=settings.project.host,
         http_port=settings.serving.http_port,
@@ -172,6 +172,14 @@ def start_serving(settings: Settings) -> ServingStatus:
     process.start()
     platform.record_pid(settings, process)
     return status(settings)
+
+
+def serve_new_champion(settings: Settings) -> list[Reloaded]:
+    """Reload MLServer after a promotion if it runs; an empty list when it does not."""
+    with ServingClient(settings.serving.resolved_url(settings.project.host), timeout=2.0) as client:
+        if not client.ready():
+            return []
+    return reload_serving(settings)
 
 
 def reload_serving(settings: Settings) -> list[Reloaded]:

@@ -34,3 +34,12 @@ def test_undefined_candidate_score_never_promotes() -> None:
 def test_undefined_champion_score_is_replaced() -> None:
     decision = decide_promotion(0.6, math.nan, metric="roc_auc", min_improvement=0.01)
     assert decision.promote, "a champion without a defined score cannot block a valid model"
+
+
+def test_brier_promotes_the_lower_score() -> None:
+    better = decide_promotion(0.08, 0.12, metric="brier", min_improvement=0.01)
+    worse = decide_promotion(0.12, 0.08, metric="brier", min_improvement=0.01)
+
+    assert better.promote, f"a lower Brier score is better: {better.reason}"
+    assert not worse.promote, f"a higher Brier score must not promote: {worse.reason}"
+    assert "gain +0.0400" in better.reason, better.reason

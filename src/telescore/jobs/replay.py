@@ -1,0 +1,367 @@
+"""`telescore replay`: play the 2008-2010 calls through the platform, in time order.
+
+The first champion is trained on the earliest rows. The rest go through MLServer's REST
+endpoint a window at a time, their outcomes are reported through the outcomes API a
+configurable number of rows later, and after each window the monitor deployment runs on it,
+as its schedule would, with a compressed clock: a window lasts as long as its requests take.
+A training run the monitor triggers is waited for before the next window, so that a replay
+is repeatable; the training flow itself makes MLServer serve a promoted model.
+
+Everything runs on its own services under `<state_dir>/replay`, never the platform's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import yaml
+
+from telescore.core.features import split_features_label
+from telescore.core.monitoring import Window, load_monitoring_params
+from telescore.core.prequential import StreamQuality, stream_quality
+from telescore.core.schema import FEATURES
+from telescore.io import orchestrator
+from telescore.io.datasets import fingerprint_rows
+from telescore.io.monitoring_store import MonitoringStore
+from telescore.io.outcome_store import OutcomeStore
+from telescore.io.registry import CHAMPION, Registry
+from telescore.io.serving_client import ServingClient
+from telescore.jobs import monitoring, platform
+from telescore.jobs import serving as deployment
+from telescore.jobs.plots import save_replay_plot
+from telescore.services.processes import free_port, wait_until
+from telescore.serving.options import RuntimeOptions
+from telescore.settings import ENV_FILE_VARIABLE, Settings, load_settings
+from telescore.validation.evidently_dashboards import MonitoringWorkspace
+
+# Ports the replay's own services take, by setting name; chosen free at start.
+PORT_SETTINGS = (
+    "TELESCORE_MLFLOW_PORT",
+    "TELESCORE_PREFECT_PORT",
+    "TELESCORE_MONGODB_PORT",
+    "TELESCORE_SERVING_HTTP_PORT",
+    "TELESCORE_SERVING_GRPC_PORT",
+    "TELESCORE_SERVING_METRICS_PORT",
+    "TELESCORE_API_PORT",
+    "TELESCORE_EVIDENTLY_PORT",
+)
+# Settings that could point the replay at the platform's own services, or a production one.
+SHARED_SETTINGS = (
+    "TELESCORE_MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_URI",
+    "TELESCORE_PREFECT_API_URL",
+    "PREFECT_API_URL",
+    "TELESCORE_MONGODB_URI",
+    "TELESCORE_SERVING_URL",
+)
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """What to replay and how fast the world answers."""
+
+    data: Path
+    """The dataset, rows in time order (`;`-separated, gzipped or not)."""
+    params: Path
+    """Replay params (training and monitoring sections; `data.path` is filled in here)."""
+    rows: int | None = None
+    """Replay only the first N rows of the dataset (a slice, for a quick run)."""
+    first_rows: int | None = None
+    """Rows the first champion is trained on; None: the earliest 20% of the whole dataset."""
+    window_rows: int = 2000
+    """Rows per monitoring window."""
+    label_delay_rows: int = 1000
+    """Outcomes are reported once this many later rows have been scored."""
+    request_rows: int = 100
+    """Rows per V2 request."""
+    monitor_by_deployment: bool = False
+    """Run each window's monitor as a `monitor-telemarketing` deployment run on the worker,
+    as the schedule does (about 25 s a window, most of it a new process importing Evidently,
+    MLflow and scikit-learn), rather than the same monitor job in the replay's process."""
+
+
+@dataclass
+class ReplayResult:
+    """What a replay measured."""
+
+    loop: StreamQuality
+    never_retrained: StreamQuality
+    retrains: list[dict[str, Any]]
+    decisions: int
+    seconds: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def replay_environment(state_dir: Path) -> dict[str, str]:
+    """Return the environment of an isolated replay platform: own folder, free ports."""
+    env_file = state_dir / "replay.env"
+    ports = {name: str(free_port()) for name in PORT_SETTINGS}
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    env_file.write_text("".join(f"{name}={port}\n" for name, port in ports.items()))
+    return {
+        **ports,
+        "TELESCORE_STATE_DIR": str(state_dir.resolve()),
+        ENV_FILE_VARIABLE: str(env_file),
+    }
+
+
+def isolate(state_dir: Path) -> Settings:
+    """Point this process (and every process it starts) at a fresh replay platform."""
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+    for name in SHARED_SETTINGS:
+        os.environ.pop(name, None)
+    os.environ.update(replay_environment(state_dir))
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # one bar: the replay's
+    return load_settings()
+
+
+def write_replay_inputs(config: ReplayConfig, folder: Path) -> tuple[Path, pd.DataFrame]:
+    """Write the first champion's rows and the replay params; return the params and the stream."""
+    rows = pd.read_csv(config.data, sep=";")
+    first = config.first_rows or int(len(rows) * 0.2)
+    if config.rows is not None:
+        rows = rows.iloc[: config.rows]
+    if first >= len(rows):
+        raise ValueError(f"{len(rows)} rows leave nothing to replay after the first {first}")
+    base = folder / "first-rows.csv.gz"
+    rows.iloc[:first].to_csv(base, sep=";", index=False, compression={"method": "gzip", "mtime": 0})
+    params = yaml.safe_load(config.params.read_text())
+    params["training"]["data"] |= {"path": str(base.resolve()), "sample_rows": None}
+    params_path = folder / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return params_path, rows.iloc[first:].reset_index(drop=True)
+
+
+def report_outcomes(api_url: str, ids: list[str], labels: list[bool]) -> None:
+    """Report call outcomes through the outcomes API, 1,000 at a time."""
+    with httpx.Client(base_url=api_url, timeout=60) as client:
+        for start in range(0, len(ids), 1000):
+            batch = [
+                {"prediction_id": each, "subscribed": label, "source": "replay"}
+                for each, label in zip(
+                    ids[start : start + 1000], labels[start : start + 1000], strict=True
+                )
+            ]
+            response = client.post("/outcomes/batch", json=batch)
+            response.raise_for_status()
+            if response.json()["rejected"]:
+                raise RuntimeError(f"outcomes rejected: {response.json()['results'][:3]}")
+
+
+def score_window(
+    client: ServingClient, rows: pd.DataFrame, request_rows: int
+) -> tuple[list[str], list[float]]:
+    """Score rows through MLServer's REST endpoint; return their prediction ids and scores."""
+    ids: list[str] = []
+    scores: list[float] = []
+    features = rows.loc[:, list(FEATURES)]
+    for start in range(0, len(features), request_rows):
+        scored = client.infer(features.iloc[start : start + request_rows], request_id="replay")
+        ids += scored.prediction_ids
+        scores += scored.scores
+    return ids, scores
+
+
+def whole_second(moment: datetime) -> datetime:
+    """Return `moment` cut to the second.
+
+    Windows on whole seconds, as the scheduled monitor's are: nx-27017 (0.8.1) finds no
+    document with `$lt` a time in the same second as the document's own.
+    """
+    return moment.replace(microsecond=0)
+
+
+def wait_logged(outcomes: OutcomeStore, ids: list[str], timeout: float = 120) -> None:
+    """Wait until the shipper has moved the window's predictions into MongoDB."""
+    query = {"_id": {"$in": ids}}
+    wait_until(
+        lambda: outcomes.predictions.count_documents(query) == len(ids),
+        timeout,
+        what=f"{len(ids)} predictions in MongoDB",
+        interval=0.2,
+    )
+
+
+def wait_training(api_url: str, flow_run_id: str, timeout: float = 900) -> dict[str, Any]:
+    """Wait for a training run the monitor triggered; return its final state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = orchestrator.flow_run_state(flow_run_id, api_url)
+        if state["final"]:
+            return state
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"training run {flow_run_id} still {state['state']}")
+        time.sleep(1.0)
+
+
+def monitor_by_deployment(api_url: str, params_path: Path, window: Window) -> dict[str, Any]:
+    """Run the monitor deployment on a window and wait; return its result."""
+    monitored = orchestrator.run_deployment(
+        orchestrator.MONITOR_DEPLOYMENT,
+        api_url,
+        {
+            "params_file": str(params_path),
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+        },
+    )
+    if not monitored["completed"]:
+        raise RuntimeError(f"the monitor run on window {window.key} ended {monitored['state']}")
+    return dict(monitored.get("result") or {})
+
+
+def monitor_in_process(
+    settings: Settings,
+    registry: Registry,
+    params_path: Path,
+    window: Window,
+    outcomes: OutcomeStore,
+) -> dict[str, Any]:
+    """Run the monitor job on a window here, as the deployment's one task does."""
+    host = settings.project.host
+    state_dir = settings.project.state_dir.resolve()
+    with (
+        MonitoringStore(settings.mongodb.resolved_uri(host), settings.mongodb.database) as records,
+        tempfile.TemporaryDirectory(prefix="telescore-replay-") as work,
+    ):
+        records.ensure_indexes()
+        monitor = monitoring.Monitor(
+            params=load_monitoring_params(params_path),
+            registry=registry,
+            outcomes=outcomes,
+            records=records,
+            workspace=MonitoringWorkspace(state_dir / "evidently"),
+            cache_dir=state_dir / "monitoring" / "reference",
+            prefect_api_url=settings.prefect.resolved_api_url(host),
+            params_file=str(params_path),
+        )
+        result = monitoring.monitor_window(monitor, window, Path(work))
+    decision = result.decision
+    return {
+        "retrain": decision["retrain"],
+        "reason": decision["reason"],
+        "training_flow_run_id": decision.get("flow_run_id"),
+    }
+
+
+def run_replay(
+    config: ReplayConfig,
+    state_dir: Path,
+    project_root: Path,
+    progress: Callable[[str, int, int], None] = lambda *_: None,
+) -> ReplayResult:
+    """Replay the stream on a fresh platform under `state_dir`; return what it measured."""
+    started = time.monotonic()
+    settings = isolate(state_dir)
+    host = settings.project.host
+    params_path, stream = write_replay_inputs(config, state_dir)
+    progress("starting MLflow, Prefect, nx-27017, the worker, the API and Evidently", 0, 1)
+    platform.bring_up(settings, project_root)
+    api_url = settings.prefect.resolved_api_url(host)
+    # The replay's clock drives the monitor; the hourly schedule would look at wall-clock hours.
+    orchestrator.set_schedules_active(orchestrator.MONITOR_DEPLOYMENT, api_url, active=False)
+    progress("training the first champion on the earliest rows", 0, 1)
+    first = orchestrator.run_deployment(
+        orchestrator.TRAINING_DEPLOYMENT, api_url, {"params_file": str(params_path)}
+    )
+    if not first["completed"]:
+        raise RuntimeError(f"the first champion's training run ended {first['state']}")
+    # Ship at once: the replay waits for each window to be in MongoDB before monitoring it.
+    deployment.start_serving(settings, RuntimeOptions(ship_max_defer=0.0))
+
+    registry = Registry(
+        settings.mlflow.resolved_tracking_uri(host),
+        settings.mlflow.model_name,
+        settings.mlflow.experiment,
+    )
+    first_champion = registry.alias_version(CHAMPION)
+    assert first_champion is not None  # noqa: S101 - the first run promoted it
+    features, labels = split_features_label(stream)
+    baseline = registry.load_model(first_champion).predict_proba(features)[:, 1]
+
+    served: list[float] = []
+    ids: list[str] = []
+    reported = 0
+    retrains: list[dict[str, Any]] = []
+    uri, database = settings.mongodb.resolved_uri(host), settings.mongodb.database
+    windows = range(0, len(stream), config.window_rows)
+    api = f"http://{host}:{settings.api.port}"
+    with (
+        ServingClient(settings.serving.resolved_url(host), timeout=60) as client,
+        OutcomeStore(uri, database) as outcomes,
+    ):
+        for index, start in enumerate(windows):
+            progress(f"window {index + 1} of {len(windows)}", index, len(windows))
+            rows = stream.iloc[start : start + config.window_rows]
+            window_start = whole_second(datetime.now(UTC))
+            window_ids, window_scores = score_window(client, rows, config.request_rows)
+            window_end = whole_second(datetime.now(UTC)) + timedelta(seconds=1)
+            # The next window starts where this one ends.
+            time.sleep(max(0.0, (window_end - datetime.now(UTC)).total_seconds()))
+            ids += window_ids
+            served += window_scores
+            due = max(0, len(ids) - config.label_delay_rows)
+            report_outcomes(api, ids[reported:due], [bool(y) for y in labels[reported:due]])
+            reported = due
+            wait_logged(outcomes, window_ids)
+            window = Window(window_start, window_end)
+            if config.monitor_by_deployment:
+                result = monitor_by_deployment(api_url, params_path, window)
+            else:
+                result = monitor_in_process(settings, registry, params_path, window, outcomes)
+            if result.get("retrain") and result.get("training_flow_run_id"):
+                training = wait_training(api_url, result["training_flow_run_id"])
+                outcome = training["result"] if isinstance(training["result"], dict) else {}
+                retrains.append(
+                    {
+                        "window": index,
+                        "after_row": start + len(rows),
+                        "reason": result["reason"],
+                        "state": training["state"],
+                        "version": outcome.get("version"),
+                        "promoted": bool(outcome.get("promoted")),
+                        "promotion": outcome.get("reason") or training["message"],
+                        "production_rows": outcome.get("production_rows"),
+                    }
+                )
+    with MonitoringStore(uri, database) as records:
+        decisions = records.decisions.count_documents({})
+    scored = len(served)
+    return ReplayResult(
+        loop=stream_quality(labels[:scored], np.asarray(served), config.window_rows),
+        never_retrained=stream_quality(labels[:scored], baseline[:scored], config.window_rows),
+        retrains=retrains,
+        decisions=decisions,
+        seconds=time.monotonic() - started,
+        config={
+            "streamed_rows": scored,
+            "window_rows": config.window_rows,
+            "label_delay_rows": config.label_delay_rows,
+            "data_fingerprint": fingerprint_rows(stream),
+            "params": yaml.safe_load(params_path.read_text()),
+        },
+    )
+
+
+def save_result(result: ReplayResult, folder: Path) -> tuple[Path, Path]:
+    """Write the replay's figures as JSON and its plot as PNG; return both paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = folder / "replay.json"
+    figures.write_text(json.dumps(asdict(result), indent=2, default=str) + "\n")
+    plot = save_replay_plot(
+        result.loop, result.never_retrained, result.retrains, folder / "replay.png"
+    )
+    return figures, plot
