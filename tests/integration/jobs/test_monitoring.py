@@ -13,7 +13,9 @@ import pytest
 import yaml
 from pipelines.monitoring import monitor_telemarketing
 from pipelines.training import train_telemarketing
+from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
+from prefect.states import Failed, State
 
 from telescore.core.features import split_features_label
 from telescore.core.outcomes import Outcome
@@ -26,7 +28,8 @@ from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.registry import CHAMPION, Registry
-from telescore.services.processes import ServiceProcess
+from telescore.services.embedded import mongodb_server
+from telescore.services.processes import ServiceProcess, free_port
 from telescore.validation.evidently_dashboards import MonitoringWorkspace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -114,6 +117,12 @@ def log_window(
     with PredictionStore(platform["uri"], platform["database"]) as store:
         assert store.insert(records).stored == len(records)
     return ids
+
+
+def set_state(flow_run_id: str, state: State) -> None:
+    """Move a flow run to `state`, as a worker would report it."""
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(uuid.UUID(flow_run_id), state, force=True)
 
 
 def training_runs(api_url: str) -> list[str]:
@@ -233,3 +242,61 @@ def test_a_retraining_run_links_the_exact_production_rows_it_used(
     snapshot = registry.download(tags["data_snapshot"], tmp_path / "snapshot")
     frame = read_snapshot(snapshot, tags["data_fingerprint"])  # raises if the rows differ
     assert len(frame) == 6000 + len(rows), "base rows plus every labelled production row"
+
+
+def test_a_failed_training_run_is_recorded_and_the_champion_stays(
+    platform: dict[str, Any], registry: Registry, deployments: str, tmp_path: Path
+) -> None:
+    # given a decision that triggered a training run, which then failed its validation
+    shifted = recent_rows(WINDOW_ROWS).assign(euribor3m=lambda f: f["euribor3m"] + 2.0)
+    start = datetime(2026, 3, 5, 10, tzinfo=UTC)
+    log_window(platform, registry, shifted, start)
+    params = params_file(tmp_path)
+    triggered = monitor_telemarketing(params, start, start + timedelta(hours=1))
+    assert triggered["training_flow_run_id"], triggered
+    champion = registry.alias_version(CHAMPION)
+    set_state(
+        triggered["training_flow_run_id"],
+        Failed(message="ValidationFailedError: deepchecks: FAILED"),
+    )
+
+    # when the monitor runs again
+    next_start = start + timedelta(hours=1)
+    log_window(platform, registry, shifted, next_start)
+    monitor_telemarketing(params, next_start, next_start + timedelta(hours=1))
+
+    # then the first decision records that training failed and the champion was kept
+    with MonitoringStore(platform["uri"], platform["database"]) as records:
+        decision = records.decisions.find_one({"_id": triggered["decision_id"]})
+    assert decision is not None and decision["training"]["state"] == "Failed", decision
+    summary = decision["training"]["summary"]
+    assert f"champion {champion.version} kept" in summary and "deepchecks" in summary, summary
+    assert registry.alias_version(CHAMPION) == champion, "a failed run must not move champion"
+
+
+def test_mongodb_down_fails_the_run_visibly_and_decides_nothing(
+    registry: Registry, deployments: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a champion, and a MongoDB that is stopped before the monitor runs
+    port = free_port()
+    server = mongodb_server(tmp_path / "mongo", port)
+    uri = f"mongodb://127.0.0.1:{port}"
+    with server.running():
+        pass  # started, then stopped: nothing answers on its port now
+    monkeypatch.setenv("TELESCORE_MONGODB_URI", uri)
+    monkeypatch.setenv("TELESCORE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("TELESCORE_PREFECT_API_URL", deployments)
+    train_telemarketing(overrides=SAMPLE)
+    start = datetime(2026, 3, 6, 10, tzinfo=UTC)
+
+    # when the monitor runs, its task retried by Prefect
+    state = monitor_telemarketing(
+        params_file(tmp_path), start, start + timedelta(hours=1), return_state=True
+    )
+
+    # then the run failed, after its retries, and no decision or snapshot was written
+    assert state.is_failed(), f"the run must fail visibly, not {state.name}"
+    assert "ServerSelectionTimeoutError" in str(state.message), state.message
+    with server.running(), MonitoringStore(uri, "telescore") as records:
+        assert records.decisions.count_documents({}) == 0, "a decision on partial data"
+        assert records.runs.count_documents({}) == 0, "figures of a window never read"
