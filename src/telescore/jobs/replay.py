@@ -301,7 +301,8 @@ def run_replay(
     api = f"http://{host}:{settings.api.port}"
     with (
         ServingClient(settings.serving.resolved_url(host), timeout=60) as client,
-        OutcomeStore(uri, database) as outcomes,
+        # Patient: nx-27017 answers slowly while a training run shares the two cores.
+        OutcomeStore(uri, database, timeout_ms=30_000) as outcomes,
     ):
         for index, start in enumerate(windows):
             progress(f"window {index + 1} of {len(windows)}", index, len(windows))
