@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -42,27 +43,43 @@ def deploy_all(prefect_file: Path, env: Mapping[str, str], cwd: Path) -> str:
     return _prefect(["deploy", "--all", "--prefect-file", str(prefect_file)], env, cwd)
 
 
+@contextmanager
+def _prefect_api(api_url: str) -> Iterator[None]:
+    """Point Prefect's client at `api_url` for the block, whatever settings it loaded before.
+
+    Prefect reads its settings once per process: an environment variable set later (by a
+    replay, or a test) would be ignored, so the setting is overridden for the block too.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    os.environ["PREFECT_API_URL"] = api_url  # for processes started from here
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        yield
+
+
 def run_deployment(
     name: str, api_url: str, parameters: dict[str, Any] | None = None, timeout: float = 900
 ) -> dict[str, Any]:
     """Run a deployment on its work pool, wait for it, and return its final state and result."""
-    os.environ["PREFECT_API_URL"] = api_url
-    from prefect.client.schemas.objects import FlowRun
-    from prefect.deployments import run_deployment as prefect_run_deployment
+    with _prefect_api(api_url):
+        from prefect.client.schemas.objects import FlowRun
+        from prefect.deployments import run_deployment as prefect_run_deployment
 
-    # Called from sync code, run_deployment returns the flow run (not a coroutine).
-    flow_run = cast(FlowRun, prefect_run_deployment(name, parameters=parameters, timeout=timeout))
-    state = flow_run.state
-    result: Any = None
-    if state is not None and state.is_completed():
-        result = state.result(raise_on_failure=False)
-    return {
-        "flow_run_id": str(flow_run.id),
-        "flow_run_name": flow_run.name,
-        "state": state.name if state else "unknown",
-        "completed": bool(state and state.is_completed()),
-        "result": result,
-    }
+        # Called from sync code, run_deployment returns the flow run (not a coroutine).
+        flow_run = cast(
+            FlowRun, prefect_run_deployment(name, parameters=parameters, timeout=timeout)
+        )
+        state = flow_run.state
+        result: Any = None
+        if state is not None and state.is_completed():
+            result = state.result(raise_on_failure=False)
+        return {
+            "flow_run_id": str(flow_run.id),
+            "flow_run_name": flow_run.name,
+            "state": state.name if state else "unknown",
+            "completed": bool(state and state.is_completed()),
+            "result": result,
+        }
 
 
 def trigger_deployment(
@@ -73,76 +90,76 @@ def trigger_deployment(
     Prefect deduplicates flow runs on (deployment, idempotency key): a monitor that decides
     twice for one episode gets the run it created the first time.
     """
-    os.environ["PREFECT_API_URL"] = api_url
-    from prefect.client.schemas.objects import FlowRun
-    from prefect.deployments import run_deployment as prefect_run_deployment
+    with _prefect_api(api_url):
+        from prefect.client.schemas.objects import FlowRun
+        from prefect.deployments import run_deployment as prefect_run_deployment
 
-    flow_run = cast(
-        FlowRun,
-        prefect_run_deployment(
-            name, parameters=parameters, timeout=0, idempotency_key=idempotency_key
-        ),
-    )
-    return {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name}
+        flow_run = cast(
+            FlowRun,
+            prefect_run_deployment(
+                name, parameters=parameters, timeout=0, idempotency_key=idempotency_key
+            ),
+        )
+        return {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name}
 
 
 def runs_in_flight(name: str, api_url: str) -> list[str]:
     """Return the ids of the deployment's runs that are scheduled, pending or running."""
-    os.environ["PREFECT_API_URL"] = api_url
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(name)
-        runs = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType(s) for s in IN_FLIGHT_STATES])
-                )
-            ),
+    with _prefect_api(api_url):
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            DeploymentFilter,
+            DeploymentFilterId,
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
         )
-    return [str(run.id) for run in runs]
+        from prefect.client.schemas.objects import StateType
+
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name(name)
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType(s) for s in IN_FLIGHT_STATES])
+                    )
+                ),
+            )
+        return [str(run.id) for run in runs]
 
 
 def flow_run_state(flow_run_id: str, api_url: str) -> dict[str, Any]:
     """Return a flow run's state name, whether it is final, and its result when completed."""
-    os.environ["PREFECT_API_URL"] = api_url
-    from uuid import UUID
+    with _prefect_api(api_url):
+        from uuid import UUID
 
-    from prefect.client.orchestration import get_client
+        from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
-        flow_run = client.read_flow_run(UUID(flow_run_id))
-    state = flow_run.state
-    final = bool(state and state.is_final())
-    result: Any = None
-    if state is not None and state.is_completed():
-        result = state.result(raise_on_failure=False)
-    return {
-        "state": state.name if state else "unknown",
-        "final": final,
-        "completed": bool(state and state.is_completed()),
-        "message": state.message if state else None,
-        "result": result,
-    }
+        with get_client(sync_client=True) as client:
+            flow_run = client.read_flow_run(UUID(flow_run_id))
+        state = flow_run.state
+        final = bool(state and state.is_final())
+        result: Any = None
+        if state is not None and state.is_completed():
+            result = state.result(raise_on_failure=False)
+        return {
+            "state": state.name if state else "unknown",
+            "final": final,
+            "completed": bool(state and state.is_completed()),
+            "message": state.message if state else None,
+            "result": result,
+        }
 
 
 def set_schedules_active(name: str, api_url: str, active: bool) -> int:
     """Turn a deployment's schedules on or off; return how many it has."""
-    os.environ["PREFECT_API_URL"] = api_url
-    from prefect.client.orchestration import get_client
+    with _prefect_api(api_url):
+        from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(name)
-        schedules = client.read_deployment_schedules(deployment.id)
-        for schedule in schedules:
-            client.update_deployment_schedule(deployment.id, schedule.id, active=active)
-    return len(schedules)
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name(name)
+            schedules = client.read_deployment_schedules(deployment.id)
+            for schedule in schedules:
+                client.update_deployment_schedule(deployment.id, schedule.id, active=active)
+        return len(schedules)
