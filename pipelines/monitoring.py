@@ -11,12 +11,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from telescore.core.monitoring import Window, load_monitoring_params
-from telescore.io.monitoring_store import MonitoringStore
-from telescore.io.outcome_store import OutcomeStore
 from telescore.io.registry import Registry
 from telescore.jobs import monitoring
 from telescore.settings import load_settings
-from telescore.validation.evidently_dashboards import MonitoringWorkspace
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,24 +50,10 @@ def monitor_telemarketing(
         settings.mlflow.model_name,
         settings.mlflow.experiment,
     )
-    uri, database = settings.mongodb.resolved_uri(host), settings.mongodb.database
-    state_dir = settings.project.state_dir.resolve()
     with (
-        OutcomeStore(uri, database, timeout_ms=5000) as outcomes,
-        MonitoringStore(uri, database) as records,
+        monitoring.open_monitor(settings, params, params_file, registry) as monitor,
         tempfile.TemporaryDirectory(prefix="telescore-monitor-") as work,
     ):
-        records.ensure_indexes()
-        monitor = monitoring.Monitor(
-            params=params,
-            registry=registry,
-            outcomes=outcomes,
-            records=records,
-            workspace=MonitoringWorkspace(state_dir / "evidently"),
-            cache_dir=state_dir / "monitoring" / "reference",
-            prefect_api_url=settings.prefect.resolved_api_url(host),
-            params_file=params_file,
-        )
         result = monitor_window(monitor, window, Path(work))
     decision = result.decision
     logger.info("Window %s: %s", result.window, "; ".join(result.evaluated))

@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from typing import Any, Final
 
 import pandas as pd
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, CursorNotFound
 
 from telescore.core import outcomes
 from telescore.core.outcomes import Outcome, RecordedOutcome, labelled_frame, utc_now
@@ -203,25 +204,37 @@ class OutcomeStore:
 
         Each prediction document comes with its outcome joined: `subscribed` (bool) and
         `reported_at`, both None when no outcome is recorded. A chunk holds at most
-        `chunk_size` predictions; two queries per chunk (the predictions, then their outcomes
-        with one `$in`). Ids sort as time does, so chunks come in time order.
+        `chunk_size` predictions: one query reads the window, a batch of `chunk_size` at a
+        time, and each chunk's outcomes come with one `$in` query. Ids sort as time does, so
+        chunks come in time order.
         """
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
         window = {TIMESTAMP: {"$gte": start, "$lt": end}}
         last_id: str | None = None
         while True:
-            # Keyset paging: each chunk is its own short query, so no cursor is held open
-            # (and none can time out) while the caller works on a chunk.
+            # One query for the whole window, not one per chunk: nx-27017 evaluates a date
+            # range by loading every matching document, before any sort or limit, so a query
+            # per chunk read the rest of the window again each time (quadratic: 94 s for 100k
+            # rows; see docs/benchmarks/monitoring.md). Keyset paging only resumes a cursor
+            # the server dropped while the caller worked on a chunk.
             query = window if last_id is None else {**window, ID: {"$gt": last_id}}
-            chunk = list(self.predictions.find(query, sort=[(ID, ASCENDING)]).limit(chunk_size))
-            if not chunk:
+            resumed_from = last_id
+            try:
+                with self.predictions.find(
+                    query, sort=[(ID, ASCENDING)], batch_size=chunk_size, allow_disk_use=True
+                ) as cursor:
+                    while chunk := list(islice(cursor, chunk_size)):
+                        labels = self.get_many([prediction[ID] for prediction in chunk])
+                        yield [
+                            _with_label(prediction, labels.get(prediction[ID]))
+                            for prediction in chunk
+                        ]
+                        last_id = chunk[-1][ID]
                 return
-            labels = self.get_many([prediction[ID] for prediction in chunk])
-            yield [_with_label(prediction, labels.get(prediction[ID])) for prediction in chunk]
-            if len(chunk) < chunk_size:
-                return
-            last_id = chunk[-1][ID]
+            except CursorNotFound:
+                if last_id == resumed_from:
+                    raise  # dropped before a single chunk: resuming would loop
 
     def labelled_between(
         self, start: datetime, end: datetime, chunk_size: int = DEFAULT_CHUNK_SIZE

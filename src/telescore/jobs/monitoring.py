@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ from telescore.io.datasets import read_snapshot
 from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.registry import CHAMPION, ModelVersionRef, Registry
+from telescore.settings import Settings
 from telescore.validation.evidently import LABEL, evaluate_window
 from telescore.validation.evidently_dashboards import MonitoringWorkspace
 
@@ -60,6 +62,32 @@ class Monitor:
     training_deployment: str = orchestrator.TRAINING_DEPLOYMENT
     params_file: str = "params.yaml"
     """The params file a triggered training run reads, as the monitor's own."""
+
+
+@contextmanager
+def open_monitor(
+    settings: Settings, params: MonitoringParams, params_file: str, registry: Registry
+) -> Iterator[Monitor]:
+    """Open the monitor's stores on the configured MongoDB; close them on exit."""
+    host = settings.project.host
+    uri, database = settings.mongodb.resolved_uri(host), settings.mongodb.database
+    state_dir = settings.project.state_dir.resolve()
+    with (
+        OutcomeStore(uri, database, timeout_ms=5000) as outcomes,
+        MonitoringStore(uri, database) as records,
+    ):
+        records.ensure_indexes()
+        yield Monitor(
+            params=params,
+            registry=registry,
+            outcomes=outcomes,
+            records=records,
+            # The Evidently UI that `telescore up` starts serves this folder.
+            workspace=MonitoringWorkspace(state_dir / "evidently"),
+            cache_dir=state_dir / "monitoring" / "reference",
+            prefect_api_url=settings.prefect.resolved_api_url(host),
+            params_file=params_file,
+        )
 
 
 @dataclass(frozen=True)

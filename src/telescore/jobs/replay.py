@@ -44,7 +44,6 @@ from telescore.jobs.plots import save_replay_plot
 from telescore.services.processes import free_port, wait_until
 from telescore.serving.options import RuntimeOptions
 from telescore.settings import ENV_FILE_VARIABLE, Settings, load_settings
-from telescore.validation.evidently_dashboards import MonitoringWorkspace
 
 # Ports the replay's own services take, by setting name; chosen free at start.
 PORT_SETTINGS = (
@@ -224,32 +223,15 @@ def monitor_by_deployment(api_url: str, params_path: Path, window: Window) -> di
 
 
 def monitor_in_process(
-    settings: Settings,
-    registry: Registry,
-    params_path: Path,
-    window: Window,
-    outcomes: OutcomeStore,
+    settings: Settings, registry: Registry, params_path: Path, window: Window
 ) -> dict[str, Any]:
     """Run the monitor job on a window here, as the deployment's one task does."""
-    host = settings.project.host
-    state_dir = settings.project.state_dir.resolve()
+    params = load_monitoring_params(params_path)
     with (
-        MonitoringStore(settings.mongodb.resolved_uri(host), settings.mongodb.database) as records,
+        monitoring.open_monitor(settings, params, str(params_path), registry) as monitor,
         tempfile.TemporaryDirectory(prefix="telescore-replay-") as work,
     ):
-        records.ensure_indexes()
-        monitor = monitoring.Monitor(
-            params=load_monitoring_params(params_path),
-            registry=registry,
-            outcomes=outcomes,
-            records=records,
-            workspace=MonitoringWorkspace(state_dir / "evidently"),
-            cache_dir=state_dir / "monitoring" / "reference",
-            prefect_api_url=settings.prefect.resolved_api_url(host),
-            params_file=str(params_path),
-        )
-        result = monitoring.monitor_window(monitor, window, Path(work))
-    decision = result.decision
+        decision = monitoring.monitor_window(monitor, window, Path(work)).decision
     return {
         "retrain": decision["retrain"],
         "reason": decision["reason"],
@@ -322,7 +304,7 @@ def run_replay(
             if config.monitor_by_deployment:
                 result = monitor_by_deployment(api_url, params_path, window)
             else:
-                result = monitor_in_process(settings, registry, params_path, window, outcomes)
+                result = monitor_in_process(settings, registry, params_path, window)
             if result.get("retrain") and result.get("training_flow_run_id"):
                 training = wait_training(api_url, result["training_flow_run_id"])
                 outcome = training["result"] if isinstance(training["result"], dict) else {}
