@@ -53,6 +53,7 @@ def service_env(settings: Settings) -> dict[str, str]:
     return {
         "TELESCORE_MLFLOW_TRACKING_URI": settings.mlflow.resolved_tracking_uri(host),
         "MLFLOW_TRACKING_URI": settings.mlflow.resolved_tracking_uri(host),
+        "MLFLOW_REGISTRY_URI": settings.mlflow.resolved_tracking_uri(host),
         "TELESCORE_MONGODB_URI": settings.mongodb.resolved_uri(host),
         "TELESCORE_PREFECT_API_URL": settings.prefect.resolved_api_url(host),
         "TELESCORE_STATE_DIR": str(settings.project.state_dir.resolve()),

@@ -46,6 +46,9 @@ def mlserver_process(
             # cost 30 ms per call for a boosted model on two cores.
             "OMP_NUM_THREADS": "1",
             "MLFLOW_TRACKING_URI": tracking_uri,
+            # The registry too: `mlflow.set_registry_uri` exports its URI to every process
+            # started after it, which could otherwise point MLServer at another server.
+            "MLFLOW_REGISTRY_URI": tracking_uri,
             # Progress bars would fill the log with carriage returns on every (re)load.
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             # The runtime's default prediction spool lives under the state folder.

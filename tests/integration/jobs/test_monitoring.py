@@ -15,7 +15,7 @@ from pipelines.monitoring import monitor_telemarketing
 from pipelines.training import train_telemarketing
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
-from prefect.states import Failed, State
+from prefect.states import Cancelled, Failed, State
 
 from telescore.core.features import split_features_label
 from telescore.core.outcomes import Outcome
@@ -72,6 +72,9 @@ def platform(
     monkeypatch.setenv("TELESCORE_PREFECT_API_URL", deployments)
     result = train_telemarketing(overrides=SAMPLE)
     assert result["promoted"], result["reason"]
+    # Training runs triggered by earlier tests stay SCHEDULED (no worker): end them.
+    for flow_run_id in training_runs(deployments):
+        set_state(flow_run_id, Cancelled())
     uri = mongodb.uri  # type: ignore[attr-defined]
     return {"database": database, "uri": uri, "state": tmp_path / "state"}
 
