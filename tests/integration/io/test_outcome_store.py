@@ -122,10 +122,11 @@ def test_the_join_gives_each_prediction_its_own_label_in_bounded_chunks(
     assert rows[0]["reported_at"] is not None, "a labelled row carries its report time"
     assert rows[1]["reported_at"] is None, "an unlabelled row has no report time"
     assert rows[0]["features"]["age"] == 20, "the prediction document comes whole"
-    # And each chunk costs one predictions query (limited to the chunk) and one $in query
-    asked = [(find["find"], find.get("limit")) for find in COMMANDS.finds]
-    assert asked == [("predictions", 3), ("outcomes", None)] * 3, f"queries sent: {asked}"
-    outcome_ids = [find["filter"]["_id"]["$in"] for find in COMMANDS.finds[1::2]]
+    # And the window is one predictions query read a chunk at a time (nx-27017 reads a date
+    # range whole for every query), and each chunk costs one $in query for its outcomes
+    asked = [(find["find"], find.get("batchSize")) for find in COMMANDS.finds]
+    assert asked == [("predictions", 3)] + [("outcomes", None)] * 3, f"queries sent: {asked}"
+    outcome_ids = [find["filter"]["_id"]["$in"] for find in COMMANDS.finds[1:]]
     assert [sorted(ids) for ids in outcome_ids] == [
         sorted(row["_id"] for row in chunk) for chunk in chunks
     ], "each chunk's outcomes should be fetched by that chunk's ids"
