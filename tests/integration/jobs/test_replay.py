@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlflow.tracking._model_registry import utils as registry_utils
+from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
@@ -22,11 +24,18 @@ FIRST_ROWS, STREAMED, WINDOW = 8237, 2000, 1000
 
 @pytest.fixture
 def restored_environment() -> Iterator[None]:
-    """The replay points this process at its own services: put the environment back after."""
+    """The replay points this process at its own services: put the environment back after.
+
+    MLflow keeps its URIs in module globals as well as in the environment; they are put back
+    as they were, unset included (setting them to what the getters report would pin a
+    default that later tests expect to come from MLFLOW_TRACKING_URI).
+    """
     saved = dict(os.environ)
+    tracking, registry = tracking_utils._tracking_uri, registry_utils._registry_uri
     try:
         yield
     finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = tracking, registry
         os.environ.clear()
         os.environ.update(saved)
 
