@@ -5,9 +5,9 @@ prediction by `_id` and a prediction has at most one outcome: the first one stor
 
 Only operations that both MongoDB and the embedded nx-27017 server answer are used here:
 insert_many, find with `$in`, range filters, `$or`, sort and limit, count_documents and
-create_index; no aggregation pipelines. The join reads predictions page by page (keyset on
-`_id`) and fetches each page's outcomes with one `$in` query, so memory is bounded by the
-page size whatever the window.
+create_index; no aggregation pipelines. The join reads a window's predictions with one query,
+a chunk at a time, and fetches each chunk's outcomes with one `$in` query, so memory is
+bounded by the chunk size whatever the window.
 """
 
 from __future__ import annotations
@@ -58,12 +58,15 @@ class OutcomeStore:
         collection: str = OUTCOMES_COLLECTION,
         predictions_collection: str = PREDICTIONS_COLLECTION,
         timeout_ms: int = 1500,
+        read_timeout_ms: int | None = None,
     ) -> None:
         self.uri = uri
         self.database = database
         self.collection_name = collection
         self.predictions_collection_name = predictions_collection
         self.timeout_ms = timeout_ms
+        # How long one answer may take: the monitor's count of a 1M-row window takes a minute.
+        self.read_timeout_ms = read_timeout_ms or timeout_ms + 500
         self._client: MongoClient[Document] | None = None
         self._indexed = False
 
@@ -83,7 +86,7 @@ class OutcomeStore:
                 self.uri,
                 serverSelectionTimeoutMS=self.timeout_ms,
                 connectTimeoutMS=self.timeout_ms,
-                socketTimeoutMS=self.timeout_ms + 500,
+                socketTimeoutMS=self.read_timeout_ms,
                 tz_aware=True,
                 appname="telescore-outcomes",
             )

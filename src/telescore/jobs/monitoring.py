@@ -73,7 +73,8 @@ def open_monitor(
     uri, database = settings.mongodb.resolved_uri(host), settings.mongodb.database
     state_dir = settings.project.state_dir.resolve()
     with (
-        OutcomeStore(uri, database, timeout_ms=5000) as outcomes,
+        # Down is noticed in 5 s; a large window's count on nx-27017 takes a minute (1M rows).
+        OutcomeStore(uri, database, timeout_ms=5000, read_timeout_ms=600_000) as outcomes,
         MonitoringStore(uri, database) as records,
     ):
         records.ensure_indexes()
@@ -144,7 +145,7 @@ def read_window(
     columns: dict[str, list[Any]] = {name: [] for name in (*FEATURE_NAMES, SCORE_COLUMN, LABEL)}
     versions: Counter[str] = Counter()
     seen = 0
-    # Chunks of 10,000 (about 30 MB of documents): a million rows take a hundred `$in` joins
+    # Chunks of 10,000 (about 35 MB of documents): a million rows take a hundred `$in` joins
     # of their outcomes rather than a thousand.
     for chunk in outcomes.labelled_predictions(window.start, window.end, chunk_size=10_000):
         for prediction in chunk:
