@@ -13,43 +13,23 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
+
+from telescore.io.mongodb import Document, MongoStore
 
 RUNS_COLLECTION: Final = "monitoring_runs"
 DECISIONS_COLLECTION: Final = "retraining_decisions"
 
-Document = dict[str, Any]
 
-
-class MonitoringStore:
+class MonitoringStore(MongoStore):
     """The monitor's collections in one database; use as a context manager."""
 
+    appname = "telescore-monitor"
+
     def __init__(self, uri: str, database: str, *, timeout_ms: int = 5000) -> None:
-        self.uri = uri
-        self.database = database
-        self.timeout_ms = timeout_ms
-        self._client: MongoClient[Document] | None = None
-
-    def __enter__(self) -> MonitoringStore:
-        if self._client is None:
-            self._client = MongoClient(
-                self.uri,
-                serverSelectionTimeoutMS=self.timeout_ms,
-                tz_aware=True,
-                appname="telescore-monitor",
-            )
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def _collection(self, name: str) -> Collection[Document]:
-        if self._client is None:
-            raise RuntimeError("MonitoringStore is not open: use it as a context manager")
-        return self._client[self.database][name]
+        # Small reads and writes, but on a server a large window's read may keep busy.
+        super().__init__(uri, database, timeout_ms=timeout_ms, read_timeout_ms=600_000)
 
     @property
     def runs(self) -> Collection[Document]:

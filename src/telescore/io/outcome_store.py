@@ -16,16 +16,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
-from typing import Any, Final
+from typing import Final
 
 import pandas as pd
-from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, CursorNotFound
 
 from telescore.core import outcomes
 from telescore.core.outcomes import Outcome, RecordedOutcome, labelled_frame, utc_now
 from telescore.core.predictions import ID, TIMESTAMP
+from telescore.io.mongodb import Document, MongoStore
 from telescore.io.prediction_store import DUPLICATE_KEY, PREDICTIONS_COLLECTION
 
 OUTCOMES_COLLECTION: Final = "outcomes"
@@ -33,8 +34,6 @@ INDEXED_FIELDS: Final = (outcomes.RECORDED_AT,)
 """Besides `_id`: outcomes recorded since a time are counted by `recorded_at`."""
 DEFAULT_CHUNK_SIZE: Final = 1000
 """Predictions read per query by the join: bounds its memory and the size of each `$in`."""
-
-Document = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,10 @@ class Recorded:
     """True when this call stored it; False when the prediction had an outcome already."""
 
 
-class OutcomeStore:
+class OutcomeStore(MongoStore):
     """The `outcomes` collection of one database, joined to its `predictions`; a context manager."""
+
+    appname = "telescore-outcomes"
 
     def __init__(
         self,
@@ -60,61 +61,21 @@ class OutcomeStore:
         timeout_ms: int = 1500,
         read_timeout_ms: int | None = None,
     ) -> None:
-        self.uri = uri
-        self.database = database
+        # `read_timeout_ms`: the monitor's count of a 1M-row window takes a minute.
+        super().__init__(uri, database, timeout_ms=timeout_ms, read_timeout_ms=read_timeout_ms)
         self.collection_name = collection
         self.predictions_collection_name = predictions_collection
-        self.timeout_ms = timeout_ms
-        # How long one answer may take: the monitor's count of a 1M-row window takes a minute.
-        self.read_timeout_ms = read_timeout_ms or timeout_ms + 500
-        self._client: MongoClient[Document] | None = None
         self._indexed = False
-
-    def __enter__(self) -> OutcomeStore:
-        self.open()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def open(self) -> None:
-        """Create the client (it connects lazily, on the first operation)."""
-        if self._client is None:
-            # Short timeouts: a caller (an HTTP request, a telemarketer) is told within about
-            # two seconds that MongoDB is down, rather than after pymongo's default 30 s.
-            self._client = MongoClient(
-                self.uri,
-                serverSelectionTimeoutMS=self.timeout_ms,
-                connectTimeoutMS=self.timeout_ms,
-                socketTimeoutMS=self.read_timeout_ms,
-                tz_aware=True,
-                appname="telescore-outcomes",
-            )
-
-    def close(self) -> None:
-        """Close the client and its connections."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
     @property
     def collection(self) -> Collection[Document]:
         """The `outcomes` pymongo collection (the store must be open)."""
-        return self._database_collection(self.collection_name)
+        return self._collection(self.collection_name)
 
     @property
     def predictions(self) -> Collection[Document]:
         """The `predictions` pymongo collection the outcomes label (the store must be open)."""
-        return self._database_collection(self.predictions_collection_name)
-
-    def _database_collection(self, name: str) -> Collection[Document]:
-        if self._client is None:
-            raise RuntimeError("OutcomeStore is not open: use it as a context manager")
-        return self._client[self.database][name]
-
-    def ping(self) -> None:
-        """Raise a pymongo error unless the server answers."""
-        self.collection.database.client.admin.command("ping")
+        return self._collection(self.predictions_collection_name)
 
     def ensure_indexes(self) -> None:
         """Create the indexes outcomes are queried by (idempotent)."""

@@ -12,11 +12,12 @@ from typing import Any, Final
 
 import bson
 from bson.errors import InvalidDocument
-from pymongo import ASCENDING, MongoClient
+from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
 from telescore.core.predictions import MODEL_VERSION, REQUEST_ID, TIMESTAMP
+from telescore.io.mongodb import Document, MongoStore
 
 PREDICTIONS_COLLECTION: Final = "predictions"
 DUPLICATE_KEY: Final = 11000
@@ -28,12 +29,13 @@ TRANSIENT_CODES: Final = frozenset(
 lock or time limits, write conflict, shutdown, not primary): the record itself is fine."""
 INDEXED_FIELDS: Final = (TIMESTAMP, MODEL_VERSION, REQUEST_ID)
 
-Document = dict[str, Any]
 SortSpec = Sequence[tuple[str, int]]
 
 
-class PredictionStore:
+class PredictionStore(MongoStore):
     """The `predictions` collection of one database; use as a context manager."""
+
+    appname = "telescore-prediction-log"
 
     def __init__(
         self,
@@ -43,51 +45,13 @@ class PredictionStore:
         collection: str = PREDICTIONS_COLLECTION,
         timeout_ms: int = 1500,
     ) -> None:
-        self.uri = uri
-        self.database = database
+        super().__init__(uri, database, timeout_ms=timeout_ms)
         self.collection_name = collection
-        self.timeout_ms = timeout_ms
-        self._client: MongoClient[Document] | None = None
-
-    def __enter__(self) -> PredictionStore:
-        self.open()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def open(self) -> None:
-        """Create the client (it connects lazily, on the first operation)."""
-        if self._client is None:
-            # Short timeouts: a down server must be noticed in about a second so the writer can
-            # spool, rather than hold a batch for pymongo's default 30 s.
-            self._client = MongoClient(
-                self.uri,
-                serverSelectionTimeoutMS=self.timeout_ms,
-                connectTimeoutMS=self.timeout_ms,
-                socketTimeoutMS=self.timeout_ms + 500,
-                tz_aware=True,
-                appname="telescore-prediction-log",
-            )
-
-    def close(self) -> None:
-        """Close the client and its connections."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
     @property
     def collection(self) -> Collection[Document]:
         """The underlying pymongo collection (the store must be open)."""
-        if self._client is None:
-            raise RuntimeError("PredictionStore is not open: use it as a context manager")
-        return self._client[self.database][self.collection_name]
-
-    def ping(self) -> None:
-        """Raise a pymongo error unless the server answers."""
-        if self._client is None:
-            raise RuntimeError("PredictionStore is not open: use it as a context manager")
-        self._client.admin.command("ping")
+        return self._collection(self.collection_name)
 
     def ensure_indexes(self) -> None:
         """Create the indexes the monitor queries by (idempotent)."""
