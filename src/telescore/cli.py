@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from telescore import cli_app as app_commands
 from telescore.cli_stages import stages_app
 from telescore.core.outcomes import MalformedBatchError
 from telescore.core.schema import FEATURES
@@ -36,6 +37,7 @@ app.add_typer(serve_app, name="serve")
 app.add_typer(stages_app, name="stage", help="DVC pipeline stages (run by `dvc repro`).")
 outcomes_app = typer.Typer(help="Call outcomes: did the prospect subscribe?", no_args_is_help=True)
 app.add_typer(outcomes_app, name="outcomes")
+app_commands.register(app)
 console = Console()
 PROJECT_ROOT = Path.cwd()
 

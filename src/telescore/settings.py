@@ -19,6 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "secret", "password"})
+MIN_SECRET_LENGTH: Final = 32
 ENV_FILE_VARIABLE: Final = "TELESCORE_ENV_FILE"
 DEFAULT_ENV_FILE: Final = ".env"
 
@@ -120,12 +121,23 @@ class ServingSettings(BaseSettings):
 
 
 class ApiSettings(BaseSettings):
-    """The telescore HTTP API (call outcomes; the web app to come)."""
+    """The telemarketing web app: its pages, its JSON API and the outcomes API."""
 
     model_config = _config("TELESCORE_API_")
 
     port: int = 8000
-    """Port the API listens on."""
+    """Port the app listens on."""
+    secret_key: SecretStr | None = None
+    """Signs session cookies and CSRF tokens; required in production (32+ characters).
+
+    Unset in development: a random key kept in `<state_dir>/app-secret` (sessions survive a
+    restart of the app)."""
+    session_hours: float = Field(default=12.0, gt=0)
+    """How long a caller stays logged in."""
+    batch_rows: int = Field(default=1000, gt=0)
+    """Rows per MLServer request (at most the served models' `max_rows`)."""
+    max_body_bytes: int = Field(default=1 << 20, gt=0)
+    """Larger request bodies are refused (413) before they are read."""
 
 
 class EvidentlySettings(BaseSettings):
@@ -156,6 +168,12 @@ class Settings(BaseSettings):
             return self
         if self.mongodb.uri is None:
             raise ValueError("TELESCORE_MONGODB_URI must be set in production")
+        secret = self.api.secret_key.get_secret_value() if self.api.secret_key else ""
+        if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"TELESCORE_API_SECRET_KEY must be set in production: {MIN_SECRET_LENGTH}+ "
+                "random characters, not a placeholder"
+            )
         uri = self.mongodb.uri.get_secret_value()
         password = uri.split("://", 1)[-1].split("@", 1)[0].partition(":")[2] if "@" in uri else ""
         if "@" in uri and password.lower() in PLACEHOLDER_SECRETS:

@@ -1,4 +1,4 @@
-"""Fixtures for flow and job tests: Prefect's test harness and a model name per test."""
+"""Fixtures for flow, job, serving and app tests: Prefect, a model name per test, MLServer."""
 
 from __future__ import annotations
 
@@ -7,6 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 from prefect.testing.utilities import prefect_test_harness
+
+# Shared by the serving, app and flow tests; imported here so that pytest finds them.
+from tests.integration.serving_fixtures import (  # noqa: F401
+    bank_sample,
+    mlserver,
+    registered_versions,
+)
 
 from telescore.io.registry import Registry
 

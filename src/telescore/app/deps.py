@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Annotated, Final
 
-from fastapi import Depends, HTTPException, Request, status
-from pymongo.errors import ConnectionFailure, PyMongoError
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import APIKeyHeader
 
+from telescore.app.security import API_KEY_HEADER, SESSION_COOKIE, ApiKeys, Session, Sessions
+from telescore.core.access import Principal, Role, allows
+from telescore.io.access_store import AccessStore
 from telescore.io.outcome_store import OutcomeStore
+from telescore.io.prospect_store import ProspectStore
+from telescore.io.release_store import ReleaseStore
+from telescore.jobs.ranking import CallList
+from telescore.jobs.scoring import ScoringService
 from telescore.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 MONGODB_UNREACHABLE: Final = "MongoDB is unreachable: nothing was read or recorded; try again later"
 MONGODB_FAILED: Final = "MongoDB failed to answer: nothing was read or recorded; try again later"
+
+_api_key = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,
+    description="An API key from `telescore apikey create` (role caller or ops).",
+)
 
 
 def get_settings(request: Request) -> Settings:
@@ -24,17 +34,83 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_outcome_store(request: Request) -> Iterator[OutcomeStore]:
-    """Yield the app's outcome store; a MongoDB failure in the route becomes a 503."""
+def get_outcome_store(request: Request) -> OutcomeStore:
+    """Return the app's outcome store."""
     store: OutcomeStore = request.app.state.outcome_store
-    try:
-        yield store
-    except PyMongoError as error:
-        # The client is told MongoDB's state, not shown a stack trace; the log keeps the cause.
-        logger.warning("MongoDB error while serving %s: %s", request.url.path, error)
-        detail = MONGODB_UNREACHABLE if isinstance(error, ConnectionFailure) else MONGODB_FAILED
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from None
+    return store
+
+
+def get_prospect_store(request: Request) -> ProspectStore:
+    """Return the app's prospect store."""
+    store: ProspectStore = request.app.state.prospect_store
+    return store
+
+
+def get_access_store(request: Request) -> AccessStore:
+    """Return the app's users and API keys store."""
+    store: AccessStore = request.app.state.access_store
+    return store
+
+
+def get_release_store(request: Request) -> ReleaseStore:
+    """Return the app's routing and release decisions store."""
+    store: ReleaseStore = request.app.state.release_store
+    return store
+
+
+def get_call_list(request: Request) -> CallList:
+    """Return the app's ranked call list."""
+    call_list: CallList = request.app.state.call_list
+    return call_list
+
+
+def get_scoring(request: Request) -> ScoringService:
+    """Return the app's scoring service."""
+    scoring: ScoringService = request.app.state.scoring
+    return scoring
+
+
+def get_sessions(request: Request) -> Sessions:
+    """Return the app's session signer."""
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
+def get_session(request: Request) -> Session | None:
+    """Return the logged-in user's session, or None (no cookie, forged or expired)."""
+    return get_sessions(request).read(request.cookies.get(SESSION_COOKIE))
+
+
+def requires(role: Role) -> Callable[..., Principal]:
+    """Return a dependency admitting API keys of `role` or above: 401 without one, 403 below."""
+
+    def check(request: Request, key: Annotated[str | None, Security(_api_key)]) -> Principal:
+        keys: ApiKeys = request.app.state.api_keys
+        principal = keys.principal(key) if key else None
+        if principal is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                f"a valid API key is required in the {API_KEY_HEADER} header",
+                headers={"WWW-Authenticate": "ApiKey"},
+            )
+        if not allows(principal.role, role):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"this needs the {role} role; the key has {principal.role}",
+            )
+        return principal
+
+    return check
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 OutcomeStoreDep = Annotated[OutcomeStore, Depends(get_outcome_store)]
+ProspectStoreDep = Annotated[ProspectStore, Depends(get_prospect_store)]
+AccessStoreDep = Annotated[AccessStore, Depends(get_access_store)]
+ReleaseStoreDep = Annotated[ReleaseStore, Depends(get_release_store)]
+CallListDep = Annotated[CallList, Depends(get_call_list)]
+ScoringDep = Annotated[ScoringService, Depends(get_scoring)]
+SessionsDep = Annotated[Sessions, Depends(get_sessions)]
+SessionDep = Annotated[Session | None, Depends(get_session)]
+CallerDep = Annotated[Principal, Depends(requires("caller"))]
+OpsDep = Annotated[Principal, Depends(requires("ops"))]

@@ -61,8 +61,13 @@ class RepositoryModel:
     reason: str = ""
 
 
-def inference_request(rows: Rows, request_id: str | None = None) -> dict[str, Any]:
-    """Build a V2 inference request with one named input per feature (unknown keys dropped)."""
+def inference_request(
+    rows: Rows, request_id: str | None = None, route: str | None = None
+) -> dict[str, Any]:
+    """Build a V2 inference request with one named input per feature (unknown keys dropped).
+
+    `route="shadow"` asks the server to log the answer as a shadow's: scored, never shown.
+    """
     if isinstance(rows, pd.DataFrame):
         columns = {name: rows[name].tolist() for name in FEATURES if name in rows.columns}
     else:
@@ -72,7 +77,10 @@ def inference_request(rows: Rows, request_id: str | None = None) -> dict[str, An
         {"name": name, "datatype": _datatype(name, values), "shape": [len(values)], "data": values}
         for name, values in columns.items()
     ]
-    request: dict[str, Any] = {"inputs": inputs, "parameters": {"content_type": "pd"}}
+    parameters: dict[str, Any] = {"content_type": "pd"}
+    if route is not None:
+        parameters["route"] = route
+    request: dict[str, Any] = {"inputs": inputs, "parameters": parameters}
     if request_id is not None:
         request["id"] = request_id
     return request
@@ -122,10 +130,14 @@ class ServingClient:
         self._http.close()
 
     def infer(
-        self, rows: Rows, model: str = DEFAULT_MODEL, request_id: str | None = None
+        self,
+        rows: Rows,
+        model: str = DEFAULT_MODEL,
+        request_id: str | None = None,
+        route: str | None = None,
     ) -> Scores:
-        """Score prospects with a served model."""
-        body = self._post(f"/v2/models/{model}/infer", inference_request(rows, request_id))
+        """Score prospects with a served model (`route="shadow"`: logged as not shown)."""
+        body = self._post(f"/v2/models/{model}/infer", inference_request(rows, request_id, route))
         return parse_scores(body)
 
     def ready(self) -> bool:

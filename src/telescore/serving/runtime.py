@@ -33,7 +33,7 @@ from telescore.core.requests import (
 )
 from telescore.core.schema import FEATURES
 from telescore.core.scoring import Scorer, compile_scorer
-from telescore.io.journal import JournalError, JournalWriter
+from telescore.io.journal import JournalWriter
 from telescore.io.registry import ModelVersionRef, resolve_model_uri
 from telescore.serving.options import RuntimeOptions
 from telescore.serving.shipper import ShipperConfig
@@ -67,6 +67,8 @@ class PredictionLogUnavailableError(MLServerError):
     def __init__(self, message: str) -> None:
         super().__init__(message, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
 
+
+SHADOW: Final[Route] = "shadow"
 
 _prediction_ids = PredictionIds()
 """One generator per process: champion and challenger share its clock and sequence."""
@@ -109,7 +111,8 @@ class TelescoreRuntime(MLflowRuntime):
         self._sync_metadata()
         # Reported by the model metadata endpoint (GET /v2/models/<name>): the pinned version.
         self._settings.versions = [self._model_version]
-        self._journal: JournalWriter | None = None
+        # One journal per route this model answers under: its own, and `shadow` once asked.
+        self._journals: dict[Route, JournalWriter] = {}
         self._shipper: ShipperSupervisor | None = None
         if self._options.prediction_log:
             await self._open_prediction_log()
@@ -118,14 +121,14 @@ class TelescoreRuntime(MLflowRuntime):
             self.name,
             self._registered.uri,
             self._route,
-            f"journaled in {self._journal.root}" if self._journal else "off",
+            f"journaled in {self._journals[self._route].root}" if self._journals else "off",
         )
         return True
 
     async def unload(self) -> bool:
         """Seal this model's journal segment; the last model unloaded stops the shipper."""
-        journal, self._journal = getattr(self, "_journal", None), None
-        if journal is not None:
+        journals, self._journals = getattr(self, "_journals", {}), {}
+        for journal in journals.values():
             journal.close()
             prediction_log_metrics().retire_writer(journal)
         shipper, self._shipper = getattr(self, "_shipper", None), None
@@ -146,12 +149,14 @@ class TelescoreRuntime(MLflowRuntime):
             batch = validate_inputs(payload.inputs, max_rows=self._options.max_rows)
         except InvalidRequestError as error:
             raise InvalidInputError(str(error)) from None
+        route = self._request_route(payload.parameters)
         scores = self._scorer(batch)
         out_of_range = self._training_ranges.flags(batch)
         prediction_ids = _prediction_ids.new(batch.n_rows)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        if self._journal is not None:
+        if self._journals:
             self._journal_request(
+                route,
                 JournalEntry(
                     prediction_ids,
                     request_id,
@@ -171,7 +176,7 @@ class TelescoreRuntime(MLflowRuntime):
             # JSON text and the latency in whole microseconds, the same on both APIs.
             parameters=Parameters(
                 model_version=self._model_version,
-                route=self._route,
+                route=route,
                 prediction_ids=orjson.dumps(prediction_ids).decode(),
                 out_of_range=orjson.dumps(out_of_range).decode(),
                 latency_us=round(latency_ms * 1000.0),
@@ -186,16 +191,31 @@ class TelescoreRuntime(MLflowRuntime):
             ],
         )
 
-    def _journal_request(self, entry: JournalEntry, rows: int) -> None:
+    def _request_route(self, parameters: Parameters | None) -> Route:
+        """Return the route to log the request under: the model's own, or `shadow` if asked.
+
+        A caller that shows another model's answer (the app's shadow release) asks for
+        `shadow`; no request can claim to be the champion or the challenger.
+        """
+        asked = getattr(parameters, "route", None) if parameters is not None else None
+        if asked is None or asked == self._route:
+            return self._route
+        if asked != SHADOW:
+            raise InvalidInputError(
+                f"parameters.route: {asked!r} is not allowed; only {SHADOW!r} may be asked"
+            )
+        return SHADOW
+
+    def _journal_request(self, route: Route, entry: JournalEntry, rows: int) -> None:
         """Make the prediction durable before it is answered; refuse to answer otherwise."""
-        assert self._journal is not None  # noqa: S101 - checked by the caller
         try:
-            self._journal.append(entry_payload(entry), rows)
-        except JournalError as error:
+            journal = self._journals.get(route) or self._open_journal(route)
+            journal.append(entry_payload(entry), rows)
+        except OSError as error:  # JournalError, or a shadow journal that cannot be opened
             prediction_log_metrics().refused += 1
             logger.error("request %s not answered: %s", entry.request_id, error)
             raise PredictionLogUnavailableError(
-                f"the prediction log cannot record this prediction ({error.strerror}); "
+                f"the prediction log cannot record this prediction ({error.strerror or error}); "
                 "it was not answered, try again"
             ) from None
 
@@ -227,22 +247,11 @@ class TelescoreRuntime(MLflowRuntime):
             raise MLServerError(
                 f"model {self.name}: {error}", status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
             ) from None
-        journal = JournalWriter(
-            config.root,
-            {
-                "format": 1,
-                "model_name": self._registered.name,
-                "model_version": self._model_version,
-                "route": self._route,
-                "served_as": self.name,
-                "features": list(FEATURES),
-            },
-            segment_bytes=self._options.journal_segment_bytes,
-        )
+        self._journal_root = config.root
         try:
             # Now rather than on the first request: a journal that cannot be written fails the
             # load, and the version already serving keeps answering.
-            journal.open()
+            self._open_journal(self._route)
         except OSError as error:
             await detach_shipper(self._shipper, metrics)
             self._shipper = None
@@ -250,8 +259,25 @@ class TelescoreRuntime(MLflowRuntime):
                 f"model {self.name}: prediction journal in {root}: {error}",
                 status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
             ) from None
-        metrics.track_writer(journal)
-        self._journal = journal
+
+    def _open_journal(self, route: Route) -> JournalWriter:
+        """Open this model's journal for one route: segments name the route they log."""
+        journal = JournalWriter(
+            self._journal_root,
+            {
+                "format": 1,
+                "model_name": self._registered.name,
+                "model_version": self._model_version,
+                "route": route,
+                "served_as": self.name,
+                "features": list(FEATURES),
+            },
+            segment_bytes=self._options.journal_segment_bytes,
+        )
+        journal.open()
+        prediction_log_metrics().track_writer(journal)
+        self._journals[route] = journal
+        return journal
 
 
 def _load_registered(uri: str) -> tuple[ModelVersionRef, Any]:

@@ -20,12 +20,15 @@ from typer.testing import CliRunner
 
 from telescore.app.main import create_app
 from telescore.app.routes.outcomes import MAX_BATCH
+from telescore.app.security import API_KEY_HEADER
 from telescore.cli import app as cli_app
 from telescore.core.outcomes import Outcome
 from telescore.core.prediction_ids import PredictionIds
 from telescore.core.predictions import ServedModel, prediction_records
+from telescore.io.access_store import AccessStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prediction_store import PredictionStore
+from telescore.jobs.access import create_api_key
 from telescore.jobs.outcomes import import_outcomes
 from telescore.services.embedded import mongodb_server, outcomes_api
 from telescore.services.processes import ServiceProcess, free_port
@@ -55,6 +58,12 @@ def _log(uri: str, database: str, count: int) -> list[str]:
     return ids
 
 
+def _caller(uri: str, database: str) -> dict[str, str]:
+    """Headers with a new caller API key of this database (the outcome routes need one)."""
+    with AccessStore(uri, database) as store:
+        return {API_KEY_HEADER: create_api_key(store, "tests", "caller").key}
+
+
 def _settings(uri: str, database: str) -> Settings:
     return Settings(mongodb=MongoSettings(uri=uri, database=database))
 
@@ -82,7 +91,8 @@ def logged(mongodb: ServiceProcess, database: str) -> list[str]:
 @pytest.fixture
 def client(mongodb: ServiceProcess, database: str) -> Iterator[TestClient]:
     """The API on the session's nx-27017, lifespan included."""
-    with TestClient(create_app(_settings(mongodb.uri, database))) as opened:  # type: ignore[attr-defined]
+    uri = mongodb.uri  # type: ignore[attr-defined]
+    with TestClient(create_app(_settings(uri, database)), headers=_caller(uri, database)) as opened:
         yield opened
 
 
@@ -259,7 +269,8 @@ def test_mongodb_down_answers_503_with_a_message_and_recovers(tmp_path: Path) ->
     mongodb = mongodb_server(tmp_path, port)
     with mongodb.running():
         [prediction_id] = _log(uri, "outage", 1)
-        with TestClient(create_app(_settings(uri, "outage"))) as client:
+        headers = _caller(uri, "outage")
+        with TestClient(create_app(_settings(uri, "outage")), headers=headers) as client:
             assert client.get(f"/outcomes/{prediction_id}").status_code == 404, "up: none yet"
 
             # When MongoDB stops
@@ -390,7 +401,11 @@ def test_the_api_service_records_an_outcome_over_http(
     port = free_port()
     env = _env(mongodb.uri, database, tmp_path)  # type: ignore[attr-defined]
     service = outcomes_api(tmp_path, port, env=env)
-    with service.running(), httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+    headers = _caller(mongodb.uri, database)  # type: ignore[attr-defined]
+    with (
+        service.running(),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as http,
+    ):
         # When an outcome is posted over HTTP
         posted = http.post("/outcomes", json=_body(logged[0], "no", source="agent 7"))
         read = http.get(f"/outcomes/{logged[0]}")

@@ -16,7 +16,7 @@ from telescore.services.processes import ServiceProcess, free_port, wait_until
 from telescore.settings import load_settings
 
 if TYPE_CHECKING:  # fixture types; conftest modules are not importable at run time
-    from conftest import RegisteredVersions
+    from tests.integration.serving_fixtures import RegisteredVersions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

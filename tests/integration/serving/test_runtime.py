@@ -23,7 +23,7 @@ from telescore.services.processes import ServiceProcess, wait_until
 from telescore.serving.runtime import InvalidInputError, TelescoreRuntime
 
 if TYPE_CHECKING:  # fixture types; conftest modules are not importable at run time
-    from conftest import RegisteredVersions
+    from tests.integration.serving_fixtures import RegisteredVersions
 
 pytestmark = pytest.mark.integration
 

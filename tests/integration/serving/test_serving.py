@@ -27,7 +27,7 @@ from telescore.jobs.serving import reload_models, sync_served_models
 from telescore.services.processes import wait_until
 
 if TYPE_CHECKING:  # fixture types; conftest modules are not importable at run time
-    from conftest import RegisteredVersions, ServedMLServer
+    from tests.integration.serving_fixtures import RegisteredVersions, ServedMLServer
 
 pytestmark = pytest.mark.integration
 

@@ -30,7 +30,7 @@ from telescore.services.processes import ServiceProcess, wait_until
 from telescore.serving.shipper import DEAD_LETTER_DIR, DEAD_LETTER_FILE
 
 if TYPE_CHECKING:  # fixture types; conftest modules are not importable at run time
-    from conftest import RegisteredVersions, ServedMLServer
+    from tests.integration.serving_fixtures import RegisteredVersions, ServedMLServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -6,12 +6,13 @@ outcome is recorded already (it stays), 422 malformed (naming the field), 503 Mo
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
-from fastapi import APIRouter, Body, HTTPException, Path, Response, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Response, status
 from pydantic import BaseModel
 
-from telescore.app.deps import MONGODB_UNREACHABLE, OutcomeStoreDep
+from telescore.app.deps import OutcomeStoreDep, requires
+from telescore.app.errors import API_ERRORS, Detail
 from telescore.core.outcomes import Outcome, PredictionId, RecordedOutcome
 from telescore.jobs import outcomes
 from telescore.jobs.outcomes import RecordResult, Status
@@ -19,13 +20,12 @@ from telescore.jobs.outcomes import RecordResult, Status
 MAX_BATCH: Final = 1000
 """Most outcomes one batch request may carry: larger ones are refused (422), not split."""
 
-router = APIRouter(prefix="/outcomes", tags=["outcomes"])
-
-
-class Detail(BaseModel):
-    """An error, for a person."""
-
-    detail: str
+router = APIRouter(
+    prefix="/outcomes",
+    tags=["outcomes"],
+    dependencies=[Depends(requires("caller"))],
+    responses=API_ERRORS,
+)
 
 
 class Recorded(BaseModel):
@@ -54,11 +54,6 @@ class BatchRecorded(BaseModel):
     results: list[BatchItem]
 
 
-_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
-    status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Detail, "description": MONGODB_UNREACHABLE},
-}
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -69,22 +64,18 @@ _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
             "model": Detail,
             "description": "A different outcome is recorded",
         },
-        **_ERRORS,
     },
 )
 def record_outcome(outcome: Outcome, store: OutcomeStoreDep, response: Response) -> Recorded:
     """Record the outcome of one call."""
     result = outcomes.record_outcome(store, outcome)
-    if result.status is Status.UNKNOWN_PREDICTION:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, result.message)
-    if result.status is Status.CONFLICT:
-        raise HTTPException(status.HTTP_409_CONFLICT, result.message)
+    raise_for_outcome(result)
     if result.status is Status.ALREADY_RECORDED:
         response.status_code = status.HTTP_200_OK
     return Recorded(status=result.status, outcome=_stored(result))
 
 
-@router.post("/batch", responses=_ERRORS)
+@router.post("/batch")
 def record_outcomes(
     reported: Annotated[list[Outcome], Body(min_length=1, max_length=MAX_BATCH)],
     store: OutcomeStoreDep,
@@ -114,7 +105,6 @@ def record_outcomes(
             "model": Detail,
             "description": "Unknown prediction id, or no outcome recorded for it yet",
         },
-        **_ERRORS,
     },
 )
 def read_outcome(
@@ -131,6 +121,14 @@ def read_outcome(
             status.HTTP_404_NOT_FOUND, f"no outcome recorded yet for prediction {prediction_id}"
         )
     return outcome
+
+
+def raise_for_outcome(result: RecordResult) -> None:
+    """Answer 404 for an unknown prediction and 409 for a different outcome already stored."""
+    if result.status is Status.UNKNOWN_PREDICTION:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, result.message)
+    if result.status is Status.CONFLICT:
+        raise HTTPException(status.HTTP_409_CONFLICT, result.message)
 
 
 def _stored(result: RecordResult) -> RecordedOutcome:

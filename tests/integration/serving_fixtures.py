@@ -1,4 +1,7 @@
-"""Serving fixtures: two registered model versions and one MLServer serving their aliases."""
+"""Serving fixtures: two registered model versions and one MLServer serving their aliases.
+
+Imported by `tests/integration/conftest.py`, so that serving, app and flow tests share them.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from telescore.services.mlserver import mlserver_process
 from telescore.services.processes import ServiceProcess, free_port
 from telescore.serving.options import RuntimeOptions
 
-DATASET = Path(__file__).resolve().parents[3] / "data" / "bank-additional-full.csv.gz"
+DATASET = Path(__file__).resolve().parents[2] / "data" / "bank-additional-full.csv.gz"
 REGISTERED_MODEL = "telemarketing"
 SAMPLE_ROWS = 4000
 MAX_ROWS = 100

@@ -1,0 +1,182 @@
+"""The callers' page: log in, see prospects ranked, record what each call gave, log out.
+
+Server-rendered (Jinja2), plain forms and no script: a form posts, the server answers a
+redirect back to the list (post/redirect/get), so a reload never records a call twice.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Final
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
+from fastapi import APIRouter, Form, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from pymongo.errors import PyMongoError
+
+from telescore.app.deps import AccessStoreDep, CallListDep, ScoringDep, SessionDep, SessionsDep
+from telescore.app.errors import MLSERVER_UNREACHABLE
+from telescore.app.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE
+from telescore.core.prospects import AGE_BANDS, CallResult, RankingQuery
+from telescore.core.schema import CATEGORICAL_VALUES
+from telescore.io.serving_client import ServingError
+from telescore.jobs.access import authenticate
+from telescore.jobs.ranking import NoIndicatorsError, UnknownProspectsError
+from telescore.jobs.scoring import ScoringService
+
+TEMPLATES: Final = Jinja2Templates(directory=Path(__file__).parents[1] / "templates")
+QUERY_FIELDS: Final = ("job", "age_band", "min_score", "not_called", "page")
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, sessions: SessionsDep, error: str | None = None) -> Response:
+    """Show the login form, with a fresh CSRF token."""
+    cookie, token = sessions.new_login_token()
+    response = TEMPLATES.TemplateResponse(
+        request, "login.html", {"csrf_token": token, "error": error, "session": None}
+    )
+    _set_cookie(request, response, LOGIN_CSRF_COOKIE, cookie, 3600)
+    return response
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    sessions: SessionsDep,
+    access: AccessStoreDep,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=256)],
+    csrf_token: Annotated[str, Form(max_length=128)],
+) -> Response:
+    """Log a caller in: check the form's token, then the password; start a session."""
+    if not sessions.login_token_matches(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token):
+        return _redirect("/login?" + urlencode({"error": "The form expired: please try again."}))
+    principal = authenticate(access, username, password)
+    if principal is None:
+        return _redirect("/login?" + urlencode({"error": "Wrong user name or password."}))
+    cookie, _ = sessions.new(principal)
+    response = _redirect("/")
+    _set_cookie(request, response, SESSION_COOKIE, cookie, sessions.max_age_seconds)
+    response.delete_cookie(LOGIN_CSRF_COOKIE)
+    return response
+
+
+@router.post("/logout")
+def logout(session: SessionDep, csrf_token: Annotated[str, Form(max_length=128)]) -> Response:
+    """End the session (the form must carry the session's token)."""
+    if session is None or csrf_token != session.csrf_token:
+        return _redirect("/login")
+    response = _redirect("/login")
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+def prospects_page(
+    request: Request, session: SessionDep, call_list: CallListDep, scoring: ScoringDep
+) -> Response:
+    """Show the ranked call list with its filters, one page at a time."""
+    if session is None:
+        return _redirect("/login")
+    raw = {
+        key: value for key, value in request.query_params.items() if key in QUERY_FIELDS and value
+    }
+    context: dict[str, Any] = {
+        "session": session,
+        "jobs": CATEGORICAL_VALUES["job"],
+        "age_bands": list(AGE_BANDS),
+        "reasons": {},
+        "page": None,
+        "notice": request.query_params.get("notice"),
+        "error": None,
+        "indicators": None,
+        "routing": _routing_label(scoring),
+    }
+    try:
+        query = RankingQuery.model_validate(raw)
+    except ValidationError as error:
+        query = RankingQuery()
+        context["error"] = "Filters ignored: " + "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
+        )
+    context["query"] = query
+    status_code = status.HTTP_200_OK
+    try:
+        page = call_list.page(query)
+        context["indicators"] = call_list.indicators.get()
+    except NoIndicatorsError as error:
+        context["error"], status_code = str(error), status.HTTP_409_CONFLICT
+    except (httpx.TransportError, ServingError):
+        context["error"], status_code = MLSERVER_UNREACHABLE, status.HTTP_503_SERVICE_UNAVAILABLE
+    except PyMongoError:
+        context["error"] = "MongoDB is unreachable: try again in a moment"
+        status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    else:
+        back = urlencode({k: v for k, v in raw.items()})
+        context |= {
+            "page": page,
+            "pages": max(1, math.ceil(page.total / query.page_size)),
+            "back": back,
+            "page_url": lambda number: "/?" + urlencode({**raw, "page": number}),
+            "reasons": call_list.reasons(page.rows),
+        }
+    return TEMPLATES.TemplateResponse(request, "prospects.html", context, status_code=status_code)
+
+
+@router.post("/calls")
+def record_call(
+    session: SessionDep,
+    call_list: CallListDep,
+    prospect_id: Annotated[str, Form(max_length=64)],
+    prediction_id: Annotated[str, Form(max_length=64)],
+    result: Annotated[CallResult, Form()],
+    csrf_token: Annotated[str, Form(max_length=128)],
+    back: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Record a call from the page, then go back to the same list view."""
+    if session is None:
+        return _redirect("/login")
+    if csrf_token != session.csrf_token:
+        return Response("CSRF token missing or wrong", status_code=status.HTTP_403_FORBIDDEN)
+    try:
+        stored = call_list.record_call(prospect_id, prediction_id, result, session.user)
+    except UnknownProspectsError as error:
+        return _back(back, f"Not recorded: {error}")
+    if stored.outcome is not None and not stored.pending and stored.outcome.stored is None:
+        return _back(back, f"Not recorded: {stored.outcome.message}")
+    return _back(back, f"{prospect_id}: {result.replace('_', ' ')} recorded.")
+
+
+def _back(back: str, notice: str) -> Response:
+    # Only our own filter fields go back into the URL: no open redirect, no injected keys.
+    kept = {k: v for k, v in parse_qsl(back) if k in QUERY_FIELDS}
+    return _redirect("/?" + urlencode({**kept, "notice": notice}))
+
+
+def _routing_label(scoring: ScoringService) -> str:
+    try:
+        routing = scoring.routing.get()
+    except PyMongoError:
+        return ""
+    if routing.mode == "canary":
+        return f"canary, {routing.canary_weight:g}% of prospects see the challenger"
+    if routing.mode == "shadow":
+        return "shadow: the challenger scores too, unseen"
+    return "champion only"
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=status.HTTP_303_SEE_OTHER)
+
+
+def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
+    production = request.app.state.settings.project.environment == "production"
+    response.set_cookie(
+        name, value, max_age=max_age, httponly=True, samesite="lax", secure=production
+    )

@@ -1,0 +1,120 @@
+"""Sessions, CSRF tokens and API keys: who is asking, and may they.
+
+The page: a signed, HttpOnly, SameSite=Lax session cookie names the user, their role and the
+session's CSRF token; every form carries that token back. The login form, before any session,
+uses a signed CSRF cookie and the same token in the form (double submit).
+The JSON API: an `X-API-Key` header, checked against the stored hash; a key seen valid is
+remembered for `KEY_CACHE_SECONDS`, so a request costs no database read (a revoked key stops
+working within that time).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from telescore.core.access import Principal, Role
+from telescore.io.access_store import AccessStore
+from telescore.jobs.access import verify_api_key
+from telescore.settings import Settings
+
+SESSION_COOKIE: Final = "telescore_session"
+LOGIN_CSRF_COOKIE: Final = "telescore_login_csrf"
+API_KEY_HEADER: Final = "X-API-Key"
+KEY_CACHE_SECONDS: Final = 30.0
+SECRET_FILE: Final = "app-secret"  # noqa: S105 - a file name, not a secret
+
+
+@dataclass(frozen=True)
+class Session:
+    """A logged-in user, as the session cookie says."""
+
+    user: str
+    role: Role
+    csrf_token: str
+
+
+class Sessions:
+    """Signs and reads session and login-CSRF cookies."""
+
+    def __init__(self, secret: str, max_age_seconds: int) -> None:
+        self._sessions = URLSafeTimedSerializer(secret, salt="telescore-session")
+        self._login = URLSafeTimedSerializer(secret, salt="telescore-login-csrf")
+        self.max_age_seconds = max_age_seconds
+
+    def new(self, principal: Principal) -> tuple[str, Session]:
+        """Return a cookie value for a user just logged in, and the session it holds."""
+        session = Session(principal.name, principal.role, secrets.token_urlsafe(24))
+        value = self._sessions.dumps(
+            {"u": session.user, "r": session.role, "c": session.csrf_token}
+        )
+        return value, session
+
+    def read(self, cookie: str | None) -> Session | None:
+        """Return the session a cookie holds; None if absent, forged or expired."""
+        if not cookie:
+            return None
+        try:
+            data: Any = self._sessions.loads(cookie, max_age=self.max_age_seconds)
+        except BadSignature:
+            return None
+        if not isinstance(data, dict) or data.get("r") not in ("caller", "ops"):
+            return None
+        return Session(str(data["u"]), data["r"], str(data["c"]))
+
+    def new_login_token(self) -> tuple[str, str]:
+        """Return (cookie value, form token) for a login form."""
+        token = secrets.token_urlsafe(24)
+        return self._login.dumps(token), token
+
+    def login_token_matches(self, cookie: str | None, form_token: str) -> bool:
+        """Tell whether a login form's token is the one its signed cookie holds."""
+        if not cookie or not form_token:
+            return False
+        try:
+            token = self._login.loads(cookie, max_age=3600)
+        except BadSignature:
+            return False
+        return isinstance(token, str) and secrets.compare_digest(token, form_token)
+
+
+class ApiKeys:
+    """Checks API keys against the store, remembering valid ones for a short while."""
+
+    def __init__(self, store: AccessStore, seconds: float = KEY_CACHE_SECONDS) -> None:
+        self._store = store
+        self._seconds = seconds
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[Principal, float]] = {}
+
+    def principal(self, key: str) -> Principal | None:
+        """Return the key's principal, or None for a wrong, unknown or revoked key."""
+        with self._lock:
+            cached = self._known.get(key)
+        if cached is not None and time.monotonic() - cached[1] < self._seconds:
+            return cached[0]
+        principal = verify_api_key(self._store, key)
+        with self._lock:
+            if principal is None:
+                self._known.pop(key, None)
+            else:
+                self._known[key] = (principal, time.monotonic())
+        return principal
+
+
+def session_secret(settings: Settings) -> str:
+    """Return the configured secret; in development, one kept under the state folder."""
+    if settings.api.secret_key is not None:
+        return settings.api.secret_key.get_secret_value()
+    path = Path(settings.project.state_dir) / SECRET_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()

@@ -1,0 +1,145 @@
+"""`telescore` commands for the web app: seed prospects, users, API keys, indicators, routing."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from telescore.core.access import Role
+from telescore.core.prospects import Indicators
+from telescore.core.routing import RoutingConfig, RoutingMode
+from telescore.io.access_store import AccessStore, AlreadyExistsError
+from telescore.io.prospect_store import ProspectStore
+from telescore.io.release_store import ReleaseStore
+from telescore.jobs import access, campaign, ranking, releases, scoring
+from telescore.settings import Settings, load_settings
+
+console = Console()
+user_app = typer.Typer(help="People who log in to the app.", no_args_is_help=True)
+apikey_app = typer.Typer(help="API keys for programs calling the app.", no_args_is_help=True)
+indicators_app = typer.Typer(help="The socio-economic indicators in force.", no_args_is_help=True)
+routing_app = typer.Typer(help="How requests split between champion and challenger.")
+
+DATASET = Path("data/bank-additional-full.csv.gz")
+
+
+def _mongo(settings: Settings) -> tuple[str, str]:
+    return settings.mongodb.resolved_uri(settings.project.host), settings.mongodb.database
+
+
+def seed(
+    limit: Annotated[int | None, typer.Option(help="Seed only the first N rows.")] = None,
+    dataset: Annotated[Path, typer.Option(help="Dataset file (`;`-separated).")] = DATASET,
+) -> None:
+    """Load the prospects from the dataset's profile columns (replacing any), and indicators."""
+    with (
+        ProspectStore(*_mongo(load_settings())) as store,
+        console.status(f"Loading prospects from {dataset}..."),
+    ):
+        stored, revision = campaign.seed_prospects(store, dataset, limit)
+    console.print(f"{stored} prospects seeded; indicators in force: revision {revision}.")
+
+
+@user_app.command("add")
+def user_add(
+    name: str,
+    role: Annotated[Role, typer.Option(help="caller, or ops (may change indicators, routing).")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Create a user who logs in to the page (the password is stored hashed, argon2id)."""
+    with AccessStore(*_mongo(load_settings())) as store:
+        try:
+            access.add_user(store, name, password, role)
+        except (ValueError, AlreadyExistsError) as error:
+            console.print(f"[red]Not created:[/] {error}")
+            raise typer.Exit(code=1) from None
+    console.print(f"User {name} ({role}) created.")
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: Annotated[str, typer.Argument(help="What the key is for, e.g. 'crm-sync'.")],
+    role: Annotated[Role, typer.Option(help="caller, or ops.")] = "caller",
+) -> None:
+    """Create an API key; it is printed once and stored only as a hash."""
+    with AccessStore(*_mongo(load_settings())) as store:
+        created = access.create_api_key(store, name, role)
+    console.print(f"API key for {name} ({role}), shown once; send it as the X-API-Key header:")
+    typer.echo(created.key)
+
+
+@indicators_app.command("show")
+def indicators_show() -> None:
+    """Show the indicators every prospect is scored with now."""
+    with ProspectStore(*_mongo(load_settings())) as store:
+        record = ranking.read_indicators(store)
+    if record is None:
+        console.print("No indicators entered yet: `telescore seed` or `telescore indicators set`.")
+        raise typer.Exit(code=1)
+    console.print_json(record.model_dump_json())
+
+
+@indicators_app.command("set")
+def indicators_set(
+    emp_var_rate: Annotated[float, typer.Option(help="Employment variation rate.")],
+    cons_price_idx: Annotated[float, typer.Option(help="Consumer price index.")],
+    cons_conf_idx: Annotated[float, typer.Option(help="Consumer confidence index.")],
+    euribor3m: Annotated[float, typer.Option(help="Euribor 3-month rate.")],
+    nr_employed: Annotated[float, typer.Option(help="Number of employees (thousands).")],
+    effective_from: Annotated[str | None, typer.Option(help="ISO date; default today.")] = None,
+    by: Annotated[str, typer.Option(help="Who enters them.")] = "cli",
+) -> None:
+    """Put new indicators in force: the call list is rescored on its next view."""
+    indicators = Indicators(
+        emp_var_rate=emp_var_rate,
+        cons_price_idx=cons_price_idx,
+        cons_conf_idx=cons_conf_idx,
+        euribor3m=euribor3m,
+        nr_employed=nr_employed,
+    )
+    day = date.fromisoformat(effective_from) if effective_from else datetime.now(UTC).date()
+    with ProspectStore(*_mongo(load_settings())) as store:
+        revision = ranking.set_indicators(store, indicators, day, by)
+    console.print(f"Indicators revision {revision} in force from {day}.")
+
+
+@routing_app.callback(invoke_without_command=True)
+def routing_show(context: typer.Context) -> None:
+    """Show the routing in force."""
+    if context.invoked_subcommand is not None:
+        return
+    with ReleaseStore(*_mongo(load_settings())) as store:
+        console.print_json(scoring.read_routing(store).model_dump_json())
+
+
+@routing_app.command("set")
+def routing_set(
+    mode: Annotated[RoutingMode, typer.Argument(help="champion, canary or shadow.")],
+    weight: Annotated[float, typer.Option(help="Canary: percent shown the challenger.")] = 0.0,
+    by: Annotated[str, typer.Option(help="Who changes it.")] = "cli",
+) -> None:
+    """Change the routing; the app applies it within a second, with no restart."""
+    try:
+        config = RoutingConfig(mode=mode, canary_weight=weight)
+    except ValueError as error:
+        console.print(f"[red]Refused:[/] {error}")
+        raise typer.Exit(code=1) from None
+    with ReleaseStore(*_mongo(load_settings())) as store:
+        stored = releases.set_routing(store, config, by)
+    console.print(
+        f"Routing revision {stored.revision}: {stored.mode}"
+        + (f" {stored.canary_weight:g}%" if stored.mode == "canary" else "")
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the app's commands to the `telescore` command."""
+    app.command()(seed)
+    app.add_typer(user_app, name="user")
+    app.add_typer(apikey_app, name="apikey")
+    app.add_typer(indicators_app, name="indicators")
+    app.add_typer(routing_app, name="routing")

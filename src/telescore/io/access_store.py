@@ -1,0 +1,71 @@
+"""MongoDB adapter for the web app's credentials: `users` and `api_keys`, secrets hashed.
+
+`users`: `_id` = user name; an argon2 hash of the password and a role.
+`api_keys`: `_id` = the key's public id (the part before the secret); a SHA-256 of the whole key
+and a role. Nothing here can give back a password or a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from telescore.io.mongodb import Document, MongoStore
+
+USERS: Final = "users"
+API_KEYS: Final = "api_keys"
+
+
+class AlreadyExistsError(ValueError):
+    """A user or key with this id exists already."""
+
+
+class AccessStore(MongoStore):
+    """Users and API keys in one database; use as a context manager."""
+
+    appname = "telescore-app"
+
+    @property
+    def users(self) -> Collection[Document]:
+        """The `users` collection."""
+        return self._collection(USERS)
+
+    @property
+    def api_keys(self) -> Collection[Document]:
+        """The `api_keys` collection."""
+        return self._collection(API_KEYS)
+
+    def add_user(self, user: Mapping[str, Any]) -> None:
+        """Store a new user; raise AlreadyExistsError if the name is taken."""
+        try:
+            self.users.insert_one(dict(user))
+        except DuplicateKeyError:
+            raise AlreadyExistsError(f"user {user['_id']!r} exists already") from None
+
+    def set_password_hash(self, name: str, password_hash: str) -> bool:
+        """Replace a user's password hash; False if there is no such user."""
+        result = self.users.update_one({"_id": name}, {"$set": {"password_hash": password_hash}})
+        return result.matched_count == 1
+
+    def user(self, name: str) -> Document | None:
+        """Return a user, if one has this name."""
+        return self.users.find_one({"_id": name})
+
+    def add_api_key(self, key: Mapping[str, Any]) -> None:
+        """Store a new API key record; raise AlreadyExistsError if its id is taken."""
+        try:
+            self.api_keys.insert_one(dict(key))
+        except DuplicateKeyError:
+            raise AlreadyExistsError(f"API key {key['_id']!r} exists already") from None
+
+    def api_key(self, key_id: str) -> Document | None:
+        """Return an API key record by its public id."""
+        return self.api_keys.find_one({"_id": key_id})
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        """Mark a key revoked; False if there is no such key."""
+        result = self.api_keys.update_one({"_id": key_id}, {"$set": {"revoked": True}})
+        return result.matched_count == 1

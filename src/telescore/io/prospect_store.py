@@ -1,0 +1,123 @@
+"""MongoDB adapter for the web app's campaign data: `prospects`, `indicators` and `calls`.
+
+`prospects`: one document per prospect (`_id` = prospect id), profile and history fields.
+`indicators`: one document per revision (`_id` = 1, 2, ...); the highest is in force.
+`calls`: one document per call a caller recorded (result, prediction shown, who, when).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from telescore.io.mongodb import Document, MongoStore
+
+PROSPECTS: Final = "prospects"
+INDICATORS: Final = "indicators"
+CALLS: Final = "calls"
+INSERT_CHUNK: Final = 5000
+
+
+class ProspectStore(MongoStore):
+    """The campaign's collections in one database; use as a context manager."""
+
+    appname = "telescore-app"
+
+    @property
+    def prospects(self) -> Collection[Document]:
+        """The `prospects` collection."""
+        return self._collection(PROSPECTS)
+
+    @property
+    def indicators(self) -> Collection[Document]:
+        """The `indicators` collection."""
+        return self._collection(INDICATORS)
+
+    @property
+    def calls(self) -> Collection[Document]:
+        """The `calls` collection."""
+        return self._collection(CALLS)
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes the app queries by (idempotent)."""
+        self.calls.create_index([("at", ASCENDING)])
+        self.calls.create_index([("prospect_id", ASCENDING)])
+        self.indicators.create_index([("revision", DESCENDING)])
+
+    def replace_prospects(self, documents: Sequence[Mapping[str, Any]]) -> int:
+        """Replace every prospect with `documents` (a seed); return how many are stored."""
+        self.prospects.delete_many({})
+        for start in range(0, len(documents), INSERT_CHUNK):
+            self.prospects.insert_many(
+                [dict(each) for each in documents[start : start + INSERT_CHUNK]]
+            )
+        return self.prospects.count_documents({})
+
+    def add_prospects(self, documents: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Insert new prospects; return the ids that already existed (those are left alone)."""
+        try:
+            self.prospects.insert_many([dict(each) for each in documents], ordered=False)
+        except BulkWriteError as error:
+            repeated = [e["op"]["_id"] for e in error.details["writeErrors"] if e["code"] == 11000]
+            if len(repeated) != len(error.details["writeErrors"]):
+                raise
+            return [str(each) for each in repeated]
+        return []
+
+    def get_many(self, prospect_ids: Sequence[str]) -> dict[str, Document]:
+        """Return the prospects found among `prospect_ids`, by id."""
+        found = self.prospects.find({"_id": {"$in": list(prospect_ids)}})
+        return {str(document["_id"]): document for document in found}
+
+    def all_prospects(self, batch_size: int = INSERT_CHUNK) -> Iterator[Document]:
+        """Yield every prospect (in batches: bounded memory on the server's side)."""
+        yield from self.prospects.find({}, batch_size=batch_size)
+
+    def count_prospects(self) -> int:
+        """Return how many prospects are stored."""
+        return self.prospects.count_documents({})
+
+    def latest_indicators(self) -> Document | None:
+        """Return the indicators record in force (the highest revision), if any."""
+        # By `revision`, not `_id`: nx-27017 orders integer `_id`s as text (9 after 12).
+        return self.indicators.find_one({}, sort=[("revision", DESCENDING)])
+
+    def add_indicators(self, record: Mapping[str, Any], attempts: int = 5) -> int:
+        """Store a new indicators revision (the next number); return the revision."""
+        for _ in range(attempts):
+            latest = self.latest_indicators()
+            revision = int(latest["_id"]) + 1 if latest else 1
+            try:
+                self.indicators.insert_one({**record, "_id": revision, "revision": revision})
+            except DuplicateKeyError:
+                continue  # another writer took the number: take the next one
+            return revision
+        raise RuntimeError(f"no indicators revision number free after {attempts} attempts")
+
+    def record_call(self, call: Mapping[str, Any]) -> None:
+        """Store one call."""
+        self.calls.insert_one(dict(call))
+
+    def pending_calls(self, field: str) -> list[Document]:
+        """Return the calls that still hold `field` (an outcome waiting for its prediction)."""
+        return list(self.calls.find({field: {"$exists": True}}))
+
+    def settle_call(self, call_id: str, field: str, outcome_status: str) -> None:
+        """Drop a call's pending field and note what became of its outcome."""
+        self.calls.update_one(
+            {"_id": call_id}, {"$unset": {field: ""}, "$set": {"outcome_status": outcome_status}}
+        )
+
+    def calls_since(self, since: datetime | None) -> list[Document]:
+        """Return the calls recorded after `since` (all if None), oldest first."""
+        query = {} if since is None else {"at": {"$gt": since}}
+        return list(self.calls.find(query, sort=[("at", ASCENDING)]))
+
+    def calls_of(self, prospect_id: str) -> list[Document]:
+        """Return a prospect's calls, oldest first."""
+        return list(self.calls.find({"prospect_id": prospect_id}, sort=[("at", ASCENDING)]))

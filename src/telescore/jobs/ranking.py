@@ -1,0 +1,362 @@
+"""The call list: every prospect scored, best first, and the calls callers record on it.
+
+Ranking 40k prospects must not rescore them on every page view. The list is scored once per
+cache key: the versions MLServer serves, the routing revision, the indicators revision, the
+calendar day and the number of prospects. Any of them changing rescores the whole list (each
+row is then a logged prediction, with its id); otherwise a page view is a filter and a slice of
+a sorted in-memory frame. Each app process keeps its own list: replicas score the same rows.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Final
+
+import pandas as pd
+
+from telescore.core.outcomes import Outcome
+from telescore.core.prospects import (
+    ID,
+    PROSPECT_FIELDS,
+    CallResult,
+    Indicators,
+    IndicatorsRecord,
+    RankingQuery,
+    model_rows,
+    outcome_label,
+    rank,
+)
+from telescore.io.outcome_store import OutcomeStore
+from telescore.io.prospect_store import ProspectStore
+from telescore.jobs.explanations import Explainer
+from telescore.jobs.outcomes import RecordResult, Status, record_outcome, record_outcomes
+from telescore.jobs.scoring import Refreshed, Scored, ScoringService
+
+CHUNK_ROWS: Final = 5000
+"""Rows scored per step when the whole list is scored (the scoring service batches them)."""
+PROSPECTS_REFRESH_SECONDS: Final = 10.0
+RECENT_PREDICTIONS: Final = 100_000
+"""Predictions scored by id that a call may cite before they reach MongoDB."""
+PENDING: Final = "outcome_pending"
+"""Field of a call whose outcome waits for its prediction to be shipped (the label)."""
+
+
+class NoIndicatorsError(LookupError):
+    """No indicators were ever entered: prospects cannot be scored."""
+
+
+class UnknownProspectsError(LookupError):
+    """Some prospect ids are not in the `prospects` collection."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        super().__init__(f"unknown prospect ids: {', '.join(missing)}")
+        self.missing = list(missing)
+
+
+@dataclass(frozen=True)
+class ScoredProspect:
+    """A prospect's score, and the prediction a call outcome will cite."""
+
+    prospect_id: str
+    scored: Scored
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """What the scores of the list depend on: any change rescores every prospect."""
+
+    champion: str | None
+    challenger: str | None
+    routing_revision: int | None
+    indicators_revision: int
+    day: date
+    prospects: int
+
+
+@dataclass(frozen=True)
+class RankedPage:
+    """One page of the call list."""
+
+    rows: list[dict[str, Any]]
+    """Prospect fields, score, prediction_id, model_version, route, called, last_result."""
+    total: int
+    """Prospects matching the filters, over all pages."""
+    query: RankingQuery
+    key: CacheKey
+    scored_at: datetime
+
+
+@dataclass(frozen=True)
+class CallRecorded:
+    """A call as stored, and what became of its outcome."""
+
+    prospect_id: str
+    prediction_id: str
+    result: CallResult
+    outcome: RecordResult | None
+    """None for "no answer": it gives no label."""
+    pending: bool
+    """The prediction is not in MongoDB yet: its outcome is recorded once it is."""
+
+
+class CallList:
+    """The ranked, cached call list over the prospects; thread-safe."""
+
+    def __init__(
+        self,
+        scoring: ScoringService,
+        prospects: ProspectStore,
+        outcomes: OutcomeStore,
+        *,
+        explainer: Explainer | None = None,
+        today: Callable[[], date] = lambda: datetime.now(UTC).date(),
+    ) -> None:
+        self._scoring = scoring
+        self._prospects = prospects
+        self._outcomes = outcomes
+        self._today = today
+        self._explainer = explainer
+        self._reasons: dict[str, str] = {}
+        self.indicators = Refreshed(lambda: read_indicators(prospects))
+        self._count = Refreshed(prospects.count_prospects, PROSPECTS_REFRESH_SECONDS)
+        self._lock = threading.Lock()
+        self._frame: pd.DataFrame | None = None
+        self._key: CacheKey | None = None
+        self._scored_at = datetime.min.replace(tzinfo=UTC)
+        self._calls_seen_at: datetime | None = None
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._pending_loaded = False
+        self._recent: OrderedDict[str, None] = OrderedDict()
+
+    def key(self) -> CacheKey:
+        """Return the cache key of the list as it should be now."""
+        versions = self._scoring.versions.get()
+        return CacheKey(
+            champion=versions.champion,
+            challenger=versions.challenger,
+            routing_revision=self._scoring.routing.get().revision,
+            indicators_revision=self._indicators_record().revision,
+            day=self._today(),
+            prospects=self._count.get(),
+        )
+
+    def page(self, query: RankingQuery) -> RankedPage:
+        """Return one page of the list, rescoring the list first if its key changed."""
+        self.flush_pending_outcomes()
+        with self._lock:
+            frame = self._current_frame()
+            self._apply_new_calls(frame)
+            page, total = rank(frame, query)
+            rows = [
+                {"prospect_id": prospect_id, **{str(key): value for key, value in row.items()}}
+                for prospect_id, row in zip(page.index, page.to_dict(orient="records"), strict=True)
+            ]
+            assert self._key is not None  # noqa: S101 - set with the frame
+            return RankedPage(rows, total, query, self._key, self._scored_at)
+
+    def reasons(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        """Return why each shown row scores high (its top fields), by prospect id."""
+        if self._explainer is None or not rows:
+            return {}
+        frame = pd.DataFrame(list(rows)).set_index("prospect_id")
+        with self._lock:
+            missing = [each for each in frame.index if each not in self._reasons]
+        if missing:
+            chosen = frame.loc[missing]
+            inputs = model_rows(chosen, self._indicators_record().indicators, self._today())
+            explained = self._explainer.explain(inputs, chosen["model_version"])
+            with self._lock:
+                self._reasons.update({each: explained.get(each, "") for each in missing})
+        with self._lock:
+            return {each: self._reasons.get(each, "") for each in frame.index}
+
+    def score_prospects(self, prospect_ids: Sequence[str]) -> list[ScoredProspect]:
+        """Score prospects by id now (a logged prediction each), in the order given."""
+        found = self._prospects.get_many(prospect_ids)
+        missing = [each for each in prospect_ids if each not in found]
+        if missing:
+            raise UnknownProspectsError(missing)
+        frame = pd.DataFrame([found[each] for each in prospect_ids]).set_index(ID)
+        rows = model_rows(frame, self._indicators_record().indicators, self._today())
+        scored = self._remember(self._scoring.score(rows, list(prospect_ids)))
+        return [
+            ScoredProspect(each, answer) for each, answer in zip(prospect_ids, scored, strict=True)
+        ]
+
+    def score_rows(self, prospects: pd.DataFrame, routing_keys: Sequence[str]) -> list[Scored]:
+        """Score posted profiles (PROSPECT_FIELDS columns) with today's calendar and indicators."""
+        rows = model_rows(prospects, self._indicators_record().indicators, self._today())
+        return self._remember(self._scoring.score(rows, routing_keys))
+
+    def _remember(self, scored: list[Scored]) -> list[Scored]:
+        """Keep the latest predictions scored by id, so that their calls may wait for them."""
+        with self._lock:
+            for each in scored:
+                self._recent[each.prediction_id] = None
+            while len(self._recent) > RECENT_PREDICTIONS:
+                self._recent.popitem(last=False)
+        return scored
+
+    def record_call(
+        self, prospect_id: str, prediction_id: str, result: CallResult, caller: str
+    ) -> CallRecorded:
+        """Store a call, and its outcome (subscribed or declined) for the prediction shown.
+
+        Raises UnknownProspectsError for an unknown prospect. The outcome's status says if the
+        prediction is unknown or has another outcome already: then the call is not stored.
+        A prediction this app scored moments ago may not have reached MongoDB yet (the log
+        ships within `ship_max_defer`): its outcome is kept pending on the call and recorded
+        by a later page view or call.
+        """
+        if not self._prospects.get_many([prospect_id]):
+            raise UnknownProspectsError([prospect_id])
+        self.flush_pending_outcomes()
+        now = datetime.now(UTC)
+        label = outcome_label(result)
+        call: dict[str, Any] = {
+            "_id": str(uuid.uuid4()),
+            "prospect_id": prospect_id,
+            "prediction_id": prediction_id,
+            "result": result,
+            "caller": caller,
+            "at": now,
+        }
+        outcome = None
+        if label is not None:
+            outcome = record_outcome(self._outcomes, _outcome(call, label))
+            if outcome.status is Status.UNKNOWN_PREDICTION and self._issued(prediction_id):
+                call[PENDING] = label
+            elif outcome.status in (Status.UNKNOWN_PREDICTION, Status.CONFLICT):
+                return CallRecorded(prospect_id, prediction_id, result, outcome, pending=False)
+        self._prospects.record_call(call)
+        with self._lock:
+            if PENDING in call:
+                self._pending[call["_id"]] = call
+            if self._frame is not None and prospect_id in self._frame.index:
+                self._frame.loc[prospect_id, ["called", "last_result"]] = [True, result]
+        return CallRecorded(prospect_id, prediction_id, result, outcome, pending=PENDING in call)
+
+    def flush_pending_outcomes(self) -> int:
+        """Record the pending outcomes whose predictions have reached MongoDB; return how many."""
+        with self._lock:
+            if self._pending_loaded and not self._pending:
+                return 0
+            if not self._pending_loaded:  # those left by an earlier run of the app
+                self._pending = {c["_id"]: c for c in self._prospects.pending_calls(PENDING)}
+                self._pending_loaded = True
+            pending = list(self._pending.values())
+        results = record_outcomes(self._outcomes, [_outcome(c, c[PENDING]) for c in pending])
+        done = 0
+        for call, outcome in zip(pending, results, strict=True):
+            if outcome.status is Status.UNKNOWN_PREDICTION:
+                continue  # not shipped yet
+            self._prospects.settle_call(call["_id"], PENDING, outcome.status.value)
+            with self._lock:
+                self._pending.pop(call["_id"], None)
+            done += 1
+        return done
+
+    def _issued(self, prediction_id: str) -> bool:
+        """Tell whether this app scored the prediction (it is on the list, or scored by id)."""
+        with self._lock:
+            on_list = self._frame is not None and bool(
+                (self._frame["prediction_id"] == prediction_id).any()
+            )
+            return on_list or prediction_id in self._recent
+
+    def _indicators_record(self) -> IndicatorsRecord:
+        record = self.indicators.get()
+        if record is None:
+            raise NoIndicatorsError(
+                "no indicators in force: enter them (`telescore indicators set` or PUT /indicators)"
+            )
+        return record
+
+    def _current_frame(self) -> pd.DataFrame:
+        key = self.key()
+        if self._frame is None or key != self._key:
+            self._frame = self._score_everyone()
+            self._key = key
+            self._scored_at = datetime.now(UTC)
+            self._calls_seen_at = None  # the new frame has every call applied
+        return self._frame
+
+    def _score_everyone(self) -> pd.DataFrame:
+        prospects = pd.DataFrame(list(self._prospects.all_prospects()))
+        if prospects.empty:
+            return _empty_list()
+        prospects = prospects.set_index(ID).loc[:, list(PROSPECT_FIELDS)]
+        self._reasons = {}
+        if self._explainer is not None:
+            self._explainer.set_population(prospects)
+        rows = model_rows(prospects, self._indicators_record().indicators, self._today())
+        answers: list[Scored] = []
+        for start in range(0, len(rows), CHUNK_ROWS):
+            chunk = rows.iloc[start : start + CHUNK_ROWS]
+            keys = list(prospects.index[start : start + CHUNK_ROWS])
+            answers.extend(self._scoring.score(chunk, keys, f"call-list-{uuid.uuid4()}"))
+        prospects["score"] = [each.score for each in answers]
+        prospects["prediction_id"] = [each.prediction_id for each in answers]
+        prospects["model_version"] = [each.model_version for each in answers]
+        prospects["route"] = [each.route for each in answers]
+        prospects["called"] = False
+        prospects["last_result"] = None
+        self._calls_seen_at = None
+        self._apply_new_calls(prospects)
+        return prospects.sort_values("score", ascending=False, kind="stable")
+
+    def _apply_new_calls(self, frame: pd.DataFrame) -> None:
+        """Mark the prospects called since the last look (by any caller, on any replica)."""
+        calls = self._prospects.calls_since(self._calls_seen_at)
+        for call in calls:
+            if call["prospect_id"] in frame.index:
+                frame.loc[call["prospect_id"], ["called", "last_result"]] = [True, call["result"]]
+        if calls:
+            self._calls_seen_at = calls[-1]["at"]
+
+
+def read_indicators(prospects: ProspectStore) -> IndicatorsRecord | None:
+    """Return the indicators record in force, if any was entered."""
+    document = prospects.latest_indicators()
+    if document is None:
+        return None
+    return IndicatorsRecord(
+        revision=document["_id"],
+        indicators=Indicators.model_validate(document["indicators"]),
+        effective_from=date.fromisoformat(document["effective_from"]),
+        recorded_at=document["recorded_at"],
+        recorded_by=document["recorded_by"],
+    )
+
+
+def set_indicators(
+    prospects: ProspectStore, indicators: Indicators, effective_from: date, recorded_by: str
+) -> int:
+    """Store indicators as the ones in force from now; return their revision."""
+    return prospects.add_indicators(
+        {
+            "indicators": indicators.model_dump(),
+            "effective_from": effective_from.isoformat(),
+            "recorded_at": datetime.now(UTC),
+            "recorded_by": recorded_by,
+        }
+    )
+
+
+def _outcome(call: Mapping[str, Any], label: bool) -> Outcome:
+    return Outcome(
+        prediction_id=call["prediction_id"],
+        subscribed=label,
+        reported_at=call["at"],
+        source=f"app:{call['caller']}",
+    )
+
+
+def _empty_list() -> pd.DataFrame:
+    columns = [*PROSPECT_FIELDS, "score", "prediction_id", "model_version", "route", "called"]
+    return pd.DataFrame(columns=[*columns, "last_result"])
