@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +13,7 @@ from rich.console import Console
 from telescore.core.access import Role
 from telescore.core.prospects import Indicators
 from telescore.core.routing import RoutingConfig, RoutingMode
+from telescore.io import orchestrator
 from telescore.io.access_store import AccessStore, AlreadyExistsError
 from telescore.io.prospect_store import ProspectStore
 from telescore.io.release_store import ReleaseStore
@@ -136,6 +138,29 @@ def routing_set(
     )
 
 
+def promote() -> None:
+    """Judge the release under way now: promote, roll back or wait (promote-telemarketing)."""
+    settings = load_settings()
+    api_url = settings.prefect.resolved_api_url(settings.project.host)
+    with console.status(f"Running {orchestrator.PROMOTION_DEPLOYMENT} on the worker..."):
+        outcome = orchestrator.run_deployment(orchestrator.PROMOTION_DEPLOYMENT, api_url)
+    console.print_json(json.dumps(outcome, default=str))
+    if not outcome["completed"]:
+        raise typer.Exit(code=1)
+
+
+def rollback(
+    by: Annotated[str, typer.Option(help="Who rolls back (kept as a tag).")] = "cli",
+) -> None:
+    """Serve the `previous` champion again, now: champion only, MLServer reloaded."""
+    try:
+        old, new = releases.rollback_to_previous(load_settings(), by)
+    except LookupError as error:
+        console.print(f"[red]No rollback:[/] {error}")
+        raise typer.Exit(code=1) from None
+    console.print(f"Champion is version {new} again (version {old} is now `previous`).")
+
+
 def register(app: typer.Typer) -> None:
     """Add the app's commands to the `telescore` command."""
     app.command()(seed)
@@ -143,3 +168,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(apikey_app, name="apikey")
     app.add_typer(indicators_app, name="indicators")
     app.add_typer(routing_app, name="routing")
+    app.command()(promote)
+    app.command()(rollback)

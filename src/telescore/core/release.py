@@ -46,10 +46,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Action = Literal["promote", "rollback", "wait"]
@@ -613,3 +615,9 @@ def _compare_conversion(
         verdict=_verdict(low, high),
         method=f"Newcombe hybrid score interval, {confidence * 100:.4g}%",
     )
+
+
+def load_release_rules(path: Path) -> ReleaseRules:
+    """Read the `release:` section of a params YAML file (defaults where absent)."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    return ReleaseRules.model_validate(raw.get("release") or {}, strict=False)

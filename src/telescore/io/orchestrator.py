@@ -12,6 +12,7 @@ from typing import Any, cast
 
 TRAINING_DEPLOYMENT = "train-telemarketing/default"
 MONITOR_DEPLOYMENT = "monitor-telemarketing/default"
+PROMOTION_DEPLOYMENT = "promote-telemarketing/default"
 IN_FLIGHT_STATES = ("SCHEDULED", "PENDING", "RUNNING")
 """States of a flow run that will still do work (a late or paused run is SCHEDULED or PAUSED)."""
 

@@ -20,6 +20,8 @@ from mlflow.tracking import MlflowClient
 SKOPS_TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 """Types of our own gradient boosting models that skops, MLflow's format, must be told to load."""
 CHAMPION = "champion"
+PREVIOUS = "previous"
+"""The champion before the last promotion: where a rollback goes."""
 CHALLENGER = "challenger"
 
 
@@ -163,6 +165,15 @@ class Registry:
     def set_alias(self, alias: str, version: str) -> None:
         """Point `alias` at `version`."""
         self.client.set_registered_model_alias(self.model_name, alias, version)
+
+    def delete_alias(self, alias: str) -> None:
+        """Remove `alias` (nothing happens if it is not set)."""
+        if self.alias_version(alias) is not None:
+            self.client.delete_registered_model_alias(self.model_name, alias)
+
+    def tag_version(self, version: str, key: str, value: str) -> None:
+        """Set a tag on a model version."""
+        self.client.set_model_version_tag(self.model_name, version, key, value)
 
     def load_model(self, ref: ModelVersionRef) -> Any:
         """Load a registered version as the scikit-learn model it was logged as."""

@@ -62,6 +62,9 @@ def service_env(settings: Settings) -> dict[str, str]:
     }
 
 
+PROMOTION_SCHEDULE = "FREQ=MINUTELY;INTERVAL=10"
+
+
 def bring_up(settings: Settings, project_root: Path) -> PlatformUrls:
     """Start every embedded service not already running, then register the deployments."""
     state = settings.project.state_dir
@@ -72,6 +75,10 @@ def bring_up(settings: Settings, project_root: Path) -> PlatformUrls:
         "TELESCORE_PROJECT_ROOT": str(project_root.resolve()),
         # Read by pipelines/prefect.yaml: the monitor runs once per window.
         "TELESCORE_MONITOR_SCHEDULE": f"FREQ=MINUTELY;INTERVAL={monitoring.window_minutes}",
+        # The release under way (if any) is judged this often; the environment may override it.
+        "TELESCORE_PROMOTION_SCHEDULE": os.environ.get(
+            "TELESCORE_PROMOTION_SCHEDULE", PROMOTION_SCHEDULE
+        ),
     }
     servers = []
     if settings.mlflow.tracking_uri is None:

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from telescore.core.predictions import ID
+from telescore.core.release import ArmEvidence, ReleaseRules, decide_release
 from telescore.core.routing import RoutingConfig
+from telescore.io.outcome_store import OutcomeStore
+from telescore.io.prospect_store import ProspectStore
+from telescore.io.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
 from telescore.io.release_store import ReleaseStore
+from telescore.io.serving_client import read_metrics
+from telescore.jobs.scoring import SERVED_MODELS, read_routing
+from telescore.jobs.serving import serve_new_champion
+from telescore.settings import Settings
 
 
 def set_routing(store: ReleaseStore, config: RoutingConfig, by: str) -> RoutingConfig:
@@ -14,3 +29,231 @@ def set_routing(store: ReleaseStore, config: RoutingConfig, by: str) -> RoutingC
     document = stamped.model_dump(exclude={"revision"})
     revision = store.set_routing(document)
     return stamped.model_copy(update={"revision": revision})
+
+
+@dataclass(frozen=True)
+class ReleaseOutcome:
+    """What one promotion run decided and did."""
+
+    action: str
+    """promote, rollback, wait, or idle (no release under way)."""
+    reason: str
+    champion: str | None
+    challenger: str | None
+    decision_id: str | None
+    reloaded: list[str]
+
+
+def release_evidence(
+    labelled: pd.DataFrame,
+    calls: Sequence[Mapping[str, Any]],
+    serving_counts: Mapping[str, tuple[int, int]],
+    routing: RoutingConfig,
+    champion: str,
+    challenger: str,
+) -> tuple[ArmEvidence, ArmEvidence, bool]:
+    """Build both arms' evidence from the release's logged predictions, outcomes and calls.
+
+    `labelled`: predictions since the release began, with `subscribed` joined (None: no
+    outcome yet). In shadow mode the challenger's answers pair with the champion's shown ones
+    by (request id, row), and so with their outcomes: the comparison is paired.
+    `serving_counts`: (requests, failures) per served model, from MLServer's metrics.
+    """
+    shown = labelled[labelled["route"].isin(["champion", "challenger"])]
+    arms = {
+        "champion": shown[(shown["route"] == "champion") & (shown["model_version"] == champion)],
+        "challenger": shown[
+            (shown["route"] == "challenger") & (shown["model_version"] == challenger)
+        ],
+    }
+    paired = routing.mode == "shadow"
+    if paired:
+        shadow = labelled[
+            (labelled["route"] == "shadow") & (labelled["model_version"] == challenger)
+        ]
+        both = shadow[[ID, "request_id", "row", "score", "latency_ms"]].merge(
+            arms["champion"][[ID, "request_id", "row", "score", "latency_ms", "subscribed"]],
+            on=["request_id", "row"],
+            suffixes=("", "_shown"),
+        )
+        columns = [ID, "request_id", "score", "latency_ms", "subscribed"]
+        arms["challenger"] = both[columns]
+        shown_columns = [
+            f"{ID}_shown",
+            "request_id",
+            "score_shown",
+            "latency_ms_shown",
+            "subscribed",
+        ]
+        arms["champion"] = both[shown_columns].set_axis(columns, axis=1)
+    calls_by_prediction = {call["prediction_id"]: call["result"] for call in calls}
+    evidence = {}
+    for arm, rows in arms.items():
+        labelled_rows = rows[rows["subscribed"].notna()]
+        requests, failures = serving_counts.get(SERVED_MODELS[arm], (0, 0))
+        results = [calls_by_prediction[i] for i in rows[ID] if i in calls_by_prediction]
+        shown_arm = not (paired and arm == "challenger")
+        # One latency per request (every row of a request carries the request's own).
+        per_request = rows.drop_duplicates("request_id") if "request_id" in rows else rows
+        latencies = per_request["latency_ms"].to_numpy(dtype=float) if len(rows) else np.zeros(1)
+        evidence[arm] = ArmEvidence(
+            scores=labelled_rows["score"].to_numpy(dtype=float),
+            labels=labelled_rows["subscribed"].astype(int).to_numpy(),
+            requests=requests,
+            errors=failures,
+            latency_p50_ms=float(np.percentile(latencies, 50)),
+            latency_p99_ms=float(np.percentile(latencies, 99)),
+            calls=len(results) if shown_arm else None,
+            subscriptions=sum(r == "subscribed" for r in results) if shown_arm else None,
+        )
+    return evidence["champion"], evidence["challenger"], paired
+
+
+def serving_counts(metrics: Mapping[str, float]) -> dict[str, tuple[int, int]]:
+    """Return (requests, failures) per served model from MLServer's request counters.
+
+    `metrics` are read with the prefix `model_infer_request_` cut off, so that names look like
+    `success_total{model="telemarketing",version=""}`.
+    """
+    counts: dict[str, list[int]] = {}
+    for name, value in metrics.items():
+        kind, _, labels = name.partition("{")
+        if kind not in ("success_total", "failure_total") or 'model="' not in labels:
+            continue
+        model = labels.split('model="', 1)[1].split('"', 1)[0]
+        requests_failures = counts.setdefault(model, [0, 0])
+        requests_failures[0] += int(value)
+        if kind == "failure_total":
+            requests_failures[1] += int(value)
+    return {model: (requests, failures) for model, (requests, failures) in counts.items()}
+
+
+def run_promotion(
+    settings: Settings, rules: ReleaseRules, by: str = "promote-telemarketing"
+) -> ReleaseOutcome:
+    """Judge the release under way (canary or shadow), record the decision, and act on it."""
+    uri, database = settings.mongodb.resolved_uri(settings.project.host), settings.mongodb.database
+    registry = _registry(settings)
+    champion = registry.alias_version(CHAMPION)
+    challenger = registry.alias_version(CHALLENGER)
+    with (
+        ReleaseStore(uri, database) as releases,
+        OutcomeStore(uri, database, read_timeout_ms=600_000) as outcomes,
+        ProspectStore(uri, database) as prospects,
+    ):
+        routing = read_routing(releases)
+        if (
+            routing.mode == "champion"
+            or champion is None
+            or challenger is None
+            or challenger.version == champion.version
+        ):
+            return ReleaseOutcome(
+                "idle",
+                "no release under way: routing is champion only, or "
+                "no challenger distinct from the champion is registered",
+                champion.version if champion else None,
+                challenger.version if challenger else None,
+                None,
+                [],
+            )
+        since = routing.updated_at or datetime.fromtimestamp(0, UTC)
+        now = datetime.now(UTC)
+        # Whole seconds (nx-27017 compares sub-second bounds of a date range wrongly), from the
+        # first whole second of the release: nothing scored before the routing changed counts.
+        start = since.replace(microsecond=0) + timedelta(seconds=1 if since.microsecond else 0)
+        end = now.replace(microsecond=0) + timedelta(seconds=1)
+        labelled = pd.DataFrame(
+            [row for chunk in outcomes.labelled_predictions(start, end) for row in chunk]
+        )
+        metrics = read_metrics(_metrics_url(settings), "model_infer_request_")
+        champion_arm, challenger_arm, paired = release_evidence(
+            labelled if not labelled.empty else _no_predictions(),
+            prospects.calls_since(since),
+            serving_counts(metrics),
+            routing,
+            champion.version,
+            challenger.version,
+        )
+        decision = decide_release(champion_arm, challenger_arm, rules, paired=paired)
+        decision_id = releases.record_decision(
+            {
+                "decided_at": now,
+                "action": decision.action,
+                "reason": decision.reason,
+                "champion_version": champion.version,
+                "challenger_version": challenger.version,
+                "routing_revision": routing.revision,
+                "routing_mode": routing.mode,
+                "release_since": since,
+                "decision": decision.as_record(),
+                "decided_by": by,
+            }
+        )
+        reloaded: list[str] = []
+        if decision.action == "promote":
+            registry.set_alias(PREVIOUS, champion.version)
+            registry.set_alias(CHAMPION, challenger.version)
+            registry.delete_alias(CHALLENGER)
+            set_routing(releases, RoutingConfig(), by)
+            reloaded = [each.model for each in serve_new_champion(settings)]
+        elif decision.action == "rollback":
+            registry.tag_version(challenger.version, "release.rejected", decision.reason)
+            registry.delete_alias(CHALLENGER)
+            set_routing(releases, RoutingConfig(), by)
+            reloaded = [each.model for each in serve_new_champion(settings)]
+    return ReleaseOutcome(
+        decision.action,
+        decision.reason,
+        champion.version,
+        challenger.version,
+        decision_id,
+        reloaded,
+    )
+
+
+def rollback_to_previous(settings: Settings, by: str) -> tuple[str, str]:
+    """Make `previous` the champion again (the champion becomes `previous`); serve it now.
+
+    Returns (old champion, new champion). Raises LookupError when there is no `previous`.
+    """
+    registry = _registry(settings)
+    champion = registry.alias_version(CHAMPION)
+    previous = registry.alias_version(PREVIOUS)
+    if champion is None or previous is None:
+        raise LookupError("no `previous` version to roll back to (none was ever promoted over)")
+    registry.set_alias(CHAMPION, previous.version)
+    registry.set_alias(PREVIOUS, champion.version)
+    registry.tag_version(champion.version, "release.rolled_back_by", by)
+    uri, database = settings.mongodb.resolved_uri(settings.project.host), settings.mongodb.database
+    with ReleaseStore(uri, database) as releases:
+        set_routing(releases, RoutingConfig(), by)
+    serve_new_champion(settings)
+    return champion.version, previous.version
+
+
+def _registry(settings: Settings) -> Registry:
+    return Registry(
+        settings.mlflow.resolved_tracking_uri(settings.project.host),
+        settings.mlflow.model_name,
+        settings.mlflow.experiment,
+    )
+
+
+def _metrics_url(settings: Settings) -> str:
+    return f"http://{settings.project.host}:{settings.serving.metrics_port}/metrics"
+
+
+def _no_predictions() -> pd.DataFrame:
+    return pd.DataFrame(
+        columns=[
+            ID,
+            "request_id",
+            "row",
+            "route",
+            "model_version",
+            "score",
+            "latency_ms",
+            "subscribed",
+        ]
+    )

@@ -117,7 +117,9 @@ class ScoringService:
             for start in range(0, len(chosen), self._batch_rows):
                 batch = chosen[start : start + self._batch_rows]
                 scores = self._serving.infer(
-                    rows.iloc[batch], model=SERVED_MODELS[route], request_id=request_id
+                    rows.iloc[batch],
+                    model=SERVED_MODELS[route],
+                    request_id=self._batch_id(request_id, start, len(chosen)),
                 )
                 for index, score, prediction_id in zip(
                     batch, scores.scores, scores.prediction_ids, strict=True
@@ -126,9 +128,16 @@ class ScoringService:
                         score, prediction_id, scores.model_version, scores.route
                     )
         if shadowed(config):
+            # The same batches as the champion's, under the same ids: (request id, row) pairs a
+            # shadow's answer with the one shown, and so with its outcome.
             for start in range(0, len(rows), self._batch_rows):
-                self._score_in_shadow(rows.iloc[start : start + self._batch_rows], request_id)
+                batch_id = self._batch_id(request_id, start, len(rows))
+                self._score_in_shadow(rows.iloc[start : start + self._batch_rows], batch_id)
         return [answer for answer in answers if answer is not None]
+
+    def _batch_id(self, request_id: str, start: int, rows: int) -> str:
+        """Return a batch's request id: the request's own, or with its first row appended."""
+        return request_id if rows <= self._batch_rows else f"{request_id}.{start}"
 
     def wait_for_shadow(self) -> None:
         """Wait until the shadow calls started so far are done (tests, shutdown)."""

@@ -48,6 +48,7 @@ def deployments(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory)
         "PREFECT_API_URL": api_url,
         "TELESCORE_PROJECT_ROOT": str(ROOT),
         "TELESCORE_MONITOR_SCHEDULE": "FREQ=MINUTELY;INTERVAL=60",
+        "TELESCORE_PROMOTION_SCHEDULE": "FREQ=MINUTELY;INTERVAL=60",
     }
     # No worker polls the pool: a triggered training run stays SCHEDULED, which is what the
     # in-flight guard and the idempotency key must see.

@@ -50,7 +50,7 @@ def test_runtime_serves_with_the_prediction_log_off(
     response = asyncio.run(runtime.predict(request))
 
     # then it answers with the pinned version and route, and a generated id
-    assert runtime._journal is None, "logging should be off"
+    assert runtime._journals == {}, "logging should be off"
     assert response.model_version == registered_versions.challenger, "pinned version"
     assert response.parameters.route == "challenger", "route from the alias"
     assert response.id, "an id is generated when absent"
