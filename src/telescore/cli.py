@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,14 +19,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from telescore import cli_app as app_commands
+from telescore.app.security import API_KEY_HEADER
+from telescore.cli_app import DATASET
 from telescore.cli_stages import stages_app
 from telescore.core.outcomes import MalformedBatchError
 from telescore.core.schema import FEATURES
 from telescore.io import orchestrator
+from telescore.io.access_store import AccessStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prediction_store import PredictionStore
+from telescore.io.prospect_store import ProspectStore
 from telescore.io.serving_client import ServingClient
-from telescore.jobs import outcomes, platform, replay
+from telescore.jobs import access, campaign, outcomes, platform, replay
 from telescore.jobs import serving as deployment
 from telescore.settings import Settings, load_settings
 
@@ -40,6 +45,7 @@ app.add_typer(outcomes_app, name="outcomes")
 app_commands.register(app)
 console = Console()
 PROJECT_ROOT = Path.cwd()
+DEMO_USER = "demo"
 
 
 def _settings() -> Settings:
@@ -51,7 +57,8 @@ def _print_urls(urls: platform.PlatformUrls, settings: Settings) -> None:
     table.add_row("MLflow UI", urls.mlflow)
     table.add_row("Prefect UI", urls.prefect)
     table.add_row("Evidently UI (monitoring)", urls.evidently)
-    table.add_row("Outcomes API", f"{urls.api}/docs")
+    table.add_row("Web app (callers)", urls.api)
+    table.add_row("JSON API (OpenAPI)", f"{urls.api}/docs")
     table.add_row("MongoDB", urls.mongodb)
     serving = deployment.status(settings)
     if serving.models:
@@ -340,7 +347,14 @@ def _close_the_loop(settings: Settings, ids: list[str], labels: list[bool]) -> N
         {"prediction_id": each, "subscribed": label, "source": "demo"}
         for each, label in zip(ids, labels, strict=True)
     ]
-    answer = httpx.post(f"http://{host}:{settings.api.port}/outcomes/batch", json=batch, timeout=30)
+    with AccessStore(settings.mongodb.resolved_uri(host), settings.mongodb.database) as store:
+        key = access.create_api_key(store, "demo", "caller").key
+    answer = httpx.post(
+        f"http://{host}:{settings.api.port}/outcomes/batch",
+        json=batch,
+        headers={API_KEY_HEADER: key},
+        timeout=30,
+    )
     answer.raise_for_status()
     console.print(f"Outcomes API: {answer.json()['recorded']} outcomes recorded for them.")
     now = datetime.now(UTC)
@@ -361,6 +375,22 @@ def _close_the_loop(settings: Settings, ids: list[str], labels: list[bool]) -> N
         f"Monitor ({outcome['state']}): {'; '.join(result.get('evaluated', []))}. "
         f"Decision: {verdict} ({result.get('reason')})."
     )
+
+
+def _open_the_app(settings: Settings) -> tuple[str, str]:
+    """Seed the prospects and indicators, and give the demo user a fresh password."""
+    uri, database = settings.mongodb.resolved_uri(settings.project.host), settings.mongodb.database
+    with (
+        ProspectStore(uri, database) as prospects,
+        console.status("Seeding the 41,188 prospects of the dataset..."),
+    ):
+        stored, revision = campaign.seed_prospects(prospects, PROJECT_ROOT / DATASET)
+    console.print(f"{stored} prospects seeded; indicators revision {revision} in force.")
+    password = secrets.token_urlsafe(12)
+    with AccessStore(uri, database) as store:
+        if not access.set_password(store, DEMO_USER, password):
+            access.add_user(store, DEMO_USER, password, "ops")
+    return DEMO_USER, password
 
 
 @app.command()
@@ -391,5 +421,12 @@ def demo() -> None:
         raise typer.Exit(code=1)
     if _start_serving(settings):
         _close_the_loop(settings, *_score_sample(settings))
+    login = _open_the_app(settings)
     _print_urls(urls, settings)
+    console.print(
+        f"Log in to the web app at [bold]{urls.api}[/] as [bold]{login[0]}[/] "
+        f"with password [bold]{login[1]}[/] (role ops).\n"
+        "Release a challenger: [bold]telescore routing set canary --weight 20[/], "
+        "then [bold]telescore promote[/] judges it; [bold]telescore rollback[/] undoes a promotion."
+    )
     console.print("Stop everything with [bold]telescore down[/].")
