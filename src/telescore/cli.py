@@ -29,8 +29,9 @@ from telescore.io.access_store import AccessStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.prospect_store import ProspectStore
+from telescore.io.registry import Registry
 from telescore.io.serving_client import ServingClient
-from telescore.jobs import access, campaign, outcomes, platform, replay
+from telescore.jobs import access, campaign, outcomes, platform, replay, reproduce
 from telescore.jobs import serving as deployment
 from telescore.settings import Settings, load_settings
 
@@ -141,6 +142,44 @@ def monitor(
     console.print_json(json.dumps(outcome, default=str))
     if not outcome["completed"]:
         raise typer.Exit(code=1)
+
+
+@app.command("reproduce")
+def reproduce_command(
+    version: Annotated[str, typer.Argument(help="Registered version number, e.g. 3.")],
+    tolerance: Annotated[
+        float, typer.Option(help="Largest absolute difference allowed per holdout metric.")
+    ] = reproduce.DEFAULT_TOLERANCE,
+) -> None:
+    """Re-run a registered version from its lineage (commit, data snapshot, params); compare."""
+    settings = _settings()
+    registry = Registry(
+        settings.mlflow.resolved_tracking_uri(settings.project.host),
+        settings.mlflow.model_name,
+        settings.mlflow.experiment,
+    )
+    try:
+        with console.status(f"Re-running version {version} from its lineage..."):
+            report = reproduce.reproduce_version(registry, version, PROJECT_ROOT, tolerance)
+    except reproduce.ReproduceError as error:
+        console.print(f"[red]Not reproduced:[/] {error}")
+        raise typer.Exit(code=1) from None
+    commit, data = report.commit[:12], report.fingerprint[:12]
+    table = Table(title=f"Version {version} at commit {commit}, data {data} (hash checked)")
+    for column in ("metric", "registered", "reproduced", "difference"):
+        table.add_column(column)
+    for check in report.checks:
+        table.add_row(
+            check.name,
+            f"{check.registered:.6f}",
+            f"{check.reproduced:.6f}",
+            f"{check.difference:.1e}",
+        )
+    console.print(table)
+    if not report.passed:
+        console.print(f"[red]Not reproduced:[/] a metric differs by more than {tolerance:g}.")
+        raise typer.Exit(code=1)
+    console.print(f"[green]Reproduced[/] within {tolerance:g}.")
 
 
 @app.command("replay")

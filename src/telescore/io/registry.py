@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -57,7 +58,12 @@ def resolve_model_uri(uri: str, client: MlflowClient | None = None) -> ModelVers
 
 
 def git_commit(root: Path = Path()) -> str:
-    """Return the current git commit of the code, or "unknown" outside a checkout."""
+    """Return the current git commit of the code, or "unknown" outside a checkout.
+
+    An image has no `.git`: its build sets TELESCORE_GIT_COMMIT to the commit it was built from.
+    """
+    if commit := os.environ.get("TELESCORE_GIT_COMMIT"):
+        return commit
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
