@@ -34,6 +34,7 @@ class Detail(BaseModel):
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """Return OpenAPI `responses` documenting these error statuses."""
     described = {
+        status.HTTP_400_BAD_REQUEST: "The body is not JSON (UTF-8)",
         status.HTTP_401_UNAUTHORIZED: "No API key, or not a valid one",
         status.HTTP_403_FORBIDDEN: "The key's role may not do this",
         status.HTTP_404_NOT_FOUND: "Unknown id",
@@ -44,7 +45,7 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": Detail, "description": described[code]} for code in codes}
 
 
-API_ERRORS: Final = responses(401, 403, 413, 503)
+API_ERRORS: Final = responses(400, 401, 403, 413, 503)
 """What any authenticated JSON route may answer besides its own statuses."""
 
 

@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
 )
 
 from telescore.core.prediction_ids import is_prediction_id
@@ -90,7 +91,10 @@ def _read_subscribed(value: object) -> object:
 
 def _utc_milliseconds(value: datetime) -> datetime:
     # MongoDB keeps milliseconds: cut here so that what is answered is what is stored.
-    when = value.astimezone(UTC)
+    try:
+        when = value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+23:59 is valid, and before year 1 in UTC
+        raise ValueError("out of range once converted to UTC") from None
     return when.replace(microsecond=when.microsecond // 1000 * 1000)
 
 
@@ -106,7 +110,13 @@ def utc_now() -> datetime:
     return _utc_milliseconds(datetime.now(UTC))
 
 
-PredictionId = Annotated[str, BeforeValidator(_canonical_id), AfterValidator(_check_id)]
+PredictionId = Annotated[
+    str,
+    BeforeValidator(_canonical_id),
+    AfterValidator(_check_id),
+    # Documented in the OpenAPI schema too (the check above is what decides).
+    WithJsonSchema({"type": "string", "format": "uuid", "description": "a UUIDv7 prediction id"}),
+]
 """A prediction id in canonical form: a lower-case UUIDv7 (surrounding spaces removed)."""
 Subscribed = Annotated[bool, BeforeValidator(_read_subscribed)]
 """A yes/no answer: a boolean, 1/0, or the words yes/no, true/false, 1/0 (any case)."""

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from telescore.core.schema import (
     CATEGORICAL_VALUES,
@@ -56,6 +56,11 @@ def _categorical(field: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _enum(field: str) -> WithJsonSchema:
+    """Document a categorical field's values in the OpenAPI schema (`_categorical` checks)."""
+    return WithJsonSchema({"type": "string", "enum": list(CATEGORICAL_VALUES[field])})
+
+
 def _bounds(field: str) -> dict[str, float]:
     low, high = NUMERIC_BOUNDS[field]
     return {"ge": low, "le": high}
@@ -67,19 +72,19 @@ class Prospect(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     age: Annotated[int, Field(strict=True, **_bounds("age"))]
-    job: Annotated[str, _categorical("job")]
-    marital: Annotated[str, _categorical("marital")]
-    education: Annotated[str, _categorical("education")]
-    default: Annotated[str, _categorical("default")]
-    housing: Annotated[str, _categorical("housing")]
-    loan: Annotated[str, _categorical("loan")]
-    contact: Annotated[str, _categorical("contact")]
+    job: Annotated[str, _categorical("job"), _enum("job")]
+    marital: Annotated[str, _categorical("marital"), _enum("marital")]
+    education: Annotated[str, _categorical("education"), _enum("education")]
+    default: Annotated[str, _categorical("default"), _enum("default")]
+    housing: Annotated[str, _categorical("housing"), _enum("housing")]
+    loan: Annotated[str, _categorical("loan"), _enum("loan")]
+    contact: Annotated[str, _categorical("contact"), _enum("contact")]
     campaign: Annotated[int, Field(strict=True, **_bounds("campaign"))]
     """Calls made to this prospect in the current campaign."""
     pdays: Annotated[int, Field(strict=True, **_bounds("pdays"))]
     """Days since the last call of an earlier campaign; 999 means never called."""
     previous: Annotated[int, Field(strict=True, **_bounds("previous"))]
-    poutcome: Annotated[str, _categorical("poutcome")]
+    poutcome: Annotated[str, _categorical("poutcome"), _enum("poutcome")]
 
 
 class Indicators(BaseModel):
@@ -87,15 +92,15 @@ class Indicators(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    emp_var_rate: Annotated[float, Field(**_bounds("emp.var.rate"))]
+    emp_var_rate: Annotated[float, Field(strict=True, **_bounds("emp.var.rate"))]
     """Employment variation rate, quarterly."""
-    cons_price_idx: Annotated[float, Field(**_bounds("cons.price.idx"))]
+    cons_price_idx: Annotated[float, Field(strict=True, **_bounds("cons.price.idx"))]
     """Consumer price index, monthly."""
-    cons_conf_idx: Annotated[float, Field(**_bounds("cons.conf.idx"))]
+    cons_conf_idx: Annotated[float, Field(strict=True, **_bounds("cons.conf.idx"))]
     """Consumer confidence index, monthly."""
-    euribor3m: Annotated[float, Field(**_bounds("euribor3m"))]
+    euribor3m: Annotated[float, Field(strict=True, **_bounds("euribor3m"))]
     """Euribor 3-month rate, daily."""
-    nr_employed: Annotated[float, Field(**_bounds("nr.employed"))]
+    nr_employed: Annotated[float, Field(strict=True, **_bounds("nr.employed"))]
     """Number of employees, quarterly (thousands)."""
 
     def as_features(self) -> dict[str, float]:
@@ -173,7 +178,7 @@ class RankingQuery(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    job: Annotated[str, _categorical("job")] | None = None
+    job: Annotated[str, _categorical("job"), _enum("job")] | None = None
     age_band: Literal["17-29", "30-39", "40-49", "50-59", "60+"] | None = None
     min_score: float | None = Field(default=None, ge=0.0, le=1.0)
     """Only prospects scored at least this."""

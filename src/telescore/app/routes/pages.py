@@ -18,11 +18,19 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
-from telescore.app.deps import AccessStoreDep, CallListDep, ScoringDep, SessionDep, SessionsDep
+from telescore.app.deps import (
+    AccessStoreDep,
+    CallListDep,
+    ReleaseStoreDep,
+    ScoringDep,
+    SessionDep,
+    SessionsDep,
+)
 from telescore.app.errors import MLSERVER_UNREACHABLE
 from telescore.app.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE
 from telescore.core.prospects import AGE_BANDS, CallResult, RankingQuery
 from telescore.core.schema import CATEGORICAL_VALUES
+from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingError
 from telescore.jobs.access import authenticate
 from telescore.jobs.ranking import NoIndicatorsError, UnknownProspectsError
@@ -79,7 +87,11 @@ def logout(session: SessionDep, csrf_token: Annotated[str, Form(max_length=128)]
 
 @router.get("/", response_class=HTMLResponse)
 def prospects_page(
-    request: Request, session: SessionDep, call_list: CallListDep, scoring: ScoringDep
+    request: Request,
+    session: SessionDep,
+    call_list: CallListDep,
+    scoring: ScoringDep,
+    releases: ReleaseStoreDep,
 ) -> Response:
     """Show the ranked call list with its filters, one page at a time."""
     if session is None:
@@ -97,6 +109,7 @@ def prospects_page(
         "error": None,
         "indicators": None,
         "routing": _routing_label(scoring),
+        "decision": _latest_decision(releases),
     }
     try:
         query = RankingQuery.model_validate(raw)
@@ -169,6 +182,20 @@ def _routing_label(scoring: ScoringService) -> str:
     if routing.mode == "shadow":
         return "shadow: the challenger scores too, unseen"
     return "champion only"
+
+
+def _latest_decision(releases: ReleaseStore) -> str:
+    try:
+        latest = releases.latest_decisions(1)
+    except PyMongoError:
+        return ""
+    if not latest:
+        return ""
+    decision = latest[0]
+    return (
+        f"last release decision ({decision['decided_at']:%Y-%m-%d %H:%M} UTC): "
+        f"{decision['action']} version {decision['challenger_version']}: {decision['reason']}"
+    )
 
 
 def _redirect(url: str) -> RedirectResponse:

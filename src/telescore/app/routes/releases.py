@@ -23,7 +23,7 @@ class NewRouting(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: RoutingMode
-    canary_weight: float = Field(default=0.0, ge=0.0, le=100.0)
+    canary_weight: float = Field(default=0.0, ge=0.0, le=100.0, strict=True)
     """Percent of prospects shown the challenger (canary mode only)."""
 
 
