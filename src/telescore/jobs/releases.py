@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,9 @@ from telescore.io.serving_client import read_metrics
 from telescore.jobs.scoring import SERVED_MODELS, read_routing
 from telescore.jobs.serving import serve_new_champion
 from telescore.settings import Settings
+from telescore.validation.evidently_dashboards import MonitoringWorkspace
+
+logger = logging.getLogger(__name__)
 
 
 def set_routing(store: ReleaseStore, config: RoutingConfig, by: str) -> RoutingConfig:
@@ -190,6 +194,16 @@ def run_promotion(
                 "decided_by": by,
             }
         )
+        _show_on_dashboard(
+            settings,
+            decision_id,
+            now,
+            decision.action,
+            decision.reason,
+            routing,
+            champion.version,
+            challenger.version,
+        )
         reloaded: list[str] = []
         if decision.action == "promote":
             registry.set_alias(PREVIOUS, champion.version)
@@ -210,6 +224,31 @@ def run_promotion(
         decision_id,
         reloaded,
     )
+
+
+def _show_on_dashboard(
+    settings: Settings,
+    decision_id: str,
+    decided_at: datetime,
+    action: str,
+    reason: str,
+    routing: RoutingConfig,
+    champion: str,
+    challenger: str,
+) -> None:
+    """Add the decision to the monitoring dashboard; a failure there never blocks a release."""
+    try:
+        MonitoringWorkspace(settings.project.state_dir.resolve() / "evidently").record_release(
+            decision_id,
+            decided_at,
+            action=action,
+            reason=reason,
+            champion=champion,
+            challenger=challenger,
+            mode=routing.mode,
+        )
+    except (OSError, ValueError) as error:
+        logger.warning("release decision %s not on the dashboard: %s", decision_id, error)
 
 
 def rollback_to_previous(settings: Settings, by: str) -> tuple[str, str]:

@@ -158,7 +158,8 @@ def snapshot_metrics(snapshot: Any) -> dict[str, float]:
     All rows: `rows`, `share_drifted_features`, `drifted_features`, `drift.<input>` (its drift
     score), `prediction_drift`, `prediction_mean`, `prediction_p10|p50|p90`; `labelled_rows`,
     `label_coverage`. Labelled rows, where defined: `roc_auc`, `precision_top_decile`,
-    `positive_rate`, `mean_score`. Once recorded: `retrain` (1.0 or 0.0).
+    `positive_rate`, `mean_score`. Once recorded: `retrain` (1.0 or 0.0). A release decision's
+    snapshot holds only `release` (1.0 promote, 0.0 wait, -1.0 roll back).
     """
     metrics: dict[str, float] = {}
     for result in snapshot.metric_results.values():
@@ -180,9 +181,12 @@ def snapshot_metrics(snapshot: Any) -> dict[str, float]:
         elif kind == "LabelCoverage":
             metrics["labelled_rows"] = float(result.count.value)
             metrics["label_coverage"] = float(result.share.value)
-        elif kind in ("LabelledQuality", "RetrainingDecision"):
-            key = params.get("statistic", "retrain")
-            metrics[key] = float(result.value)
+        elif kind == "LabelledQuality":
+            metrics[params["statistic"]] = float(result.value)
+        elif kind == "RetrainingDecision":
+            metrics["retrain"] = float(result.value)
+        elif kind == "ReleaseDecision":
+            metrics["release"] = float(result.value)
     return metrics
 
 
@@ -276,8 +280,22 @@ def custom_metrics() -> SimpleNamespace:
         def display_name(self) -> str:
             return "Retraining decision"
 
+    class ReleaseDecision(SingleValueMetric):
+        """1 promote, 0 wait, -1 roll back: what the promotion flow decided on a release.
+
+        The reason, the versions and the routing mode are in the snapshot metadata.
+        """
+
+    class ReleaseDecisionCalculation(SingleValueCalculation[ReleaseDecision]):
+        def calculate(self, context: Any, current_data: Any, reference_data: Any) -> Any:
+            raise NotImplementedError("recorded when the promotion flow decides, never computed")
+
+        def display_name(self) -> str:
+            return "Release decision"
+
     return SimpleNamespace(
         LabelledQuality=LabelledQuality,
         LabelCoverage=LabelCoverage,
         RetrainingDecision=RetrainingDecision,
+        ReleaseDecision=ReleaseDecision,
     )

@@ -1,8 +1,16 @@
-"""The workspace `evidently ui` serves: one project, its dashboard, one snapshot per window.
+"""The workspace `evidently ui` serves: one project, its dashboard, windows and releases.
 
-Written so that running the monitor again changes nothing: the project, its tabs and panels
-and each window's snapshot have fixed ids, and every write replaces a file. (Evidently's own
-`add_panel` appends again on each call and `add_run` mints a new id each time.)
+One snapshot per monitoring window, and one per release decision of the promotion flow.
+
+Written so that running the monitor again changes nothing: the project, its tabs and panels,
+each window's snapshot and each release decision's have fixed ids, and every write replaces a
+file. (Evidently's own `add_panel` appends again on each call and `add_run` mints a new id each
+time.)
+
+Window and release snapshots share the project: a dashboard panel asks the UI for the points of
+its metrics, and a snapshot without them gives that panel no point (Evidently 0.7.23,
+`InMemoryDataStorage.get_data_series`), so each panel plots only the snapshots that hold its
+metric.
 """
 
 from __future__ import annotations
@@ -27,11 +35,19 @@ PROJECT_NAME: Final = "telemarketing"
 PROJECT_ID: Final = uuid.uuid5(uuid.NAMESPACE_URL, "telescore:evidently/telemarketing")
 """Fixed, so that the UI's links and every run of the monitor meet the same project."""
 RETRAIN_TAG: Final = "retrain"
+RELEASE_VALUES: Final = {"promote": 1, "wait": 0, "rollback": -1}
+"""The figure a release decision is plotted at, by action (`core.release.Action`)."""
+RELEASE_TAGS: Final = {action: f"release-{action}" for action in RELEASE_VALUES}
 
 
 def window_snapshot_id(window_start: datetime) -> uuid.UUID:
     """Return the id of a window's snapshot: the same window start always gives the same id."""
     return uuid.uuid5(PROJECT_ID, f"window/{as_utc(window_start).isoformat()}")
+
+
+def release_snapshot_id(decision_id: str) -> uuid.UUID:
+    """Return the id of a release decision's snapshot: one decision, one snapshot."""
+    return uuid.uuid5(PROJECT_ID, f"release/{decision_id}")
 
 
 def _fixed_id(kind: str, key: str) -> uuid.UUID:
@@ -121,6 +137,22 @@ def dashboard_model() -> Any:
                 f"windows that led to retraining carry the tag `{RETRAIN_TAG}`.",
             ),
         ],
+        "Releases": [
+            # A line, not bars: a wait (0) would be a bar of no height, and most runs wait.
+            line_plot_panel(
+                "Release decisions",
+                [value("ReleaseDecision", "promote (1), wait (0) or roll back (-1)")],
+                "One point per run of the promotion flow, at the moment it decided",
+            ),
+            text_panel(
+                "Why",
+                "Each release decision is a snapshot of its own (Reports): the reason is in its "
+                "metadata `release_reason`, next to `release_action`, `champion_version`, "
+                "`challenger_version` and `routing_mode` (canary or shadow). Its tag names the "
+                f"action: `{RELEASE_TAGS['promote']}`, `{RELEASE_TAGS['rollback']}` or "
+                f"`{RELEASE_TAGS['wait']}`.",
+            ),
+        ],
     }
     panels = []
     tab_models = []
@@ -150,7 +182,10 @@ class MonitoringWorkspace:
         project = ProjectModel(
             id=PROJECT_ID,
             name=PROJECT_NAME,
-            description="Drift, quality and retraining decisions of each monitoring window",
+            description=(
+                "Drift, quality and retraining decisions of each monitoring window; "
+                "release decisions of the promotion flow"
+            ),
         )
         self._write(self._project / "metadata.json", project.dict())
         self._write(self._project / "dashboard.json", dashboard_model().dict())
@@ -179,7 +214,7 @@ class MonitoringWorkspace:
             )
         if not (self._project / "metadata.json").exists():
             self.write_dashboard()
-        return self._write_snapshot(model, start)
+        return self._write_snapshot(model, window_snapshot_id(start))
 
     def record_decision(self, window_start: datetime, *, retrain: bool, reason: str) -> None:
         """Add the retraining decision taken on a window to that window's snapshot."""
@@ -188,14 +223,73 @@ class MonitoringWorkspace:
         if model is None:
             raise LookupError(f"no snapshot for the window starting {start.isoformat()}")
         _set_decision(model, retrain, reason)
-        self._write_snapshot(model, start)
+        self._write_snapshot(model, window_snapshot_id(start))
+
+    def record_release(
+        self,
+        decision_id: str,
+        decided_at: datetime,
+        *,
+        action: str,
+        reason: str,
+        champion: str,
+        challenger: str,
+        mode: str,
+    ) -> uuid.UUID:
+        """Store a release decision as a snapshot of its own, dated when it was decided.
+
+        Recording the same decision again replaces its snapshot. The snapshot holds only the
+        `ReleaseDecision` figure, with the action and the reason shown as counters.
+        """
+        if action not in RELEASE_VALUES:
+            raise ValueError(f"unknown release action {action!r}: one of {sorted(RELEASE_VALUES)}")
+        moment = as_utc(decided_at)
+        from evidently.core.serialization import ReportModel, SnapshotModel
+        from evidently.legacy.renderers.html_widgets import CounterData, counter
+
+        # Every field `Snapshot.to_snapshot_model` fills, nothing computed: no report items (it
+        # writes none either), no tests; the figure and its widget are added below.
+        model = SnapshotModel(
+            report=ReportModel(items=[]),
+            name=f"release {moment.isoformat()}: {action}",
+            timestamp=moment,
+            # The UI reads metadata as str -> str.
+            metadata={
+                "release_decision_id": decision_id,
+                "release_action": action,
+                "release_reason": reason,
+                "champion_version": champion,
+                "challenger_version": challenger,
+                "routing_mode": mode,
+            },
+            tags=[RELEASE_TAGS[action]],
+            metric_results={},
+            top_level_metrics=[],
+            widgets=[],
+            tests_widgets=[],
+        )
+        widget = counter(
+            title="Release decision",
+            counters=[
+                CounterData(label=reason, value=action),
+                CounterData(
+                    label=f"champion / challenger, {mode}", value=f"{champion} / {challenger}"
+                ),
+            ],
+        )
+        _put_figure(model, custom_metrics().ReleaseDecision(), RELEASE_VALUES[action], widget)
+        # Every time, not only for a new workspace: one written before releases had a tab
+        # gets it with the first decision recorded.
+        self.write_dashboard()
+        return self._write_snapshot(model, release_snapshot_id(decision_id))
 
     def load_window(self, window_start: datetime) -> Any | None:
         """Return a window's stored snapshot (`SnapshotModel`), or None."""
-        snapshot_id = window_snapshot_id(window_start)
-        if snapshot_id not in self.snapshot_ids():
-            return None
-        return self._state().read_snapshot(str(PROJECT_ID), str(snapshot_id))
+        return self._load(window_snapshot_id(window_start))
+
+    def load_release(self, decision_id: str) -> Any | None:
+        """Return a release decision's stored snapshot (`SnapshotModel`), or None."""
+        return self._load(release_snapshot_id(decision_id))
 
     def snapshot_ids(self) -> list[uuid.UUID]:
         """Return the ids of the stored snapshots."""
@@ -207,6 +301,11 @@ class MonitoringWorkspace:
         """Return the stored dashboard (`DashboardModel`)."""
         return self._state().read_dashboard(str(PROJECT_ID))
 
+    def _load(self, snapshot_id: uuid.UUID) -> Any | None:
+        if snapshot_id not in self.snapshot_ids():
+            return None
+        return self._state().read_snapshot(str(PROJECT_ID), str(snapshot_id))
+
     def _state(self) -> Any:
         # Not `evidently.ui.workspace.Workspace`: it parses every snapshot of the folder when
         # opened, and its `add_run` cannot take the window's id.
@@ -214,8 +313,7 @@ class MonitoringWorkspace:
 
         return LocalState(str(self.path))
 
-    def _write_snapshot(self, model: Any, start: datetime) -> uuid.UUID:
-        snapshot_id = window_snapshot_id(start)
+    def _write_snapshot(self, model: Any, snapshot_id: uuid.UUID) -> uuid.UUID:
         self._write(self._project / "snapshots" / f"{snapshot_id}.json", model.dict())
         return snapshot_id
 
@@ -243,25 +341,29 @@ class MonitoringWorkspace:
         Path(temporary.name).replace(path)
 
 
-def _set_decision(model: Any, retrain: bool, reason: str) -> None:
-    """Put a decision in a snapshot: a 1/0 figure the dashboard plots, the reason in metadata."""
+def _put_figure(model: Any, metric: Any, value: float, widget: Any) -> None:
+    """Put a recorded figure in a snapshot, with the widget that shows it, replacing its old one."""
     from evidently.legacy.model.widget import link_metric
-    from evidently.legacy.renderers.html_widgets import CounterData, counter
 
-    calculation = custom_metrics().RetrainingDecision().to_calculation()
-    widgets = [
-        counter(
-            title="Retraining decision",
-            counters=[CounterData(label=reason, value="retrain" if retrain else "keep")],
-        )
-    ]
-    link_metric(widgets, calculation.id)
-    model.metric_results[calculation.id] = calculation.result(1 if retrain else 0)
+    calculation = metric.to_calculation()
+    link_metric(widget, calculation.id)
+    model.metric_results[calculation.id] = calculation.result(value)
     if calculation.id not in model.top_level_metrics:
         model.top_level_metrics.append(calculation.id)
     model.widgets = [
-        widget for widget in model.widgets if calculation.id not in (widget.linked_metrics or [])
-    ] + widgets
+        shown for shown in model.widgets if calculation.id not in (shown.linked_metrics or [])
+    ] + [widget]
+
+
+def _set_decision(model: Any, retrain: bool, reason: str) -> None:
+    """Put a decision in a snapshot: a 1/0 figure the dashboard plots, the reason in metadata."""
+    from evidently.legacy.renderers.html_widgets import CounterData, counter
+
+    widget = counter(
+        title="Retraining decision",
+        counters=[CounterData(label=reason, value="retrain" if retrain else "keep")],
+    )
+    _put_figure(model, custom_metrics().RetrainingDecision(), 1 if retrain else 0, widget)
     # The UI reads metadata as str -> str.
     model.metadata["retrain"] = "true" if retrain else "false"
     model.metadata["retrain_reason"] = reason

@@ -19,6 +19,7 @@ from telescore.validation.evidently_dashboards import (
     PROJECT_ID,
     MonitoringWorkspace,
     dashboard_model,
+    release_snapshot_id,
     window_snapshot_id,
 )
 
@@ -29,6 +30,7 @@ MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", 
 START = datetime(2010, 3, 1, tzinfo=UTC)
 WEEK = timedelta(days=7)
 QUALITY = ("roc_auc", "precision_top_decile", "positive_rate", "mean_score")
+RELEASES_PANEL = "Release decisions"
 
 
 @pytest.fixture(scope="module")
@@ -177,22 +179,37 @@ def _api(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
         return json.loads(response.read())
 
 
-def _panel_series(base: str) -> dict[str, list[list[float | None]]]:
-    """Ask the UI for each panel's series, as its front end does: one filter per value."""
-    plotted = {}
+def _panel_batches(base: str) -> dict[str, Any]:
+    """Ask the UI for each panel's points, as its front end does: one filter per value.
+
+    Each answer has `sources` (the snapshots plotted, with their timestamps) and `series`
+    (one list of values per series, a value per source). A failing panel raises HTTPError.
+    """
+    batches = {}
     for panel in _api(base, f"/api/v2/dashboards/{PROJECT_ID}")["panels"]:
         filters = [
             {key: value[key] for key in ("tags", "metadata", "metric", "metric_labels")}
             for value in panel["values"]
         ]
         if filters:  # a text panel plots nothing
-            batch = _api(
+            batches[panel["title"]] = _api(
                 base,
                 f"/api/v2/snapshots/{PROJECT_ID}/data_series_batch",
                 {"series_filter": filters},
             )
-            plotted[panel["title"]] = [series["values"] for series in batch["series"]]
-    return plotted
+    return batches
+
+
+def _panel_series(base: str) -> dict[str, list[list[float | None]]]:
+    """Return each panel's series as the UI plots them: values only."""
+    return {
+        title: [series["values"] for series in batch["series"]]
+        for title, batch in _panel_batches(base).items()
+    }
+
+
+def _timestamps(batch: Any) -> list[datetime]:
+    return [datetime.fromisoformat(source["timestamp"]) for source in batch["sources"]]
 
 
 def _served(port: int) -> tuple[int, list[str]]:
@@ -222,7 +239,8 @@ def test_the_ui_serves_the_project_and_keeps_it_across_a_restart(
         assert count == len(panels), f"the UI shows {count} panels, not {len(panels)}"
         assert len(before) == 2, f"the UI lists {len(before)} snapshots, not 2"
         series = _panel_series(f"http://127.0.0.1:{port}")
-        empty = [title for title, found in series.items() if not found]
+        # No release decided here: the Releases panel is checked with decisions of its own below.
+        empty = [title for title, found in series.items() if not found and title != RELEASES_PANEL]
         assert not empty, f"panels whose values match nothing in the snapshots: {empty}"
         share = series["Share of drifted inputs"]
         assert [len(points) for points in share] == [2], f"one point a window expected: {share}"
@@ -240,3 +258,115 @@ def test_the_ui_serves_the_project_and_keeps_it_across_a_restart(
             f"after a restart the UI shows {count} panels, not {len(panels)}"
         )
         assert after == before, f"snapshots changed across the restart: {before} -> {after}"
+
+
+def test_recording_a_release_decision_again_replaces_its_snapshot(tmp_path: Path) -> None:
+    workspace = MonitoringWorkspace(tmp_path / "evidently")
+    decided_at = datetime(2010, 3, 3, 9, 30, 15, 250_000, tzinfo=UTC)
+    decision = {"champion": "3", "challenger": "4", "mode": "shadow"}
+
+    workspace.record_release(
+        "d-1", decided_at, action="wait", reason="120 labelled rows of 500", **decision
+    )
+    workspace.record_release(
+        "d-1", decided_at, action="wait", reason="130 labelled rows of 500", **decision
+    )
+    workspace.record_release(
+        "d-2", decided_at + WEEK, action="promote", reason="ROC AUC better", **decision
+    )
+
+    assert sorted(workspace.snapshot_ids()) == sorted(
+        [release_snapshot_id("d-1"), release_snapshot_id("d-2")]
+    ), "recording a decision again added a snapshot"
+    stored = workspace.load_release("d-1")
+    assert stored is not None, "the decision's snapshot is gone"
+    assert stored.timestamp == decided_at, f"snapshot dated {stored.timestamp}, not its decision"
+    assert snapshot_metrics(stored) == {"release": 0.0}, "a wait must be plotted at 0, alone"
+    assert stored.metadata == {
+        "release_decision_id": "d-1",
+        "release_action": "wait",
+        "release_reason": "130 labelled rows of 500",
+        "champion_version": "3",
+        "challenger_version": "4",
+        "routing_mode": "shadow",
+    }, f"metadata not that of the latest recording: {stored.metadata}"
+    assert stored.tags == ["release-wait"], stored.tags
+    [counter] = stored.widgets
+    assert counter.params["counters"][0] == {
+        "value": "wait",
+        "label": "130 labelled rows of 500",
+    }, f"the counter does not show the action and its reason: {counter.params}"
+    promoted = workspace.load_release("d-2")
+    assert promoted is not None and snapshot_metrics(promoted) == {"release": 1.0}, (
+        "a promotion must be plotted at 1"
+    )
+    tabs = [tab.title for tab in workspace.dashboard().tabs]
+    assert "Releases" in tabs, f"recording a release did not write the dashboard: {tabs}"
+
+
+@pytest.mark.slow
+def test_the_ui_plots_release_decisions_beside_the_windows(
+    windows: list[WindowEvaluation], tmp_path: Path
+) -> None:
+    workspace = MonitoringWorkspace(tmp_path / "evidently")
+    workspace.save_window(windows[0].snapshot, START)
+    workspace.record_decision(START, retrain=False, reason="no drift")
+    promoted_at = START + timedelta(days=2, hours=9, microseconds=123_456)
+    rolled_back_at = START + timedelta(days=9, hours=15)
+    decision = {"champion": "3", "challenger": "4", "mode": "canary"}
+    workspace.record_release(
+        "promote-1", promoted_at, action="promote", reason="ROC AUC 0.79 vs 0.75", **decision
+    )
+    workspace.record_release(
+        "rollback-1", rolled_back_at, action="rollback", reason="errors 2.1% > 1%", **decision
+    )
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with evidently_ui(tmp_path, port).running():
+        snapshots = {s["id"]: s for s in _api(base, f"/api/projects/{PROJECT_ID}/snapshots")}
+        promote_id = str(release_snapshot_id("promote-1"))
+        assert sorted(snapshots) == sorted(
+            [str(window_snapshot_id(START)), promote_id, str(release_snapshot_id("rollback-1"))]
+        ), f"the UI does not list the window and both decisions: {sorted(snapshots)}"
+        assert snapshots[promote_id]["tags"] == ["release-promote"], snapshots[promote_id]
+        # The report page's widgets (served as text/plain, but JSON).
+        shown = _api(base, f"/api/projects/{PROJECT_ID}/{promote_id}/data")
+        assert [w["params"]["counters"][0] for w in shown["widgets"]] == [
+            {"value": "promote", "label": "ROC AUC 0.79 vs 0.75"}
+        ], f"the decision's report does not show its action and reason: {shown['widgets']}"
+
+        # Every panel answers; those of the window plot the window alone.
+        batches = _panel_batches(base)
+        releases = batches[RELEASES_PANEL]
+        assert [series["values"] for series in releases["series"]] == [[1.0, -1.0]], (
+            f"expected promote (1) then rollback (-1): {releases['series']}"
+        )
+        assert _timestamps(releases) == [promoted_at, rolled_back_at], (
+            f"the decisions are not plotted when they were decided: {_timestamps(releases)}"
+        )
+        share = batches["Share of drifted inputs"]
+        assert _timestamps(share) == [START] and len(share["series"][0]["values"]) == 1, (
+            f"a release decision shows up in a window panel: {share}"
+        )
+        empty = [title for title, batch in batches.items() if not batch["series"]]
+        assert not empty, f"window panels lost their point beside the decisions: {empty}"
+
+        # The same decision recorded again, say with its reason reworded, replaces its point.
+        workspace.record_release(
+            "promote-1", promoted_at, action="promote", reason="ROC AUC 0.79 vs 0.74", **decision
+        )
+
+        def reworded() -> bool:
+            listed = _api(base, f"/api/projects/{PROJECT_ID}/snapshots")
+            return any(
+                s["id"] == promote_id and s["metadata"]["release_reason"].endswith("0.74")
+                for s in listed
+            )
+
+        wait_until(reworded, 30, what="the decision recorded again, in the UI")
+        releases = _panel_batches(base)[RELEASES_PANEL]
+        assert [series["values"] for series in releases["series"]] == [[1.0, -1.0]], (
+            f"recording a decision again changed the points: {releases['series']}"
+        )
+        assert _timestamps(releases) == [promoted_at, rolled_back_at], _timestamps(releases)

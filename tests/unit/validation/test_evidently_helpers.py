@@ -1,8 +1,9 @@
-"""Pure helpers of the Evidently adapter: window ids, drift options and the quality guards."""
+"""Pure helpers of the Evidently adapter: snapshot ids, drift options and the quality guards."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import get_args
 
 import numpy as np
@@ -16,7 +17,12 @@ from telescore.validation.evidently import (
     as_utc,
     quality_statistic,
 )
-from telescore.validation.evidently_dashboards import window_snapshot_id
+from telescore.validation.evidently_dashboards import (
+    MonitoringWorkspace,
+    dashboard_model,
+    release_snapshot_id,
+    window_snapshot_id,
+)
 
 START = datetime(2010, 3, 1, tzinfo=UTC)
 
@@ -34,6 +40,49 @@ def test_a_window_always_gets_the_same_snapshot_id() -> None:
     assert window_snapshot_id(START + timedelta(days=7)) != window_snapshot_id(START), (
         "two windows share a snapshot id"
     )
+
+
+def test_a_release_decision_always_gets_the_same_snapshot_id() -> None:
+    assert release_snapshot_id("d-1") == release_snapshot_id("d-1"), "id is not deterministic"
+    assert release_snapshot_id("d-1") != release_snapshot_id("d-2"), "two decisions share an id"
+    assert release_snapshot_id(START.isoformat()) != window_snapshot_id(START), (
+        "a decision's snapshot could replace a window's"
+    )
+
+
+@pytest.mark.parametrize(
+    ("action", "decided_at"),
+    [("promoted", START), ("promote", datetime(2010, 3, 1))],  # noqa: DTZ001 - refused
+    ids=["unknown-action", "naive-time"],
+)
+def test_a_release_decision_needs_a_known_action_and_an_aware_time(
+    action: str, decided_at: datetime, tmp_path: Path
+) -> None:
+    workspace = MonitoringWorkspace(tmp_path / "evidently")
+    with pytest.raises(ValueError, match="release action|no timezone"):
+        workspace.record_release(
+            "d-1",
+            decided_at,
+            action=action,
+            reason="-",
+            champion="1",
+            challenger="2",
+            mode="canary",
+        )
+    assert not (tmp_path / "evidently").exists(), "a refused decision wrote something"
+
+
+def test_the_releases_tab_plots_the_decisions_and_says_where_the_reason_is() -> None:
+    dashboard = dashboard_model()
+    [tab] = [tab for tab in dashboard.tabs if tab.title == "Releases"]
+    panels = {panel.id: panel for panel in dashboard.panels}
+    plot, text = (panels[panel_id] for panel_id in tab.panels)
+    assert [value.metric for value in plot.values] == ["evidently:metric_v2:ReleaseDecision"], (
+        "the Releases panel does not plot the ReleaseDecision figure"
+    )
+    assert plot.plot_params["plot_type"] in ("line", "bar"), plot.plot_params
+    for where in ("release_reason", "release-promote", "release-rollback", "release-wait"):
+        assert where in (text.subtitle or ""), f"the text panel does not mention {where}"
 
 
 def test_naive_timestamps_are_refused() -> None:

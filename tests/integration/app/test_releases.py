@@ -28,6 +28,7 @@ from telescore.io.serving_client import ServingClient
 from telescore.jobs.outcomes import record_outcomes
 from telescore.jobs.releases import rollback_to_previous, run_promotion
 from telescore.settings import ServingSettings, Settings
+from telescore.validation.evidently_dashboards import MonitoringWorkspace
 
 pytestmark = pytest.mark.integration
 
@@ -124,6 +125,11 @@ def test_a_truly_better_challenger_is_promoted_and_a_rollback_undoes_it(
         assert releases.current_routing()["mode"] == "champion", "a promotion ends the release"
         decision = releases.latest_decisions(1)[0]
     assert decision["action"] == "promote" and decision["decision"]["paired"] is True, decision
+    workspace = MonitoringWorkspace(release_settings.project.state_dir.resolve() / "evidently")
+    on_dashboard = workspace.load_release(decision["_id"])
+    assert on_dashboard is not None and on_dashboard.metadata["release_action"] == "promote", (
+        "the decision should be on the monitoring dashboard"
+    )
     with ServingClient(mlserver.rest_url) as serving:
         assert serving.served_version("telemarketing") == registered_versions.challenger
 
