@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Final
 
 from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
 from telescore.app.security import API_KEY_HEADER, SESSION_COOKIE, ApiKeys, Session, Sessions
@@ -28,65 +29,69 @@ _api_key = APIKeyHeader(
 )
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """Return the settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_outcome_store(request: Request) -> OutcomeStore:
+async def get_outcome_store(request: Request) -> OutcomeStore:
     """Return the app's outcome store."""
     store: OutcomeStore = request.app.state.outcome_store
     return store
 
 
-def get_prospect_store(request: Request) -> ProspectStore:
+async def get_prospect_store(request: Request) -> ProspectStore:
     """Return the app's prospect store."""
     store: ProspectStore = request.app.state.prospect_store
     return store
 
 
-def get_access_store(request: Request) -> AccessStore:
+async def get_access_store(request: Request) -> AccessStore:
     """Return the app's users and API keys store."""
     store: AccessStore = request.app.state.access_store
     return store
 
 
-def get_release_store(request: Request) -> ReleaseStore:
+async def get_release_store(request: Request) -> ReleaseStore:
     """Return the app's routing and release decisions store."""
     store: ReleaseStore = request.app.state.release_store
     return store
 
 
-def get_call_list(request: Request) -> CallList:
+async def get_call_list(request: Request) -> CallList:
     """Return the app's ranked call list."""
     call_list: CallList = request.app.state.call_list
     return call_list
 
 
-def get_scoring(request: Request) -> ScoringService:
+async def get_scoring(request: Request) -> ScoringService:
     """Return the app's scoring service."""
     scoring: ScoringService = request.app.state.scoring
     return scoring
 
 
-def get_sessions(request: Request) -> Sessions:
+async def get_sessions(request: Request) -> Sessions:
     """Return the app's session signer."""
     sessions: Sessions = request.app.state.sessions
     return sessions
 
 
-def get_session(request: Request) -> Session | None:
+async def get_session(request: Request) -> Session | None:
     """Return the logged-in user's session, or None (no cookie, forged or expired)."""
-    return get_sessions(request).read(request.cookies.get(SESSION_COOKIE))
+    sessions: Sessions = request.app.state.sessions
+    return sessions.read(request.cookies.get(SESSION_COOKIE))
 
 
-def requires(role: Role) -> Callable[..., Principal]:
+def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
     """Return a dependency admitting API keys of `role` or above: 401 without one, 403 below."""
 
-    def check(request: Request, key: Annotated[str | None, Security(_api_key)]) -> Principal:
+    async def check(request: Request, key: Annotated[str | None, Security(_api_key)]) -> Principal:
         keys: ApiKeys = request.app.state.api_keys
-        principal = keys.principal(key) if key else None
+        # A key seen lately costs no thread hop; only a miss reads MongoDB, in a thread.
+        principal = keys.cached(key) if key else None
+        if principal is None and key:
+            principal = await run_in_threadpool(keys.principal, key)
         if principal is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,

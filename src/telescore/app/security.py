@@ -93,6 +93,14 @@ class ApiKeys:
         self._lock = threading.Lock()
         self._known: dict[str, tuple[Principal, float]] = {}
 
+    def cached(self, key: str) -> Principal | None:
+        """Return the key's principal if it was found valid lately, else None (ask `principal`)."""
+        with self._lock:
+            cached = self._known.get(key)
+        if cached is not None and time.monotonic() - cached[1] < self._seconds:
+            return cached[0]
+        return None
+
     def principal(self, key: str) -> Principal | None:
         """Return the key's principal, or None for a wrong, unknown or revoked key."""
         with self._lock:

@@ -8,7 +8,7 @@ indicators are the latest dated record ops entered (`indicators` collection).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from typing import Annotated, Any, Final, Literal
 
@@ -153,6 +153,17 @@ def model_rows(prospects: pd.DataFrame, indicators: Indicators, day: date) -> pd
     for name, value in (call_calendar(day) | indicators.as_features()).items():
         rows[name] = value
     return rows.loc[:, list(FEATURES)]
+
+
+def model_records(
+    prospects: Sequence[Mapping[Any, Any]], indicators: Indicators, day: date
+) -> list[dict[str, Any]]:
+    """Return the model inputs of a few prospects as plain rows, in the schema's order."""
+    context = call_calendar(day) | indicators.as_features()
+    return [
+        {name: context[name] if name in context else prospect[name] for name in FEATURES}
+        for prospect in prospects
+    ]
 
 
 def prospects_from_dataset(frame: pd.DataFrame) -> list[dict[str, Any]]:

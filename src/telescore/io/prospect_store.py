@@ -79,8 +79,9 @@ class ProspectStore(MongoStore):
         yield from self.prospects.find({}, batch_size=batch_size)
 
     def count_prospects(self) -> int:
-        """Return how many prospects are stored."""
-        return self.prospects.count_documents({})
+        """Return how many prospects are stored (from the collection's metadata: cheap)."""
+        # count_documents reads every document on nx-27017: 0.6-1 s for 41k.
+        return self.prospects.estimated_document_count()
 
     def latest_indicators(self) -> Document | None:
         """Return the indicators record in force (the highest revision), if any."""

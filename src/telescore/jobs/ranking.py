@@ -27,6 +27,7 @@ from telescore.core.prospects import (
     Indicators,
     IndicatorsRecord,
     RankingQuery,
+    model_records,
     model_rows,
     outcome_label,
     rank,
@@ -181,16 +182,18 @@ class CallList:
         missing = [each for each in prospect_ids if each not in found]
         if missing:
             raise UnknownProspectsError(missing)
-        frame = pd.DataFrame([found[each] for each in prospect_ids]).set_index(ID)
-        rows = model_rows(frame, self._indicators_record().indicators, self._today())
+        profiles = [found[each] for each in prospect_ids]
+        rows = model_records(profiles, self._indicators_record().indicators, self._today())
         scored = self._remember(self._scoring.score(rows, list(prospect_ids)))
         return [
             ScoredProspect(each, answer) for each, answer in zip(prospect_ids, scored, strict=True)
         ]
 
-    def score_rows(self, prospects: pd.DataFrame, routing_keys: Sequence[str]) -> list[Scored]:
-        """Score posted profiles (PROSPECT_FIELDS columns) with today's calendar and indicators."""
-        rows = model_rows(prospects, self._indicators_record().indicators, self._today())
+    def score_rows(
+        self, prospects: Sequence[Mapping[Any, Any]], routing_keys: Sequence[str]
+    ) -> list[Scored]:
+        """Score posted profiles (PROSPECT_FIELDS keys) with today's calendar and indicators."""
+        rows = model_records(prospects, self._indicators_record().indicators, self._today())
         return self._remember(self._scoring.score(rows, routing_keys))
 
     def _remember(self, scored: list[Scored]) -> list[Scored]:
@@ -294,10 +297,11 @@ class CallList:
         self._reasons = {}
         if self._explainer is not None:
             self._explainer.set_population(prospects)
-        rows = model_rows(prospects, self._indicators_record().indicators, self._today())
+        records = prospects.reset_index(drop=True).to_dict(orient="records")
+        rows = model_records(records, self._indicators_record().indicators, self._today())
         answers: list[Scored] = []
         for start in range(0, len(rows), CHUNK_ROWS):
-            chunk = rows.iloc[start : start + CHUNK_ROWS]
+            chunk = rows[start : start + CHUNK_ROWS]
             keys = list(prospects.index[start : start + CHUNK_ROWS])
             answers.extend(self._scoring.score(chunk, keys, f"call-list-{uuid.uuid4()}"))
         prospects["score"] = [each.score for each in answers]

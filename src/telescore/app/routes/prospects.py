@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Final, Literal
 
-import pandas as pd
 from fastapi import APIRouter, Body, Depends, Path, Query, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from telescore.app.deps import CallerDep, CallListDep, requires
@@ -119,24 +119,23 @@ def list_prospects(call_list: CallListDep, query: Annotated[RankingQuery, Query(
 
 
 @router.post("/score", responses=responses(404))
-def score_prospects(request: ScoreByIds, call_list: CallListDep) -> list[Score]:
+async def score_prospects(request: ScoreByIds, call_list: CallListDep) -> list[Score]:
     """Score prospects by id, now, with today's calendar and the indicators in force."""
-    scored = call_list.score_prospects(request.prospect_ids)
+    # One thread hop for the blocking work (MongoDB, MLServer), not one per dependency.
+    scored = await run_in_threadpool(call_list.score_prospects, request.prospect_ids)
     return [_score(each.prospect_id, each.scored) for each in scored]
 
 
 @router.post("/score-profiles")
-def score_profiles(request: ScoreProfiles, call_list: CallListDep) -> list[Score]:
+async def score_profiles(request: ScoreProfiles, call_list: CallListDep) -> list[Score]:
     """Score posted profiles (prospects not in the campaign, or edited ones)."""
-    frame = pd.DataFrame(
-        [profile.model_dump(exclude={"prospect_id"}) for profile in request.profiles]
-    )
+    profiles = [profile.model_dump(exclude={"prospect_id"}) for profile in request.profiles]
     # A profile without an id is routed by a fresh key: per request, not sticky.
     keys = [
         profile.prospect_id or f"anonymous-{index}-{id(request)}"
         for index, profile in enumerate(request.profiles)
     ]
-    scored = call_list.score_rows(frame, keys)
+    scored = await run_in_threadpool(call_list.score_rows, profiles, keys)
     return [
         _score(profile.prospect_id, each)
         for profile, each in zip(request.profiles, scored, strict=True)
