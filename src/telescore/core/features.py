@@ -26,19 +26,29 @@ def split_features_label(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]
 
 
 def build_pipeline(params: ModelParams) -> Pipeline:
-    """Build an unfitted preprocessing + classifier pipeline."""
+    """Build an unfitted preprocessing + classifier pipeline.
+
+    Inputs in `params.ignore_features` are dropped by the column transformer: the pipeline
+    still takes every input of the schema, as serving sends them, and uses the others.
+    """
+    ignored = set(params.ignore_features)
+    categorical = [name for name in CATEGORICAL_FEATURES if name not in ignored]
+    numeric = [name for name in NUMERIC_FEATURES if name not in ignored]
     # Categories are fixed from the schema, not learnt: serving sees the same columns every time.
     encoder = OneHotEncoder(
-        categories=[list(CATEGORICAL_VALUES[name]) for name in CATEGORICAL_FEATURES],
+        categories=[list(CATEGORICAL_VALUES[name]) for name in categorical],
         handle_unknown="ignore",
         sparse_output=False,
         dtype=np.float64,
     )
+    transformers = [
+        ("categorical", encoder, categorical),
+        ("numeric", StandardScaler(), numeric),
+    ]
     preprocess = ColumnTransformer(
-        [
-            ("categorical", encoder, list(CATEGORICAL_FEATURES)),
-            ("numeric", StandardScaler(), list(NUMERIC_FEATURES)),
-        ],
+        # An empty group would be fitted on no column at all: leave it out.
+        [(name, step, columns) for name, step, columns in transformers if columns],
+        remainder="drop",  # the ignored inputs
         verbose_feature_names_out=False,
     )
     classifier: LogisticRegression | HistGradientBoostingClassifier

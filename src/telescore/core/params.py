@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from telescore.core.schema import FEATURES
 
 
 class _Frozen(BaseModel):
@@ -65,6 +67,21 @@ class ModelParams(_Frozen):
     """Tree size (gradient boosting)."""
     random_state: int = 0
     """Seed, so that a rerun gives the same model."""
+    ignore_features: tuple[str, ...] = ()
+    """Inputs the pipeline drops before the classifier. They are still required, validated and
+    logged, so the schema and serving's inputs stay the same. In this data, leaving out the
+    five macro indicators stops a model extrapolating one period's economy into the next; a
+    log-odds offset (`calibration`) follows the period's base rate instead."""
+
+    @field_validator("ignore_features")
+    @classmethod
+    def _known_features(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(names) - set(FEATURES))
+        if unknown:
+            raise ValueError(f"ignore_features: not model inputs: {unknown}")
+        if set(FEATURES) <= set(names):
+            raise ValueError("ignore_features: the model needs at least one input")
+        return tuple(dict.fromkeys(names))  # one of each, in the order given
 
 
 class ValidationParams(_Frozen):
@@ -93,8 +110,38 @@ class PromotionParams(_Frozen):
 
     metric: Literal["roc_auc", "pr_auc", "lift_top_decile", "brier"] = "roc_auc"
     """Holdout metric that decides (`brier`: lower wins, and it weighs calibration too)."""
-    min_improvement: float = Field(default=0.002, ge=0)
-    """The challenger must beat the champion by at least this much on the same holdout."""
+    min_improvement: float = Field(default=0.002, ge=-1)
+    """The challenger must beat the champion by at least this much on the same holdout.
+
+    Negative: a candidate may be that much worse and still be promoted. Every metric lies in
+    [0, 1], so -1 promotes every candidate that passed the validation gates (a loop that
+    retrains on a schedule and wants the newest model, whose base rate a log-odds offset
+    corrects anyway)."""
+
+
+class CalibrationParams(_Frozen):
+    """A log-odds offset b served with the model: score = sigmoid(logit(p) + b).
+
+    b makes the mean served score equal the positive rate of the most recent `rows` labelled
+    rows, rescored by the model: it is fitted when a model is registered (on the newest rows of
+    its training data) and again by the monitor after every window (on the newest labelled
+    predictions), so the served scores follow the period's base rate between retrains.
+    """
+
+    enabled: bool = False
+    """Fit and serve the offset (off: scores are the model's own)."""
+    rows: int = Field(default=2000, gt=0)
+    """N: the most recent labelled rows the offset is fitted on."""
+    min_rows: int = Field(default=500, gt=0)
+    """Fewer labelled rows than this: no new offset, the one served stays."""
+    max_offset: float = Field(default=4.0, gt=0)
+    """Cap on |b| (4: odds multiplied or divided by 55 at most), against a freak sample."""
+
+    @model_validator(mode="after")
+    def _min_within_rows(self) -> CalibrationParams:
+        if self.min_rows > self.rows:
+            raise ValueError("calibration.min_rows cannot exceed calibration.rows")
+        return self
 
 
 class TrainingParams(_Frozen):
@@ -105,6 +152,7 @@ class TrainingParams(_Frozen):
     model: ModelParams = ModelParams()
     validation: ValidationParams = ValidationParams()
     promotion: PromotionParams = PromotionParams()
+    calibration: CalibrationParams = CalibrationParams()
 
     @model_validator(mode="after")
     def _holdout_leaves_training_rows(self) -> TrainingParams:

@@ -6,6 +6,11 @@ callers feel first: labelled quality (ROC AUC, top-decile precision over the bas
 calibration (mean score against the observed positive rate). Drift counts only for windows
 with too few labels to judge, and only when `drift_counts_without_labels` says so.
 
+A schedule (`retrain_every_windows`) is the other trigger: a retrain once every N monitored
+windows, whatever their verdicts. With a log-odds offset following the base rate between
+retrains (`CalibrationParams`), what a retrain adds is the newest rows' ranking, which no
+window's figures announce; a fixed cadence spends a known budget of training runs on it.
+
 A pure function of the window history and the run state, so that every guard is unit-tested.
 """
 
@@ -54,6 +59,13 @@ class RetrainingPolicy(BaseModel):
     """Windows that must pass after a retrain was triggered before another one may be."""
     min_training_labels: int = Field(default=1000, ge=0)
     """Labelled production rows needed in all, so that a new model has fresh rows to learn."""
+    retrain_on_degraded: bool = True
+    """Retrain when k of the last n judged windows are degraded (off: only the schedule
+    retrains; every window is still judged and its verdict recorded)."""
+    retrain_every_windows: int | None = Field(default=None, gt=0)
+    """A schedule: retrain once this many windows were monitored since a retrain was last
+    triggered (or, before any, since the champion started serving), whatever their verdicts;
+    None: no schedule. The cooldown, in-flight and labelled-rows guards still apply."""
 
     @model_validator(mode="after")
     def _k_within_n(self) -> RetrainingPolicy:
@@ -160,7 +172,13 @@ def _quality_problems(window: WindowHealth, policy: RetrainingPolicy) -> list[st
 def decide_retraining(
     history: Sequence[WindowHealth], state: RunState, policy: RetrainingPolicy
 ) -> RetrainingDecision:
-    """Decide from the monitored windows (oldest first) and the run state whether to retrain."""
+    """Decide from the monitored windows (oldest first) and the run state whether to retrain.
+
+    `history` holds the current champion's windows. A retrain is asked for by k of the last n
+    judged windows degraded (`retrain_on_degraded`) or by the schedule
+    (`retrain_every_windows`); then the guards decide: a run in flight, the cooldown, too few
+    labelled rows to train on.
+    """
     judged = [(window, *judge_window(window, policy)) for window in history]
     silent = SILENT_VERDICTS | (
         set() if policy.drift_counts_without_labels else {"drifted, unlabelled"}
@@ -173,18 +191,32 @@ def decide_retraining(
     )
     flagged = [(window, verdict, why) for window, verdict, why in recent if verdict in counting]
 
-    if not recent:
+    # What asks for a retrain: degraded windows first, else the schedule.
+    asked: tuple[str, datetime] | None = None
+    waiting: str
+    if not policy.retrain_on_degraded:
+        waiting = "retraining on degraded windows is off"
+    elif not recent:
         latest = f"{judged[-1][1]}: {judged[-1][2]}" if judged else "no window monitored yet"
-        return RetrainingDecision(False, f"insufficient data ({latest})", verdicts)
-    if len(flagged) < policy.windows_required:
-        return RetrainingDecision(
-            False,
+        waiting = f"insufficient data ({latest})"
+    elif len(flagged) < policy.windows_required:
+        waiting = (
             f"{len(flagged)} of the last {len(recent)} windows degraded, "
-            f"{policy.windows_required} required ({recent[-1][2]})",
-            verdicts,
+            f"{policy.windows_required} required ({recent[-1][2]})"
         )
-    episode = flagged[0][0].window_start
-    why = f"{len(flagged)} of the last {len(recent)} windows degraded: {flagged[-1][2]}"
+    else:
+        asked = (
+            f"{len(flagged)} of the last {len(recent)} windows degraded: {flagged[-1][2]}",
+            flagged[0][0].window_start,
+        )
+    if asked is None:
+        asked, schedule = _scheduled(history, state, policy)
+        if asked is None:
+            return RetrainingDecision(
+                False, waiting + (f"; {schedule}" if schedule else ""), verdicts
+            )
+
+    why, episode = asked
     if state.training_in_flight:
         return RetrainingDecision(False, f"{why}; a training run is already in flight", verdicts)
     cooling = state.windows_since_retrain
@@ -203,3 +235,28 @@ def decide_retraining(
             verdicts,
         )
     return RetrainingDecision(True, why, verdicts, episode)
+
+
+def _scheduled(
+    history: Sequence[WindowHealth], state: RunState, policy: RetrainingPolicy
+) -> tuple[tuple[str, datetime] | None, str]:
+    """Return (why, episode start) when the schedule asks for a retrain, and what it says.
+
+    The episode is the first window counted, so that the idempotency key differs per cadence.
+    """
+    every = policy.retrain_every_windows
+    if every is None:
+        return None, ""
+    passed = state.windows_since_retrain
+    origin = "since the last retrain"
+    if passed is None:
+        passed, origin = len(history), "of this champion"
+    if passed < every:
+        return None, f"scheduled retrain every {every} windows: {passed} {origin} so far"
+    if not history:
+        return None, f"scheduled retrain every {every} windows: no window of the champion yet"
+    first = history[-min(passed, len(history))]
+    return (
+        f"scheduled: {passed} windows {origin}, one retrain every {every}",
+        first.window_start,
+    ), ""

@@ -5,6 +5,10 @@ ColumnTransformer bookkeeping; the arithmetic is microseconds. `compile_scorer` 
 encoder, scaler and classifier once and returns a NumPy-only scorer of validated batches
 (`core.requests.FeatureBatch`) giving the same probabilities (to floating-point rounding), or
 falls back to `predict_proba` on a DataFrame when the model is not a shape it recognises.
+
+A served model may carry a log-odds offset b (`with_logit_offset`): its scores are
+sigmoid(logit(p) + b), with b fitted on recent outcomes by `fit_logit_offset` so that the mean
+served score equals the recent positive rate.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -27,12 +31,83 @@ from telescore.core.schema import FEATURES, NUMERIC_FEATURES
 
 Scorer = Callable[[FeatureBatch], list[float]]
 """A validated batch -> probability of class 1 per row."""
+LOGIT_OFFSET_TAG: Final = "logit_offset"
+"""Registry tag of a model version: the log-odds offset fitted when it was registered."""
 _NUMERIC_INDEX = {name: index for index, name in enumerate(NUMERIC_FEATURES)}
+_SMALL_BATCH = 64
+"""Up to this many scores, plain floats beat NumPy's per-call cost."""
+_BISECTIONS = 60
+"""Halvings of the offset's interval: 2 * max_offset / 2**60 is far below any score's rounding."""
 
 
 def compile_scorer(model: Any) -> Scorer:
     """Return the fastest exact scorer for a fitted model: NumPy-native if recognised."""
     return fast_scorer(model) or predict_proba_scorer(model)
+
+
+def shift_log_odds(scores: Sequence[float], offset: float) -> list[float]:
+    """Return sigmoid(logit(p) + offset) for each probability p: its odds times exp(offset)."""
+    if offset == 0.0:
+        return list(scores)
+    factor = math.exp(offset)
+    # p * f / (p * f + 1 - p) is sigmoid(logit(p) + offset) without a logarithm: exact at 0 and
+    # 1 (they stay 0 and 1), and no overflow for any p in [0, 1] within a capped offset.
+    if len(scores) <= _SMALL_BATCH:
+        return [p * factor / (p * factor + (1.0 - p)) for p in scores]
+    values = np.asarray(scores, dtype=np.float64)
+    shifted = values * factor
+    return (shifted / (shifted + (1.0 - values))).tolist()
+
+
+def with_logit_offset(scorer: Scorer, offset: float) -> Scorer:
+    """Return a scorer whose scores are `scorer`'s with their log-odds shifted by `offset`."""
+    if offset == 0.0:
+        return scorer
+
+    def score(batch: FeatureBatch) -> list[float]:
+        return shift_log_odds(scorer(batch), offset)
+
+    return score
+
+
+def fit_logit_offset(
+    scores: Sequence[float] | np.ndarray,
+    labels: Sequence[float] | np.ndarray,
+    max_offset: float,
+) -> float:
+    """Return b in [-max_offset, max_offset] with mean(sigmoid(logit(p) + b)) = positive rate.
+
+    The maximum-likelihood intercept of a logistic recalibration with the slope fixed at 1.
+    The rate is kept half a row away from 0 and 1, so that a sample of one class gives a
+    finite offset (then the cap, if it is nearer); the mean shifted score grows with b, so a
+    bisection finds the root, or the cap on the side it lies beyond.
+    """
+    probabilities = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+    outcomes = np.asarray(labels, dtype=np.float64)
+    if not len(outcomes) or len(outcomes) != len(probabilities):
+        raise ValueError(f"{len(probabilities)} scores for {len(outcomes)} labels")
+    if max_offset <= 0:
+        raise ValueError(f"max_offset must be positive, not {max_offset}")
+    half_row = 0.5 / len(outcomes)
+    rate = float(np.clip(outcomes.mean(), half_row, 1.0 - half_row))
+
+    def excess(offset: float) -> float:
+        factor = math.exp(offset)
+        shifted = probabilities * factor
+        return float(np.mean(shifted / (shifted + (1.0 - probabilities)))) - rate
+
+    low, high = -max_offset, max_offset
+    if excess(low) >= 0.0:
+        return low
+    if excess(high) <= 0.0:
+        return high
+    for _ in range(_BISECTIONS):
+        middle = (low + high) / 2.0
+        if excess(middle) < 0.0:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2.0
 
 
 def predict_proba_scorer(model: Any) -> Scorer:

@@ -6,22 +6,32 @@
 
 The challenger folder exists only while the registry has a `challenger` alias: MLServer refuses
 to start when a model at start-up cannot be loaded.
+
+The champion's folder may carry a log-odds offset (`logit_offset`) and the version it was fitted
+for: written when the monitor refits it (`write_logit_offset`), kept when the repository is
+rewritten for the same version, and replaced by the new version's own offset (its registry tag,
+fitted at registration) or dropped when the alias moved. The runtime also ignores an offset
+fitted for another version than the one it loads.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field
 
 from telescore.core.predictions import Route
-from telescore.serving.options import RUNTIME, RuntimeOptions
+from telescore.core.scoring import LOGIT_OFFSET_TAG
+from telescore.serving.options import CALIBRATION_OPTIONS, RUNTIME, RuntimeOptions
 
 SERVER_SETTINGS: Final = "settings.json"
 MODEL_SETTINGS: Final = "model-settings.json"
@@ -94,16 +104,30 @@ def served_models(
     ]
 
 
+@dataclass(frozen=True)
+class LogitOffset:
+    """A log-odds offset served with one model, and the registry version it was fitted for."""
+
+    offset: float
+    version: str
+
+
 def registered_aliases(registered_model: str, client: MlflowClient | None = None) -> set[str]:
     """Return the aliases among champion/challenger that the registry currently has."""
+    return set(alias_versions(registered_model, client))
+
+
+def alias_versions(
+    registered_model: str, client: MlflowClient | None = None
+) -> dict[str, ModelVersion]:
+    """Return the registry version (with its tags) of each champion/challenger alias that exists."""
     client = client or MlflowClient()
-    found = set()
+    found = {}
     for alias in ALIAS_MODELS:
         try:
-            client.get_model_version_by_alias(registered_model, alias)
+            found[alias] = client.get_model_version_by_alias(registered_model, alias)
         except MlflowException:
             continue
-        found.add(alias)
     return found
 
 
@@ -112,13 +136,17 @@ def write_model_repository(
     models: Sequence[ServedModel],
     server: ServerOptions | None = None,
     runtime: RuntimeOptions | None = None,
+    offsets: Mapping[str, LogitOffset | None] | None = None,
 ) -> Path:
     """Write one model-settings.json per model and remove stale model folders.
 
     With no `server` (or `runtime`), the settings already written are kept, so a running
     server's ports and options stay as they are; the defaults apply only to a new repository.
+    A model's log-odds offset is its own: `offsets` sets (or, None, removes) it per model name;
+    a model missing from `offsets` keeps the one its folder holds.
     """
     runtime = runtime or existing_runtime_options(root) or RuntimeOptions()
+    offsets = offsets or {}
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
     if server is not None or not (root / SERVER_SETTINGS).exists():
@@ -129,9 +157,10 @@ def write_model_repository(
         if folder.is_dir() and (folder / MODEL_SETTINGS).exists() and folder.name not in names:
             shutil.rmtree(folder)
     for model in models:
+        offset = offsets[model.name] if model.name in offsets else served_offset(root, model.name)
         folder = root / model.name
         folder.mkdir(exist_ok=True)
-        _write_json(folder / MODEL_SETTINGS, model_settings(model, runtime))
+        _write_json(folder / MODEL_SETTINGS, model_settings(model, _with_offset(runtime, offset)))
     return root
 
 
@@ -143,20 +172,73 @@ def write_registry_repository(
     client: MlflowClient | None = None,
 ) -> list[ServedModel]:
     """Write the repository for the aliases the registry has now; return the models written."""
-    models = served_models(registered_aliases(registered_model, client), registered_model)
+    versions = alias_versions(registered_model, client)
+    models = served_models(set(versions), registered_model)
     if not models or models[0].route != "champion":
         raise LookupError(f"registered model {registered_model!r} has no 'champion' alias")
-    write_model_repository(root, models, server, runtime)
+    offsets = {
+        CHAMPION_MODEL: champion_offset(served_offset(root, CHAMPION_MODEL), versions["champion"]),
+        CHALLENGER_MODEL: None,  # judged on its own scores
+    }
+    write_model_repository(root, models, server, runtime, offsets)
     return models
 
 
+def champion_offset(served: LogitOffset | None, champion: ModelVersion) -> LogitOffset | None:
+    """Return the offset to serve the champion version with.
+
+    The one already served if it was fitted for this version (the monitor refits it after
+    every window), else the version's own, fitted at registration (its `logit_offset` tag),
+    else none: an offset fitted for the previous champion says nothing about this one.
+    """
+    version = str(champion.version)
+    if served is not None and served.version == version:
+        return served
+    tag = (champion.tags or {}).get(LOGIT_OFFSET_TAG)
+    if tag is None:
+        return None
+    offset = float(tag)
+    return LogitOffset(offset, version) if math.isfinite(offset) else None
+
+
+def served_offset(root: Path, model_name: str) -> LogitOffset | None:
+    """Return the log-odds offset a model's folder holds, if any."""
+    path = root / model_name / MODEL_SETTINGS
+    if not path.exists():
+        return None
+    extra = json.loads(path.read_text()).get("parameters", {}).get("extra") or {}
+    version = extra.get("logit_offset_version")
+    return None if version is None else LogitOffset(float(extra.get("logit_offset", 0.0)), version)
+
+
+def write_logit_offset(root: Path, model_name: str, offset: LogitOffset) -> bool:
+    """Set the log-odds offset in a model's settings; False when the model has no folder.
+
+    Only that model's file changes, atomically: reload that model to serve it.
+    """
+    path = root / model_name / MODEL_SETTINGS
+    if not path.exists():
+        return False
+    content = json.loads(path.read_text())
+    extra = dict(content.get("parameters", {}).get("extra") or {})
+    extra |= {"logit_offset": offset.offset, "logit_offset_version": offset.version}
+    RuntimeOptions.from_extra(extra)  # refuse to write what the runtime would refuse to load
+    content.setdefault("parameters", {})["extra"] = extra
+    _write_json(path, content)
+    return True
+
+
 def existing_runtime_options(root: Path) -> RuntimeOptions | None:
-    """Return the runtime options the champion's model-settings.json holds, if it exists."""
+    """Return the runtime options the champion's model-settings.json holds, if it exists.
+
+    Without the options that belong to one model: its route and its log-odds offset.
+    """
     path = root / CHAMPION_MODEL / MODEL_SETTINGS
     if not path.exists():
         return None
     extra = dict(json.loads(path.read_text()).get("parameters", {}).get("extra") or {})
-    extra.pop("route", None)  # set per model when written
+    for name in ("route", *CALIBRATION_OPTIONS):
+        extra.pop(name, None)  # set per model when written
     return RuntimeOptions.from_extra(extra)
 
 
@@ -190,6 +272,15 @@ def model_settings(model: ServedModel, runtime: RuntimeOptions) -> dict[str, Any
         # an MLServer version would make a reload load a second model beside the first.
         "parameters": {"uri": model.uri, "extra": extra},
     }
+
+
+def _with_offset(runtime: RuntimeOptions, offset: LogitOffset | None) -> RuntimeOptions:
+    if offset is None:
+        return runtime.model_copy(update={"logit_offset": 0.0, "logit_offset_version": None})
+    return RuntimeOptions.from_extra(
+        runtime.model_dump()
+        | {"logit_offset": offset.offset, "logit_offset_version": offset.version}
+    )
 
 
 def _write_json(path: Path, content: Mapping[str, Any]) -> None:

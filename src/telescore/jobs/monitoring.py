@@ -4,26 +4,34 @@ One run looks at one window (the last complete one, or the one it is given) and 
 windows whose outcomes arrived since the previous run. Each window becomes one Evidently
 snapshot dated to the window and one `monitoring_runs` document; each run takes one retraining
 decision, recorded whether it retrains or not.
+
+When the champion was trained with `calibration.enabled`, each run also refits the log-odds
+offset served with it on the newest labelled predictions and has MLServer serve it (the
+champion's folder in the model repository, that model reloaded), so the served scores follow
+the base rate between retrains. The offset is recorded with the run's decision and the window.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 
 from telescore.core.features import split_features_label
 from telescore.core.monitoring import MonitoringParams, Window
-from telescore.core.params import TrainingParams
+from telescore.core.params import CalibrationParams, TrainingParams
 from telescore.core.predictions import FEATURES, MODEL_VERSION, ROUTE, SCORE
 from telescore.core.retraining import (
     RetrainingDecision,
@@ -33,17 +41,28 @@ from telescore.core.retraining import (
     judge_window,
 )
 from telescore.core.schema import FEATURES as FEATURE_NAMES
+from telescore.core.scoring import fit_logit_offset, shift_log_odds
 from telescore.core.splits import chronological_split
 from telescore.io import orchestrator
 from telescore.io.datasets import read_snapshot
 from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.registry import CHAMPION, ModelVersionRef, Registry
+from telescore.io.serving_client import ServingError
+from telescore.jobs import serving
+from telescore.jobs.model_repository import LogitOffset
 from telescore.settings import Settings
 from telescore.validation.evidently import LABEL, evaluate_window
 from telescore.validation.evidently_dashboards import MonitoringWorkspace
 
 SCORE_COLUMN = "score"
+RECALIBRATION = "recalibration"
+"""Field of a window's `monitoring_runs` document and of a decision: the offset fitted then."""
+
+logger = logging.getLogger(__name__)
+
+ServeOffset = Callable[[LogitOffset], "serving.Reloaded | None"]
+"""Serves the champion with a new log-odds offset; returns the reload (None: not served now)."""
 
 
 @dataclass
@@ -62,6 +81,8 @@ class Monitor:
     training_deployment: str = orchestrator.TRAINING_DEPLOYMENT
     params_file: str = "params.yaml"
     """The params file a triggered training run reads, as the monitor's own."""
+    serve_offset: ServeOffset | None = None
+    """Serves a refitted log-odds offset; None: fit and record it, serve nothing (a dry run)."""
 
 
 @contextmanager
@@ -88,6 +109,7 @@ def open_monitor(
             cache_dir=state_dir / "monitoring" / "reference",
             prefect_api_url=settings.prefect.resolved_api_url(host),
             params_file=params_file,
+            serve_offset=functools.partial(serving.serve_logit_offset, settings),
         )
 
 
@@ -101,12 +123,18 @@ class MonitorResult:
 
 
 def champion_reference(
-    registry: Registry, champion: ModelVersionRef, cache_dir: Path, max_rows: int
+    registry: Registry,
+    champion: ModelVersionRef,
+    cache_dir: Path,
+    max_rows: int,
+    model: Any | None = None,
 ) -> pd.DataFrame:
     """Return the champion's training rows, scored by it: the reference a window is compared to.
 
     Found through the registry's lineage (the version's data snapshot and fingerprint), so no
-    file path needs keeping in sync; the snapshot is checked against the fingerprint.
+    file path needs keeping in sync; the snapshot is checked against the fingerprint. `model`
+    is the champion already loaded (else it is loaded here). Its own scores, without any
+    log-odds offset: the offset moves with the period, the reference stays.
     """
     tags = registry.version_tags(champion)
     snapshot_uri, fingerprint = tags.get("data_snapshot"), tags.get("data_fingerprint")
@@ -126,7 +154,7 @@ def champion_reference(
     train_rows, _ = chronological_split(rows, params.split)
     train_rows = train_rows.iloc[-max_rows:]
     features, labels = split_features_label(train_rows)
-    model = registry.load_model(champion)
+    model = model if model is not None else registry.load_model(champion)
     return features.assign(
         **{SCORE_COLUMN: model.predict_proba(features)[:, 1], LABEL: labels.astype(float)}
     ).reset_index(drop=True)
@@ -223,6 +251,10 @@ def evaluate(
     figures = window_figures(window, frame, metrics, info)
     verdict, why = judge_window(health(figures), policy)
     figures |= {"verdict": verdict, "verdict_reason": why, "read_at": read_at}
+    earlier = monitor.records.run(window.key)
+    if earlier is not None and RECALIBRATION in earlier:
+        # Evaluated again (late outcomes): the offset fitted after it stays on record.
+        figures[RECALIBRATION] = earlier[RECALIBRATION]
     monitor.records.save_run(window.key, figures)
     return figures
 
@@ -267,10 +299,94 @@ def run_state(monitor: Monitor, history: list[dict[str, Any]]) -> RunState:
     return RunState(in_flight, since, monitor.outcomes.count())
 
 
+def champion_calibration(registry: Registry, champion: ModelVersionRef) -> CalibrationParams:
+    """Return how the champion's log-odds offset is fitted: as its training params say."""
+    params = registry.version_tags(champion).get("params")
+    if not params:
+        return CalibrationParams()
+    return TrainingParams.model_validate_json(params, strict=False).calibration
+
+
+def recalibrate(
+    monitor: Monitor, window: Window, champion: ModelVersionRef, model: Any
+) -> dict[str, Any] | None:
+    """Refit the champion's log-odds offset on the newest labelled predictions and serve it.
+
+    Their logged inputs are scored again by the champion's own pipeline, whichever version
+    served them, and the offset b solves mean(sigmoid(logit(p) + b)) = their positive rate
+    (`core.scoring.fit_logit_offset`). Too few labelled rows keep the offset served. Returns
+    what was fitted and served, recorded with the window and the decision; None when the
+    champion was trained without `calibration`.
+    """
+    calibration = champion_calibration(monitor.registry, champion)
+    if not calibration.enabled:
+        return None
+    record: dict[str, Any] = {
+        "version": champion.version,
+        "fitted_after_window": window.key,
+        "rows_wanted": calibration.rows,
+    }
+    labelled = monitor.outcomes.count()
+    rows = monitor.outcomes.latest_labelled(min(labelled, calibration.rows)) if labelled else None
+    if rows is None or len(rows) < calibration.min_rows:
+        found = 0 if rows is None else len(rows)
+        return record | {
+            "offset": None,
+            "served": False,
+            "rows": found,
+            "reason": f"{found} labelled rows < {calibration.min_rows}: the served offset stays",
+        }
+    features, labels = split_features_label(rows)
+    scores = model.predict_proba(features)[:, 1]
+    offset = fit_logit_offset(scores, labels, calibration.max_offset)
+    record |= {
+        "offset": offset,
+        "capped": abs(offset) >= calibration.max_offset,
+        "rows": len(labels),
+        "first_prediction_id": str(rows["prediction_id"].iloc[0]),
+        "last_prediction_id": str(rows["prediction_id"].iloc[-1]),
+        "positive_rate": float(labels.mean()),
+        "mean_raw_score": float(scores.mean()),
+        "mean_served_score": float(np.mean(shift_log_odds(scores.tolist(), offset))),
+    }
+    record |= serve(monitor, LogitOffset(offset, champion.version))
+    return record
+
+
+def serve(monitor: Monitor, offset: LogitOffset) -> dict[str, Any]:
+    """Have the champion served with `offset`; say whether it is (a failure does not fail the run).
+
+    The offset is in the model repository either way: MLServer serves it from its next load.
+    """
+    if monitor.serve_offset is None:
+        return {"served": False, "reason": "dry run: not served"}
+    try:
+        reloaded = monitor.serve_offset(offset)
+    except (ServingError, httpx.HTTPError, OSError) as error:
+        logger.warning("log-odds offset %+.4f not served: %s", offset.offset, error)
+        return {"served": False, "reason": f"reload failed: {error}"}
+    if reloaded is None:
+        return {"served": False, "reason": "no model repository here, or MLServer not running"}
+    served = reloaded.version == offset.version
+    return {
+        "served": served,
+        "served_version": reloaded.version,
+        "reason": "served from the next request"
+        if served
+        else f"MLServer serves version {reloaded.version}: not applied",
+    }
+
+
 def decide(
-    monitor: Monitor, window: Window, champion: ModelVersionRef
+    monitor: Monitor,
+    window: Window,
+    champion: ModelVersionRef,
+    recalibration: dict[str, Any] | None = None,
 ) -> tuple[RetrainingDecision, dict[str, Any]]:
-    """Take and record the retraining decision on the champion's windows; trigger if it says so."""
+    """Take and record the retraining decision on the champion's windows; trigger if it says so.
+
+    `recalibration` (what `recalibrate` fitted after this window) is recorded with it.
+    """
     policy = monitor.params.policy
     recent = monitor.records.recent_runs(limit=max(50, policy.windows_considered * 4))
     history = [each for each in recent if each.get("model_version") == champion.version]
@@ -293,6 +409,8 @@ def decide(
             for each in history[-policy.windows_considered :]
         ],
     }
+    if recalibration is not None:
+        record[RECALIBRATION] = recalibration
     if decision.retrain and decision.episode_start is not None:
         key = f"retrain-{champion.version}-{decision.episode_start.astimezone(UTC).isoformat()}"
         record["idempotency_key"] = key
@@ -315,9 +433,26 @@ def decide(
     record["_id"] = monitor.records.add_decision(record)
     if monitor.workspace.load_window(window.start) is not None:  # none: too few rows to report
         monitor.workspace.record_decision(
-            window.start, retrain=decision.retrain, reason=decision.reason
+            window.start,
+            retrain=decision.retrain,
+            reason=decision.reason + offset_summary(recalibration),
         )
     return decision, record
+
+
+def offset_summary(recalibration: dict[str, Any] | None) -> str:
+    """Return the recalibration in a few words, for the dashboard's decision text."""
+    if recalibration is None:
+        return ""
+    if recalibration.get("offset") is None:
+        return f"; log-odds offset not refitted ({recalibration['reason']})"
+    return (
+        f"; log-odds offset {recalibration['offset']:+.3f} for version "
+        f"{recalibration['version']}, fitted on {recalibration['rows']} labelled rows "
+        f"(positive rate {recalibration['positive_rate']:.3f}, raw mean score "
+        f"{recalibration['mean_raw_score']:.3f}), "
+        + ("served" if recalibration["served"] else f"not served: {recalibration['reason']}")
+    )
 
 
 def follow_training_runs(monitor: Monitor) -> None:
@@ -356,15 +491,22 @@ def monitor_window(monitor: Monitor, window: Window, report_dir: Path) -> Monito
     follow_training_runs(monitor)
     since = previous_run_started(monitor.records)
     read_at = datetime.now(UTC)
+    model = monitor.registry.load_model(champion)
     reference = champion_reference(
-        monitor.registry, champion, monitor.cache_dir, monitor.params.reference_rows
+        monitor.registry, champion, monitor.cache_dir, monitor.params.reference_rows, model=model
     )
     windows = [*windows_with_late_outcomes(monitor, since, window), window]
     evaluated = []
     for each in _unique(windows):
         figures = evaluate(monitor, each, reference, report_dir, read_at)
         evaluated.append(f"{each.key}: {figures['verdict']}")
-    _, record = decide(monitor, window, champion)
+    recalibration = recalibrate(monitor, window, champion, model)
+    if recalibration is not None:
+        # The window's own document says which offset was fitted after it.
+        monitor.records.runs.update_one(
+            {"_id": window.key}, {"$set": {RECALIBRATION: recalibration}}
+        )
+    _, record = decide(monitor, window, champion, recalibration)
     return MonitorResult(window.key, evaluated, record)
 
 

@@ -32,13 +32,15 @@ from telescore.core.features import split_features_label
 from telescore.core.monitoring import Window, load_monitoring_params
 from telescore.core.prequential import StreamQuality, stream_quality
 from telescore.core.schema import FEATURES
+from telescore.core.scoring import LOGIT_OFFSET_TAG
 from telescore.io import orchestrator
+from telescore.io.access_store import AccessStore
 from telescore.io.datasets import fingerprint_rows
 from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
-from telescore.io.registry import CHAMPION, Registry
+from telescore.io.registry import CHAMPION, ModelVersionRef, Registry
 from telescore.io.serving_client import ServingClient
-from telescore.jobs import monitoring, platform
+from telescore.jobs import access, monitoring, platform
 from telescore.jobs import serving as deployment
 from telescore.jobs.plots import save_replay_plot
 from telescore.services.processes import free_port, wait_until
@@ -56,6 +58,8 @@ PORT_SETTINGS = (
     "TELESCORE_API_PORT",
     "TELESCORE_EVIDENTLY_PORT",
 )
+API_KEY_HEADER = "X-API-Key"
+"""The header the outcomes API reads a key from (`telescore.app.security`: jobs import no app)."""
 # Settings that could point the replay at the platform's own services, or a production one.
 SHARED_SETTINGS = (
     "TELESCORE_MLFLOW_TRACKING_URI",
@@ -102,6 +106,9 @@ class ReplayResult:
     decisions: int
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
+    offsets: list[dict[str, Any]] = field(default_factory=list)
+    """The log-odds offset the monitor fitted after each window (served in the next one, unless
+    a promotion came between: the new champion then serves its own, fitted at registration)."""
 
 
 def replay_environment(state_dir: Path) -> dict[str, str]:
@@ -145,9 +152,9 @@ def write_replay_inputs(config: ReplayConfig, folder: Path) -> tuple[Path, pd.Da
     return params_path, rows.iloc[first:].reset_index(drop=True)
 
 
-def report_outcomes(api_url: str, ids: list[str], labels: list[bool]) -> None:
+def report_outcomes(api_url: str, ids: list[str], labels: list[bool], api_key: str) -> None:
     """Report call outcomes through the outcomes API, 1,000 at a time."""
-    with httpx.Client(base_url=api_url, timeout=60) as client:
+    with httpx.Client(base_url=api_url, timeout=60, headers={API_KEY_HEADER: api_key}) as client:
         for start in range(0, len(ids), 1000):
             batch = [
                 {"prediction_id": each, "subscribed": label, "source": "replay"}
@@ -237,7 +244,17 @@ def monitor_in_process(
         "retrain": decision["retrain"],
         "reason": decision["reason"],
         "training_flow_run_id": decision.get("flow_run_id"),
+        "recalibration": decision.get(monitoring.RECALIBRATION),
     }
+
+
+def registration_offset(registry: Registry, version: str | None) -> float | None:
+    """Return the log-odds offset a version was registered with, if any."""
+    if version is None:
+        return None
+    tags = registry.version_tags(ModelVersionRef(registry.model_name, str(version)))
+    offset = tags.get(LOGIT_OFFSET_TAG)
+    return None if offset is None else float(offset)
 
 
 def run_replay(
@@ -279,9 +296,13 @@ def run_replay(
     ids: list[str] = []
     reported = 0
     retrains: list[dict[str, Any]] = []
+    offsets: list[dict[str, Any]] = []
     uri, database = settings.mongodb.resolved_uri(host), settings.mongodb.database
     windows = range(0, len(stream), config.window_rows)
     api = f"http://{host}:{settings.api.port}"
+    with AccessStore(uri, database) as store:
+        # The replay reports outcomes as a caller program does: with a key of its own.
+        api_key = access.create_api_key(store, "replay", "caller").key
     with (
         ServingClient(settings.serving.resolved_url(host), timeout=60) as client,
         # Patient: nx-27017 answers slowly while a training run shares the two cores.
@@ -298,7 +319,9 @@ def run_replay(
             ids += window_ids
             served += window_scores
             due = max(0, len(ids) - config.label_delay_rows)
-            report_outcomes(api, ids[reported:due], [bool(y) for y in labels[reported:due]])
+            report_outcomes(
+                api, ids[reported:due], [bool(y) for y in labels[reported:due]], api_key
+            )
             reported = due
             wait_logged(outcomes, window_ids)
             window = Window(window_start, window_end)
@@ -306,6 +329,8 @@ def run_replay(
                 result = monitor_by_deployment(api_url, params_path, window)
             else:
                 result = monitor_in_process(settings, registry, params_path, window)
+            if result.get("recalibration"):
+                offsets.append({"window": index, **result["recalibration"]})
             if result.get("retrain") and result.get("training_flow_run_id"):
                 training = wait_training(api_url, result["training_flow_run_id"])
                 outcome = training["result"] if isinstance(training["result"], dict) else {}
@@ -319,6 +344,7 @@ def run_replay(
                         "promoted": bool(outcome.get("promoted")),
                         "promotion": outcome.get("reason") or training["message"],
                         "production_rows": outcome.get("production_rows"),
+                        "logit_offset": registration_offset(registry, outcome.get("version")),
                     }
                 )
     with MonitoringStore(uri, database) as records:
@@ -330,11 +356,14 @@ def run_replay(
         retrains=retrains,
         decisions=decisions,
         seconds=time.monotonic() - started,
+        offsets=offsets,
         config={
             "streamed_rows": scored,
             "window_rows": config.window_rows,
             "label_delay_rows": config.label_delay_rows,
             "data_fingerprint": fingerprint_rows(stream),
+            "first_champion": first_champion.version,
+            "first_champion_logit_offset": registration_offset(registry, first_champion.version),
             "params": yaml.safe_load(params_path.read_text()),
         },
     )

@@ -16,7 +16,9 @@ from telescore.io.serving_client import ServingClient, ServingError, read_metric
 from telescore.jobs import platform
 from telescore.jobs.model_repository import (
     CHAMPION_MODEL,
+    LogitOffset,
     ServerOptions,
+    write_logit_offset,
     write_registry_repository,
 )
 from telescore.services.mlserver import mlserver_process
@@ -180,6 +182,24 @@ def serve_new_champion(settings: Settings) -> list[Reloaded]:
         if not client.ready():
             return []
     return reload_serving(settings)
+
+
+def serve_logit_offset(settings: Settings, offset: LogitOffset) -> Reloaded | None:
+    """Serve the champion with a new log-odds offset: write it, reload that model only.
+
+    Returns the reload; None when there is no model repository (nothing served here yet) or
+    MLServer is not running: the offset written is served from its next start.
+    """
+    if not write_logit_offset(repository_dir(settings), CHAMPION_MODEL, offset):
+        return None
+    url = settings.serving.resolved_url(settings.project.host)
+    with ServingClient(url, timeout=2.0) as client:
+        if not client.ready():
+            return None
+    with ServingClient(url, timeout=120.0) as client:
+        # The challenger, if any, keeps answering untouched; the champion's old instance
+        # answers until the new one, with the new offset, has loaded.
+        return reload_models(client, [CHAMPION_MODEL])[0]
 
 
 def reload_serving(settings: Settings) -> list[Reloaded]:

@@ -20,6 +20,7 @@ from telescore.core.features import (
 from telescore.core.metrics import classification_metrics
 from telescore.core.params import TrainingParams
 from telescore.core.promotion import PromotionDecision, decide_promotion
+from telescore.core.scoring import LOGIT_OFFSET_TAG, fit_logit_offset
 from telescore.core.splits import chronological_split
 from telescore.io.datasets import Dataset, source_from_params, with_production_rows, write_snapshot
 from telescore.io.outcome_store import OutcomeStore
@@ -237,6 +238,29 @@ def validation_lineage(
     }
 
 
+def registration_offset(pipeline: Any, dataset: Dataset, params: TrainingParams) -> dict[str, str]:
+    """Return the tags of the log-odds offset fitted for a new model (none when it is off).
+
+    Fitted on the newest `calibration.rows` rows of its data (with production rows, the newest
+    labelled predictions, as the monitor fits it), so that a promoted model serves the
+    current base rate from its first request rather than from the monitor's next run.
+    """
+    calibration = params.calibration
+    if not calibration.enabled:
+        return {}
+    features, labels = split_features_label(dataset.frame.iloc[-calibration.rows :])
+    if len(labels) < calibration.min_rows:
+        return {}
+    scores = pipeline.predict_proba(features)[:, 1]
+    offset = fit_logit_offset(scores, labels, calibration.max_offset)
+    return {
+        LOGIT_OFFSET_TAG: repr(offset),
+        f"{LOGIT_OFFSET_TAG}_rows": str(len(labels)),
+        f"{LOGIT_OFFSET_TAG}_positive_rate": f"{labels.mean():.6f}",
+        f"{LOGIT_OFFSET_TAG}_mean_raw_score": f"{scores.mean():.6f}",
+    }
+
+
 def register(
     trained: TrainedModel,
     dataset: Dataset,
@@ -286,6 +310,8 @@ def register(
         f"holdout_{metric}": f"{candidate_score:.6f}",
         "promotion_decision": "promoted" if decision.promote else "kept champion",
         "promotion_reason": decision.reason,
+        # Served with the model when it is champion (jobs.model_repository.champion_offset).
+        **registration_offset(trained.pipeline, dataset, params),
     }
     version = registry.register(model_uri, run_id, lineage)
     registry.set_alias(CHALLENGER, version.version)

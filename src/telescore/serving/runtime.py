@@ -32,7 +32,7 @@ from telescore.core.requests import (
     validate_inputs,
 )
 from telescore.core.schema import FEATURES
-from telescore.core.scoring import Scorer, compile_scorer
+from telescore.core.scoring import Scorer, compile_scorer, with_logit_offset
 from telescore.io.journal import JournalWriter
 from telescore.io.registry import ModelVersionRef, resolve_model_uri
 from telescore.serving.options import RuntimeOptions
@@ -105,7 +105,18 @@ class TelescoreRuntime(MLflowRuntime):
         self._model_version = self._registered.version
         self._route = _route(self._options.route, self._registered.alias)
         self._training_ranges = TrainingRanges(_feature_ranges(self._model))
-        self._scorer = _scorer(self._model)
+        # An offset fitted for another version (the alias moved since it was written) is not
+        # this model's: it would shift a new champion by what the old one needed.
+        self._logit_offset = self._options.offset_for(self._model_version)
+        if self._options.logit_offset and not self._logit_offset:
+            logger.warning(
+                "model %s: logit_offset %+.4f was fitted for version %s, not %s: not applied",
+                self.name,
+                self._options.logit_offset,
+                self._options.logit_offset_version,
+                self._model_version,
+            )
+        self._scorer = with_logit_offset(_scorer(self._model), self._logit_offset)
         self._input_schema = self._model.metadata.get_input_schema()
         self._signature = self._model.metadata.signature
         self._sync_metadata()
@@ -117,10 +128,11 @@ class TelescoreRuntime(MLflowRuntime):
         if self._options.prediction_log:
             await self._open_prediction_log()
         logger.info(
-            "model %s serves %s (route %s, prediction log %s)",
+            "model %s serves %s (route %s, logit offset %+.4f, prediction log %s)",
             self.name,
             self._registered.uri,
             self._route,
+            self._logit_offset,
             f"journaled in {self._journals[self._route].root}" if self._journals else "off",
         )
         return True
@@ -271,6 +283,8 @@ class TelescoreRuntime(MLflowRuntime):
                 "route": route,
                 "served_as": self.name,
                 "features": list(FEATURES),
+                # Every row of the segment was scored with it: a reload opens a new segment.
+                "logit_offset": self._logit_offset,
             },
             segment_bytes=self._options.journal_segment_bytes,
         )

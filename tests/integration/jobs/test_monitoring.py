@@ -22,6 +22,7 @@ from telescore.core.outcomes import Outcome
 from telescore.core.prediction_ids import PredictionIds
 from telescore.core.predictions import ServedModel, prediction_records
 from telescore.core.schema import FEATURES
+from telescore.core.scoring import fit_logit_offset
 from telescore.io import orchestrator
 from telescore.io.datasets import read_snapshot
 from telescore.io.monitoring_store import MonitoringStore
@@ -304,3 +305,46 @@ def test_mongodb_down_fails_the_run_visibly_and_decides_nothing(
     with server.running(), MonitoringStore(uri, "telescore") as records:
         assert records.decisions.count_documents({}) == 0, "a decision on partial data"
         assert records.runs.count_documents({}) == 0, "figures of a window never read"
+
+
+def test_a_calibrated_champion_gets_its_offset_refitted_and_recorded(
+    platform: dict[str, Any], registry: Registry, tmp_path: Path
+) -> None:
+    # given a champion trained with calibration on (every candidate promoted), and a window
+    # of 600 predictions whose outcomes are all known
+    calibrated = SAMPLE | {
+        "calibration": {"enabled": True, "rows": 600, "min_rows": 200},
+        "promotion": {"min_improvement": -1.0},
+    }
+    trained = train_telemarketing(overrides=calibrated)
+    assert trained["promoted"], trained["reason"]
+    champion = registry.alias_version(CHAMPION)
+    assert champion is not None and champion.version == trained["version"]
+    tags = registry.version_tags(champion)
+    assert tags["logit_offset_rows"] == "600", "an offset is fitted at registration"
+    rows = recent_rows(12000).iloc[:WINDOW_ROWS]
+    start = datetime(2026, 3, 7, 10, tzinfo=UTC)
+    ids = log_window(platform, registry, rows, start)
+    labels = (rows["y"] == "yes").to_numpy()
+    with OutcomeStore(platform["uri"], platform["database"]) as outcomes:
+        outcomes.record(
+            [Outcome(prediction_id=i, subscribed=bool(y)) for i, y in zip(ids, labels, strict=True)]
+        )
+
+    # when the monitor runs on the window (no MLServer serves this test's state folder)
+    result = monitor_telemarketing(params_file(tmp_path), start, start + timedelta(hours=1))
+
+    # then it refitted the offset on those rows, rescored by the champion, and recorded it
+    features, _ = split_features_label(rows)
+    scores = registry.load_model(champion).predict_proba(features)[:, 1]
+    expected = fit_logit_offset(scores, labels, max_offset=4.0)
+    with MonitoringStore(platform["uri"], platform["database"]) as records:
+        decision = records.decisions.find_one({"_id": result["decision_id"]})
+        run = records.run(start.isoformat())
+    assert decision is not None and run is not None
+    recalibration = decision["recalibration"]
+    assert recalibration["offset"] == pytest.approx(expected, abs=1e-9), recalibration
+    assert recalibration["rows"] == WINDOW_ROWS and recalibration["version"] == champion.version
+    assert recalibration["mean_served_score"] == pytest.approx(labels.mean(), abs=1e-9)
+    assert recalibration["served"] is False, "nothing is served from this state folder"
+    assert run["recalibration"] == recalibration, "the window records the offset fitted after it"

@@ -74,9 +74,16 @@ def test_a_replay_on_a_slice_scores_monitors_and_reports(
     # and the monitor evaluated each window and took one decision per run
     assert windows == STREAMED // WINDOW, f"{windows} windows monitored"
     assert decisions == result.decisions == STREAMED // WINDOW, "one decision per monitor run"
-    # and the first window was served by the first champion, so both runs agree on it
+    # and the first window was served by the first champion, its log-odds shifted by the offset
+    # fitted at its registration: the same ranking, the mean moved the offset's way
     served, offline = result.loop.windows[0], result.never_retrained.windows[0]
-    assert abs(served.mean_score - offline.mean_score) < 1e-9, "MLServer served another model"
+    offset = result.config["first_champion_logit_offset"]
+    assert offset is not None, "params.replay.yaml fits an offset at registration"
+    assert served.roc_auc == pytest.approx(offline.roc_auc, abs=1e-12), "another model served"
+    assert (served.mean_score - offline.mean_score) * offset > 0, (offset, served, offline)
+    # and after each window the monitor refitted the offset and MLServer served it
+    assert [each["window"] for each in result.offsets] == [0, 1], result.offsets
+    assert all(each["served"] for each in result.offsets), result.offsets
     assert len(result.loop.windows) == len(result.never_retrained.windows) == STREAMED // WINDOW
     assert any(step.startswith("window 2 of 2") for step in steps), steps
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import subprocess
 import time
 import uuid
@@ -168,3 +169,31 @@ def test_a_full_disk_refuses_with_503_loses_nothing_answered_and_recovers(
             60,
             what="every answered prediction stored",
         )
+
+
+def test_an_offset_shifts_the_scores_of_its_own_version_only(
+    registered_versions: RegisteredVersions, mlflow_tracking_uri: str
+) -> None:
+    # given the champion's own scores, and an offset of log(3) (odds times 3)
+    uri = f"models:/{registered_versions.name}@champion"
+    plain = _runtime(uri)
+    asyncio.run(plain.load())
+    request = inference_request(registered_versions.features.head(5))
+    own = asyncio.run(plain.predict(InferenceRequest.model_validate(request)))
+    offset = math.log(3.0)
+
+    # when the runtime loads with that offset fitted for the champion's version, or another one
+    fitted = _runtime(uri, logit_offset=offset, logit_offset_version=registered_versions.champion)
+    stale = _runtime(uri, logit_offset=offset, logit_offset_version=registered_versions.challenger)
+    scores = {}
+    for name, runtime in (("fitted", fitted), ("stale", stale)):
+        asyncio.run(runtime.load())
+        response = asyncio.run(runtime.predict(InferenceRequest.model_validate(request)))
+        scores[name] = response.outputs[0].data
+        asyncio.run(runtime.unload())
+
+    # then its own version's offset shifts the log-odds; another version's is ignored
+    expected = [p * 3.0 / (p * 3.0 + 1.0 - p) for p in own.outputs[0].data]
+    assert scores["fitted"] == pytest.approx(expected, rel=1e-12), "offset not applied"
+    assert scores["stale"] == own.outputs[0].data, "an offset fitted for another version applied"
+    asyncio.run(plain.unload())

@@ -22,7 +22,7 @@ from telescore.core.prediction_ids import is_prediction_id
 from telescore.core.schema import CATEGORICAL_VALUES, FEATURES, INTEGER_FEATURES, NUMERIC_BOUNDS
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.serving_client import ServingClient, ServingError, inference_request
-from telescore.jobs.model_repository import CHALLENGER_MODEL
+from telescore.jobs.model_repository import CHALLENGER_MODEL, LogitOffset, write_logit_offset
 from telescore.jobs.serving import reload_models, sync_served_models
 from telescore.services.processes import wait_until
 
@@ -491,3 +491,36 @@ def test_sync_follows_the_challenger_alias_going_and_coming_back(
     assert (
         client.infer(rows, model=CHALLENGER_MODEL).model_version == registered_versions.challenger
     )
+
+
+def test_a_refitted_offset_is_served_by_reloading_the_champion_only(
+    client: ServingClient,
+    rows: pd.DataFrame,
+    mlserver: ServedMLServer,
+    registered_versions: RegisteredVersions,
+    mlflow_tracking_uri: str,
+) -> None:
+    champion = registered_versions.champion
+    own = client.infer(rows).scores
+    challenger = client.infer(rows, model=CHALLENGER_MODEL).scores
+    try:
+        # given an offset of log(3) written for the champion's version, as the monitor does
+        assert write_logit_offset(
+            mlserver.repository, "telemarketing", LogitOffset(float(np.log(3.0)), champion)
+        ), "the champion's folder must exist"
+
+        # when that model alone is reloaded
+        reloaded = reload_models(client, ["telemarketing"])
+
+        # then the champion's odds are tripled, and the challenger answers as before
+        assert [each.version for each in reloaded] == [champion], reloaded
+        expected = [p * 3.0 / (p * 3.0 + 1.0 - p) for p in own]
+        assert client.infer(rows).scores == pytest.approx(expected, rel=1e-12)
+        assert client.infer(rows, model=CHALLENGER_MODEL).scores == challenger
+        # and a rewrite of the repository for the same champion keeps the offset
+        sync_served_models(mlserver.repository, client, client=MlflowClient(mlflow_tracking_uri))
+        assert client.infer(rows).scores == pytest.approx(expected, rel=1e-12), "offset lost"
+    finally:
+        write_logit_offset(mlserver.repository, "telemarketing", LogitOffset(0.0, champion))
+        reload_models(client, ["telemarketing"])
+    assert client.infer(rows).scores == own, "the champion's own scores once the offset is 0"

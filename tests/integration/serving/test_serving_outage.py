@@ -195,10 +195,13 @@ def test_a_record_mongodb_refuses_is_set_aside_and_later_ones_land(
     letters = mlserver.journal / DEAD_LETTER_DIR / DEAD_LETTER_FILE
     set_aside_before = _metric(mlserver, "dead_lettered_total")
     with PredictionStore(mlserver.mongodb_uri, mlserver.database) as store:
-        # given an operator's unique index that refuses a second row with one client id (tests
-        # that reuse a client id delete their records, or the index could not be built)
+        # given an operator's unique index that refuses a second row with one client id on one
+        # route (a shadow logs the shown request's id again, on its own route; tests that reuse
+        # a client id delete their records, or the index could not be built)
         index = store.collection.create_index(
-            [("request_id", 1), ("row", 1)], unique=True, name="one_row_per_client_id"
+            [("request_id", 1), ("row", 1), ("route", 1)],
+            unique=True,
+            name="one_row_per_client_id",
         )
         try:
             with ServingClient(mlserver.rest_url) as client:

@@ -174,3 +174,57 @@ def test_windows_awaiting_labels_do_not_dilute_k_of_n() -> None:
 
     assert decision.retrain, decision.reason
     assert decision.verdicts == ("degraded", "degraded"), decision.verdicts
+
+
+SCHEDULED = POLICY.model_copy(
+    update={"retrain_on_degraded": False, "retrain_every_windows": 2, "cooldown_windows": 1}
+)
+
+
+def test_the_schedule_retrains_every_n_windows_whatever_their_verdicts() -> None:
+    # given a healthy champion monitored for one window, then two, never retrained
+    one, two = [window(0)], [window(0), window(1)]
+
+    early = decide_retraining(one, IDLE, SCHEDULED)
+    due = decide_retraining(two, IDLE, SCHEDULED)
+
+    assert not early.retrain, early.reason
+    assert "scheduled retrain every 2 windows: 1 of this champion so far" in early.reason
+    assert due.retrain, f"two windows of a healthy champion: the schedule says retrain: {due}"
+    assert due.reason.startswith("scheduled: 2 windows of this champion"), due.reason
+    assert due.episode_start == two[0].window_start, "the episode is the first window counted"
+
+
+def test_the_schedule_counts_from_the_last_retrain() -> None:
+    # given a champion kept after a retrain: its history is longer than the schedule
+    history = [window(i) for i in range(5)]
+    after_one = RunState(False, windows_since_retrain=1, labelled_rows_available=5000)
+    after_two = RunState(False, windows_since_retrain=2, labelled_rows_available=5000)
+
+    held = decide_retraining(history, after_one, SCHEDULED)
+    due = decide_retraining(history, after_two, SCHEDULED)
+
+    assert not held.retrain and "1 since the last retrain so far" in held.reason, held.reason
+    assert due.retrain, due.reason
+    assert due.episode_start == history[3].window_start, "a new episode per cadence"
+
+
+def test_the_schedule_keeps_the_guards() -> None:
+    history = [window(0), window(1)]
+    busy = RunState(True, windows_since_retrain=None, labelled_rows_available=5000)
+    scarce = RunState(False, windows_since_retrain=None, labelled_rows_available=80)
+
+    assert "already in flight" in decide_retraining(history, busy, SCHEDULED).reason
+    assert "only 80 labelled rows" in decide_retraining(history, scarce, SCHEDULED).reason
+
+
+def test_degraded_windows_retrain_only_when_the_policy_says_so() -> None:
+    history = [miscalibrated(0)]
+    off = SCHEDULED.model_copy(update={"retrain_every_windows": None})
+    both = SCHEDULED.model_copy(update={"retrain_on_degraded": True, "windows_required": 1})
+
+    assert not decide_retraining(history, IDLE, off).retrain, "degraded windows do not count"
+    assert "retraining on degraded windows is off" in decide_retraining(history, IDLE, off).reason
+    # with both triggers, a degraded window retrains before the schedule is due
+    either = decide_retraining(history, IDLE, both)
+    assert either.retrain and "calibration gap" in either.reason, either.reason

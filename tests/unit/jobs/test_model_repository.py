@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
 from mlserver.settings import ModelSettings, Settings
 
 from telescore.jobs.model_repository import (
     RUNTIME,
+    LogitOffset,
     ServerOptions,
+    champion_offset,
     existing_runtime_options,
     served_models,
+    served_offset,
+    write_logit_offset,
     write_model_repository,
 )
 from telescore.serving.runtime import RuntimeOptions
@@ -83,3 +89,58 @@ def test_no_secret_is_written_unless_given(tmp_path: Path) -> None:
         "extra"
     ]
     assert "mongodb_uri" not in extra, "the MongoDB URI belongs in the environment"
+
+
+def _extra(root: Path, name: str) -> dict[str, object]:
+    return json.loads((root / name / "model-settings.json").read_text())["parameters"]["extra"]
+
+
+def _version(number: str, **tags: str) -> ModelVersion:
+    return ModelVersion(
+        name="telemarketing",
+        version=number,
+        creation_timestamp=0,
+        tags=[ModelVersionTag(key, value) for key, value in tags.items()],
+    )
+
+
+def test_the_champions_offset_is_its_own_and_survives_a_rewrite(tmp_path: Path) -> None:
+    # given both aliases served, and an offset the monitor fitted for champion version 3
+    root = tmp_path / "repo"
+    write_model_repository(root, served_models({"champion", "challenger"}))
+    assert write_logit_offset(root, "telemarketing", LogitOffset(0.8, "3"))
+
+    # when the repository is rewritten, the runtime options taken from the champion's folder
+    write_model_repository(root, served_models({"champion", "challenger"}))
+
+    # then the champion keeps its offset, and the challenger never got it
+    assert served_offset(root, "telemarketing") == LogitOffset(0.8, "3")
+    assert "logit_offset" not in _extra(root, "telemarketing-challenger"), "not the challenger's"
+    assert existing_runtime_options(root) == RuntimeOptions(), "an offset is not a shared option"
+    assert not write_logit_offset(root, "telemarketing-gone", LogitOffset(0.1, "1"))
+
+
+def test_a_promotion_never_serves_the_old_champions_offset() -> None:
+    # given the offset served was fitted for version 3
+    served = LogitOffset(0.8, "3")
+
+    # when champion moves to version 4, with or without an offset fitted at its registration
+    tagged = champion_offset(served, _version("4", logit_offset="-0.25"))
+    untagged = champion_offset(served, _version("4"))
+    same = champion_offset(served, _version("3", logit_offset="-0.25"))
+
+    # then version 4 gets its own offset or none, and version 3 keeps the newer, refitted one
+    assert tagged == LogitOffset(-0.25, "4"), tagged
+    assert untagged is None, "the old champion's offset must not shift the new one"
+    assert same == served, "the monitor's refit is newer than the registration's"
+
+
+def test_options_refuse_an_offset_without_its_version_and_apply_it_to_that_version_only() -> None:
+    with pytest.raises(ValueError, match="logit_offset_version"):
+        RuntimeOptions(logit_offset=0.5)
+
+    options = RuntimeOptions(logit_offset=0.5, logit_offset_version="3")
+
+    assert options.offset_for("3") == 0.5
+    assert options.offset_for("4") == 0.0, "an offset fitted for version 3 is not version 4's"
+    assert RuntimeOptions().offset_for("3") == 0.0

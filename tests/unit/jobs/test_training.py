@@ -1,9 +1,19 @@
 """Lineage tags the training job sets on a registered model version."""
 
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
 import pytest
 
-from telescore.jobs.training import validation_lineage
+from telescore.core.params import TrainingParams
+from telescore.core.scoring import shift_log_odds
+from telescore.io.datasets import Dataset
+from telescore.jobs.training import registration_offset, validation_lineage
 from telescore.validation.base import ValidationReport
+
+DATASET = Path(__file__).resolve().parents[3] / "data" / "bank-additional-full.csv.gz"
 
 
 def _reports(
@@ -62,3 +72,24 @@ def test_failed_expectations_show_in_verdict_and_count() -> None:
     # then the GX verdict says failed and the count shows the shortfall
     assert tags["gx_verdict"] == "failed", "a failed GX report must not read passed"
     assert tags["gx_expectations"] == "39 of 41 expectations passed", "GX counts are wrong"
+
+
+def test_a_new_model_gets_an_offset_fitted_on_the_newest_rows_when_calibration_is_on() -> None:
+    # given a model that predicts 10% for everyone, and data whose newest 1,000 rows are 30% yes
+    frame = pd.read_csv(DATASET, sep=";", nrows=3000).drop(columns=["duration"])
+    frame["y"] = ["no"] * 2000 + (["yes"] * 3 + ["no"] * 7) * 100
+    dataset = Dataset(frame=frame, fingerprint="f", source="test")
+    pipeline = SimpleNamespace(predict_proba=lambda rows: np.tile([0.9, 0.1], (len(rows), 1)))
+    params = TrainingParams.model_validate(
+        {"calibration": {"enabled": True, "rows": 1000, "min_rows": 500}}, strict=False
+    )
+
+    # when the registration tags are built, with calibration on and off
+    tags = registration_offset(pipeline, dataset, params)
+    off = registration_offset(pipeline, dataset, TrainingParams())
+
+    # then the offset moves 10% to 30%, on exactly the newest 1,000 rows
+    offset = float(tags["logit_offset"])
+    assert shift_log_odds([0.1], offset)[0] == pytest.approx(0.3, abs=1e-9), tags
+    assert tags["logit_offset_rows"] == "1000", tags
+    assert off == {}, "no offset unless the params ask for one"
