@@ -12,9 +12,9 @@ data/bank-additional-full.csv.gz (without `duration`), scored by the champion, i
 Each size then gets ONE run of `telescore.jobs.monitoring.monitor_window`, dry
 (`prefect_api_url=None`), in a fresh spawned process, so that neither the insertion nor this
 process counts in its peak RSS (`ru_maxrss` of that process). Its wall time is split into the
-count and the read of the window from nx-27017, the join of the outcomes, building the frame,
-the champion's reference rows, Evidently, and the rest; nx-27017's own peak RSS during the run
-is read beside it (/proc VmHWM, reset before the run).
+read of the window from nx-27017 (once, with no count first), the join of the outcomes,
+building the frame, the champion's reference rows, Evidently, and the rest; nx-27017's own
+peak RSS during the run is read beside it (/proc VmHWM, reset before the run).
 
 Last, the detection power of the sampling above `monitoring.max_rows`: the same drawn rows with
 euribor3m shifted by a few amounts, evaluated by `telescore.validation.evidently.evaluate_window`
@@ -203,7 +203,6 @@ def instrument(monitoring: Any, monitor: Any) -> dict[str, float]:
 
     outcomes = monitor.outcomes
     # Instance attributes: the store's own calls (labelled_predictions -> get_many) see them.
-    outcomes.count_predictions = timed("count", outcomes.count_predictions)
     outcomes.get_many = timed("join", outcomes.get_many)
     outcomes.labelled_predictions = timed_chunks("read", outcomes.labelled_predictions)
     monitoring.read_window = timed("read_window", monitoring.read_window)
@@ -390,7 +389,10 @@ def detection_power(
     from telescore.validation.evidently import LABEL, SCORE, evaluate_window
 
     params = load_monitoring_params(stack.PROJECT_ROOT / "params.yaml")
-    step = max(1, math.ceil(rows / params.max_rows))
+    # read_window's stride: the smallest power of two that keeps at most max_rows.
+    step = 1
+    while math.ceil(rows / step) > params.max_rows:
+        step *= 2
     rng = np.random.default_rng(SEED)
     # The champion's own reference rows, drawn again: unshifted, nothing but noise drifts.
     drawn = reference.iloc[rng.integers(0, len(reference), rows)].reset_index(drop=True)
@@ -519,14 +521,13 @@ def print_runs(report: Report, runs: dict[int, dict[str, Any]], setup: dict[int,
             continue
         seconds = run["parts"]
         read = seconds["read"] - seconds["join"]
-        frame = seconds["read_window"] - seconds["read"] - seconds["count"]
+        frame = seconds["read_window"] - seconds["read"]
         counted = seconds["read_window"] + seconds["reference"] + seconds["evidently"]
         counted += seconds["snapshot"] + seconds["dashboard"]
         cores = run["cores"]
         parts.append(
             [
                 f"{size:,}",
-                seconds["count"],
                 read,
                 seconds["join"],
                 frame,
@@ -542,7 +543,6 @@ def print_runs(report: Report, runs: dict[int, dict[str, Any]], setup: dict[int,
         "Where a run's time goes, s",
         [
             "predictions",
-            "count (nx)",
             "read (nx)",
             "$in join",
             "frame",
@@ -554,7 +554,7 @@ def print_runs(report: Report, runs: dict[int, dict[str, Any]], setup: dict[int,
             "cores: monitor / nx / other",
         ],
         parts,
-        "count: count_predictions; read: labelled_predictions less its $in joins (nx-27017 "
+        "read: labelled_predictions less its $in joins (nx-27017 "
         "loads, sorts and sends the window, pymongo decodes it); frame: read_window's own loop; "
         "reference: the champion's training rows, scored (cached snapshot); Evidently: "
         "evaluate_window with its HTML; snapshot: the workspace's files; cores over the whole "

@@ -108,13 +108,23 @@ def train(
     params_file: Annotated[
         str, typer.Option(help="Params YAML, relative to the project.")
     ] = "params.yaml",
+    challenger: Annotated[
+        bool,
+        typer.Option(
+            "--challenger",
+            help="Register the new model as challenger only, for a canary or shadow release.",
+        ),
+    ] = False,
 ) -> None:
     """Run the training deployment on the worker and wait for its verdict."""
     settings = _settings()
     api_url = settings.prefect.resolved_api_url(settings.project.host)
+    parameters: dict[str, object] = {"params_file": params_file}
+    if challenger:
+        parameters["overrides"] = {"promotion": {"auto_promote": False}}
     with console.status(f"Running {orchestrator.TRAINING_DEPLOYMENT} on the worker..."):
         outcome = orchestrator.run_deployment(
-            orchestrator.TRAINING_DEPLOYMENT, api_url, parameters={"params_file": params_file}
+            orchestrator.TRAINING_DEPLOYMENT, api_url, parameters=parameters
         )
     console.print_json(json.dumps(outcome, default=str))
     if not outcome["completed"]:
@@ -465,7 +475,9 @@ def demo() -> None:
     console.print(
         f"Log in to the web app at [bold]{urls.api}[/] as [bold]{login[0]}[/] "
         f"with password [bold]{login[1]}[/] (role ops).\n"
-        "Release a challenger: [bold]telescore routing set canary --weight 20[/], "
-        "then [bold]telescore promote[/] judges it; [bold]telescore rollback[/] undoes a promotion."
+        "Release a new model: [bold]telescore train --challenger[/], then "
+        "[bold]telescore routing set canary --weight 20[/] (or [bold]shadow[/]); "
+        "[bold]telescore promote[/] judges it on the outcomes callers record, "
+        "[bold]telescore rollback[/] undoes a promotion."
     )
     console.print("Stop everything with [bold]telescore down[/].")

@@ -117,6 +117,9 @@ class PromotionParams(_Frozen):
     [0, 1], so -1 promotes every candidate that passed the validation gates (a loop that
     retrains on a schedule and wants the newest model, whose base rate a log-odds offset
     corrects anyway)."""
+    auto_promote: bool = True
+    """False: a candidate that wins stays `challenger`, for a canary or shadow release
+    (`promote-telemarketing`) to judge on real outcomes; a first model is champion anyway."""
 
 
 class CalibrationParams(_Frozen):

@@ -165,20 +165,23 @@ def read_window(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Return a window's predictions by `route` with their labels (NaN where unknown).
 
-    Reads in chunks; above `max_rows` predictions, keeps an even sample (every k-th), so the
-    memory a run needs is bounded whatever the traffic.
+    Reads in chunks and keeps every k-th row, k = 1, 2, 4, ...: whenever more than `max_rows`
+    are kept, k doubles and every other kept row goes. The memory a run needs is bounded
+    whatever the traffic, and the window is read once, with no count first (on nx-27017 a
+    count reads the whole window too: 52 s of 157 s for a million rows).
     """
-    total = outcomes.count_predictions(window.start, window.end)
-    step = max(1, math.ceil(total / max_rows))
-    columns: dict[str, list[Any]] = {name: [] for name in (*FEATURE_NAMES, SCORE_COLUMN, LABEL)}
-    versions: Counter[str] = Counter()
+    step = 1
+    kept: list[int] = []
+    columns: dict[str, list[Any]] = {
+        name: [] for name in (*FEATURE_NAMES, SCORE_COLUMN, LABEL, MODEL_VERSION)
+    }
     seen = 0
     # Chunks of 10,000 (about 35 MB of documents): a million rows take a hundred `$in` joins
     # of their outcomes rather than a thousand.
     for chunk in outcomes.labelled_predictions(window.start, window.end, chunk_size=10_000):
         for prediction in chunk:
-            seen += 1
-            if prediction[ROUTE] != route or (seen - 1) % step:
+            index, seen = seen, seen + 1
+            if prediction[ROUTE] != route or index % step:
                 continue
             features = prediction[FEATURES]
             for name in FEATURE_NAMES:
@@ -186,10 +189,18 @@ def read_window(
             columns[SCORE_COLUMN].append(prediction[SCORE])
             subscribed = prediction["subscribed"]
             columns[LABEL].append(np.nan if subscribed is None else float(subscribed))
-            versions[str(prediction[MODEL_VERSION])] += 1
+            columns[MODEL_VERSION].append(str(prediction[MODEL_VERSION]))
+            kept.append(index)
+            if len(kept) > max_rows:
+                step *= 2
+                keep = [position for position, each in enumerate(kept) if each % step == 0]
+                kept = [kept[position] for position in keep]
+                for name, values in columns.items():
+                    columns[name] = [values[position] for position in keep]
+    versions = Counter(columns.pop(MODEL_VERSION))
     frame = pd.DataFrame(columns)
     info = {
-        "predictions": total,
+        "predictions": seen,
         "sampled_every": step,
         "model_version": versions.most_common(1)[0][0] if versions else None,
     }

@@ -24,7 +24,14 @@ from telescore.core.scoring import LOGIT_OFFSET_TAG, fit_logit_offset
 from telescore.core.splits import chronological_split
 from telescore.io.datasets import Dataset, source_from_params, with_production_rows, write_snapshot
 from telescore.io.outcome_store import OutcomeStore
-from telescore.io.registry import CHALLENGER, CHAMPION, ModelVersionRef, Registry, git_commit
+from telescore.io.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    ModelVersionRef,
+    Registry,
+    git_commit,
+)
 from telescore.jobs.plots import save_evaluation_plots
 from telescore.settings import MongoSettings
 from telescore.validation import deepchecks as deepchecks_validator
@@ -296,6 +303,10 @@ def register(
         metric=metric,
         min_improvement=params.promotion.min_improvement,
     )
+    if decision.promote and champion_before is not None and not params.promotion.auto_promote:
+        decision = PromotionDecision(
+            False, f"{decision.reason}; left as challenger for a release (auto_promote off)"
+        )
     lineage = {
         "git_commit": git_commit(code_root),
         "data_fingerprint": dataset.fingerprint,
@@ -316,6 +327,8 @@ def register(
     version = registry.register(model_uri, run_id, lineage)
     registry.set_alias(CHALLENGER, version.version)
     if decision.promote:
+        if champion_before is not None:
+            registry.set_alias(PREVIOUS, champion_before.version)  # where a rollback goes
         registry.set_alias(CHAMPION, version.version)
     registry.log(
         run_id,

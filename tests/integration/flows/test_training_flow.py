@@ -11,7 +11,7 @@ import pytest
 from pipelines.training import train_telemarketing
 
 from telescore.core.schema import FEATURES
-from telescore.io.registry import CHALLENGER, CHAMPION, Registry
+from telescore.io.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
 from telescore.validation.base import ValidationFailedError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -136,3 +136,23 @@ def test_model_failing_a_deepchecks_condition_is_not_registered(registry: Regist
     assert registry.client.search_registered_models(f"name='{registry.model_name}'") == [], (
         "a model that failed Deepchecks was registered"
     )
+
+
+def test_a_challenger_only_run_leaves_the_champion_and_a_promotion_keeps_previous(
+    registry: Registry,
+) -> None:
+    # given a champion
+    first = train_telemarketing(overrides=SAMPLE)["version"]
+    always = {"min_improvement": -1.0}
+    # when a better-or-not candidate is trained as challenger only (for a canary release)
+    second = train_telemarketing(
+        overrides={**SAMPLE, "promotion": {**always, "auto_promote": False}}
+    )
+    # then the champion stays, and the candidate is the challenger, with the reason said
+    assert not second["promoted"] and "auto_promote off" in second["reason"], second
+    assert registry.alias_version(CHAMPION).version == first  # type: ignore[union-attr]
+    assert registry.alias_version(CHALLENGER).version == second["version"]  # type: ignore[union-attr]
+    # and when a later run is promoted directly, the champion it replaces becomes `previous`
+    third = train_telemarketing(overrides={**SAMPLE, "promotion": always})
+    assert third["promoted"], third
+    assert registry.alias_version(PREVIOUS).version == first  # type: ignore[union-attr]
