@@ -61,6 +61,7 @@ bench: install  ## Run the benchmarks (figures, not assertions)
 	$(RUN) python -m benchmarks.reload_under_load
 	$(RUN) python -m benchmarks.logging_cost
 	$(RUN) python -m benchmarks.monitoring
+	$(RUN) python -m benchmarks.app
 
 repro: install  ## Re-run the DVC stages whose data, code or params changed
 	PATH=$(CURDIR)/.venv/bin:$$PATH $(RUN) dvc repro
