@@ -573,14 +573,14 @@ def print_runs(report: Report, runs: dict[int, dict[str, Any]], setup: dict[int,
     for (small, first), (large, second) in zip(done, done[1:], strict=False):
         report.line(
             f"  {small:,} -> {large:,} predictions ({large / small:.0f}x): run time "
-            f"{second['wall'] / first['wall']:.1f}x, read from nx-27017 (count + read) "
+            f"{second['wall'] / first['wall']:.1f}x, read from nx-27017 "
             f"{_nx(second) / _nx(first):.1f}x, peak RSS "
             f"{second['peak_rss'] / first['peak_rss']:.2f}x"
         )
 
 
 def _nx(run: dict[str, Any]) -> float:
-    return float(run["parts"]["count"] + run["parts"]["read"] - run["parts"]["join"])
+    return float(run["parts"]["read"] - run["parts"]["join"])
 
 
 def _join(run: dict[str, Any]) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Final
+from typing import Annotated, Final, TypeVar
 
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.concurrency import run_in_threadpool
@@ -22,6 +22,8 @@ from telescore.settings import Settings
 MONGODB_UNREACHABLE: Final = "MongoDB is unreachable: nothing was read or recorded; try again later"
 MONGODB_FAILED: Final = "MongoDB failed to answer: nothing was read or recorded; try again later"
 
+T = TypeVar("T")
+
 _api_key = APIKeyHeader(
     name=API_KEY_HEADER,
     auto_error=False,
@@ -29,52 +31,25 @@ _api_key = APIKeyHeader(
 )
 
 
-async def get_settings(request: Request) -> Settings:
-    """Return the settings the app was created with."""
-    settings: Settings = request.app.state.settings
-    return settings
+def from_state(name: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
+    """Return a dependency giving what the lifespan put in `app.state.<name>` (no thread hop)."""
+
+    async def get(request: Request) -> T:
+        value: T = getattr(request.app.state, name)
+        return value
+
+    get.__name__ = f"get_{name}"
+    return get
 
 
-async def get_outcome_store(request: Request) -> OutcomeStore:
-    """Return the app's outcome store."""
-    store: OutcomeStore = request.app.state.outcome_store
-    return store
-
-
-async def get_prospect_store(request: Request) -> ProspectStore:
-    """Return the app's prospect store."""
-    store: ProspectStore = request.app.state.prospect_store
-    return store
-
-
-async def get_access_store(request: Request) -> AccessStore:
-    """Return the app's users and API keys store."""
-    store: AccessStore = request.app.state.access_store
-    return store
-
-
-async def get_release_store(request: Request) -> ReleaseStore:
-    """Return the app's routing and release decisions store."""
-    store: ReleaseStore = request.app.state.release_store
-    return store
-
-
-async def get_call_list(request: Request) -> CallList:
-    """Return the app's ranked call list."""
-    call_list: CallList = request.app.state.call_list
-    return call_list
-
-
-async def get_scoring(request: Request) -> ScoringService:
-    """Return the app's scoring service."""
-    scoring: ScoringService = request.app.state.scoring
-    return scoring
-
-
-async def get_sessions(request: Request) -> Sessions:
-    """Return the app's session signer."""
-    sessions: Sessions = request.app.state.sessions
-    return sessions
+get_settings = from_state("settings", Settings)
+get_outcome_store = from_state("outcome_store", OutcomeStore)
+get_prospect_store = from_state("prospect_store", ProspectStore)
+get_access_store = from_state("access_store", AccessStore)
+get_release_store = from_state("release_store", ReleaseStore)
+get_call_list = from_state("call_list", CallList)
+get_scoring = from_state("scoring", ScoringService)
+get_sessions = from_state("sessions", Sessions)
 
 
 async def get_session(request: Request) -> Session | None:
