@@ -57,7 +57,9 @@ def describe(field: str, value: Any) -> str:
         return f"last campaign: {value}"
     if field == "pdays":
         never = value == NEVER_CONTACTED_PDAYS
-        return "never called before" if never else f"called {value} days ago"
+        if never:
+            return "never called before"
+        return f"called {value} day{'' if value == 1 else 's'} ago"
     if field == "previous":
         return f"{value} earlier contacts"
     if field == "campaign":
