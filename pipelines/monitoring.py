@@ -45,11 +45,7 @@ def monitor_telemarketing(
         window = Window(window_start.astimezone(UTC), window_end.astimezone(UTC))
     else:
         window = Window.last_complete(datetime.now(UTC), params.window_minutes)
-    registry = Registry(
-        settings.mlflow.resolved_tracking_uri(host),
-        settings.mlflow.model_name,
-        settings.mlflow.experiment,
-    )
+    registry = Registry.from_settings(settings.mlflow, host)
     with (
         monitoring.open_monitor(settings, params, params_file, registry) as monitor,
         tempfile.TemporaryDirectory(prefix="telescore-monitor-") as work,

@@ -95,11 +95,7 @@ def train_telemarketing(
     logger = get_run_logger()
     params = training.resolve_params(load_params(PROJECT_ROOT / params_file), overrides)
     settings = load_settings()
-    registry = Registry(
-        settings.mlflow.resolved_tracking_uri(settings.project.host),
-        settings.mlflow.model_name,
-        settings.mlflow.experiment,
-    )
+    registry = Registry.from_settings(settings.mlflow, settings.project.host)
     run_id = registry.start_run(
         "train-telemarketing",
         tags={f"trigger.{key}": str(value) for key, value in (trigger or {}).items()},

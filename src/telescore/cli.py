@@ -163,11 +163,7 @@ def reproduce_command(
 ) -> None:
     """Re-run a registered version from its lineage (commit, data snapshot, params); compare."""
     settings = _settings()
-    registry = Registry(
-        settings.mlflow.resolved_tracking_uri(settings.project.host),
-        settings.mlflow.model_name,
-        settings.mlflow.experiment,
-    )
+    registry = Registry.from_settings(settings.mlflow, settings.project.host)
     try:
         with console.status(f"Re-running version {version} from its lineage..."):
             report = reproduce.reproduce_version(registry, version, PROJECT_ROOT, tolerance)

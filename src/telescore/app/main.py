@@ -67,7 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 scoring,
                 prospect_store,
                 outcome_store,
-                explainer=Explainer(lambda: _registry(resolved)),
+                explainer=Explainer(
+                    lambda: Registry.from_settings(resolved.mlflow, resolved.project.host)
+                ),
             )
             app.state.api_keys = ApiKeys(access_store)
             yield
@@ -85,11 +87,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (pages, prospects, outcomes, indicators, releases, health):
         app.include_router(module.router)
     return app
-
-
-def _registry(settings: Settings) -> Registry:
-    return Registry(
-        settings.mlflow.resolved_tracking_uri(settings.project.host),
-        settings.mlflow.model_name,
-        settings.mlflow.experiment,
-    )

@@ -103,10 +103,8 @@ class ApiKeys:
 
     def principal(self, key: str) -> Principal | None:
         """Return the key's principal, or None for a wrong, unknown or revoked key."""
-        with self._lock:
-            cached = self._known.get(key)
-        if cached is not None and time.monotonic() - cached[1] < self._seconds:
-            return cached[0]
+        if (cached := self.cached(key)) is not None:
+            return cached
         principal = verify_api_key(self._store, key)
         with self._lock:
             if principal is None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
-from pymongo import MongoClient
+from pymongo import DESCENDING, MongoClient
 from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
 
 Document = dict[str, Any]
 
@@ -64,3 +66,32 @@ class MongoStore:
         if self._client is None:
             raise RuntimeError(f"{type(self).__name__} is not open: use it as a context manager")
         self._client.admin.command("ping")
+
+
+REVISION = "revision"
+"""Field (and `_id`) of a numbered revision: 1, 2, ...; the highest is the one in force."""
+
+
+def latest_revision(collection: Collection[Document]) -> Document | None:
+    """Return a revisioned collection's document in force (the highest revision), if any."""
+    # By `revision`, not `_id`: nx-27017 orders integer `_id`s as text (9 after 12).
+    return collection.find_one({}, sort=[(REVISION, DESCENDING)])
+
+
+def insert_next_revision(
+    collection: Collection[Document], document: Mapping[str, Any], attempts: int = 5
+) -> int:
+    """Store `document` as the next revision of the collection; return its number.
+
+    The number is taken by inserting it as `_id`: two writers racing for one number get one
+    duplicate-key error, and the loser takes the next.
+    """
+    for _ in range(attempts):
+        latest = latest_revision(collection)
+        revision = int(latest[REVISION]) + 1 if latest else 1
+        try:
+            collection.insert_one({**document, "_id": revision, REVISION: revision})
+        except DuplicateKeyError:
+            continue
+        return revision
+    raise RuntimeError(f"no {collection.name} revision number free after {attempts} attempts")

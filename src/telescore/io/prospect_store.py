@@ -13,9 +13,15 @@ from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
-from telescore.io.mongodb import Document, MongoStore
+from telescore.io.mongodb import (
+    REVISION,
+    Document,
+    MongoStore,
+    insert_next_revision,
+    latest_revision,
+)
 
 PROSPECTS: Final = "prospects"
 INDICATORS: Final = "indicators"
@@ -47,7 +53,7 @@ class ProspectStore(MongoStore):
         """Create the indexes the app queries by (idempotent)."""
         self.calls.create_index([("at", ASCENDING)])
         self.calls.create_index([("prospect_id", ASCENDING)])
-        self.indicators.create_index([("revision", DESCENDING)])
+        self.indicators.create_index([(REVISION, DESCENDING)])
 
     def replace_prospects(self, documents: Sequence[Mapping[str, Any]]) -> int:
         """Replace every prospect with `documents` (a seed); return how many are stored."""
@@ -85,20 +91,11 @@ class ProspectStore(MongoStore):
 
     def latest_indicators(self) -> Document | None:
         """Return the indicators record in force (the highest revision), if any."""
-        # By `revision`, not `_id`: nx-27017 orders integer `_id`s as text (9 after 12).
-        return self.indicators.find_one({}, sort=[("revision", DESCENDING)])
+        return latest_revision(self.indicators)
 
-    def add_indicators(self, record: Mapping[str, Any], attempts: int = 5) -> int:
+    def add_indicators(self, record: Mapping[str, Any]) -> int:
         """Store a new indicators revision (the next number); return the revision."""
-        for _ in range(attempts):
-            latest = self.latest_indicators()
-            revision = int(latest["_id"]) + 1 if latest else 1
-            try:
-                self.indicators.insert_one({**record, "_id": revision, "revision": revision})
-            except DuplicateKeyError:
-                continue  # another writer took the number: take the next one
-            return revision
-        raise RuntimeError(f"no indicators revision number free after {attempts} attempts")
+        return insert_next_revision(self.indicators, record)
 
     def record_call(self, call: Mapping[str, Any]) -> None:
         """Store one call."""

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -17,6 +17,9 @@ import pandas as pd
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
+
+if TYPE_CHECKING:
+    from telescore.settings import MlflowSettings
 
 SKOPS_TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 """Types of our own gradient boosting models that skops, MLflow's format, must be told to load."""
@@ -91,6 +94,15 @@ class Registry:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @classmethod
+    def from_settings(cls, mlflow_settings: MlflowSettings, host: str) -> Registry:
+        """Open the registry the settings name (the embedded MLflow on `host` by default)."""
+        return cls(
+            mlflow_settings.resolved_tracking_uri(host),
+            mlflow_settings.model_name,
+            mlflow_settings.experiment,
+        )
 
     def start_run(self, run_name: str, tags: Mapping[str, str] | None = None) -> str:
         """Create a run in the experiment and return its id; it stays open until `end_run`."""

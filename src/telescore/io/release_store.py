@@ -13,9 +13,14 @@ from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
 
-from telescore.io.mongodb import Document, MongoStore
+from telescore.io.mongodb import (
+    REVISION,
+    Document,
+    MongoStore,
+    insert_next_revision,
+    latest_revision,
+)
 
 ROUTING: Final = "routing"
 DECISIONS: Final = "release_decisions"
@@ -39,28 +44,19 @@ class ReleaseStore(MongoStore):
     def ensure_indexes(self) -> None:
         """Create the indexes releases are read by (idempotent)."""
         self.decisions.create_index([("decided_at", ASCENDING)])
-        self.routing.create_index([("revision", DESCENDING)])
+        self.routing.create_index([(REVISION, DESCENDING)])
 
     def current_routing(self) -> Document | None:
         """Return the routing in force (the highest revision), if any was ever set."""
-        # By `revision`, not `_id`: nx-27017 orders integer `_id`s as text (9 after 12).
-        return self.routing.find_one({}, sort=[("revision", DESCENDING)])
+        return latest_revision(self.routing)
 
-    def set_routing(self, routing: Mapping[str, Any], attempts: int = 5) -> int:
+    def set_routing(self, routing: Mapping[str, Any]) -> int:
         """Store a new routing revision (the next number); return the revision."""
-        for _ in range(attempts):
-            current = self.current_routing()
-            revision = int(current["_id"]) + 1 if current else 1
-            try:
-                self.routing.insert_one({**routing, "_id": revision, "revision": revision})
-            except DuplicateKeyError:
-                continue  # another writer took the number: take the next one
-            return revision
-        raise RuntimeError(f"no routing revision number free after {attempts} attempts")
+        return insert_next_revision(self.routing, routing)
 
     def routing_history(self, limit: int = 20) -> list[Document]:
         """Return the latest routing revisions, newest first."""
-        return list(self.routing.find({}, sort=[("revision", DESCENDING)], limit=limit))
+        return list(self.routing.find({}, sort=[(REVISION, DESCENDING)], limit=limit))
 
     def record_decision(self, decision: Mapping[str, Any]) -> str:
         """Store a release decision; return its id."""

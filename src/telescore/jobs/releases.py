@@ -137,7 +137,7 @@ def run_promotion(
 ) -> ReleaseOutcome:
     """Judge the release under way (canary or shadow), record the decision, and act on it."""
     uri, database = settings.mongodb.resolved_uri(settings.project.host), settings.mongodb.database
-    registry = _registry(settings)
+    registry = Registry.from_settings(settings.mlflow, settings.project.host)
     champion = registry.alias_version(CHAMPION)
     challenger = registry.alias_version(CHALLENGER)
     with (
@@ -256,7 +256,7 @@ def rollback_to_previous(settings: Settings, by: str) -> tuple[str, str]:
 
     Returns (old champion, new champion). Raises LookupError when there is no `previous`.
     """
-    registry = _registry(settings)
+    registry = Registry.from_settings(settings.mlflow, settings.project.host)
     champion = registry.alias_version(CHAMPION)
     previous = registry.alias_version(PREVIOUS)
     if champion is None or previous is None:
@@ -269,14 +269,6 @@ def rollback_to_previous(settings: Settings, by: str) -> tuple[str, str]:
         set_routing(releases, RoutingConfig(), by)
     serve_new_champion(settings)
     return champion.version, previous.version
-
-
-def _registry(settings: Settings) -> Registry:
-    return Registry(
-        settings.mlflow.resolved_tracking_uri(settings.project.host),
-        settings.mlflow.model_name,
-        settings.mlflow.experiment,
-    )
 
 
 def _metrics_url(settings: Settings) -> str:

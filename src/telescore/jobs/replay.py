@@ -282,11 +282,7 @@ def run_replay(
     # Ship at once: the replay waits for each window to be in MongoDB before monitoring it.
     deployment.start_serving(settings, RuntimeOptions(ship_max_defer=0.0))
 
-    registry = Registry(
-        settings.mlflow.resolved_tracking_uri(host),
-        settings.mlflow.model_name,
-        settings.mlflow.experiment,
-    )
+    registry = Registry.from_settings(settings.mlflow, host)
     first_champion = registry.alias_version(CHAMPION)
     assert first_champion is not None  # noqa: S101 - the first run promoted it
     features, labels = split_features_label(stream)
