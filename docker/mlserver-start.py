@@ -5,6 +5,8 @@
 MLServer as a background process; a container needs MLServer as its main process instead.
 This writes the same repository, waiting until the registry has the alias to serve (a fresh
 platform has no model until the first training run), then replaces itself with `mlserver`.
+From then on the reconciler next to it (`telescore serve reconcile`, a sidecar container on the
+same repository volume) keeps it serving the registry's aliases and offsets.
 
 TELESCORE_MLSERVER_SLOT chooses what this server answers for:
   all         `telemarketing` (@champion) and `telemarketing-challenger` (@challenger, when it
@@ -23,14 +25,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from telescore.jobs.model_repository import (
-    CHAMPION_MODEL,
-    ServedModel,
-    ServerOptions,
-    registered_aliases,
-    write_model_repository,
-    write_registry_repository,
-)
+from telescore.jobs.model_repository import ServerOptions, write_registry_repository
 from telescore.serving.options import RuntimeOptions
 from telescore.settings import load_settings
 
@@ -54,13 +49,9 @@ def write_repository(root: Path, slot: str) -> str:
     )
     runtime = RuntimeOptions(prediction_log=serving.prediction_log)
     name = settings.mlflow.model_name
-    if slot == "all":
-        write_registry_repository(root, server, runtime, name, client)
-        return uri
-    if "challenger" not in registered_aliases(name, client):
-        raise LookupError(f"registered model {name!r} has no 'challenger' alias")
-    canary = ServedModel(name=CHAMPION_MODEL, uri=f"models:/{name}@challenger", route="challenger")
-    write_model_repository(root, [canary], server, runtime)
+    write_registry_repository(
+        root, server, runtime, name, client, slot="challenger" if slot == "challenger" else "all"
+    )
     return uri
 
 

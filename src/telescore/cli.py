@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import time
@@ -31,7 +32,7 @@ from telescore.io.prediction_store import PredictionStore
 from telescore.io.prospect_store import ProspectStore
 from telescore.io.registry import Registry
 from telescore.io.serving_client import ServingClient
-from telescore.jobs import access, campaign, outcomes, platform, replay, reproduce
+from telescore.jobs import access, campaign, outcomes, platform, reconciler, replay, reproduce
 from telescore.jobs import serving as deployment
 from telescore.settings import Settings, load_settings
 
@@ -129,7 +130,7 @@ def train(
     console.print_json(json.dumps(outcome, default=str))
     if not outcome["completed"]:
         raise typer.Exit(code=1)
-    console.print("After a promotion, serve the new champion with [bold]telescore serve reload[/].")
+    console.print("A promoted champion is served by every MLServer's reconciler within seconds.")
 
 
 @app.command()
@@ -281,10 +282,53 @@ def serve_start() -> None:
 def serve_reload() -> None:
     """Re-resolve the champion/challenger aliases and load their versions, without downtime."""
     settings = _settings()
+    if settings.serving.url is None and deployment.wake_reconciler(settings):
+        console.print("The reconciler serves the registry's aliases now: `telescore serve status`.")
+        return
     for reloaded in deployment.reload_serving(settings):
         console.print(
             f"{reloaded.model}: version {reloaded.previous_version} -> {reloaded.version}"
         )
+
+
+@serve_app.command("reconcile")
+def serve_reconcile(
+    repository: Annotated[
+        Path | None,
+        typer.Option(help="The local MLServer's model repository; default: the embedded one's."),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="The local MLServer's REST URL (this replica's, not a Service's)."),
+    ] = None,
+    slot: Annotated[
+        str,
+        typer.Option(
+            envvar="TELESCORE_MLSERVER_SLOT",
+            help="all: champion and challenger; challenger: @challenger as `telemarketing`.",
+        ),
+    ] = "all",
+    status_file: Annotated[
+        Path | None, typer.Option(help="Rewritten after every look (its health).")
+    ] = None,
+) -> None:
+    """Keep the local MLServer serving the registry's aliases and offsets (foreground)."""
+    if slot not in ("all", "challenger"):
+        raise typer.BadParameter(f"slot must be 'all' or 'challenger', not {slot!r}")
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request, every tick
+    reconciler.run_until_signalled(
+        reconciler.ReconcilerConfig(
+            repository=repository or deployment.repository_dir(settings),
+            serving_url=url or deployment.local_serving_url(settings),
+            tracking_uri=settings.mlflow.resolved_tracking_uri(settings.project.host),
+            registered_model=settings.mlflow.model_name,
+            slot="challenger" if slot == "challenger" else "all",
+            interval=settings.serving.reconcile_interval,
+            status_file=status_file,
+        )
+    )
 
 
 @serve_app.command("status")
@@ -299,12 +343,15 @@ def outcomes_import(
         Path, typer.Argument(exists=True, dir_okay=False, help="A .csv, .json or .jsonl file.")
     ],
 ) -> None:
-    """Record the outcomes of a file (prediction_id, subscribed); exit 1 if a row is rejected."""
+    """Record the outcomes of a file (prediction_id, subscribed); exit 1 if a row is rejected.
+
+    Rows whose prediction is not logged yet are recorded as pending, and listed.
+    """
     settings = _settings()
     mongodb = settings.mongodb
     try:
         with OutcomeStore(mongodb.resolved_uri(settings.project.host), mongodb.database) as store:
-            report = outcomes.import_outcomes(store, path)
+            report = outcomes.import_outcomes(store, path, expiry=mongodb.pending_outcome_expiry)
     except MalformedBatchError as error:
         console.print(f"[red]{path} cannot be read[/]: {error}. Nothing was recorded.")
         raise typer.Exit(code=1) from None
@@ -316,8 +363,16 @@ def outcomes_import(
         raise typer.Exit(code=1) from None
     console.print(
         f"{path}: {report.rows} rows, {report.accepted} recorded, "
-        f"{report.already_recorded} already recorded, {len(report.rejected)} rejected"
+        f"{report.already_recorded} already recorded, {len(report.pending)} pending, "
+        f"{len(report.rejected)} rejected"
     )
+    if report.pending:
+        table = Table(title="Pending rows: joined to their predictions once these are logged")
+        for column in ("line", "prediction id"):
+            table.add_column(column)
+        for pending in report.pending:
+            table.add_row(str(pending.line), pending.prediction_id)
+        console.print(table)
     if report.rejected:
         table = Table(title="Rejected rows")
         for column in ("line", "prediction id", "reason"):
@@ -326,6 +381,34 @@ def outcomes_import(
             table.add_row(str(row.line), row.prediction_id or "", row.reason)
         console.print(table)
         raise typer.Exit(code=1)
+
+
+@outcomes_app.command("sweep")
+def outcomes_sweep() -> None:
+    """Join pending outcomes whose prediction is logged now; keep aside those that expired.
+
+    Every monitor run does this first; this command does it on demand.
+    """
+    settings = _settings()
+    mongodb = settings.mongodb
+    try:
+        with OutcomeStore(mongodb.resolved_uri(settings.project.host), mongodb.database) as store:
+            report = outcomes.sweep_pending_outcomes(store, expiry=mongodb.pending_outcome_expiry)
+    except PyMongoError as error:
+        console.print(f"[red]MongoDB is unreachable[/] ({type(error).__name__}): nothing swept.")
+        raise typer.Exit(code=1) from None
+    console.print(
+        f"Pending outcomes: {report.confirmed} joined their prediction, "
+        f"{len(report.expired)} expired (kept aside in outcomes_expired), "
+        f"{report.pending} still pending"
+    )
+    if report.expired:
+        table = Table(title="Expired outcomes")
+        for column in ("prediction id", "reason"):
+            table.add_column(column)
+        for prediction_id, reason in report.expired:
+            table.add_row(prediction_id, reason)
+        console.print(table)
 
 
 def _print_serving(settings: Settings) -> None:
@@ -345,6 +428,9 @@ def _print_serving(settings: Settings) -> None:
             f"{log.get('refused_total', 0):.0f} refused (disk full); "
             f"MongoDB {'up' if log.get('mongodb_up', 1) else 'DOWN'}"
         )
+    reconciling = deployment.reconciler_report(settings)
+    if reconciling:
+        console.print(reconciling)
 
 
 def _score_sample(settings: Settings) -> tuple[list[str], list[bool]]:

@@ -152,7 +152,7 @@ def promote() -> None:
 def rollback(
     by: Annotated[str, typer.Option(help="Who rolls back (kept as a tag).")] = "cli",
 ) -> None:
-    """Serve the `previous` champion again, now: champion only, MLServer reloaded."""
+    """Serve the `previous` champion again, now: champion only, on every MLServer in seconds."""
     try:
         old, new = releases.rollback_to_previous(load_settings(), by)
     except LookupError as error:

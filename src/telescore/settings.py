@@ -12,6 +12,7 @@ whatever folder they run in.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Final, Literal
 
@@ -93,6 +94,16 @@ class MongoSettings(BaseSettings):
     """Port of the embedded MongoDB-compatible server."""
     database: str = "telescore"
     """Database name."""
+    pending_outcome_hours: float = Field(default=24.0, gt=0)
+    """How long an outcome reported before its prediction is logged waits for it, from the
+    time the prediction id was issued; then it is kept aside in `outcomes_expired`, and an
+    outcome for an older id that is not logged is refused at once as expired. Keep it longer
+    than any shipping delay, MongoDB outages included (rows wait in the journal meanwhile)."""
+
+    @property
+    def pending_outcome_expiry(self) -> timedelta:
+        """`pending_outcome_hours` as a duration."""
+        return timedelta(hours=self.pending_outcome_hours)
 
     def resolved_uri(self, host: str = "127.0.0.1") -> str:
         """Return the configured URI, or the embedded server's."""
@@ -114,6 +125,15 @@ class ServingSettings(BaseSettings):
     """Base URL of the V2 REST endpoint; unset means the embedded MLServer on `http_port`."""
     prediction_log: bool = True
     """Log every prediction to MongoDB (spooled locally while MongoDB is down)."""
+    reconcile_interval: float = Field(default=2.0, gt=0, le=10)
+    """Seconds between two looks of an MLServer's reconciler at the registry's aliases and
+    offsets: a release reaches every replica within this plus one model load (well within 15 s).
+    Each look costs two registry reads per replica."""
+    reload_on_release: bool = True
+    """After a promotion, rollback or recalibration, also reload the MLServer at `url` at once
+    (when no local reconciler runs to be woken instead). Turn off where replicas sit behind a
+    load balancer, each with its reconciler (compose, Kubernetes): a reload through the Service
+    reaches one replica only, and would race that replica's own reconciler."""
 
     def resolved_url(self, host: str = "127.0.0.1") -> str:
         """Return the configured REST base URL, or the embedded server's."""

@@ -1,7 +1,8 @@
 """How failures are answered: a status and one clear sentence, never a stack trace.
 
 MongoDB down or failing → 503; MLServer unreachable or failing → 503; a request body over the
-size limit → 413; an unknown prospect → 404; no indicators entered yet → 409.
+size limit → 413; an unknown prospect → 404; no indicators entered yet → 409; the call list
+still being scored by another replica after the wait → 503.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from telescore.app.deps import MONGODB_FAILED, MONGODB_UNREACHABLE
 from telescore.io.serving_client import ServingError
+from telescore.jobs.call_lists import CallListNotReadyError
 from telescore.jobs.ranking import NoIndicatorsError, UnknownProspectsError
 
 logger = logging.getLogger(__name__)
@@ -72,6 +74,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownProspectsError)
     async def unknown_prospects(request: Request, error: UnknownProspectsError) -> JSONResponse:
         return _answer(status.HTTP_404_NOT_FOUND, str(error))
+
+    @app.exception_handler(CallListNotReadyError)
+    async def call_list_not_ready(request: Request, error: CallListNotReadyError) -> JSONResponse:
+        return _answer(status.HTTP_503_SERVICE_UNAVAILABLE, str(error))
 
     @app.exception_handler(NoIndicatorsError)
     async def no_indicators(request: Request, error: NoIndicatorsError) -> JSONResponse:

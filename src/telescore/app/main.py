@@ -17,11 +17,13 @@ from telescore.app.errors import BodyLimit, install_error_handlers
 from telescore.app.routes import health, indicators, outcomes, pages, prospects, releases
 from telescore.app.security import ApiKeys, Sessions, session_secret
 from telescore.io.access_store import AccessStore
+from telescore.io.call_list_store import CallListStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prospect_store import ProspectStore
 from telescore.io.registry import Registry
 from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingClient
+from telescore.jobs.call_lists import SharedCallLists
 from telescore.jobs.explanations import Explainer
 from telescore.jobs.ranking import CallList
 from telescore.jobs.scoring import ScoringService
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             prospect_store = stack.enter_context(ProspectStore(uri, database))
             access_store = stack.enter_context(AccessStore(uri, database))
             release_store = stack.enter_context(ReleaseStore(uri, database))
+            call_list_store = stack.enter_context(CallListStore(uri, database))
             serving = stack.enter_context(
                 ServingClient(
                     resolved.serving.resolved_url(resolved.project.host),
@@ -70,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 explainer=Explainer(
                     lambda: Registry.from_settings(resolved.mlflow, resolved.project.host)
                 ),
+                # One list per cache key for every replica, scored by one of them.
+                shared=SharedCallLists(call_list_store),
             )
             app.state.api_keys = ApiKeys(access_store)
             yield

@@ -5,8 +5,16 @@ time or as a batch file (CSV or JSON); it is stored in the `outcomes` collection
 so that it joins its prediction by `_id`. An outcome may come hours or days after the
 prediction, or never.
 
-Pure logic: the outcome models, their documents, and the parsing of batch files into valid
-outcomes and rejected rows (each with its line and the reason).
+MLServer answers before its prediction reaches MongoDB (the shipper may defer up to
+`ship_max_defer`, longer while MongoDB is down), so an outcome may come first. It is then
+stored all the same, marked `pending`, and joins its prediction by itself once that is logged.
+A pending outcome waits for as long as `PENDING_EXPIRY` (or the configured expiry) from the
+time its prediction id was issued; then it is kept aside as expired (`plan_sweep`). An outcome
+for an id issued further from now than the expiry, whose prediction is not logged, is refused
+at once: no prediction can still come for it (`expiry_reason`).
+
+Pure logic: the outcome models, their documents, the pending-outcome policy, and the parsing of
+batch files into valid outcomes and rejected rows (each with its line and the reason).
 """
 
 from __future__ import annotations
@@ -14,9 +22,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 
 import pandas as pd
@@ -31,7 +39,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from telescore.core.prediction_ids import is_prediction_id
+from telescore.core.prediction_ids import is_prediction_id, issued_at
 from telescore.core.predictions import FEATURES as FEATURES_FIELD
 from telescore.core.predictions import TIMESTAMP
 from telescore.core.schema import FEATURES, TARGET
@@ -47,7 +55,23 @@ RECORDED_AT: Final = "recorded_at"
 """When it was stored (UTC, millisecond precision)."""
 SOURCE: Final = "source"
 """Who or what reported it (a team, a CRM export, a file): free text, may be None."""
+PENDING: Final = "pending"
+"""True while its prediction is not known to be logged; absent once it is (or if it was)."""
+JOINED_AT: Final = "joined_at"
+"""When a pending outcome's prediction was found logged (absent if it was logged at once)."""
 DOCUMENT_FIELDS: Final = (ID, SUBSCRIBED, REPORTED_AT, RECORDED_AT, SOURCE)
+# Fields an outcome kept aside as expired (`outcomes_expired`) has besides its own.
+EXPIRED_AT: Final = "expired_at"
+"""When it was kept aside."""
+REASON: Final = "reason"
+"""Why it was kept aside."""
+
+PENDING_EXPIRY: Final = timedelta(hours=24)
+"""How long, from the time its prediction id was issued, an outcome waits for its prediction.
+
+Far longer than any shipping delay (`ship_max_defer` is 30 s; rows wait in the journal while
+MongoDB is down, and ship when it is back): a prediction still not logged after a day will not
+be. Configurable: `TELESCORE_MONGODB_PENDING_OUTCOME_HOURS`."""
 
 PREDICTION_ID: Final = "prediction_id"
 """How requests and batch files name the prediction id."""
@@ -148,17 +172,24 @@ class RecordedOutcome(Outcome):
 
     recorded_at: UtcTime
     """When it was stored."""
+    pending: bool = False
+    """Its prediction is not logged yet: it joins it once it is, or expires."""
 
 
-def outcome_document(outcome: Outcome, recorded_at: datetime) -> dict[str, Any]:
-    """Build the `outcomes` document of an outcome stored at `recorded_at`."""
-    return {
+def outcome_document(
+    outcome: Outcome, recorded_at: datetime, *, pending: bool = False
+) -> dict[str, Any]:
+    """Build the `outcomes` document of an outcome stored at `recorded_at` (pending or not)."""
+    document = {
         ID: outcome.prediction_id,
         SUBSCRIBED: outcome.subscribed,
         REPORTED_AT: outcome.reported_at,
         RECORDED_AT: _utc_milliseconds(recorded_at),
         SOURCE: outcome.source,
     }
+    if pending:  # only then: outcomes of logged predictions have the documents they always had
+        document[PENDING] = True
+    return document
 
 
 def read_outcome_document(document: Mapping[str, Any]) -> RecordedOutcome:
@@ -169,7 +200,67 @@ def read_outcome_document(document: Mapping[str, Any]) -> RecordedOutcome:
         reported_at=document[REPORTED_AT],
         recorded_at=document[RECORDED_AT],
         source=document.get(SOURCE),
+        pending=document.get(PENDING) is True,
     )
+
+
+# --- pending outcomes --------------------------------------------------------------------------
+
+
+def expiry_reason(
+    prediction_id: str, now: datetime, expiry: timedelta = PENDING_EXPIRY
+) -> str | None:
+    """Say why an outcome whose prediction is not logged can no longer wait for it; None if it can.
+
+    It can while its prediction id was issued within `expiry` of `now`, either way: the clocks
+    of the servers issuing ids may be a little ahead. Further back, the prediction would be
+    logged by now; further ahead, no server issued the id yet.
+    """
+    issued = issued_at(prediction_id)
+    hours = f"{expiry.total_seconds() / 3600:g} h"
+    if issued < now - expiry:
+        return (
+            f"expired: prediction {prediction_id} was issued at {issued.isoformat()}, more than "
+            f"{hours} ago, and is not logged: it will not be"
+        )
+    if issued > now + expiry:
+        return (
+            f"expired: prediction id {prediction_id} says it was issued at {issued.isoformat()}, "
+            f"more than {hours} from now: no server issued it"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What to do with pending outcomes: confirm those joined, keep aside those expired."""
+
+    confirm: tuple[str, ...]
+    """Prediction ids now logged: their outcomes are no longer pending."""
+    expire: tuple[tuple[str, str], ...]
+    """(prediction id, reason) of the outcomes that waited too long: kept aside."""
+    keep: tuple[str, ...]
+    """Prediction ids still awaited."""
+
+
+def plan_sweep(
+    pending: Iterable[str],
+    logged: Collection[str],
+    now: datetime,
+    expiry: timedelta = PENDING_EXPIRY,
+) -> SweepPlan:
+    """Decide, for each pending outcome's prediction id, whether it joined, expired or waits."""
+    confirm: list[str] = []
+    expire: list[tuple[str, str]] = []
+    keep: list[str] = []
+    for prediction_id in pending:
+        if prediction_id in logged:
+            confirm.append(prediction_id)
+        elif (reason := expiry_reason(prediction_id, now, expiry)) is not None:
+            expire.append((prediction_id, reason))
+        else:
+            keep.append(prediction_id)
+    return SweepPlan(tuple(confirm), tuple(expire), tuple(keep))
 
 
 def labelled_frame(predictions: Iterable[Mapping[str, Any]]) -> pd.DataFrame:

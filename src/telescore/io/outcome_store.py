@@ -1,18 +1,21 @@
 """MongoDB adapter for call outcomes: the `outcomes` collection, and its join to `predictions`.
 
 An outcome document's `_id` is the prediction id it labels, so an outcome joins its
-prediction by `_id` and a prediction has at most one outcome: the first one stored.
+prediction by `_id` and a prediction has at most one outcome: the first one stored. An outcome
+stored before its prediction was logged is `pending` (the flag is indexed): it joins by itself
+once the prediction lands; a sweep then clears the flag, or moves the outcome to
+`outcomes_expired` with the reason when its prediction never came.
 
 Only operations that both MongoDB and the embedded nx-27017 server answer are used here:
-insert_many, find with `$in`, range filters, `$or`, sort and limit, count_documents and
-create_index; no aggregation pipelines. The join reads a window's predictions with one query,
-a chunk at a time, and fetches each chunk's outcomes with one `$in` query, so memory is
-bounded by the chunk size whatever the window.
+insert_many, find with `$in`, range filters, sort and limit, count_documents, update_many
+with `$set`/`$unset`, delete_many and create_index; no aggregation pipelines. The join reads a
+window's predictions with one query, a chunk at a time, and fetches each chunk's outcomes with
+one `$in` query, so memory is bounded by the chunk size whatever the window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
@@ -30,8 +33,10 @@ from telescore.io.mongodb import Document, MongoStore
 from telescore.io.prediction_store import DUPLICATE_KEY, PREDICTIONS_COLLECTION
 
 OUTCOMES_COLLECTION: Final = "outcomes"
-INDEXED_FIELDS: Final = (outcomes.RECORDED_AT,)
-"""Besides `_id`: outcomes recorded since a time are counted by `recorded_at`."""
+EXPIRED_COLLECTION: Final = "outcomes_expired"
+"""Pending outcomes whose prediction never came, kept aside with the reason (same `_id`)."""
+INDEXED_FIELDS: Final = (outcomes.RECORDED_AT, outcomes.PENDING, outcomes.JOINED_AT)
+"""Besides `_id`: outcomes recorded (or joined) since a time, and pending ones, are found."""
 DEFAULT_CHUNK_SIZE: Final = 1000
 """Predictions read per query by the join: bounds its memory and the size of each `$in`."""
 
@@ -58,6 +63,7 @@ class OutcomeStore(MongoStore):
         *,
         collection: str = OUTCOMES_COLLECTION,
         predictions_collection: str = PREDICTIONS_COLLECTION,
+        expired_collection: str = EXPIRED_COLLECTION,
         timeout_ms: int = 1500,
         read_timeout_ms: int | None = None,
     ) -> None:
@@ -65,12 +71,18 @@ class OutcomeStore(MongoStore):
         super().__init__(uri, database, timeout_ms=timeout_ms, read_timeout_ms=read_timeout_ms)
         self.collection_name = collection
         self.predictions_collection_name = predictions_collection
+        self.expired_collection_name = expired_collection
         self._indexed = False
 
     @property
     def collection(self) -> Collection[Document]:
         """The `outcomes` pymongo collection (the store must be open)."""
         return self._collection(self.collection_name)
+
+    @property
+    def expired(self) -> Collection[Document]:
+        """The `outcomes_expired` pymongo collection (the store must be open)."""
+        return self._collection(self.expired_collection_name)
 
     @property
     def predictions(self) -> Collection[Document]:
@@ -84,20 +96,28 @@ class OutcomeStore(MongoStore):
         self._indexed = True
 
     def record(
-        self, reported: Sequence[Outcome], recorded_at: datetime | None = None
+        self,
+        reported: Sequence[Outcome],
+        recorded_at: datetime | None = None,
+        *,
+        pending: Container[str] = frozenset(),
     ) -> list[Recorded]:
         """Store each outcome whose prediction has none yet; say, per outcome, what is stored.
 
-        Idempotent and first-wins: an outcome never replaces another. Two outcomes for one
-        prediction in `reported` count as two reports, the first stored. Raises a pymongo
-        error when MongoDB fails (the caller may retry the same outcomes).
+        Outcomes for the prediction ids in `pending` (not logged yet) are stored as pending.
+        Idempotent and first-wins: an outcome never replaces another, pending or not. Two
+        outcomes for one prediction in `reported` count as two reports, the first stored.
+        Raises a pymongo error when MongoDB fails (the caller may retry the same outcomes).
         """
         if not reported:
             return []
         if not self._indexed:
             self.ensure_indexes()  # on the first write, so that MongoDB may be down at start-up
         when = recorded_at or utc_now()
-        documents = [outcomes.outcome_document(outcome, when) for outcome in reported]
+        documents = [
+            outcomes.outcome_document(outcome, when, pending=outcome.prediction_id in pending)
+            for outcome in reported
+        ]
         repeated: set[int] = set()
         try:
             self.collection.insert_many(documents, ordered=False)
@@ -134,13 +154,74 @@ class OutcomeStore(MongoStore):
         return {document[ID] for document in found}
 
     def count(self) -> int:
-        """Return how many outcomes are recorded."""
-        return self.collection.count_documents({})
+        """Return how many outcomes are recorded for logged predictions (pending ones aside).
+
+        An outcome whose prediction landed since the last sweep is left out until the sweep
+        confirms it: the count errs low, never counting an outcome with no prediction.
+        """
+        return self.collection.count_documents({}) - self.count_pending()
+
+    def count_pending(self) -> int:
+        """Return how many outcomes wait for their prediction (as of the last sweep)."""
+        return self.collection.count_documents({outcomes.PENDING: True})
+
+    def pending_ids(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[list[str]]:
+        """Yield the prediction ids of pending outcomes, in `_id` (time) order, in chunks."""
+        found = self.collection.find(
+            {outcomes.PENDING: True}, projection=[ID], sort=[(ID, ASCENDING)]
+        )
+        with found as cursor:
+            while chunk := [document[ID] for document in islice(cursor, chunk_size)]:
+                yield chunk
+
+    def confirm(self, prediction_ids: Sequence[str], joined_at: datetime | None = None) -> int:
+        """Mark these pending outcomes as joined to their (now logged) prediction; say how many."""
+        if not prediction_ids:
+            return 0
+        done = self.collection.update_many(
+            {ID: {"$in": list(prediction_ids)}, outcomes.PENDING: True},
+            {
+                "$unset": {outcomes.PENDING: ""},
+                "$set": {outcomes.JOINED_AT: joined_at or utc_now()},
+            },
+        )
+        return done.modified_count
+
+    def expire(
+        self, reasons: Mapping[str, str], expired_at: datetime | None = None
+    ) -> list[Document]:
+        """Move these pending outcomes to `outcomes_expired`, each with its reason; return them.
+
+        Idempotent: an outcome moved by an earlier, interrupted call is not moved twice, and
+        one that stopped being pending meanwhile (its prediction came) stays where it is.
+        """
+        if not reasons:
+            return []
+        when = expired_at or utc_now()
+        query = {ID: {"$in": list(reasons)}, outcomes.PENDING: True}
+        moved = [
+            {**document, outcomes.REASON: reasons[document[ID]], outcomes.EXPIRED_AT: when}
+            for document in self.collection.find(query)
+        ]
+        if not moved:
+            return []
+        try:
+            self.expired.insert_many(moved, ordered=False)
+        except BulkWriteError as error:
+            _repeated_ids(error)  # kept aside before: raise for anything else
+        self.collection.delete_many({**query, ID: {"$in": [each[ID] for each in moved]}})
+        return moved
 
     def recorded_since(self, since: datetime) -> list[str]:
-        """Return the prediction ids whose outcome was recorded at or after `since`."""
-        found = self.collection.find({outcomes.RECORDED_AT: {"$gte": since}}, projection=[ID])
-        return [document[ID] for document in found]
+        """Return the prediction ids whose outcome was recorded, or joined, at or after `since`.
+
+        Joined: a pending outcome whose prediction was found logged (by a sweep) since then.
+        """
+        found = [
+            self.collection.find({field: {"$gte": since}}, projection=[ID])
+            for field in (outcomes.RECORDED_AT, outcomes.JOINED_AT)
+        ]
+        return sorted({document[ID] for cursor in found for document in cursor})
 
     def prediction_times(
         self, prediction_ids: Sequence[str], chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -224,7 +305,10 @@ class OutcomeStore(MongoStore):
         """
         if count < 1:
             raise ValueError(f"count must be at least 1, not {count}")
-        newest = self.collection.find({}, sort=[(ID, DESCENDING)]).limit(count)
+        # Pending outcomes are the newest, and those whose prediction is not logged join
+        # nothing: read as many more, so that `count` labelled rows are found all the same.
+        extra = self.count_pending()
+        newest = self.collection.find({}, sort=[(ID, DESCENDING)]).limit(count + extra)
         labels = {document[ID]: outcomes.read_outcome_document(document) for document in newest}
         ids = sorted(labels)
         rows: list[Document] = []
@@ -232,7 +316,7 @@ class OutcomeStore(MongoStore):
             page = ids[offset : offset + chunk_size]
             found = self.predictions.find({ID: {"$in": page}}, sort=[(ID, ASCENDING)])
             rows.extend(_with_label(prediction, labels[prediction[ID]]) for prediction in found)
-        return labelled_frame(rows)
+        return labelled_frame(rows[-count:])
 
 
 def _with_label(prediction: Document, outcome: RecordedOutcome | None) -> Document:

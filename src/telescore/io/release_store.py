@@ -2,7 +2,9 @@
 
 `routing` holds one document per revision (`_id` = 1, 2, ...); the highest is in force, and the
 earlier ones are the history of who routed what, when. Every promotion run's decision, to
-promote, roll back or wait, is a new `release_decisions` document.
+promote, roll back or wait, is a new `release_decisions` document. `serving_baselines` holds,
+per routing revision (`_id`), every MLServer process's request counts as the routing changed
+(`serving_counters` then): a release's failures are counted from there.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from telescore.io.mongodb import (
     insert_next_revision,
     latest_revision,
 )
+from telescore.io.serving_counter_store import SERVING_COUNTERS
 
 ROUTING: Final = "routing"
 DECISIONS: Final = "release_decisions"
+BASELINES: Final = "serving_baselines"
 
 
 class ReleaseStore(MongoStore):
@@ -51,8 +55,19 @@ class ReleaseStore(MongoStore):
         return latest_revision(self.routing)
 
     def set_routing(self, routing: Mapping[str, Any]) -> int:
-        """Store a new routing revision (the next number); return the revision."""
-        return insert_next_revision(self.routing, routing)
+        """Store a new routing revision (the next number) and its baseline; return the revision."""
+        revision = insert_next_revision(self.routing, routing)
+        # The counts as the routing changes (each process ships them every second or so).
+        processes = list(self._collection(SERVING_COUNTERS).find({}))
+        self._collection(BASELINES).replace_one(
+            {"_id": revision}, {"_id": revision, "processes": processes}, upsert=True
+        )
+        return revision
+
+    def serving_baseline(self, revision: int | None) -> list[Document]:
+        """Return the processes' counts stored as `revision` began (none: counts from zero)."""
+        found = self._collection(BASELINES).find_one({"_id": revision}) if revision else None
+        return list(found["processes"]) if found else []
 
     def routing_history(self, limit: int = 20) -> list[Document]:
         """Return the latest routing revisions, newest first."""

@@ -144,6 +144,10 @@ class ServingClient:
         """Tell whether the server and all its models are ready."""
         return self._ok(lambda: self._http.get("/v2/health/ready"))
 
+    def live(self) -> bool:
+        """Tell whether the server answers (its models may still be loading)."""
+        return self._ok(lambda: self._http.get("/v2/health/live"))
+
     def model_ready(self, model: str = DEFAULT_MODEL) -> bool:
         """Tell whether one model is loaded and ready."""
         return self._ok(lambda: self._http.get(f"/v2/models/{model}/ready"))
@@ -154,6 +158,11 @@ class ServingClient:
         body = self._json(response)
         versions = body.get("versions") or []
         return str(versions[0]) if versions else None
+
+    def model_metadata(self, model: str = DEFAULT_MODEL) -> dict[str, Any]:
+        """Return a model's V2 metadata: `versions` (the registry version), `parameters`, ..."""
+        body = self._json(self._http.get(f"/v2/models/{model}"))
+        return body if isinstance(body, dict) else {}
 
     def repository_index(self) -> list[RepositoryModel]:
         """List the models of the repository and their states."""

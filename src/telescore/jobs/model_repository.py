@@ -5,13 +5,15 @@
     <root>/telemarketing-challenger/model-settings.json  models:/telemarketing@challenger
 
 The challenger folder exists only while the registry has a `challenger` alias: MLServer refuses
-to start when a model at start-up cannot be loaded.
+to start when a model at start-up cannot be loaded. A `challenger` slot (the Kubernetes canary)
+serves @challenger alone, under the champion's name.
 
 The champion's folder may carry a log-odds offset (`logit_offset`) and the version it was fitted
-for: written when the monitor refits it (`write_logit_offset`), kept when the repository is
-rewritten for the same version, and replaced by the new version's own offset (its registry tag,
-fitted at registration) or dropped when the alias moved. The runtime also ignores an offset
-fitted for another version than the one it loads.
+for. The registry holds the one to serve, per version: the monitor's latest refit (version tag
+`logit_offset_recalibrated`), else the one fitted at registration (tag `logit_offset`). Every
+replica's reconciler (`jobs.reconciler`) writes it here, so that all replicas serve the same
+one; an offset written into a folder by hand (`write_logit_offset`) lasts until the next
+rewrite. The runtime also ignores an offset fitted for another version than the one it loads.
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ import shutil
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
 from pydantic import BaseModel, ConfigDict, Field
 
 from telescore.core.predictions import Route
@@ -44,6 +51,17 @@ ALIAS_MODELS: Final[Mapping[str, str]] = {
     "challenger": CHALLENGER_MODEL,
 }
 """Registry alias -> MLServer model name, in the order they are written."""
+RECALIBRATED_OFFSET_TAG: Final = f"{LOGIT_OFFSET_TAG}_recalibrated"
+"""Version tag: the log-odds offset the monitor refitted last for this version, to be served.
+
+Kept apart from `logit_offset`, the offset fitted at registration (the replay reports it)."""
+Slot = Literal["all", "challenger"]
+"""What one MLServer answers for: `all` (champion, and challenger while it exists) or
+`challenger` (@challenger alone, under the champion's name: the Kubernetes canary)."""
+_ABSENT = {
+    ErrorCode.Name(INVALID_PARAMETER_VALUE),  # no such alias
+    ErrorCode.Name(RESOURCE_DOES_NOT_EXIST),  # no such registered model
+}
 
 
 class ServerOptions(BaseModel):
@@ -112,6 +130,22 @@ class LogitOffset:
     version: str
 
 
+@dataclass(frozen=True)
+class DesiredModel:
+    """One model as the registry says it should be served now."""
+
+    model: ServedModel
+    version: str
+    """Registry version its alias points at."""
+    offset: LogitOffset | None
+    """Log-odds offset to write in its folder."""
+
+    @property
+    def served_offset(self) -> float:
+        """The offset the runtime applies once it loads `version` (0 if fitted for another)."""
+        return self.offset.offset if self.offset and self.offset.version == self.version else 0.0
+
+
 def registered_aliases(registered_model: str, client: MlflowClient | None = None) -> set[str]:
     """Return the aliases among champion/challenger that the registry currently has."""
     return set(alias_versions(registered_model, client))
@@ -120,15 +154,52 @@ def registered_aliases(registered_model: str, client: MlflowClient | None = None
 def alias_versions(
     registered_model: str, client: MlflowClient | None = None
 ) -> dict[str, ModelVersion]:
-    """Return the registry version (with its tags) of each champion/challenger alias that exists."""
+    """Return the registry version (with its tags) of each champion/challenger alias that exists.
+
+    Raises MlflowException when the registry cannot say (unreachable, failing): an alias that
+    could not be read is not an alias that is gone.
+    """
     client = client or MlflowClient()
     found = {}
     for alias in ALIAS_MODELS:
         try:
             found[alias] = client.get_model_version_by_alias(registered_model, alias)
-        except MlflowException:
-            continue
+        except MlflowException as error:
+            if error.error_code not in _ABSENT:
+                raise
     return found
+
+
+def desired_models(
+    versions: Mapping[str, ModelVersion],
+    slot: Slot = "all",
+    registered_model: str = CHAMPION_MODEL,
+) -> list[DesiredModel]:
+    """Return what a server of `slot` should serve for these alias versions (champion first).
+
+    Only the registry decides: every replica that reads it gets the same answer.
+    Raises LookupError when the alias the slot needs does not exist.
+    """
+    if slot == "challenger":
+        if "challenger" not in versions:
+            raise LookupError(f"registered model {registered_model!r} has no 'challenger' alias")
+        canary = ServedModel(
+            name=CHAMPION_MODEL, uri=f"models:/{registered_model}@challenger", route="challenger"
+        )
+        # Judged on its own scores, as the challenger is in the `all` slot.
+        return [DesiredModel(canary, str(versions["challenger"].version), None)]
+    models = served_models(set(versions), registered_model)
+    if not models or models[0].route != "champion":
+        raise LookupError(f"registered model {registered_model!r} has no 'champion' alias")
+    return [
+        DesiredModel(
+            model,
+            str(versions[model.route].version),
+            # The challenger is judged on its own scores.
+            champion_offset(versions["champion"]) if model.route == "champion" else None,
+        )
+        for model in models
+    ]
 
 
 def write_model_repository(
@@ -170,34 +241,45 @@ def write_registry_repository(
     runtime: RuntimeOptions | None = None,
     registered_model: str = CHAMPION_MODEL,
     client: MlflowClient | None = None,
+    slot: Slot = "all",
 ) -> list[ServedModel]:
     """Write the repository for the aliases the registry has now; return the models written."""
-    versions = alias_versions(registered_model, client)
-    models = served_models(set(versions), registered_model)
-    if not models or models[0].route != "champion":
-        raise LookupError(f"registered model {registered_model!r} has no 'champion' alias")
-    offsets = {
-        CHAMPION_MODEL: champion_offset(served_offset(root, CHAMPION_MODEL), versions["champion"]),
-        CHALLENGER_MODEL: None,  # judged on its own scores
-    }
-    write_model_repository(root, models, server, runtime, offsets)
-    return models
+    desired = desired_models(alias_versions(registered_model, client), slot, registered_model)
+    write_desired_repository(root, desired, server, runtime)
+    return [each.model for each in desired]
 
 
-def champion_offset(served: LogitOffset | None, champion: ModelVersion) -> LogitOffset | None:
+def write_desired_repository(
+    root: Path,
+    desired: Sequence[DesiredModel],
+    server: ServerOptions | None = None,
+    runtime: RuntimeOptions | None = None,
+) -> Path:
+    """Write the repository for these models and offsets (see `write_model_repository`)."""
+    offsets = {each.model.name: each.offset for each in desired}
+    return write_model_repository(root, [each.model for each in desired], server, runtime, offsets)
+
+
+def champion_offset(champion: ModelVersion) -> LogitOffset | None:
     """Return the offset to serve the champion version with.
 
-    The one already served if it was fitted for this version (the monitor refits it after
-    every window), else the version's own, fitted at registration (its `logit_offset` tag),
-    else none: an offset fitted for the previous champion says nothing about this one.
+    The monitor's latest refit for this version (its `logit_offset_recalibrated` tag), else
+    the one fitted at its registration (its `logit_offset` tag), else none. Always this
+    version's own: an offset fitted for the previous champion says nothing about this one.
     """
     version = str(champion.version)
-    if served is not None and served.version == version:
-        return served
-    tag = (champion.tags or {}).get(LOGIT_OFFSET_TAG)
+    tags = champion.tags or {}
+    refit = _finite_offset(tags.get(RECALIBRATED_OFFSET_TAG), version)
+    return refit if refit is not None else _finite_offset(tags.get(LOGIT_OFFSET_TAG), version)
+
+
+def _finite_offset(tag: str | None, version: str) -> LogitOffset | None:
     if tag is None:
         return None
-    offset = float(tag)
+    try:
+        offset = float(tag)
+    except ValueError:
+        return None
     return LogitOffset(offset, version) if math.isfinite(offset) else None
 
 

@@ -21,16 +21,18 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from telescore.core.features import split_features_label
 from telescore.core.monitoring import MonitoringParams, Window
+from telescore.core.outcomes import PENDING_EXPIRY
 from telescore.core.params import CalibrationParams, TrainingParams
 from telescore.core.predictions import FEATURES, MODEL_VERSION, ROUTE, SCORE
 from telescore.core.retraining import (
@@ -51,6 +53,7 @@ from telescore.io.registry import CHAMPION, ModelVersionRef, Registry
 from telescore.io.serving_client import ServingError
 from telescore.jobs import serving
 from telescore.jobs.model_repository import LogitOffset
+from telescore.jobs.outcomes import sweep_pending_outcomes
 from telescore.settings import Settings
 from telescore.validation.evidently import LABEL, evaluate_window
 from telescore.validation.evidently_dashboards import MonitoringWorkspace
@@ -83,6 +86,8 @@ class Monitor:
     """The params file a triggered training run reads, as the monitor's own."""
     serve_offset: ServeOffset | None = None
     """Serves a refitted log-odds offset; None: fit and record it, serve nothing (a dry run)."""
+    pending_outcome_expiry: timedelta = PENDING_EXPIRY
+    """How long outcomes reported before their prediction was logged wait for it."""
 
 
 @contextmanager
@@ -110,6 +115,7 @@ def open_monitor(
             prefect_api_url=settings.prefect.resolved_api_url(host),
             params_file=params_file,
             serve_offset=functools.partial(serving.serve_logit_offset, settings),
+            pending_outcome_expiry=settings.mongodb.pending_outcome_expiry,
         )
 
 
@@ -367,17 +373,22 @@ def recalibrate(
 def serve(monitor: Monitor, offset: LogitOffset) -> dict[str, Any]:
     """Have the champion served with `offset`; say whether it is (a failure does not fail the run).
 
-    The offset is in the model repository either way: MLServer serves it from its next load.
+    `serve_offset` tags the champion version with it in the registry, where every MLServer's
+    reconciler reads it, then serves it here at once if it can.
     """
     if monitor.serve_offset is None:
         return {"served": False, "reason": "dry run: not served"}
     try:
         reloaded = monitor.serve_offset(offset)
-    except (ServingError, httpx.HTTPError, OSError) as error:
+    except (ServingError, httpx.HTTPError, OSError, MlflowException) as error:
         logger.warning("log-odds offset %+.4f not served: %s", offset.offset, error)
-        return {"served": False, "reason": f"reload failed: {error}"}
+        return {"served": False, "reason": f"not published or not reloaded: {error}"}
     if reloaded is None:
-        return {"served": False, "reason": "no model repository here, or MLServer not running"}
+        return {
+            "served": False,
+            "published": True,
+            "reason": "tagged in the registry: each MLServer's reconciler serves it",
+        }
     served = reloaded.version == offset.version
     return {
         "served": served,
@@ -462,7 +473,12 @@ def offset_summary(recalibration: dict[str, Any] | None) -> str:
         f"{recalibration['version']}, fitted on {recalibration['rows']} labelled rows "
         f"(positive rate {recalibration['positive_rate']:.3f}, raw mean score "
         f"{recalibration['mean_raw_score']:.3f}), "
-        + ("served" if recalibration["served"] else f"not served: {recalibration['reason']}")
+        + (
+            "served"
+            if recalibration["served"]
+            else f"{'published' if recalibration.get('published') else 'not served'}: "
+            f"{recalibration['reason']}"
+        )
     )
 
 
@@ -500,6 +516,9 @@ def monitor_window(monitor: Monitor, window: Window, report_dir: Path) -> Monito
         raise LookupError("no champion to monitor: train one first")
     monitor.workspace.write_dashboard()
     follow_training_runs(monitor)
+    # Outcomes reported before their prediction was logged: joined ones count as labelled
+    # (and their windows as having late outcomes), expired ones are kept aside.
+    sweep_pending_outcomes(monitor.outcomes, expiry=monitor.pending_outcome_expiry)
     since = previous_run_started(monitor.records)
     read_at = datetime.now(UTC)
     model = monitor.registry.load_model(champion)

@@ -47,6 +47,16 @@ def record_pid(settings: Settings, service: ServiceProcess) -> None:
     pid_file.write_text(str(service.process.pid))
 
 
+def running_pid(settings: Settings, name: str) -> int | None:
+    """Return the pid of a service telescore started and that still runs, else None."""
+    pid_file = _pid_file(settings, name)
+    try:
+        pid = int(pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
 def service_env(settings: Settings) -> dict[str, str]:
     """Environment that points flow runs and tools at this platform's services."""
     host = settings.project.host

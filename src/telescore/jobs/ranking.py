@@ -4,7 +4,8 @@ Ranking 40k prospects must not rescore them on every page view. The list is scor
 cache key: the versions MLServer serves, the routing revision, the indicators revision, the
 calendar day and the number of prospects. Any of them changing rescores the whole list (each
 row is then a logged prediction, with its id); otherwise a page view is a filter and a slice of
-a sorted in-memory frame. Each app process keeps its own list: replicas score the same rows.
+a sorted in-memory frame. With a shared store (`jobs/call_lists.py`) the list of a key is scored
+by one replica and read by the others: every replica shows the same score and prediction id.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
 import pandas as pd
 
+from telescore.core.call_lists import CHUNK_ROWS, CacheKey
 from telescore.core.outcomes import Outcome
 from telescore.core.prospects import (
     ID,
@@ -34,12 +36,11 @@ from telescore.core.prospects import (
 )
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prospect_store import ProspectStore
+from telescore.jobs.call_lists import Columns, SharedCallLists, columns_of
 from telescore.jobs.explanations import Explainer
 from telescore.jobs.outcomes import RecordResult, Status, record_outcome, record_outcomes
 from telescore.jobs.scoring import Refreshed, Scored, ScoringService
 
-CHUNK_ROWS: Final = 5000
-"""Rows scored per step when the whole list is scored (the scoring service batches them)."""
 PROSPECTS_REFRESH_SECONDS: Final = 10.0
 RECENT_PREDICTIONS: Final = 100_000
 """Predictions scored by id that a call may cite before they reach MongoDB."""
@@ -65,18 +66,6 @@ class ScoredProspect:
 
     prospect_id: str
     scored: Scored
-
-
-@dataclass(frozen=True)
-class CacheKey:
-    """What the scores of the list depend on: any change rescores every prospect."""
-
-    champion: str | None
-    challenger: str | None
-    routing_revision: int | None
-    indicators_revision: int
-    day: date
-    prospects: int
 
 
 @dataclass(frozen=True)
@@ -115,9 +104,11 @@ class CallList:
         outcomes: OutcomeStore,
         *,
         explainer: Explainer | None = None,
+        shared: SharedCallLists | None = None,
         today: Callable[[], date] = lambda: datetime.now(UTC).date(),
     ) -> None:
         self._scoring = scoring
+        self._shared = shared
         self._prospects = prospects
         self._outcomes = outcomes
         self._today = today
@@ -282,37 +273,67 @@ class CallList:
 
     def _current_frame(self) -> pd.DataFrame:
         key = self.key()
-        if self._frame is None or key != self._key:
-            self._frame = self._score_everyone()
-            self._key = key
-            self._scored_at = datetime.now(UTC)
-            self._calls_seen_at = None  # the new frame has every call applied
+        if self._frame is not None and key == self._key:
+            return self._frame
+        read: list[pd.DataFrame] = []
+
+        def prospects() -> pd.DataFrame:  # read once, and only if the list is built here
+            if not read:
+                read.append(self._read_prospects())
+            return read[0]
+
+        if self._shared is None:
+            columns = _concatenated(self._score_chunks(prospects()))
+            scored_at = datetime.now(UTC)
+        else:
+            # With a list already shown, another replica's scoring is not waited for.
+            stored = self._shared.obtain(
+                key, lambda: self._score_chunks(prospects()), wait=self._frame is None
+            )
+            if stored is None:
+                assert self._frame is not None  # noqa: S101 - only without waiting
+                return self._frame  # the previous key's list, until the new one is ready
+            columns, scored_at = stored.columns, stored.scored_at
+        self._frame = self._ranked(prospects(), columns)
+        self._key = key
+        self._scored_at = scored_at
         return self._frame
 
-    def _score_everyone(self) -> pd.DataFrame:
+    def _read_prospects(self) -> pd.DataFrame:
         prospects = pd.DataFrame(list(self._prospects.all_prospects()))
         if prospects.empty:
+            return pd.DataFrame(columns=list(PROSPECT_FIELDS)).rename_axis(ID)
+        return prospects.set_index(ID).loc[:, list(PROSPECT_FIELDS)]
+
+    def _score_chunks(self, prospects: pd.DataFrame) -> Iterator[Columns]:
+        """Score every prospect, a logged prediction each; yield the answers chunk by chunk."""
+        if prospects.empty:
+            return
+        records = prospects.reset_index(drop=True).to_dict(orient="records")
+        rows = model_records(records, self._indicators_record().indicators, self._today())
+        for start in range(0, len(rows), CHUNK_ROWS):
+            keys = [str(each) for each in prospects.index[start : start + CHUNK_ROWS]]
+            scored = self._scoring.score(
+                rows[start : start + CHUNK_ROWS], keys, f"call-list-{uuid.uuid4()}"
+            )
+            yield columns_of(keys, scored)
+
+    def _ranked(self, prospects: pd.DataFrame, columns: Columns) -> pd.DataFrame:
+        """Join the scores to the profiles, mark the calls, sort best first (ties by id)."""
+        if prospects.empty:
             return _empty_list()
-        prospects = prospects.set_index(ID).loc[:, list(PROSPECT_FIELDS)]
+        scores = pd.DataFrame(columns).set_index("prospect_id").rename_axis(ID)
+        # A prospect stored after the list was scored (same count: one replaced) waits for the
+        # next key; one deleted since drops out.
+        frame = prospects.join(scores, how="inner")
         self._reasons = {}
         if self._explainer is not None:
             self._explainer.set_population(prospects)
-        records = prospects.reset_index(drop=True).to_dict(orient="records")
-        rows = model_records(records, self._indicators_record().indicators, self._today())
-        answers: list[Scored] = []
-        for start in range(0, len(rows), CHUNK_ROWS):
-            chunk = rows[start : start + CHUNK_ROWS]
-            keys = list(prospects.index[start : start + CHUNK_ROWS])
-            answers.extend(self._scoring.score(chunk, keys, f"call-list-{uuid.uuid4()}"))
-        prospects["score"] = [each.score for each in answers]
-        prospects["prediction_id"] = [each.prediction_id for each in answers]
-        prospects["model_version"] = [each.model_version for each in answers]
-        prospects["route"] = [each.route for each in answers]
-        prospects["called"] = False
-        prospects["last_result"] = None
-        self._calls_seen_at = None
-        self._apply_new_calls(prospects)
-        return prospects.sort_values("score", ascending=False, kind="stable")
+        frame["called"] = False
+        frame["last_result"] = None
+        self._calls_seen_at = None  # the new frame gets every call applied
+        self._apply_new_calls(frame)
+        return frame.sort_index().sort_values("score", ascending=False, kind="stable")
 
     def _apply_new_calls(self, frame: pd.DataFrame) -> None:
         """Mark the prospects called since the last look (by any caller, on any replica)."""
@@ -359,6 +380,14 @@ def _outcome(call: Mapping[str, Any], label: bool) -> Outcome:
         reported_at=call["at"],
         source=f"app:{call['caller']}",
     )
+
+
+def _concatenated(chunks: Iterator[Columns]) -> Columns:
+    columns: Columns = {}
+    for chunk in chunks:
+        for name, values in chunk.items():
+            columns.setdefault(name, []).extend(values)
+    return columns
 
 
 def _empty_list() -> pd.DataFrame:

@@ -14,17 +14,24 @@ import pandas as pd
 from telescore.core.predictions import ID
 from telescore.core.release import ArmEvidence, ReleaseRules, decide_release
 from telescore.core.routing import RoutingConfig
+from telescore.core.serving_counts import counts_since
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prospect_store import ProspectStore
 from telescore.io.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
 from telescore.io.release_store import ReleaseStore
-from telescore.io.serving_client import read_metrics
+from telescore.io.serving_counter_store import ServingCounterStore
 from telescore.jobs.scoring import SERVED_MODELS, read_routing
 from telescore.jobs.serving import serve_new_champion
 from telescore.settings import Settings
 from telescore.validation.evidently_dashboards import MonitoringWorkspace
 
 logger = logging.getLogger(__name__)
+
+FORGET_SILENT_SECONDS = 3600.0
+"""A process's counts silent this long before the release began are deleted (they count 0).
+
+Live processes store theirs at least every minute (`ShipperConfig.counters_heartbeat`).
+"""
 
 
 def set_routing(store: ReleaseStore, config: RoutingConfig, by: str) -> RoutingConfig:
@@ -61,7 +68,8 @@ def release_evidence(
     `labelled`: predictions since the release began, with `subscribed` joined (None: no
     outcome yet). In shadow mode the challenger's answers pair with the champion's shown ones
     by (request id, row), and so with their outcomes: the comparison is paired.
-    `serving_counts`: (requests, failures) per served model, from MLServer's metrics.
+    `serving_counts`: (requests, failures) per served model since the routing changed, over
+    every MLServer process (`fleet_serving_counts`).
     """
     shown = labelled[labelled["route"].isin(["champion", "challenger"])]
     arms = {
@@ -113,23 +121,15 @@ def release_evidence(
     return evidence["champion"], evidence["challenger"], paired
 
 
-def serving_counts(metrics: Mapping[str, float]) -> dict[str, tuple[int, int]]:
-    """Return (requests, failures) per served model from MLServer's request counters.
+def fleet_serving_counts(
+    counters: ServingCounterStore, releases: ReleaseStore, routing: RoutingConfig
+) -> dict[str, tuple[int, int]]:
+    """Return (requests, failures) per served model since `routing` began, over every process.
 
-    `metrics` are read with the prefix `model_infer_request_` cut off, so that names look like
-    `success_total{model="telemarketing",version=""}`.
+    Each MLServer process's shipper stores its counts about every second (`serving_counters`);
+    the counts stored as the routing changed are the baseline (`core/serving_counts.py`).
     """
-    counts: dict[str, list[int]] = {}
-    for name, value in metrics.items():
-        kind, _, labels = name.partition("{")
-        if kind not in ("success_total", "failure_total") or 'model="' not in labels:
-            continue
-        model = labels.split('model="', 1)[1].split('"', 1)[0]
-        requests_failures = counts.setdefault(model, [0, 0])
-        requests_failures[0] += int(value)
-        if kind == "failure_total":
-            requests_failures[1] += int(value)
-    return {model: (requests, failures) for model, (requests, failures) in counts.items()}
+    return counts_since(counters.processes(), releases.serving_baseline(routing.revision))
 
 
 def run_promotion(
@@ -144,6 +144,7 @@ def run_promotion(
         ReleaseStore(uri, database) as releases,
         OutcomeStore(uri, database, read_timeout_ms=600_000) as outcomes,
         ProspectStore(uri, database) as prospects,
+        ServingCounterStore(uri, database) as counters,
     ):
         routing = read_routing(releases)
         if (
@@ -170,11 +171,12 @@ def run_promotion(
         labelled = pd.DataFrame(
             [row for chunk in outcomes.labelled_predictions(start, end) for row in chunk]
         )
-        metrics = read_metrics(_metrics_url(settings), "model_infer_request_")
+        # Processes silent since well before the release count zero in it: forget them.
+        counters.forget_before(since.timestamp() - FORGET_SILENT_SECONDS)
         champion_arm, challenger_arm, paired = release_evidence(
             labelled if not labelled.empty else _no_predictions(),
             prospects.calls_since(since),
-            serving_counts(metrics),
+            fleet_serving_counts(counters, releases, routing),
             routing,
             champion.version,
             challenger.version,
@@ -252,7 +254,10 @@ def _show_on_dashboard(
 
 
 def rollback_to_previous(settings: Settings, by: str) -> tuple[str, str]:
-    """Make `previous` the champion again (the champion becomes `previous`); serve it now.
+    """Make `previous` the champion again (the champion becomes `previous`).
+
+    Only the registry changes: every MLServer's reconciler serves the new champion within
+    seconds (`serve_new_champion` wakes the local one, or reloads where none runs).
 
     Returns (old champion, new champion). Raises LookupError when there is no `previous`.
     """
@@ -269,10 +274,6 @@ def rollback_to_previous(settings: Settings, by: str) -> tuple[str, str]:
         set_routing(releases, RoutingConfig(), by)
     serve_new_champion(settings)
     return champion.version, previous.version
-
-
-def _metrics_url(settings: Settings) -> str:
-    return f"http://{settings.project.host}:{settings.serving.metrics_port}/metrics"
 
 
 def _no_predictions() -> pd.DataFrame:

@@ -1,11 +1,19 @@
 """Serving control: start MLServer on the registry's aliases, reload it, say what it serves.
 
 This is the control plane. What runs inside MLServer (the runtime, the prediction journal and
-its shipper) is `telescore.serving`, which never imports the jobs.
+its shipper) is `telescore.serving`, which never imports the jobs. A release is served by each
+MLServer's own reconciler (`jobs.reconciler`), which follows the registry: promoting, rolling
+back and recalibrating only move aliases and tags; waking the local reconciler (or, where none
+runs, reloading the local MLServer) just makes it quicker.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +24,13 @@ from telescore.io.serving_client import ServingClient, ServingError, read_metric
 from telescore.jobs import platform
 from telescore.jobs.model_repository import (
     CHAMPION_MODEL,
+    RECALIBRATED_OFFSET_TAG,
     LogitOffset,
     ServerOptions,
     write_logit_offset,
     write_registry_repository,
 )
-from telescore.services.mlserver import mlserver_process
+from telescore.services.mlserver import mlserver_process, reconciler_process
 from telescore.services.processes import ServiceProcess
 from telescore.serving.options import RuntimeOptions
 from telescore.settings import ENV_FILE_VARIABLE, Settings, env_file
@@ -105,6 +114,16 @@ def repository_dir(settings: Settings) -> Path:
     return settings.project.state_dir / "mlserver"
 
 
+def reconciler_status_file(settings: Settings) -> Path:
+    """Return the file the embedded MLServer's reconciler rewrites after every tick."""
+    return settings.project.state_dir / "run" / "mlserver-reconciler.json"
+
+
+def local_serving_url(settings: Settings) -> str:
+    """Return the embedded MLServer's own URL (never `serving.url`, which may balance replicas)."""
+    return f"http://{settings.project.host}:{settings.serving.http_port}"
+
+
 def _registry_client(settings: Settings) -> MlflowClient:
     uri = settings.mlflow.resolved_tracking_uri(settings.project.host)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -127,6 +146,52 @@ def _process(settings: Settings, ready_models: list[str]) -> ServiceProcess:
     )
 
 
+def _reconciler(settings: Settings) -> ServiceProcess:
+    return reconciler_process(
+        settings.project.state_dir,
+        repository_dir(settings),
+        local_serving_url(settings),
+        reconciler_status_file(settings),
+        env={ENV_FILE_VARIABLE: str(env_file())},
+    )
+
+
+def start_reconciler(settings: Settings) -> bool:
+    """Start the embedded MLServer's reconciler unless it runs; False when it already ran."""
+    reconciler = _reconciler(settings)
+    if platform.is_running(settings, reconciler):
+        return False
+    reconciler_status_file(settings).unlink(missing_ok=True)  # its health: written once it looked
+    reconciler.start()
+    platform.record_pid(settings, reconciler)
+    return True
+
+
+def wake_reconciler(settings: Settings) -> bool:
+    """Have the embedded MLServer's reconciler look at the registry now; False if none runs."""
+    pid = platform.running_pid(settings, _reconciler(settings).name)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGUSR1)
+        return True
+    return False
+
+
+def reconciler_report(settings: Settings) -> str | None:
+    """Say what the embedded reconciler saw last (None: none runs here)."""
+    path = reconciler_status_file(settings)
+    if platform.running_pid(settings, _reconciler(settings).name) is None or not path.exists():
+        return None
+    last = json.loads(path.read_text())
+    age = max(0.0, time.time() - float(last.get("at", 0.0)))
+    wanted = ", ".join(
+        f"{name} v{version}" for name, version in (last.get("desired") or {}).items()
+    )
+    problem = f"; last look failed: {last['error']}" if last.get("error") else ""
+    return f"reconciler: looked {age:.0f} s ago, registry wants {wanted or '(unknown)'}{problem}"
+
+
 def status(settings: Settings) -> ServingStatus:
     """Return the served models and their versions (empty when MLServer is not up)."""
     host, serving = settings.project.host, settings.serving
@@ -147,15 +212,20 @@ def status(settings: Settings) -> ServingStatus:
 
 
 def start_serving(settings: Settings, runtime: RuntimeOptions | None = None) -> ServingStatus:
-    """Start MLServer on the current aliases, or reload it if it already runs.
+    """Start MLServer on the current aliases and its reconciler, or reload it if it runs.
 
+    The reconciler keeps it serving the registry's aliases and offsets from then on.
     Raises LookupError when the registry has no champion yet (train first).
     """
     url = settings.serving.resolved_url(settings.project.host)
     with ServingClient(url, timeout=2.0) as client:
-        if client.ready():
-            reload_serving(settings)
-            return status(settings)
+        running = client.ready()
+    if running:
+        if settings.serving.url is not None:
+            reload_serving(settings)  # a server of its own, with its own reconciler
+        elif not start_reconciler(settings):  # a new one has reconciled once when it returns
+            wake_reconciler(settings)  # it alone loads models here: no reload beside it
+        return status(settings)
     runtime = runtime or RuntimeOptions(prediction_log=settings.serving.prediction_log)
     server = ServerOptions(
         host=settings.project.host,
@@ -173,11 +243,18 @@ def start_serving(settings: Settings, runtime: RuntimeOptions | None = None) -> 
     process = _process(settings, [m.name for m in models])
     process.start()
     platform.record_pid(settings, process)
+    start_reconciler(settings)
     return status(settings)
 
 
 def serve_new_champion(settings: Settings) -> list[Reloaded]:
-    """Reload MLServer after a promotion if it runs; an empty list when it does not."""
+    """Serve the registry's new aliases here at once; every replica's reconciler does anyway.
+
+    Wakes the local reconciler if one runs (an empty list: it reloads, alone); else reloads
+    the MLServer at `serving.url` if it runs and `serving.reload_on_release` says so.
+    """
+    if wake_reconciler(settings) or not settings.serving.reload_on_release:
+        return []
     with ServingClient(settings.serving.resolved_url(settings.project.host), timeout=2.0) as client:
         if not client.ready():
             return []
@@ -185,11 +262,16 @@ def serve_new_champion(settings: Settings) -> list[Reloaded]:
 
 
 def serve_logit_offset(settings: Settings, offset: LogitOffset) -> Reloaded | None:
-    """Serve the champion with a new log-odds offset: write it, reload that model only.
+    """Have the champion served with a new log-odds offset: tag its version, then serve it here.
 
-    Returns the reload; None when there is no model repository (nothing served here yet) or
-    MLServer is not running: the offset written is served from its next start.
+    The tag in the registry is what every MLServer's reconciler serves. Returns the local
+    reload; None when the local reconciler was woken to do it, or nothing is served here.
     """
+    _registry_client(settings).set_model_version_tag(
+        settings.mlflow.model_name, offset.version, RECALIBRATED_OFFSET_TAG, repr(offset.offset)
+    )
+    if wake_reconciler(settings) or not settings.serving.reload_on_release:
+        return None
     if not write_logit_offset(repository_dir(settings), CHAMPION_MODEL, offset):
         return None
     url = settings.serving.resolved_url(settings.project.host)

@@ -7,17 +7,24 @@ from pathlib import Path
 from telescore.services.processes import ServiceProcess, console_script, http_ok, tcp_open
 
 
-def mlflow_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> ServiceProcess:
-    """MLflow tracking server and registry on SQLite, serving artifacts from a local folder."""
+def mlflow_server(
+    state_dir: Path, port: int, host: str = "127.0.0.1", backend_store_uri: str | None = None
+) -> ServiceProcess:
+    """MLflow tracking server and registry on SQLite, serving artifacts from a local folder.
+
+    `backend_store_uri` puts the runs and the registry elsewhere (postgresql://...); it goes
+    through the environment, so that its password is not on the command line.
+    """
     root = state_dir / "mlflow"
     root.mkdir(parents=True, exist_ok=True)
+    store = {
+        "MLFLOW_BACKEND_STORE_URI": backend_store_uri or f"sqlite:///{root.resolve() / 'mlflow.db'}"
+    }
     return ServiceProcess(
         name="mlflow",
         command=[
             console_script("mlflow"),
             "server",
-            "--backend-store-uri",
-            f"sqlite:///{root.resolve() / 'mlflow.db'}",
             "--artifacts-destination",
             str((root / "artifacts").resolve()),
             "--host",
@@ -30,13 +37,19 @@ def mlflow_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> Servic
         health=http_ok(f"http://{host}:{port}/health"),
         log_path=state_dir / "logs" / "mlflow.log",
         # The GenAI job runner starts half a dozen consumer processes; telescore needs none.
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | store,
     )
 
 
-def prefect_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> ServiceProcess:
-    """Prefect server (API and UI) on SQLite under the state folder."""
+def prefect_server(
+    state_dir: Path, port: int, host: str = "127.0.0.1", database_url: str | None = None
+) -> ServiceProcess:
+    """Prefect server (API and UI) on SQLite under the state folder.
+
+    `database_url` puts its database elsewhere (postgresql+asyncpg://...).
+    """
     home = prefect_home(state_dir)
+    database = {"PREFECT_API_DATABASE_CONNECTION_URL": database_url} if database_url else {}
     return ServiceProcess(
         name="prefect",
         command=[console_script("prefect"), "server", "start", "--host", host, "--port", str(port)],
@@ -46,7 +59,8 @@ def prefect_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> Servi
         | {
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_API_URL": f"http://{host}:{port}/api",
-        },
+        }
+        | database,
     )
 
 

@@ -60,6 +60,41 @@ def mlserver_process(
     )
 
 
+def reconciler_process(
+    state_dir: Path,
+    repository_dir: Path,
+    serving_url: str,
+    status_file: Path,
+    *,
+    slot: str = "all",
+    env: Mapping[str, str] | None = None,
+    startup_timeout: float = 60.0,
+) -> ServiceProcess:
+    """The MLServer's reconciler (`telescore serve reconcile`), healthy once it has looked."""
+    state_dir = state_dir.resolve()
+    return ServiceProcess(
+        name="mlserver-reconciler",
+        command=[
+            console_script("telescore"),
+            "serve",
+            "reconcile",
+            "--repository",
+            str(repository_dir.resolve()),
+            "--url",
+            serving_url,
+            "--slot",
+            slot,
+            "--status-file",
+            str(status_file.resolve()),
+        ],
+        health=status_file.exists,
+        log_path=state_dir / "logs" / "mlserver-reconciler.log",
+        env={"TELESCORE_STATE_DIR": str(state_dir), **(env or {})},
+        cwd=state_dir,
+        startup_timeout=startup_timeout,
+    )
+
+
 def _check_ports(
     repository_dir: Path, host: str, http_port: int, grpc_port: int, metrics_port: int
 ) -> None:

@@ -18,7 +18,13 @@ import orjson
 import pandas as pd
 from fastapi import status
 from mlserver.errors import MLServerError
-from mlserver.types import InferenceRequest, InferenceResponse, Parameters, ResponseOutput
+from mlserver.types import (
+    InferenceRequest,
+    InferenceResponse,
+    MetadataModelResponse,
+    Parameters,
+    ResponseOutput,
+)
 from mlserver.utils import generate_uuid
 from mlserver_mlflow import MLflowRuntime
 
@@ -43,6 +49,7 @@ from telescore.serving.shipping import (
     attach_shipper,
     detach_shipper,
     prediction_log_metrics,
+    request_counter,
 )
 from telescore.settings import load_settings
 
@@ -137,6 +144,22 @@ class TelescoreRuntime(MLflowRuntime):
         )
         return True
 
+    async def metadata(self) -> MetadataModelResponse:
+        """Model metadata, with the route and the log-odds offset this instance serves.
+
+        What an MLServer's reconciler compares with the registry's wish (`jobs.reconciler`).
+        """
+        metadata = await super().metadata()
+        served = getattr(self, "_route", None), getattr(self, "_logit_offset", None)
+        if served[0] is not None:
+            parameters = metadata.parameters or Parameters()
+            metadata.parameters = Parameters(
+                **parameters.model_dump(exclude_none=True),
+                route=served[0],
+                logit_offset=served[1],
+            )
+        return metadata
+
     async def unload(self) -> bool:
         """Seal this model's journal segment; the last model unloaded stops the shipper."""
         journals, self._journals = getattr(self, "_journals", {}), {}
@@ -149,6 +172,18 @@ class TelescoreRuntime(MLflowRuntime):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        """Answer one request, and count it (failed or not) for the release guards."""
+        try:
+            response = await self._answer(payload)
+        except Exception:
+            # Every exception, refused inputs (4xx) included: what MLServer's own
+            # model_infer_request_failure_total counts (`count_exceptions` in its data plane).
+            request_counter().count(self.name, self._model_version, failed=True)
+            raise
+        request_counter().count(self.name, self._model_version, failed=False)
+        return response
+
+    async def _answer(self, payload: InferenceRequest) -> InferenceResponse:
         """Validate, score, flag out-of-range rows, journal, then answer one request."""
         started = time.perf_counter()
         timestamp = time.time()

@@ -13,7 +13,10 @@ server's process:
 - sets aside a record MongoDB refuses (after `refusal_retries` more tries) in the
   dead-letter file `<root>/dead-letter/predictions.jsonl`, with the reason, and goes on;
 - fsyncs the segments every `fsync_interval` seconds: what a machine crash can lose;
-- reports a JSON status line on stdout every `status_interval` seconds.
+- reports a JSON status line on stdout every `status_interval` seconds;
+- stores the request counts its server sends on stdin (one JSON line each time they change)
+  in `serving_counters`, at most every `counters_interval` seconds, on standby too: the
+  promotion sums them over every MLServer process.
 
 One shipper per root holds `<root>/.shipper.lock`; another one started meanwhile waits on
 standby. It stops when its stdin closes or the server that started it is gone: it then ships
@@ -39,10 +42,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo.errors import PyMongoError
 
 from telescore.core.predictions import ServedModel, entry_records, read_entry
+from telescore.core.serving_counts import ProcessCounts
 from telescore.core.shipping import ShippingPolicy, ship_now
 from telescore.io.journal import (
     CorruptFrameError,
@@ -57,6 +61,7 @@ from telescore.io.journal import (
     write_progress,
 )
 from telescore.io.prediction_store import InsertOutcome, PredictionStore, Refused
+from telescore.io.serving_counter_store import ServingCounterStore
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +100,10 @@ class ShipperConfig(BaseModel):
     """Longest wait between tries while MongoDB is down."""
     refusal_retries: int = Field(default=2, ge=0)
     """Further tries of a record MongoDB refused, before it is set aside."""
+    counters_interval: float = Field(default=1.0, gt=0)
+    """Seconds between two stores of the server's request counts (only when they changed)."""
+    counters_heartbeat: float = Field(default=60.0, gt=0)
+    """Seconds after which unchanged counts are stored again: a silent document is a dead one."""
 
     def policy(self) -> ShippingPolicy:
         """Return when to ship, as the pure policy states it."""
@@ -400,12 +409,15 @@ class Shipper:
 
 
 class _Control:
-    """Tells the loop when to stop: stdin closed, or the server that started it gone."""
+    """Tells the loop when to stop (stdin closed, or the server gone); keeps the counts sent."""
 
     def __init__(self, stdin: int) -> None:
         self._stdin = stdin
         self._parent = os.getppid()
+        self._pending = b""
         self.stopping = False
+        self.counts: ProcessCounts | None = None
+        """The server's latest request counts (None until it sends some)."""
 
     def wait(self, seconds: float) -> bool:
         """Wait up to `seconds`, waking early on stdin; return True once asked to stop."""
@@ -413,32 +425,89 @@ class _Control:
             time.sleep(seconds)
             return True
         readable, _, _ = select.select([self._stdin], [], [], seconds)
-        if readable and not os.read(self._stdin, 4096):
-            self.stopping = True
+        if readable:
+            data = os.read(self._stdin, 65536)
+            if data:
+                self._take(data)
+            else:
+                self.stopping = True
         if os.getppid() != self._parent:
             self.stopping = True
         return self.stopping
+
+    def _take(self, data: bytes) -> None:
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        for line in lines:
+            if line.strip():
+                try:
+                    self.counts = ProcessCounts.model_validate_json(line)
+                except ValidationError as error:
+                    logger.warning("unreadable request counts from the server: %.200s", error)
+
+
+class CountsPublisher:
+    """Stores the server's request counts when they change, and unchanged once a heartbeat."""
+
+    def __init__(
+        self,
+        store: ServingCounterStore,
+        config: ShipperConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._interval = config.counters_interval
+        self._heartbeat = config.counters_heartbeat
+        self._max_backoff = config.max_backoff
+        self._clock = clock
+        self._published: ProcessCounts | None = None
+        self._published_at = float("-inf")
+        self._due = float("-inf")
+        self._backoff = config.counters_interval
+
+    def publish(self, counts: ProcessCounts | None, *, now_or_never: bool = False) -> None:
+        """Store `counts` if they changed and are due (`now_or_never`: due now, one try)."""
+        now = self._clock()
+        unchanged = counts == self._published and now < self._published_at + self._heartbeat
+        if counts is None or unchanged or (now < self._due and not now_or_never):
+            return
+        try:
+            self._store.publish(counts, time.time())
+        except PyMongoError as error:
+            if self._backoff == self._interval:
+                logger.warning("request counts not stored (%.200s); retrying", error)
+            self._backoff = min(self._backoff * 2, self._max_backoff)
+            self._due = now + self._backoff
+            return
+        self._published, self._published_at = counts, now
+        self._backoff = self._interval
+        self._due = now + self._interval
 
 
 def run(config: ShipperConfig, control: _Control, report: Callable[[ShipperStatus], None]) -> None:
     """Ship until asked to stop, then drain for up to `drain_timeout` seconds."""
     standby = ShipperStatus(standby=True)
+    with ServingCounterStore(config.mongodb_uri, config.database) as counter_store:
+        counts = CountsPublisher(counter_store, config)
 
-    def wait_for_lock() -> bool:
-        report(standby)
-        return not control.wait(0.5)
+        def wait_for_lock() -> bool:
+            report(standby)
+            counts.publish(control.counts)  # a standby's server counts requests too
+            return not control.wait(0.5)
 
-    with shipper_lock(config.root, wait=wait_for_lock) as held:
-        if not held:
-            return
-        with PredictionStore(config.mongodb_uri, config.database) as store:
-            shipper = Shipper(config, store)
-            try:
-                _loop(shipper, store, control, report)
-            finally:
-                shipper.fsync()
-                shipper.close()
-            report(shipper.status)
+        try:
+            with shipper_lock(config.root, wait=wait_for_lock) as held:
+                if not held:
+                    return
+                with PredictionStore(config.mongodb_uri, config.database) as store:
+                    shipper = Shipper(config, store)
+                    try:
+                        _loop(shipper, store, control, report, counts)
+                    finally:
+                        shipper.fsync()
+                        shipper.close()
+                    report(shipper.status)
+        finally:
+            counts.publish(control.counts, now_or_never=True)
 
 
 def _loop(
@@ -446,6 +515,7 @@ def _loop(
     store: PredictionStore,
     control: _Control,
     report: Callable[[ShipperStatus], None],
+    counts: CountsPublisher,
 ) -> None:
     config = shipper.config
     policy = config.policy()
@@ -486,14 +556,15 @@ def _loop(
         if now >= next_status:
             report(shipper.status)
             next_status = now + config.status_interval
+        counts.publish(control.counts)
         # Done once every segment is shipped and deleted: a server that just died may close its
         # segments a moment after its end of the pipe, so a shipped one may not be sealed yet.
         if deadline is not None and (shipper.status.segments == 0 or now >= deadline):
             if shipper.status.backlog:
                 logger.warning("%d rows left on disk for the next shipper", shipper.status.backlog)
             return
-        if not settled:
-            control.wait(config.poll_interval)
+        # While busy shipping, still read stdin: the counts, or the request to stop.
+        control.wait(0 if settled else config.poll_interval)
 
 
 def _ready(

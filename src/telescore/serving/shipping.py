@@ -3,7 +3,12 @@
 One shipper per journal root, however many models write there: the first model loaded starts
 it and the last one unloaded stops it, so a reload (new instance up before the old one goes)
 never stops shipping. The counts it reports, with the journal writers' own, are Prometheus
-metrics on MLServer's metrics port, read when scraped: nothing is counted per request.
+metrics on MLServer's metrics port, read when scraped.
+
+The process's request and failure counts (`request_counter`, counted by the runtime per model
+and version) go to the shipper on its stdin, a JSON line whenever they changed, at most every
+`counters_interval`; the shipper stores them in MongoDB for the promotion to sum over every
+MLServer process (`core/serving_counts.py`).
 """
 
 from __future__ import annotations
@@ -11,7 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import sys
+import threading
+import time
+import uuid
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
+from telescore.core.serving_counts import ModelCounts, ProcessCounts
 from telescore.io.journal import JournalWriter
 from telescore.serving.shipper import ShipperConfig, ShipperStatus
 
@@ -29,10 +40,57 @@ logger = logging.getLogger(__name__)
 
 SHIPPER_MODULE: Final = "telescore.serving.shipper"
 PREFIX: Final = "telescore_prediction_log"
+SERVING_PREFIX: Final = "telescore_serving"
 
 
 class ShipperStartError(RuntimeError):
     """The shipper process did not start, or refused its configuration."""
+
+
+class RequestCounter:
+    """Requests and failures per served model and version in this process; thread-safe."""
+
+    def __init__(self) -> None:
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.process = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        """This process's id in `serving_counters`: a restarted process is a new one."""
+        self.started_at = time.time()
+        self._counts: dict[tuple[str, str], list[int]] = {}
+        self._lock = threading.Lock()
+
+    def count(self, model: str, version: str, *, failed: bool) -> None:
+        """Count one request to `model` (its MLServer name) at `version`, failed or not."""
+        with self._lock:
+            tally = self._counts.setdefault((model, version), [0, 0])
+            tally[0] += 1
+            tally[1] += failed
+
+    def snapshot(self) -> ProcessCounts:
+        """Return the counts so far."""
+        with self._lock:
+            counts = sorted((key, tuple(value)) for key, value in self._counts.items())
+        return ProcessCounts(
+            process=self.process,
+            host=self.host,
+            pid=self.pid,
+            started_at=self.started_at,
+            counts=tuple(
+                ModelCounts(model=model, version=version, requests=requests, failures=failures)
+                for (model, version), (requests, failures) in counts
+            ),
+        )
+
+
+_request_counter: RequestCounter | None = None
+
+
+def request_counter() -> RequestCounter:
+    """Return this process's request counter, made once (after a fork: the child's own)."""
+    global _request_counter  # noqa: PLW0603 - one counter per process
+    if _request_counter is None or _request_counter.pid != os.getpid():
+        _request_counter = RequestCounter()
+    return _request_counter
 
 
 class ShipperSupervisor:
@@ -42,10 +100,13 @@ class ShipperSupervisor:
         self,
         config: ShipperConfig,
         *,
+        counter: RequestCounter | None = None,
         start_timeout: float = 60.0,
         max_restart_delay: float = 10.0,
     ) -> None:
         self.config = config
+        self._counter = counter
+        self._feeder: asyncio.Task[None] | None = None
         self._start_timeout = start_timeout
         self._max_restart_delay = max_restart_delay
         self._child: asyncio.subprocess.Process | None = None
@@ -77,7 +138,12 @@ class ShipperSupervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._restarter
         child = self._child
+        if self._feeder is not None:
+            self._feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feeder
         if child is not None and child.stdin is not None:
+            self._send_counts(child)  # the last counts, shipped as it drains
             child.stdin.close()
             try:
                 await asyncio.wait_for(child.wait(), self.config.drain_timeout + 10.0)
@@ -116,6 +182,8 @@ class ShipperSupervisor:
         self.status = ShipperStatus()
         self._apply(status)
         self._watcher = asyncio.create_task(self._watch(child))
+        if self._counter is not None:
+            self._feeder = asyncio.create_task(self._feed(child))
         logger.info("prediction log shipper %d ships %s", child.pid, self.config.root)
 
     async def _watch(self, child: asyncio.subprocess.Process) -> None:
@@ -127,6 +195,9 @@ class ShipperSupervisor:
                 logger.warning("prediction log shipper said: %.200s", line)
         code = await child.wait()
         self._watcher = None
+        if self._feeder is not None and not self._closing:
+            self._feeder.cancel()
+            self._feeder = None
         if not self._closing:
             # Nothing is lost: every row it had not shipped is still in the journal.
             logger.error("prediction log shipper %d exited with %s; restarting it", child.pid, code)
@@ -145,6 +216,24 @@ class ShipperSupervisor:
                 self.restarts += 1
                 self._restarter = None
                 return
+
+    async def _feed(self, child: asyncio.subprocess.Process) -> None:
+        """Send the request counts to the shipper whenever they changed (a new one: at once)."""
+        sent: ProcessCounts | None = None
+        while True:
+            sent = self._send_counts(child, unless=sent)
+            await asyncio.sleep(self.config.counters_interval)
+
+    def _send_counts(
+        self, child: asyncio.subprocess.Process, unless: ProcessCounts | None = None
+    ) -> ProcessCounts | None:
+        if self._counter is None or child.stdin is None or child.stdin.is_closing():
+            return unless
+        counts = self._counter.snapshot()
+        if counts != unless:
+            with contextlib.suppress(OSError):  # it died: the next one gets them
+                child.stdin.write(counts.model_dump_json().encode() + b"\n")
+        return counts
 
     def _apply(self, status: ShipperStatus) -> None:
         previous = self.status
@@ -220,6 +309,27 @@ class PredictionLogMetrics(Collector):
             "1 while the shipper's last write to MongoDB succeeded, 0 while rows wait on disk.",
             float(all(not s.status.mongodb_down for s in active)),
         )
+        yield from _request_metrics(request_counter().snapshot())
+
+
+def _request_metrics(counts: ProcessCounts) -> Iterator[Metric]:
+    """The process's request counts, as its shipper stores them in `serving_counters`."""
+    labels = ["process", "model", "version"]
+    requests = CounterMetricFamily(
+        f"{SERVING_PREFIX}_requests",
+        "Requests the runtime answered or failed, per model and version (this process).",
+        labels=labels,
+    )
+    failures = CounterMetricFamily(
+        f"{SERVING_PREFIX}_failures",
+        "Requests the runtime failed, refused inputs (4xx) included (this process).",
+        labels=labels,
+    )
+    for each in counts.counts:
+        requests.add_metric([counts.process, each.model, each.version], each.requests)
+        failures.add_metric([counts.process, each.model, each.version], each.failures)
+    yield requests
+    yield failures
 
 
 def _counter(name: str, documentation: str, value: float) -> Metric:
@@ -268,7 +378,7 @@ async def attach_shipper(config: ShipperConfig, metrics: PredictionLogMetrics) -
         root = config.root.resolve()
         shared = _shared.get(root)
         if shared is None:
-            supervisor = ShipperSupervisor(config)
+            supervisor = ShipperSupervisor(config, counter=request_counter())
             await supervisor.start()
             metrics.track_supervisor(supervisor)
             shared = _shared[root] = _Shared(supervisor)

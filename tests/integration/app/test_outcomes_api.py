@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from telescore.io.access_store import AccessStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prediction_store import PredictionStore
 from telescore.jobs.access import create_api_key
-from telescore.jobs.outcomes import import_outcomes
+from telescore.jobs.outcomes import import_outcomes, sweep_pending_outcomes
+from telescore.jobs.replay import report_outcomes
 from telescore.services.embedded import mongodb_server, outcomes_api
 from telescore.services.processes import ServiceProcess, free_port
 from telescore.settings import MongoSettings, Settings
@@ -40,9 +41,15 @@ LOGGED_AT = datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
 REPORTED_AT = "2024-05-08T10:00:00.000Z"
 
 
-def _log(uri: str, database: str, count: int) -> list[str]:
+def _issued_ago(age: timedelta) -> str:
+    """A well-formed prediction id issued `age` ago, that no prediction has."""
+    when = datetime.now(UTC) - age
+    return PredictionIds(clock_ns=lambda: int(when.timestamp() * 1e9)).new(1)[0]
+
+
+def _log(uri: str, database: str, count: int, ids: list[str] | None = None) -> list[str]:
     """Log `count` predictions of one request, as the shipper does; return their ids."""
-    ids = PredictionIds().new(count)
+    ids = ids or PredictionIds().new(count)
     records = prediction_records(
         prediction_ids=ids,
         request_id="campaign-42",
@@ -151,19 +158,86 @@ def test_a_different_outcome_is_a_conflict_and_changes_nothing(
     assert stored == first.json()["outcome"], f"the stored outcome changed: {stored}"
 
 
-def test_an_unknown_prediction_id_is_not_found(client: TestClient) -> None:
-    # Given a well-formed id that no prediction has
-    stranger = PredictionIds().new(1)[0]
+def test_an_outcome_before_its_prediction_is_logged_is_pending_then_joined(
+    client: TestClient, mongodb: ServiceProcess, database: str
+) -> None:
+    # Given a prediction answered a moment ago, not logged yet (the shipper defers)
+    [early] = PredictionIds().new(1)
+
+    # When its outcome is reported, and read back
+    posted = client.post("/outcomes", json=_body(early, "yes"))
+    read = client.get(f"/outcomes/{early}")
+
+    # Then it is accepted as pending (202), saying it will be joined, and readable as such
+    assert posted.status_code == 202, f"an outcome before its prediction is kept: {posted.text}"
+    body = posted.json()
+    assert body["status"] == "pending", body
+    assert "will be joined" in body["detail"], f"the answer should say what comes next: {body}"
+    assert body["outcome"]["pending"] is True, body
+    assert read.status_code == 200 and read.json() == body["outcome"], read.text
+    # And a repeat is harmless, a different outcome a conflict, while it is pending
+    again = client.post("/outcomes", json=_body(early, True))
+    conflict = client.post("/outcomes", json=_body(early, False))
+    assert again.status_code == 202 and again.json()["status"] == "pending", again.text
+    assert conflict.status_code == 409, f"a different outcome conflicts even if pending: {conflict}"
+    assert "pending" in conflict.json()["detail"], conflict.json()
+
+    # When the prediction is logged (as the shipper does)
+    _log(mongodb.uri, database, 1, ids=[early])  # type: ignore[attr-defined]
+
+    # Then the outcome reads as joined, with what was first reported, and the join labels it
+    joined = client.get(f"/outcomes/{early}").json()
+    assert joined == {**body["outcome"], "pending": False}, f"joined unchanged: {joined}"
+    with OutcomeStore(mongodb.uri, database) as store:  # type: ignore[attr-defined]
+        rows = store.labelled_between(LOGGED_AT, LOGGED_AT + timedelta(seconds=1))
+        assert store.count_pending() == 0, "reading it confirmed it: no longer pending"
+    assert list(rows["prediction_id"]) == [early], f"the monitor's join labels it: {rows}"
+
+
+def test_an_outcome_for_an_id_long_past_the_expiry_is_refused_at_once(client: TestClient) -> None:
+    # Given a well-formed id issued two days ago, whose prediction is not logged
+    stale = _issued_ago(timedelta(days=2))
 
     # When an outcome is reported for it, and read
-    posted = client.post("/outcomes", json=_body(stranger))
-    read = client.get(f"/outcomes/{stranger}")
+    posted = client.post("/outcomes", json=_body(stale))
+    read = client.get(f"/outcomes/{stale}")
 
-    # Then both answer 404 naming the id, and nothing is stored
-    assert posted.status_code == 404, f"unknown prediction ids are not recorded: {posted.text}"
-    assert f"unknown prediction id {stranger}" in posted.json()["detail"], posted.json()
+    # Then it is refused as expired (no prediction can come for it any more), nothing stored
+    assert posted.status_code == 404, f"an expired id is not recorded: {posted.text}"
+    assert posted.json()["detail"].startswith("expired:"), posted.json()
+    assert stale in posted.json()["detail"] and "24 h" in posted.json()["detail"], posted.json()
     assert read.status_code == 404, read.text
     assert "unknown prediction id" in read.json()["detail"], read.json()
+
+
+def test_a_pending_outcome_whose_prediction_never_comes_is_kept_aside_after_the_expiry(
+    client: TestClient, mongodb: ServiceProcess, database: str
+) -> None:
+    # Given an outcome pending for an id no prediction will ever have, and one whose
+    # prediction is logged since (no read or report has confirmed it)
+    [never, late] = (PredictionIds().new(1)[0], PredictionIds().new(1)[0])
+    for prediction_id in (never, late):
+        answer = client.post("/outcomes", json=_body(prediction_id, "no"))
+        assert answer.status_code == 202, answer.text
+    _log(mongodb.uri, database, 1, ids=[late])  # type: ignore[attr-defined]
+
+    with OutcomeStore(mongodb.uri, database) as store:  # type: ignore[attr-defined]
+        # When swept before the expiry / Then the late one is joined, the other one waits
+        early = sweep_pending_outcomes(store)
+        assert (early.confirmed, early.expired, early.pending) == (1, (), 1), f"{early}"
+
+        # When swept after it (a day and a minute on)
+        later = datetime.now(UTC) + timedelta(days=1, minutes=1)
+        report = sweep_pending_outcomes(store, now=later)
+
+        # Then it is counted and kept aside with its reason, no longer an outcome
+        assert [prediction_id for prediction_id, _ in report.expired] == [never], f"{report}"
+        assert (report.confirmed, report.pending) == (0, 0), f"nothing else to do: {report}"
+        kept = store.expired.find_one({"_id": never})
+        assert kept is not None and kept["reason"].startswith("expired:"), f"kept: {kept}"
+        assert kept["subscribed"] is False, "the outcome is kept as reported"
+        assert store.get(never) is None and store.get(late) is not None, "only it moved"
+    assert client.get(f"/outcomes/{never}").status_code == 404, "expired: no longer an outcome"
 
 
 def test_a_prediction_without_an_outcome_yet_is_not_found(
@@ -213,20 +287,24 @@ def test_a_malformed_id_in_the_path_is_refused_naming_it(client: TestClient) -> 
 def test_a_batch_says_what_became_of_each_outcome(client: TestClient, logged: list[str]) -> None:
     # Given one outcome recorded already
     client.post("/outcomes", json=_body(logged[0], True))
-    stranger = PredictionIds().new(1)[0]
+    early = PredictionIds().new(1)[0]
+    stale = _issued_ago(timedelta(days=2))
 
-    # When a batch brings a new one, a repeat, a conflict, an unknown id, and two for one id
+    # When a batch brings a new one, a repeat, a conflict, one whose prediction is not logged
+    # yet, two for one id, an expired id, and a conflict with the pending one
     batch = [
         _body(logged[1], "no"),
         _body(logged[0], "yes"),
         _body(logged[0], "no"),
-        _body(stranger, "yes"),
+        _body(early, "yes"),
         _body(logged[2], 1),
         _body(logged[2], 0),
+        _body(stale, "yes"),
+        _body(early, "no"),
     ]
     answer = client.post("/outcomes/batch", json=batch)
 
-    # Then each is answered in order, and only the new ones are recorded
+    # Then each is answered in order, and only the new ones are recorded (one pending)
     assert answer.status_code == 200, answer.text
     body = answer.json()
     statuses = [result["status"] for result in body["results"]]
@@ -234,14 +312,20 @@ def test_a_batch_says_what_became_of_each_outcome(client: TestClient, logged: li
         "recorded",
         "already recorded",
         "conflict",
-        "unknown prediction id",
+        "pending",
         "recorded",
         "conflict",
+        "expired",
+        "conflict",
     ], f"statuses: {body['results']}"
-    counts = (body["recorded"], body["already_recorded"], body["rejected"])
-    assert counts == (2, 1, 3), f"counts: {body}"
+    counts = (body["recorded"], body["already_recorded"], body["pending"], body["rejected"])
+    assert counts == (2, 1, 1, 4), f"counts: {body}"
+    assert "will be joined" in body["results"][3]["detail"], body["results"][3]
+    assert body["results"][6]["detail"].startswith("expired:"), body["results"][6]
     assert client.get(f"/outcomes/{logged[0]}").json()["subscribed"] is True, "no overwrite"
     assert client.get(f"/outcomes/{logged[2]}").json()["subscribed"] is True, "first one wins"
+    pending = client.get(f"/outcomes/{early}").json()
+    assert (pending["subscribed"], pending["pending"]) == (True, True), f"pending: {pending}"
 
 
 def test_a_batch_with_one_malformed_outcome_is_refused_whole(
@@ -324,15 +408,19 @@ def test_a_file_import_reports_accepted_repeated_and_rejected_rows_by_line(
 ) -> None:
     with OutcomeStore(mongodb.uri, database) as store:  # type: ignore[attr-defined]
         # Given an outcome recorded, and a file with a new outcome, a repeat, another new one,
-        # a conflict, an unknown prediction id and a malformed row, in that order
+        # a conflict, an id whose prediction is not logged yet, a malformed row, an expired
+        # id and a conflict with the pending one, in that order
         store.record([Outcome(prediction_id=logged[0], subscribed=True)])
+        early = PredictionIds().new(1)[0]
         rows = [
             (logged[1], "yes"),
             (logged[0], "yes"),
             (logged[2], "no"),
             (logged[0], "no"),
-            (PredictionIds().new(1)[0], "no"),
+            (early, "no"),
             ("0000-not-an-id", "maybe"),
+            (_issued_ago(timedelta(days=3)), "yes"),
+            (early, "yes"),
         ]
         path = _write_batch(tmp_path / f"calls-monday{suffix}", rows)
 
@@ -341,16 +429,22 @@ def test_a_file_import_reports_accepted_repeated_and_rejected_rows_by_line(
 
         # Then the report counts the rows, and names each rejected one by line, with the reason
         counts = (report.rows, report.accepted, report.already_recorded)
-        assert counts == (6, 2, 1), f"rows, accepted, already recorded: {report}"
+        assert counts == (8, 2, 1), f"rows, accepted, already recorded: {report}"
         reasons = {row.line - first_line: row.reason for row in report.rejected}
-        assert sorted(reasons) == [3, 4, 5], f"rejected rows: {report.rejected}"
+        assert sorted(reasons) == [3, 5, 6, 7], f"rejected rows: {report.rejected}"
         assert reasons[3].startswith("conflict"), reasons[3]
-        assert reasons[4].startswith("unknown prediction id"), reasons[4]
         assert reasons[5].startswith("malformed: prediction_id"), reasons[5]
+        assert reasons[6].startswith("expired:"), reasons[6]
+        assert reasons[7].startswith("conflict") and "pending" in reasons[7], reasons[7]
+        # And the pending one is reported as such, by line
+        pending = [(row.line - first_line, row.prediction_id) for row in report.pending]
+        assert pending == [(4, early)], f"pending rows: {report.pending}"
+        assert "will be joined" in report.pending[0].detail, report.pending[0]
         # And only the new outcomes were stored, the first one untouched
-        stored = store.get_many(logged)
+        stored = store.get_many([*logged, early])
         labels = {prediction_id: outcome.subscribed for prediction_id, outcome in stored.items()}
-        assert labels == {logged[0]: True, logged[1]: True, logged[2]: False}, labels
+        assert labels == {logged[0]: True, logged[1]: True, logged[2]: False, early: False}, labels
+        assert stored[early].pending, "stored as pending"
         assert stored[logged[1]].source == path.name, "the file's name is the default source"
 
 
@@ -359,23 +453,58 @@ def test_the_cli_imports_a_file_and_exits_1_when_a_row_is_rejected(
 ) -> None:
     runner = CliRunner()
     env = _env(mongodb.uri, database, tmp_path)  # type: ignore[attr-defined]
+    early = PredictionIds().new(1)[0]
     good = _write_batch(tmp_path / "good.csv", [(logged[0], "yes"), (logged[1], "no")])
     bad = _write_batch(tmp_path / "bad.json", [(logged[2], "yes"), (logged[3], "perhaps")])
+    waiting = _write_batch(tmp_path / "waiting.csv", [(early, "yes")])
 
-    # When a clean file is imported, twice, then a file with a malformed row
+    # When a clean file is imported, twice, then a file with a malformed row, then one whose
+    # prediction is not logged yet
     first = runner.invoke(cli_app, ["outcomes", "import", str(good)], env=env)
     again = runner.invoke(cli_app, ["outcomes", "import", str(good)], env=env)
     rejected = runner.invoke(cli_app, ["outcomes", "import", str(bad)], env=env)
+    pending = runner.invoke(cli_app, ["outcomes", "import", str(waiting)], env=env)
 
     # Then the clean file succeeds both times, the second recording nothing new
     assert first.exit_code == 0, f"a clean import should succeed: {first.output}"
-    assert "2 recorded, 0 already recorded, 0 rejected" in first.output, first.output
+    said = _text(first.output)
+    assert "2 recorded, 0 already recorded, 0 pending, 0 rejected" in said, first.output
     assert again.exit_code == 0, f"importing again is harmless: {again.output}"
-    assert "0 recorded, 2 already recorded" in again.output, again.output
+    assert "0 recorded, 2 already recorded" in _text(again.output), again.output
     # And a rejected row makes it exit 1, listing the row
     assert rejected.exit_code == 1, f"a rejected row should fail the command: {rejected.output}"
-    assert "1 recorded, 0 already recorded, 1 rejected" in rejected.output, rejected.output
-    assert "Rejected rows" in rejected.output and "perhaps" in rejected.output, rejected.output
+    said = _text(rejected.output)
+    assert "1 recorded, 0 already recorded, 0 pending, 1 rejected" in said, rejected.output
+    assert "Rejected rows" in said and "perhaps" in said, rejected.output
+    # And a pending row is no failure, and is listed
+    assert pending.exit_code == 0, f"a pending row is accepted: {pending.output}"
+    said = _text(pending.output)
+    assert "0 recorded, 0 already recorded, 1 pending, 0 rejected" in said, pending.output
+    assert "Pending rows" in said and early in said, pending.output
+
+
+def test_the_cli_sweep_joins_the_logged_and_keeps_the_expired_aside(
+    mongodb: ServiceProcess, database: str, logged: list[str], tmp_path: Path
+) -> None:
+    # Given outcomes pending: one whose prediction is logged since, one issued two days ago
+    # (stored pending then, as the API would have, and never logged)
+    uri = mongodb.uri  # type: ignore[attr-defined]
+    stale = _issued_ago(timedelta(days=2))
+    with OutcomeStore(uri, database) as store:
+        outcomes = [Outcome(prediction_id=each, subscribed=True) for each in (logged[0], stale)]
+        store.record(outcomes, pending={logged[0], stale})
+
+    # When swept from the command line
+    result = CliRunner().invoke(cli_app, ["outcomes", "sweep"], env=_env(uri, database, tmp_path))
+
+    # Then it says what it did, and did it
+    assert result.exit_code == 0, result.output
+    said = _text(result.output)
+    assert "1 joined their prediction, 1 expired" in said and "0 still pending" in said, said
+    assert stale in said and "more than 24 h ago" in said, f"the reason is shown: {said}"
+    with OutcomeStore(uri, database) as store:
+        assert store.count_pending() == 0, "nothing left pending"
+        assert store.expired.count_documents({"_id": stale}) == 1, "the expired one kept aside"
 
 
 def test_the_cli_refuses_an_unreadable_file_recording_nothing(
@@ -386,9 +515,13 @@ def test_the_cli_refuses_an_unreadable_file_recording_nothing(
     env = _env(mongodb.uri, database, tmp_path)  # type: ignore[attr-defined]
     result = CliRunner().invoke(cli_app, ["outcomes", "import", str(path)], env=env)
     assert result.exit_code == 1, f"an unreadable file should fail: {result.output}"
-    assert "cannot be read" in result.output and "Nothing was recorded" in result.output, (
-        result.output
-    )
+    said = _text(result.output)
+    assert "cannot be read" in said and "Nothing was recorded" in said, result.output
+
+
+def _text(output: str) -> str:
+    """The CLI's words with rich's line wrapping undone: wraps depend on the terminal's width."""
+    return " ".join(output.split())
 
 
 # --- the service -------------------------------------------------------------------------------
@@ -417,3 +550,33 @@ def test_the_api_service_records_an_outcome_over_http(
     with OutcomeStore(mongodb.uri, database) as store:  # type: ignore[attr-defined]
         stored = store.get(logged[0])
     assert stored is not None and stored.subscribed is False, f"not in MongoDB: {stored}"
+
+
+def test_the_replay_reports_pending_outcomes_and_names_only_the_rejected_ones(
+    mongodb: ServiceProcess, database: str, logged: list[str], tmp_path: Path
+) -> None:
+    # Given the API as a service, and outcomes for a logged prediction and for one not yet
+    # logged (the replay reports right after scoring, the shipper may still defer)
+    port = free_port()
+    env = _env(mongodb.uri, database, tmp_path)  # type: ignore[attr-defined]
+    key = _caller(mongodb.uri, database)[API_KEY_HEADER]  # type: ignore[attr-defined]
+    early = PredictionIds().new(1)[0]
+    stale = _issued_ago(timedelta(days=2))
+    with outcomes_api(tmp_path, port, env=env).running():
+        api = f"http://127.0.0.1:{port}"
+
+        # When the replay reports them / Then none is a failure
+        report_outcomes(api, [logged[0], early], [True, False], key)
+
+        # When it reports a batch with an expired id and a conflict among accepted ones
+        with pytest.raises(RuntimeError) as failed:
+            report_outcomes(
+                api, [logged[1], stale, early, logged[0]], [True, True, True, True], key
+            )
+
+    # Then the error counts and names the rejected ones only
+    message = str(failed.value)
+    assert message.startswith("2 of 4 outcomes rejected"), message
+    assert stale in message and "expired" in message, f"the expired one is named: {message}"
+    assert f"'prediction_id': '{early}'" in message, f"the conflict is named: {message}"
+    assert logged[0] not in message and logged[1] not in message, f"only rejected: {message}"

@@ -27,7 +27,7 @@ def _key(key: str) -> dict[str, str]:
     return {"X-API-Key": key}
 
 
-def _wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+def _wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
     """Poll until `condition()` is truthy (the prediction log ships asynchronously)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -223,7 +223,7 @@ def test_indexes_are_made_on_the_first_write(
     store.record([_outcome(prediction_id, True)])
     store.ensure_indexes()  # again: idempotent
     keys = {tuple(index["key"])[0][0] for index in store.collection.index_information().values()}
-    assert "recorded_at" in keys, f"recorded_at should be indexed: {keys}"
+    assert {"recorded_at", "pending", "joined_at"} <= keys, f"should be indexed: {keys}"
 
 
 def test_labelled_rows_for_training_come_with_features_label_and_timestamp(
@@ -245,3 +245,78 @@ def test_labelled_rows_for_training_come_with_features_label_and_timestamp(
     assert list(window["timestamp"]) == [START, START + timedelta(seconds=2)], "timestamps"
     assert list(latest["prediction_id"]) == [ids[2], ids[4]], "the two most recent labelled"
     assert list(latest[TARGET]) == ["no", "yes"], "their labels"
+
+
+# --- pending outcomes: reported before their prediction is logged -------------------------------
+
+
+def test_a_pending_outcome_joins_its_prediction_once_logged_and_never_counts_before(
+    predictions: PredictionStore, store: OutcomeStore
+) -> None:
+    # Given two labelled predictions, and an outcome stored pending for an id not logged yet
+    ids = _log(predictions, [0, 1])
+    generator = PredictionIds(
+        clock_ns=lambda: int((START + timedelta(seconds=2)).timestamp() * 1e9)
+    )
+    [early] = generator.new(1)
+    store.record([_outcome(ids[0], True), _outcome(ids[1], False)], recorded_at=START)
+    [done] = store.record([_outcome(early, True)], recorded_at=START, pending={early})
+
+    # Then it is stored pending, and counts as no labelled row anywhere
+    assert done.new and done.stored.pending, f"it should be stored as pending: {done}"
+    assert (store.count(), store.count_pending()) == (2, 1), "a pending outcome is not labelled"
+    latest = store.latest_labelled(2)
+    assert list(latest["prediction_id"]) == ids, "the newest *labelled* rows, pending aside"
+    window = store.labelled_between(START, START + timedelta(seconds=10))
+    assert early not in set(window["prediction_id"]), "no prediction, no labelled row"
+
+    # When its prediction is logged (as the shipper would, late)
+    records = prediction_records(
+        prediction_ids=[early],
+        request_id="late",
+        model=MODEL,
+        rows=[PROSPECT],
+        scores=[0.5],
+        latency_ms=1.0,
+        out_of_range=[[]],
+        timestamp=START + timedelta(seconds=2),
+    )
+    assert predictions.insert(records).stored == 1, "the late prediction should be logged"
+
+    # Then the join labels it by itself, before any sweep
+    window = store.labelled_between(START, START + timedelta(seconds=10))
+    assert list(window["prediction_id"]) == [*ids, early], "joined once its prediction lands"
+    # And once confirmed it counts, and its window learns of it as a late outcome
+    joined_at = START + timedelta(days=1)
+    assert store.confirm([early], joined_at) == 1, "one pending outcome confirmed"
+    assert (store.count(), store.count_pending()) == (3, 0), "confirmed: labelled"
+    assert store.get(early) == done.stored.model_copy(update={"pending": False}), "unchanged"
+    assert store.recorded_since(joined_at) == [early], "joined since counts as arrived since"
+
+
+def test_expired_outcomes_are_moved_aside_with_their_reason_once(
+    predictions: PredictionStore, store: OutcomeStore
+) -> None:
+    # Given two pending outcomes for predictions never logged, and a recorded one
+    [logged] = _log(predictions, [0])
+    strangers = PredictionIds().new(2)
+    store.record([_outcome(logged, True)])
+    store.record([_outcome(each, True) for each in strangers], pending=set(strangers))
+
+    # When one is expired (twice, as an interrupted sweep run again would), and the recorded
+    # one too (it is not pending: it must stay)
+    reasons = {strangers[0]: "expired: test", logged: "not pending"}
+    moved = store.expire(reasons, START)
+    again = store.expire(reasons, START)
+
+    # Then only the pending one is moved, with its reason and time, and only once
+    assert [document["_id"] for document in moved] == [strangers[0]], f"moved: {moved}"
+    assert again == [], "nothing left to move"
+    kept = list(store.expired.find({}))
+    assert [(each["_id"], each["reason"], each["expired_at"]) for each in kept] == [
+        (strangers[0], "expired: test", START)
+    ], f"kept aside: {kept}"
+    assert kept[0]["subscribed"] is True, "the outcome itself is kept"
+    assert store.get(strangers[0]) is None, "no longer among the outcomes"
+    assert store.get(logged) is not None, "a recorded outcome is never expired"
+    assert [list(chunk) for chunk in store.pending_ids()] == [[strangers[1]]], "one still pends"

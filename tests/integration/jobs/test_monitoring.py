@@ -29,6 +29,7 @@ from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.registry import CHAMPION, Registry
+from telescore.jobs.outcomes import Status, record_outcomes
 from telescore.services.embedded import mongodb_server
 from telescore.services.processes import ServiceProcess, free_port
 from telescore.validation.evidently_dashboards import MonitoringWorkspace
@@ -101,14 +102,18 @@ def params_file(tmp_path: Path, **policy: Any) -> str:
 
 
 def log_window(
-    platform: dict[str, Any], registry: Registry, rows: pd.DataFrame, start: datetime
+    platform: dict[str, Any],
+    registry: Registry,
+    rows: pd.DataFrame,
+    start: datetime,
+    ids: list[str] | None = None,
 ) -> list[str]:
     """Score `rows` with the champion and log them as MLServer would, inside one window."""
     champion = registry.alias_version(CHAMPION)
     assert champion is not None
     features, _ = split_features_label(rows)
     scores = registry.load_model(champion).predict_proba(features)[:, 1]
-    ids = PredictionIds().new(len(rows))
+    ids = ids or PredictionIds().new(len(rows))
     records = prediction_records(
         prediction_ids=ids,
         request_id="monitor-test",
@@ -218,6 +223,44 @@ def test_late_outcomes_add_the_older_windows_quality_dated_to_it(
     assert abs(run["positive_rate"] - sum(labels) / len(labels)) < 1e-9, "joined to other rows"
     snapshot = MonitoringWorkspace(platform["state"] / "evidently").load_window(first_start)
     assert snapshot is not None, "the older window's snapshot is missing"
+
+
+def test_outcomes_reported_before_their_predictions_were_logged_count_once_they_are(
+    platform: dict[str, Any], registry: Registry, deployments: str, tmp_path: Path
+) -> None:
+    # given a window's outcomes reported at once, before a tenth of its predictions shipped,
+    # and the window monitored then
+    rows = recent_rows(6000).iloc[3000:4000]
+    first_start = datetime(2026, 3, 5, 10, tzinfo=UTC)
+    second_start = first_start + timedelta(hours=1)
+    ids = PredictionIds().new(WINDOW_ROWS)
+    shipped, late = ids[: WINDOW_ROWS - 60], ids[WINDOW_ROWS - 60 :]
+    labels = (rows.iloc[:WINDOW_ROWS]["y"] == "yes").tolist()
+    with OutcomeStore(platform["uri"], platform["database"]) as outcomes:
+        reported = [
+            Outcome(prediction_id=i, subscribed=y) for i, y in zip(ids, labels, strict=True)
+        ]
+        results = record_outcomes(outcomes, reported)
+        assert {result.status for result in results} == {Status.PENDING}, "none logged yet"
+    log_window(platform, registry, rows.iloc[: len(shipped)], first_start, shipped)
+    log_window(platform, registry, rows.iloc[WINDOW_ROWS : 2 * WINDOW_ROWS], second_start)
+    params = params_file(tmp_path, drift_counts_without_labels=False)
+    monitor_telemarketing(params, first_start, second_start)
+    with MonitoringStore(platform["uri"], platform["database"]) as records:
+        run = records.run(first_start.isoformat())
+    assert run is not None and run["labelled_rows"] == len(shipped), f"pending aside: {run}"
+
+    # when the rest of the window ships, and the monitor runs on the next window
+    log_window(platform, registry, rows.iloc[len(shipped) : WINDOW_ROWS], first_start, late)
+    result = monitor_telemarketing(params, second_start, second_start + timedelta(hours=1))
+
+    # then the first window was evaluated again with every label (joined late, arrived late)
+    assert any(entry.startswith(first_start.isoformat()) for entry in result["evaluated"]), result
+    with MonitoringStore(platform["uri"], platform["database"]) as records:
+        run = records.run(first_start.isoformat())
+    assert run is not None and run["labelled_rows"] == WINDOW_ROWS, f"all joined: {run}"
+    with OutcomeStore(platform["uri"], platform["database"]) as outcomes:
+        assert outcomes.count_pending() == 0, "the monitor's sweep confirmed them"
 
 
 def test_a_retraining_run_links_the_exact_production_rows_it_used(
@@ -347,4 +390,8 @@ def test_a_calibrated_champion_gets_its_offset_refitted_and_recorded(
     assert recalibration["rows"] == WINDOW_ROWS and recalibration["version"] == champion.version
     assert recalibration["mean_served_score"] == pytest.approx(labels.mean(), abs=1e-9)
     assert recalibration["served"] is False, "nothing is served from this state folder"
+    refit = registry.version_tags(champion).get("logit_offset_recalibrated")
+    assert refit is not None and float(refit) == pytest.approx(expected, abs=1e-9), (
+        "the refitted offset must be in the registry, where every MLServer's reconciler reads it"
+    )
     assert run["recalibration"] == recalibration, "the window records the offset fitted after it"

@@ -50,6 +50,9 @@ def test_a_prediction_lands_in_the_database_the_project_env_file_names(
     try:
         # when the control plane starts MLServer, as `telescore serve start` does, and it scores
         served = start_serving(settings)
+        assert platform.running_pid(settings, "mlserver-reconciler") is not None, (
+            "MLServer's reconciler should run next to it, recorded for `telescore down`"
+        )
         with ServingClient(served.url) as client:
             scored = client.infer(registered_versions.features.head(2))
 
@@ -66,4 +69,5 @@ def test_a_prediction_lands_in_the_database_the_project_env_file_names(
                 "the runtime wrote to the default database, not the .env's"
             )
     finally:
-        platform.bring_down(settings)
+        stopped = platform.bring_down(settings)
+    assert "mlserver-reconciler" in stopped, f"`telescore down` left the reconciler: {stopped}"

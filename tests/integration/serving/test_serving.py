@@ -22,7 +22,12 @@ from telescore.core.prediction_ids import is_prediction_id
 from telescore.core.schema import CATEGORICAL_VALUES, FEATURES, INTEGER_FEATURES, NUMERIC_BOUNDS
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.serving_client import ServingClient, ServingError, inference_request
-from telescore.jobs.model_repository import CHALLENGER_MODEL, LogitOffset, write_logit_offset
+from telescore.jobs.model_repository import (
+    CHALLENGER_MODEL,
+    RECALIBRATED_OFFSET_TAG,
+    LogitOffset,
+    write_logit_offset,
+)
 from telescore.jobs.serving import reload_models, sync_served_models
 from telescore.services.processes import wait_until
 
@@ -31,7 +36,9 @@ if TYPE_CHECKING:  # fixture types; conftest modules are not importable at run t
 
 pytestmark = pytest.mark.integration
 
-WAIT = 20.0
+# How long to wait on a state before calling it broken: a busy machine ships late, a broken
+# one never does. Waiting longer costs nothing when it is quick.
+WAIT = 90.0
 
 
 @pytest.fixture
@@ -503,8 +510,13 @@ def test_a_refitted_offset_is_served_by_reloading_the_champion_only(
     champion = registered_versions.champion
     own = client.infer(rows).scores
     challenger = client.infer(rows, model=CHALLENGER_MODEL).scores
+    registry = MlflowClient(mlflow_tracking_uri)
     try:
-        # given an offset of log(3) written for the champion's version, as the monitor does
+        # given an offset of log(3) for the champion's version, tagged in the registry and
+        # written into its folder, as the monitor does where no reconciler runs
+        registry.set_model_version_tag(
+            registered_versions.name, champion, RECALIBRATED_OFFSET_TAG, repr(float(np.log(3.0)))
+        )
         assert write_logit_offset(
             mlserver.repository, "telemarketing", LogitOffset(float(np.log(3.0)), champion)
         ), "the champion's folder must exist"
@@ -517,10 +529,13 @@ def test_a_refitted_offset_is_served_by_reloading_the_champion_only(
         expected = [p * 3.0 / (p * 3.0 + 1.0 - p) for p in own]
         assert client.infer(rows).scores == pytest.approx(expected, rel=1e-12)
         assert client.infer(rows, model=CHALLENGER_MODEL).scores == challenger
-        # and a rewrite of the repository for the same champion keeps the offset
-        sync_served_models(mlserver.repository, client, client=MlflowClient(mlflow_tracking_uri))
+        # and a rewrite of the repository from the registry keeps the offset
+        sync_served_models(mlserver.repository, client, client=registry)
         assert client.infer(rows).scores == pytest.approx(expected, rel=1e-12), "offset lost"
     finally:
+        registry.delete_model_version_tag(
+            registered_versions.name, champion, RECALIBRATED_OFFSET_TAG
+        )
         write_logit_offset(mlserver.repository, "telemarketing", LogitOffset(0.0, champion))
         reload_models(client, ["telemarketing"])
     assert client.infer(rows).scores == own, "the champion's own scores once the offset is 0"

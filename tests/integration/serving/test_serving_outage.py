@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROWS_PER_REQUEST = 3
 REQUESTS_PER_PHASE = 40
-WAIT = 60.0
+WAIT = 90.0  # a bound on a state, not a timing: a busy machine is slow, not wrong
 
 
 def _metric(mlserver: ServedMLServer, name: str) -> float:

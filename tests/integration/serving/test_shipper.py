@@ -27,7 +27,8 @@ from telescore.serving.shipper import DEAD_LETTER_DIR, DEAD_LETTER_FILE, Shipper
 
 pytestmark = pytest.mark.integration
 
-WAIT = 30.0
+# How long to wait on a state before calling it broken (a busy machine is slow, not wrong).
+WAIT = 90.0
 ROW = PROSPECT
 IDS = PredictionIds()
 

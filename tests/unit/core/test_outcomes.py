@@ -13,10 +13,12 @@ from telescore.core.outcomes import (
     MalformedBatchError,
     Outcome,
     RecordedOutcome,
+    expiry_reason,
     labelled_frame,
     outcome_document,
     parse_csv,
     parse_json,
+    plan_sweep,
     read_outcome_document,
 )
 from telescore.core.prediction_ids import PredictionIds
@@ -146,6 +148,77 @@ def test_an_outcome_document_round_trips(source: str | None) -> None:
     assert set(document) == set(outcomes.DOCUMENT_FIELDS), f"unexpected fields: {set(document)}"
     expected = RecordedOutcome(**outcome.model_dump(), recorded_at=NOW + timedelta(seconds=1))
     assert stored == expected, f"round trip changed the outcome: {stored}"
+    assert stored.pending is False, "an outcome of a logged prediction is not pending"
+
+
+def test_a_pending_outcome_document_says_so_and_round_trips() -> None:
+    # Given an outcome stored before its prediction was logged
+    outcome = Outcome(prediction_id=IDS[0], subscribed=True, reported_at=NOW)
+
+    # When turned into its document and back
+    document = outcome_document(outcome, NOW, pending=True)
+    stored = read_outcome_document(document)
+
+    # Then the document carries the flag (the sweep finds it by it), and the outcome too
+    assert document[outcomes.PENDING] is True, f"the document should be flagged: {document}"
+    assert stored.pending is True, f"the outcome read back should be pending: {stored}"
+    assert stored.model_copy(update={"pending": False}) == RecordedOutcome(
+        **outcome.model_dump(), recorded_at=NOW
+    ), "apart from the flag, the outcome is the one reported"
+
+
+# --- pending outcomes: how long they wait --------------------------------------------------------
+
+ISSUED = datetime.fromtimestamp(1_715_000_000, UTC)
+"""When `IDS` were issued."""
+
+
+@pytest.mark.parametrize(
+    ("now", "waits"),
+    [
+        (ISSUED, True),
+        (ISSUED + timedelta(hours=23, minutes=59), True),
+        (ISSUED - timedelta(hours=1), True),  # an id from a server whose clock is ahead
+        (ISSUED + timedelta(hours=24, seconds=1), False),
+        (ISSUED - timedelta(hours=24, seconds=1), False),
+    ],
+)
+def test_an_outcome_waits_for_its_prediction_only_within_the_expiry(
+    now: datetime, waits: bool
+) -> None:
+    # Given an id whose prediction is not logged / When judged at `now` with a 24 h expiry
+    reason = expiry_reason(IDS[0], now, timedelta(hours=24))
+
+    # Then it may wait within 24 h of its issue, either way; beyond, it is expired, saying why
+    if waits:
+        assert reason is None, f"an id issued within the expiry should wait: {reason}"
+    else:
+        assert reason is not None, "an id issued beyond the expiry should be expired"
+        assert reason.startswith("expired:"), reason
+        assert IDS[0] in reason and "24 h" in reason, f"the reason names id and expiry: {reason}"
+
+
+def test_a_sweep_confirms_the_logged_expires_the_overdue_and_keeps_the_rest() -> None:
+    # Given pending outcomes: one whose prediction is logged now, one issued two days ago and
+    # never logged, one issued an hour ago
+    old = PredictionIds(clock_ns=lambda: int((ISSUED - timedelta(days=2)).timestamp() * 1e9))
+    [overdue] = old.new(1)
+    recent = PredictionIds(clock_ns=lambda: int((ISSUED - timedelta(hours=1)).timestamp() * 1e9))
+    [awaited] = recent.new(1)
+
+    # When swept now
+    plan = plan_sweep([IDS[0], overdue, awaited], {IDS[0]}, ISSUED, timedelta(hours=24))
+
+    # Then the logged one is confirmed, the overdue one expired with its reason, one kept
+    assert plan.confirm == (IDS[0],), f"a logged prediction's outcome is confirmed: {plan}"
+    assert [prediction_id for prediction_id, _ in plan.expire] == [overdue], f"expired: {plan}"
+    assert "more than 24 h ago" in plan.expire[0][1], plan.expire[0][1]
+    assert plan.keep == (awaited,), f"a recent one still waits: {plan}"
+
+
+def test_a_logged_prediction_is_confirmed_however_old() -> None:
+    plan = plan_sweep([IDS[0]], {IDS[0]}, ISSUED + timedelta(days=30))
+    assert plan.confirm == (IDS[0],) and not plan.expire, f"logged late is still joined: {plan}"
 
 
 def test_labelled_frame_keeps_labelled_predictions_as_training_rows() -> None:

@@ -121,18 +121,18 @@ def test_the_champions_offset_is_its_own_and_survives_a_rewrite(tmp_path: Path) 
 
 
 def test_a_promotion_never_serves_the_old_champions_offset() -> None:
-    # given the offset served was fitted for version 3
-    served = LogitOffset(0.8, "3")
+    # given version 3's offset was refitted by the monitor (a tag on version 3)
+    refitted = _version("3", logit_offset="-0.25", logit_offset_recalibrated="0.8")
 
     # when champion moves to version 4, with or without an offset fitted at its registration
-    tagged = champion_offset(served, _version("4", logit_offset="-0.25"))
-    untagged = champion_offset(served, _version("4"))
-    same = champion_offset(served, _version("3", logit_offset="-0.25"))
+    tagged = champion_offset(_version("4", logit_offset="-0.25"))
+    untagged = champion_offset(_version("4"))
+    same = champion_offset(refitted)
 
     # then version 4 gets its own offset or none, and version 3 keeps the newer, refitted one
     assert tagged == LogitOffset(-0.25, "4"), tagged
     assert untagged is None, "the old champion's offset must not shift the new one"
-    assert same == served, "the monitor's refit is newer than the registration's"
+    assert same == LogitOffset(0.8, "3"), "the monitor's refit is newer than the registration's"
 
 
 def test_options_refuse_an_offset_without_its_version_and_apply_it_to_that_version_only() -> None:

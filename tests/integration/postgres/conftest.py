@@ -1,0 +1,148 @@
+"""The PostgreSQL lane: MLflow's tracking and registry store and Prefect's database on a real
+PostgreSQL cluster, as in production (docker-compose.yml, k8s/), all on free ports.
+
+PostgreSQL comes from Debian's server binaries (`make tools`); a missing binary fails the lane,
+saying so, instead of skipping it: a lane that silently did not run would read as a pass.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import secrets
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import psycopg2
+import pytest
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.utilities.asyncutils import run_coro_as_sync
+
+from telescore.io.registry import Registry
+from telescore.services.embedded import mlflow_server, prefect_server
+from telescore.services.postgres import (
+    DEBIAN_BINARIES,
+    PostgresNotInstalledError,
+    PostgresServer,
+    postgres_bin_dir,
+    postgres_server,
+)
+from telescore.services.processes import free_port
+
+
+@dataclass(frozen=True)
+class PostgresPlatform:
+    """PostgreSQL, and the MLflow and Prefect servers that keep their data in it."""
+
+    postgres: PostgresServer
+    mlflow_uri: str
+    prefect_api_url: str
+
+    def query(self, database: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Run one SELECT on `database` directly (not through MLflow or Prefect)."""
+        connection = psycopg2.connect(
+            host=self.postgres.host,
+            port=self.postgres.port,
+            user=self.postgres.role,
+            password=self.postgres.password,
+            dbname=database,
+        )
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return list(cursor.fetchall())
+        finally:
+            connection.close()
+
+
+def require_postgres_binaries(
+    debian_root: Path = DEBIAN_BINARIES, search_path: str | None = None
+) -> Path:
+    """Return the PostgreSQL binaries' folder; fail the test, naming `make tools`, if absent."""
+    try:
+        return postgres_bin_dir(debian_root, search_path)
+    except PostgresNotInstalledError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+async def drain_prefect_workers() -> None:
+    """Send the flows' pending logs and events to the server (as prefect_test_harness does)."""
+    try:
+        drained = APILogWorker.instance().drain()
+        if inspect.isawaitable(drained):
+            await drained
+    except RuntimeError:
+        pass  # no log was ever sent: the worker never started
+    drained = EventsWorker.drain_all()
+    if inspect.isawaitable(drained):
+        await drained
+
+
+@pytest.fixture(scope="module")
+def postgres_platform() -> Iterator[PostgresPlatform]:
+    """PostgreSQL, then MLflow and a Prefect server on it; Prefect's client points at it.
+
+    Module-scoped: the lane's tests share them, and the rest of a session does not keep them.
+    """
+    require_postgres_binaries()
+    # Not under pytest's tmp folder: as root, postgres runs as `postgres`, which cannot enter
+    # /tmp/pytest-of-root (0700). This folder lets it through (0711) without listing it.
+    state = Path(tempfile.mkdtemp(prefix="telescore-postgres-"))
+    state.chmod(0o711)
+    # The orchestrator exports PREFECT_API_URL for the processes it starts: put it back after.
+    exported_api_url = os.environ.get("PREFECT_API_URL")
+    postgres = postgres_server(state, free_port(), password=secrets.token_urlsafe(24))
+    try:
+        with postgres.running():
+            mlflow_port, prefect_port = free_port(), free_port()
+            tracking = mlflow_server(
+                state, mlflow_port, backend_store_uri=postgres.uri("mlflow")
+            ).launch()
+            orchestration = prefect_server(
+                state, prefect_port, database_url=postgres.uri("prefect", "postgresql+asyncpg")
+            ).launch()
+            try:
+                tracking.wait_healthy()
+                orchestration.wait_healthy()
+                api_url = f"http://127.0.0.1:{prefect_port}/api"
+                # The flows run in this process: their client talks to this server.
+                with temporary_settings(updates={PREFECT_API_URL: api_url}):
+                    yield PostgresPlatform(postgres, f"http://127.0.0.1:{mlflow_port}", api_url)
+                    # Else the flows' logs and events are sent to a stopped server, with
+                    # retries, for minutes after the last test.
+                    run_coro_as_sync(drain_prefect_workers())
+            finally:
+                orchestration.stop()
+                tracking.stop()
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+        if exported_api_url is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = exported_api_url
+
+
+@pytest.fixture
+def postgres_registry(
+    postgres_platform: PostgresPlatform, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Registry]:
+    """A registry on the PostgreSQL-backed MLflow with a model name of this test's own."""
+    name = f"telemarketing-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("TELESCORE_MLFLOW_TRACKING_URI", postgres_platform.mlflow_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres_platform.mlflow_uri)
+    monkeypatch.setenv("TELESCORE_MLFLOW_MODEL_NAME", name)
+    monkeypatch.setenv("TELESCORE_MLFLOW_EXPERIMENT", "telemarketing-postgres")
+    monkeypatch.setenv("TELESCORE_PREFECT_API_URL", postgres_platform.prefect_api_url)
+    # A Registry sets MLflow's process-wide URIs: later tests must not talk to this server.
+    tracking_uri, registry_uri = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield Registry(postgres_platform.mlflow_uri, name, "telemarketing-postgres")
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri)

@@ -1,0 +1,172 @@
+"""Release evidence from every MLServer process: failures counted by each, summed over all."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+
+from telescore.core.routing import RoutingConfig
+from telescore.io.release_store import ReleaseStore
+from telescore.io.serving_client import inference_request, read_metrics
+from telescore.io.serving_counter_store import ServingCounterStore
+from telescore.jobs.model_repository import ServerOptions, write_registry_repository
+from telescore.jobs.releases import fleet_serving_counts, set_routing
+from telescore.services.mlserver import mlserver_process
+from telescore.services.processes import free_port
+from telescore.serving.options import RuntimeOptions
+
+if TYPE_CHECKING:  # fixture types; conftest modules are not importable at run time
+    from tests.integration.serving_fixtures import RegisteredVersions, ServedMLServer
+
+pytestmark = pytest.mark.integration
+
+WAIT = 90.0
+MODEL = "telemarketing"
+LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+@pytest.fixture(scope="module")
+def second(
+    services_dir: Path,
+    mlflow_tracking_uri: str,
+    registered_versions: RegisteredVersions,
+    mlserver: ServedMLServer,
+) -> Iterator[tuple[str, str]]:
+    """A second MLServer on free ports, with its own journal, logging to the same database.
+
+    Yields its REST URL and its metrics URL.
+    """
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    state = services_dir / "second-mlserver"
+    state.mkdir()
+    write_registry_repository(
+        state / "repository",
+        ServerOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port),
+        RuntimeOptions(max_rows=mlserver.max_rows, journal_dir=state / "journal", ship_max_defer=0),
+        client=MlflowClient(mlflow_tracking_uri),
+    )
+    process = mlserver_process(
+        state,
+        state / "repository",
+        http_port,
+        grpc_port,
+        metrics_port,
+        mlflow_tracking_uri,
+        env={
+            "TELESCORE_MONGODB_URI": mlserver.mongodb_uri,
+            "TELESCORE_MONGODB_DATABASE": mlserver.database,
+            "TELESCORE_ENV_FILE": str(state / "no.env"),
+        },
+    )
+    with process.running():
+        yield f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{metrics_port}/metrics"
+
+
+def _wait_for(condition: Callable[[], Any], what: str, seen: Callable[[], Any]) -> Any:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; seen: {seen()}")
+
+
+def _served(metrics_url: str) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """Return a process's own counts, by (process, model, version), from its metrics."""
+    metrics = read_metrics(metrics_url, "telescore_serving_")
+    counts: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for name, value in metrics.items():
+        if not name.startswith(("requests_total{", "failures_total{")):
+            continue
+        labels = dict(LABEL.findall(name))
+        key = (labels["process"], labels["model"], labels["version"])
+        requests, failures = counts.get(key, (0, 0))
+        if name.startswith("requests_total"):
+            counts[key] = (int(value), failures)
+        else:
+            counts[key] = (requests, int(value))
+    return counts
+
+
+def _all_stored(counters: ServingCounterStore, metrics_urls: list[str]) -> bool:
+    """Tell whether MongoDB holds every process's counts as the process itself reports them."""
+    stored = {
+        (doc["_id"], each["model"], each["version"]): (each["requests"], each["failures"])
+        for doc in counters.processes()
+        for each in doc["counts"]
+    }
+    served = [_served(url) for url in metrics_urls]
+    return all(counts and all(stored.get(k) == v for k, v in counts.items()) for counts in served)
+
+
+def _mlserver_failures(metrics_url: str) -> int:
+    """Return MLServer's own failure count of the champion model."""
+    metrics = read_metrics(metrics_url, "model_infer_request_")
+    return sum(
+        int(value)
+        for name, value in metrics.items()
+        if name.startswith("failure_total") and f'model="{MODEL}"' in name
+    )
+
+
+def _send(url: str, body: dict[str, Any], times: int) -> list[int]:
+    with httpx.Client(base_url=url, timeout=10.0) as http:
+        return [http.post(f"/v2/models/{MODEL}/infer", json=body).status_code for _ in range(times)]
+
+
+def test_the_promotion_counts_the_failures_of_every_mlserver(
+    mlserver: ServedMLServer,
+    second: tuple[str, str],
+    registered_versions: RegisteredVersions,
+) -> None:
+    rows = registered_versions.features.head(1)
+    good = inference_request(rows)
+    bad = inference_request(rows, request_id="x" * 129)  # refused: 400, as MLServer counts it
+    metrics_urls = [mlserver.metrics_url, second[1]]
+
+    def seen() -> Any:
+        return counters.processes(), [_served(url) for url in metrics_urls]
+
+    with (
+        ServingCounterStore(mlserver.mongodb_uri, mlserver.database) as counters,
+        ReleaseStore(mlserver.mongodb_uri, mlserver.database) as releases,
+    ):
+        # given two MLServer processes, each having answered a request, their counts stored
+        assert _send(mlserver.rest_url, good, 1) == [200] and _send(second[0], good, 1) == [200]
+        _wait_for(
+            lambda: _all_stored(counters, metrics_urls), "both processes' counts stored", seen
+        )
+        # and a release that begins now
+        routing = set_routing(releases, RoutingConfig(), "tests")
+        mlserver_before = [_mlserver_failures(url) for url in metrics_urls]
+        try:
+            # when each process fails some requests and answers others
+            assert _send(mlserver.rest_url, bad, 3) == [400] * 3, "the bad requests must fail"
+            assert _send(second[0], bad, 4) == [400] * 4, "the bad requests must fail"
+            assert _send(second[0], good, 2) == [200] * 2
+            _wait_for(
+                lambda: _all_stored(counters, metrics_urls), "both processes' counts stored", seen
+            )
+            evidence = fleet_serving_counts(counters, releases, routing)
+            processes = {doc["_id"] for doc in counters.processes()}
+        finally:
+            set_routing(releases, RoutingConfig(), "tests")
+    # then the promotion's evidence counts the failures sent to both, since the release began
+    assert evidence.get(MODEL) == (9, 7), f"requests and failures over both processes: {evidence}"
+    # and a failure means what MLServer's own failure counter means (4xx included)
+    mlserver_failed = sum(
+        _mlserver_failures(url) - before
+        for url, before in zip(metrics_urls, mlserver_before, strict=True)
+    )
+    assert mlserver_failed == 7, (
+        f"MLServer itself should count the same failures: {mlserver_failed}"
+    )
+    assert len(processes) >= 2, f"each process should store its own counts: {processes}"
