@@ -154,6 +154,34 @@ def reconcile(
     return Tick(_versions(desired), todo.load, todo.unload, after)
 
 
+def wait_reconciled(
+    serving: ServingClient,
+    registry: MlflowClient,
+    registered_model: str,
+    slot: Slot = "all",
+    *,
+    timeout: float = 120.0,
+    interval: float = 0.2,
+) -> dict[str, ServedState]:
+    """Wait until an MLServer serves the registry's desired state, as a rollout status does.
+
+    For a caller that must not score with what a release replaced (the replay's next window).
+    Returns what it serves; raises TimeoutError naming both sides after `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        desired = desired_models(alias_versions(registered_model, registry), slot, registered_model)
+        served = served_state(serving)
+        if plan(desired, served).empty:
+            return served
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"after {timeout:.0f} s MLServer serves {served}, not the registry's "
+                f"{_versions(desired)} (with their offsets): its reconciler's log says why"
+            )
+        time.sleep(interval)
+
+
 def _versions(desired: Sequence[DesiredModel]) -> dict[str, str]:
     return {each.model.name: each.version for each in desired}
 

@@ -40,8 +40,9 @@ from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.registry import CHAMPION, ModelVersionRef, Registry
 from telescore.io.serving_client import ServingClient
-from telescore.jobs import access, monitoring, platform
+from telescore.jobs import access, monitoring, platform, reconciler
 from telescore.jobs import serving as deployment
+from telescore.jobs.model_repository import CHAMPION_MODEL
 from telescore.jobs.outcomes import REJECTED
 from telescore.jobs.plots import save_replay_plot
 from telescore.services.processes import free_port, wait_until
@@ -316,6 +317,9 @@ def run_replay(
     ):
         for index, start in enumerate(windows):
             progress(f"window {index + 1} of {len(windows)}", index, len(windows))
+            # A promotion or a refitted offset reaches MLServer through its reconciler, a few
+            # seconds later: score the window only with what the registry now says, every time.
+            await_release(client, registry)
             rows = stream.iloc[start : start + config.window_rows]
             window_start = whole_second(datetime.now(UTC))
             window_ids, window_scores = score_window(client, rows, config.request_rows)
@@ -337,6 +341,8 @@ def run_replay(
                 result = monitor_in_process(settings, registry, params_path, window)
             if result.get("recalibration"):
                 offsets.append({"window": index, **result["recalibration"]})
+                # Before a training run it may trigger can promote another version.
+                await_release(client, registry, offsets[-1])
             if result.get("retrain") and result.get("training_flow_run_id"):
                 training = wait_training(api_url, result["training_flow_run_id"])
                 outcome = training["result"] if isinstance(training["result"], dict) else {}
@@ -372,6 +378,26 @@ def run_replay(
             "first_champion_logit_offset": registration_offset(registry, first_champion.version),
             "params": yaml.safe_load(params_path.read_text()),
         },
+    )
+
+
+def await_release(
+    client: ServingClient, registry: Registry, fitted: dict[str, Any] | None = None
+) -> None:
+    """Wait until MLServer serves the registry's aliases and offsets; record if `fitted` is.
+
+    The monitor only tags the champion with the offset it fitted (`published`); this sets
+    `served` on that record: whether MLServer now applies it (not if a promotion came between).
+    """
+    served = reconciler.wait_reconciled(client, registry.client, registry.model_name)
+    if fitted is None or fitted.get("offset") is None:
+        return
+    champion = served.get(CHAMPION_MODEL)
+    fitted["served"] = (
+        champion is not None
+        and champion.version == fitted.get("version")
+        and champion.logit_offset is not None
+        and abs(champion.logit_offset - float(fitted["offset"])) < reconciler.OFFSET_TOLERANCE
     )
 
 

@@ -83,7 +83,7 @@ def test_a_replay_on_a_slice_scores_monitors_and_reports(
     assert (served.mean_score - offline.mean_score) * offset > 0, (offset, served, offline)
     # and after each window the monitor refitted the offset and MLServer served it
     assert [each["window"] for each in result.offsets] == [0, 1], result.offsets
-    assert all(each["served"] for each in result.offsets), result.offsets
+    assert all(each["served"] for each in result.offsets), json.dumps(result.offsets, default=str)
     assert len(result.loop.windows) == len(result.never_retrained.windows) == STREAMED // WINDOW
     assert any(step.startswith("window 2 of 2") for step in steps), steps
 
