@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ),
                 # One list per cache key for every replica, scored by one of them.
                 shared=SharedCallLists(call_list_store),
+                outcome_expiry=resolved.mongodb.pending_outcome_expiry,
             )
             app.state.api_keys = ApiKeys(access_store)
             yield

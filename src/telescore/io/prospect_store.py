@@ -101,16 +101,6 @@ class ProspectStore(MongoStore):
         """Store one call."""
         self.calls.insert_one(dict(call))
 
-    def pending_calls(self, field: str) -> list[Document]:
-        """Return the calls that still hold `field` (an outcome waiting for its prediction)."""
-        return list(self.calls.find({field: {"$exists": True}}))
-
-    def settle_call(self, call_id: str, field: str, outcome_status: str) -> None:
-        """Drop a call's pending field and note what became of its outcome."""
-        self.calls.update_one(
-            {"_id": call_id}, {"$unset": {field: ""}, "$set": {"outcome_status": outcome_status}}
-        )
-
     def calls_since(self, since: datetime | None) -> list[Document]:
         """Return the calls recorded after `since` (all if None), oldest first."""
         query = {} if since is None else {"at": {"$gt": since}}

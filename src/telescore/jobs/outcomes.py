@@ -54,8 +54,6 @@ class Status(StrEnum):
     EXPIRED = "expired"
     """No prediction with this id is logged, and none can be any more (issued further from now
     than the expiry): nothing recorded."""
-    UNKNOWN_PREDICTION = "expired"
-    """The name `EXPIRED` had when any prediction not logged yet was refused (`jobs.ranking`)."""
     CONFLICT = "conflict"
     """A different outcome was recorded before (pending or not): it stays, this one is not."""
 

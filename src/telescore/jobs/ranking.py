@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 import pandas as pd
 
 from telescore.core.call_lists import CHUNK_ROWS, CacheKey
-from telescore.core.outcomes import Outcome
+from telescore.core.outcomes import PENDING_EXPIRY, Outcome
 from telescore.core.prospects import (
     ID,
     PROSPECT_FIELDS,
@@ -38,14 +37,10 @@ from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prospect_store import ProspectStore
 from telescore.jobs.call_lists import Columns, SharedCallLists, columns_of
 from telescore.jobs.explanations import Explainer
-from telescore.jobs.outcomes import RecordResult, Status, record_outcome, record_outcomes
+from telescore.jobs.outcomes import REJECTED, RecordResult, Status, record_outcome
 from telescore.jobs.scoring import Refreshed, Scored, ScoringService
 
 PROSPECTS_REFRESH_SECONDS: Final = 10.0
-RECENT_PREDICTIONS: Final = 100_000
-"""Predictions scored by id that a call may cite before they reach MongoDB."""
-PENDING: Final = "outcome_pending"
-"""Field of a call whose outcome waits for its prediction to be shipped (the label)."""
 
 
 class NoIndicatorsError(LookupError):
@@ -91,7 +86,7 @@ class CallRecorded:
     outcome: RecordResult | None
     """None for "no answer": it gives no label."""
     pending: bool
-    """The prediction is not in MongoDB yet: its outcome is recorded once it is."""
+    """The prediction is not in MongoDB yet: its outcome is stored pending, joined once it is."""
 
 
 class CallList:
@@ -106,12 +101,14 @@ class CallList:
         explainer: Explainer | None = None,
         shared: SharedCallLists | None = None,
         today: Callable[[], date] = lambda: datetime.now(UTC).date(),
+        outcome_expiry: timedelta = PENDING_EXPIRY,
     ) -> None:
         self._scoring = scoring
         self._shared = shared
         self._prospects = prospects
         self._outcomes = outcomes
         self._today = today
+        self._outcome_expiry = outcome_expiry
         self._explainer = explainer
         self._reasons: dict[str, str] = {}
         self.indicators = Refreshed(lambda: read_indicators(prospects))
@@ -121,9 +118,6 @@ class CallList:
         self._key: CacheKey | None = None
         self._scored_at = datetime.min.replace(tzinfo=UTC)
         self._calls_seen_at: datetime | None = None
-        self._pending: dict[str, dict[str, Any]] = {}
-        self._pending_loaded = False
-        self._recent: OrderedDict[str, None] = OrderedDict()
 
     def key(self) -> CacheKey:
         """Return the cache key of the list as it should be now."""
@@ -139,7 +133,6 @@ class CallList:
 
     def page(self, query: RankingQuery) -> RankedPage:
         """Return one page of the list, rescoring the list first if its key changed."""
-        self.flush_pending_outcomes()
         with self._lock:
             frame = self._current_frame()
             self._apply_new_calls(frame)
@@ -175,7 +168,7 @@ class CallList:
             raise UnknownProspectsError(missing)
         profiles = [found[each] for each in prospect_ids]
         rows = model_records(profiles, self._indicators_record().indicators, self._today())
-        scored = self._remember(self._scoring.score(rows, list(prospect_ids)))
+        scored = self._scoring.score(rows, list(prospect_ids))
         return [
             ScoredProspect(each, answer) for each, answer in zip(prospect_ids, scored, strict=True)
         ]
@@ -185,16 +178,7 @@ class CallList:
     ) -> list[Scored]:
         """Score posted profiles (PROSPECT_FIELDS keys) with today's calendar and indicators."""
         rows = model_records(prospects, self._indicators_record().indicators, self._today())
-        return self._remember(self._scoring.score(rows, routing_keys))
-
-    def _remember(self, scored: list[Scored]) -> list[Scored]:
-        """Keep the latest predictions scored by id, so that their calls may wait for them."""
-        with self._lock:
-            for each in scored:
-                self._recent[each.prediction_id] = None
-            while len(self._recent) > RECENT_PREDICTIONS:
-                self._recent.popitem(last=False)
-        return scored
+        return self._scoring.score(rows, routing_keys)
 
     def record_call(
         self, prospect_id: str, prediction_id: str, result: CallResult, caller: str
@@ -202,15 +186,12 @@ class CallList:
         """Store a call, and its outcome (subscribed or declined) for the prediction shown.
 
         Raises UnknownProspectsError for an unknown prospect. The outcome's status says if the
-        prediction is unknown or has another outcome already: then the call is not stored.
-        A prediction this app scored moments ago may not have reached MongoDB yet (the log
-        ships within `ship_max_defer`): its outcome is kept pending on the call and recorded
-        by a later page view or call.
+        prediction expired or has another outcome already: then the call is not stored. A
+        prediction scored moments ago may not be in MongoDB yet (the log ships within
+        `ship_max_defer`): its outcome is stored pending and joins it once it lands.
         """
         if not self._prospects.get_many([prospect_id]):
             raise UnknownProspectsError([prospect_id])
-        self.flush_pending_outcomes()
-        now = datetime.now(UTC)
         label = outcome_label(result)
         call: dict[str, Any] = {
             "_id": str(uuid.uuid4()),
@@ -218,50 +199,21 @@ class CallList:
             "prediction_id": prediction_id,
             "result": result,
             "caller": caller,
-            "at": now,
+            "at": datetime.now(UTC),
         }
         outcome = None
         if label is not None:
-            outcome = record_outcome(self._outcomes, _outcome(call, label))
-            if outcome.status is Status.UNKNOWN_PREDICTION and self._issued(prediction_id):
-                call[PENDING] = label
-            elif outcome.status in (Status.UNKNOWN_PREDICTION, Status.CONFLICT):
+            outcome = record_outcome(
+                self._outcomes, _outcome(call, label), expiry=self._outcome_expiry
+            )
+            if outcome.status in REJECTED:
                 return CallRecorded(prospect_id, prediction_id, result, outcome, pending=False)
         self._prospects.record_call(call)
         with self._lock:
-            if PENDING in call:
-                self._pending[call["_id"]] = call
             if self._frame is not None and prospect_id in self._frame.index:
                 self._frame.loc[prospect_id, ["called", "last_result"]] = [True, result]
-        return CallRecorded(prospect_id, prediction_id, result, outcome, pending=PENDING in call)
-
-    def flush_pending_outcomes(self) -> int:
-        """Record the pending outcomes whose predictions have reached MongoDB; return how many."""
-        with self._lock:
-            if self._pending_loaded and not self._pending:
-                return 0
-            if not self._pending_loaded:  # those left by an earlier run of the app
-                self._pending = {c["_id"]: c for c in self._prospects.pending_calls(PENDING)}
-                self._pending_loaded = True
-            pending = list(self._pending.values())
-        results = record_outcomes(self._outcomes, [_outcome(c, c[PENDING]) for c in pending])
-        done = 0
-        for call, outcome in zip(pending, results, strict=True):
-            if outcome.status is Status.UNKNOWN_PREDICTION:
-                continue  # not shipped yet
-            self._prospects.settle_call(call["_id"], PENDING, outcome.status.value)
-            with self._lock:
-                self._pending.pop(call["_id"], None)
-            done += 1
-        return done
-
-    def _issued(self, prediction_id: str) -> bool:
-        """Tell whether this app scored the prediction (it is on the list, or scored by id)."""
-        with self._lock:
-            on_list = self._frame is not None and bool(
-                (self._frame["prediction_id"] == prediction_id).any()
-            )
-            return on_list or prediction_id in self._recent
+        pending = outcome is not None and outcome.status is Status.PENDING
+        return CallRecorded(prospect_id, prediction_id, result, outcome, pending=pending)
 
     def _indicators_record(self) -> IndicatorsRecord:
         record = self.indicators.get()
