@@ -66,7 +66,9 @@ def bank_sample() -> pd.DataFrame:
     return pd.read_csv(DATASET, sep=";").tail(SAMPLE_ROWS).reset_index(drop=True)
 
 
-def _register(features: pd.DataFrame, labels: object, params: ModelParams) -> str:
+def _register(
+    features: pd.DataFrame, labels: object, params: ModelParams, name: str = REGISTERED_MODEL
+) -> str:
     """Fit and register one version exactly as the training pipeline does; return its number."""
     pipeline = build_pipeline(params).fit(features, labels)
     with mlflow.start_run():
@@ -77,7 +79,7 @@ def _register(features: pd.DataFrame, labels: object, params: ModelParams) -> st
             input_example=features.head(3),
             pyfunc_predict_fn="predict_proba",
             metadata={"feature_ranges": feature_ranges(features)},
-            registered_model_name=REGISTERED_MODEL,
+            registered_model_name=name,
             # As training does: inferring requirements costs ~10 s per model in a subprocess.
             pip_requirements=[
                 f"{name}=={version(name)}" for name in ("mlflow", "scikit-learn", "numpy", "pandas")
@@ -102,6 +104,59 @@ def registered_versions(mlflow_tracking_uri: str, bank_sample: pd.DataFrame) -> 
     )
 
 
+def mlserver_on_free_ports(
+    folder: Path,
+    tracking_uri: str,
+    mongodb_uri: str,
+    database: str,
+    *,
+    journal: Path | None = None,
+    startup_timeout: float = 120.0,
+) -> ServedMLServer:
+    """An MLServer (not started) serving the registry's aliases from `folder`, on free ports.
+
+    It logs to `database`; rows ship at once, even while the test machine is busy: the tests
+    wait for them. Start it with `.process.running()`.
+    """
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    repository = folder / "mlserver-repository"
+    journal = journal or folder / "journal"
+    write_registry_repository(
+        repository,
+        ServerOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port),
+        RuntimeOptions(max_rows=MAX_ROWS, journal_dir=journal, ship_max_defer=0),
+        client=MlflowClient(tracking_uri),
+    )
+    process = mlserver_process(
+        folder,
+        repository,
+        http_port,
+        grpc_port,
+        metrics_port,
+        tracking_uri,
+        ready_models=["telemarketing", "telemarketing-challenger"],
+        # Connection settings reach the runtime as they reach the CLI: from the environment
+        # (and no developer's .env: the named file does not exist).
+        env={
+            "TELESCORE_MONGODB_URI": mongodb_uri,
+            "TELESCORE_MONGODB_DATABASE": database,
+            "TELESCORE_ENV_FILE": str(folder / "no.env"),
+        },
+        startup_timeout=startup_timeout,
+    )
+    return ServedMLServer(
+        process=process,
+        rest_url=f"http://127.0.0.1:{http_port}",
+        grpc_target=f"127.0.0.1:{grpc_port}",
+        repository=repository,
+        mongodb_uri=mongodb_uri,
+        database=database,
+        journal=journal,
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        max_rows=MAX_ROWS,
+    )
+
+
 @pytest.fixture(scope="session")
 def mlserver(
     services_dir: Path,
@@ -110,43 +165,12 @@ def mlserver(
     mongodb: ServiceProcess,
 ) -> Iterator[ServedMLServer]:
     """MLServer on free ports serving champion and challenger, logging to nx-27017."""
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    repository = services_dir / "mlserver-repository"
-    mongodb_uri = mongodb.uri  # type: ignore[attr-defined]
-    database = "serving_tests"
-    journal = services_dir / "journal"
-    write_registry_repository(
-        repository,
-        ServerOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port),
-        # Rows ship at once, even while the test machine is busy: the tests wait for them.
-        RuntimeOptions(max_rows=MAX_ROWS, journal_dir=journal, ship_max_defer=0),
-        client=MlflowClient(mlflow_tracking_uri),
-    )
-    process = mlserver_process(
+    served = mlserver_on_free_ports(
         services_dir,
-        repository,
-        http_port,
-        grpc_port,
-        metrics_port,
         mlflow_tracking_uri,
-        ready_models=["telemarketing", "telemarketing-challenger"],
-        # Connection settings reach the runtime as they reach the CLI: from the environment
-        # (and no developer's .env: the named file does not exist).
-        env={
-            "TELESCORE_MONGODB_URI": mongodb_uri,
-            "TELESCORE_MONGODB_DATABASE": database,
-            "TELESCORE_ENV_FILE": str(services_dir / "no.env"),
-        },
+        mongodb.uri,  # type: ignore[attr-defined]
+        "serving_tests",
+        journal=services_dir / "journal",
     )
-    with process.running():
-        yield ServedMLServer(
-            process=process,
-            rest_url=f"http://127.0.0.1:{http_port}",
-            grpc_target=f"127.0.0.1:{grpc_port}",
-            repository=repository,
-            mongodb_uri=mongodb_uri,
-            database=database,
-            journal=journal,
-            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
-            max_rows=MAX_ROWS,
-        )
+    with served.process.running():
+        yield served

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from mlflow import MlflowClient
-from tests.integration.serving_fixtures import MAX_ROWS, RegisteredVersions
+from tests.integration.serving_fixtures import RegisteredVersions, mlserver_on_free_ports
 
 from telescore.app.main import create_app
 from telescore.app.security import API_KEY_HEADER
@@ -27,11 +26,8 @@ from telescore.io.journal import shipper_lock
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.serving_client import ServingClient
 from telescore.jobs.access import create_api_key
-from telescore.jobs.model_repository import ServerOptions, write_registry_repository
 from telescore.jobs.outcomes import sweep_pending_outcomes
-from telescore.services.mlserver import mlserver_process
-from telescore.services.processes import ServiceProcess, free_port, wait_until
-from telescore.serving.options import RuntimeOptions
+from telescore.services.processes import ServiceProcess, wait_until
 from telescore.settings import MongoSettings, Settings
 
 pytestmark = pytest.mark.integration
@@ -62,36 +58,16 @@ def held_back(
     mongodb: ServiceProcess,
 ) -> Iterator[HeldBack]:
     """An MLServer of its own, logging to a database of its own, its shipper held back."""
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    repository, journal = tmp_path / "repository", tmp_path / "journal"
     database = f"held_{uuid.uuid4().hex[:12]}"
     mongodb_uri: str = mongodb.uri  # type: ignore[attr-defined]
+    served = mlserver_on_free_ports(
+        tmp_path, mlflow_tracking_uri, mongodb_uri, database, startup_timeout=300
+    )
     held = ExitStack()
     # Taken before the server starts: its shipper finds the lock held and waits on standby.
-    assert held.enter_context(shipper_lock(journal, wait=lambda: False)), "the lock is free"
-    write_registry_repository(
-        repository,
-        ServerOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port),
-        RuntimeOptions(max_rows=MAX_ROWS, journal_dir=journal, ship_max_defer=0),
-        client=MlflowClient(mlflow_tracking_uri),
-    )
-    process = mlserver_process(
-        tmp_path,
-        repository,
-        http_port,
-        grpc_port,
-        metrics_port,
-        mlflow_tracking_uri,
-        ready_models=["telemarketing", "telemarketing-challenger"],
-        env={
-            "TELESCORE_MONGODB_URI": mongodb_uri,
-            "TELESCORE_MONGODB_DATABASE": database,
-            "TELESCORE_ENV_FILE": str(tmp_path / "no.env"),
-        },
-        startup_timeout=300,
-    )
-    with held, process.running():
-        yield HeldBack(f"http://127.0.0.1:{http_port}", mongodb_uri, database, held)
+    assert held.enter_context(shipper_lock(served.journal, wait=lambda: False)), "the lock is free"
+    with held, served.process.running():
+        yield HeldBack(served.rest_url, mongodb_uri, database, held)
 
 
 def test_an_outcome_posted_right_after_the_answer_is_kept_and_joined_once_shipped(

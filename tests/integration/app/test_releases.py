@@ -25,8 +25,10 @@ from telescore.io.outcome_store import OutcomeStore
 from telescore.io.registry import PREVIOUS
 from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingClient
+from telescore.io.serving_counter_store import ServingCounterStore
 from telescore.jobs.outcomes import record_outcomes
-from telescore.jobs.releases import rollback_to_previous, run_promotion
+from telescore.jobs.releases import fleet_serving_counts, rollback_to_previous, run_promotion
+from telescore.jobs.scoring import SERVED_MODELS, read_routing
 from telescore.settings import ServingSettings, Settings
 from telescore.validation.evidently_dashboards import MonitoringWorkspace
 
@@ -110,6 +112,9 @@ def test_a_truly_better_challenger_is_promoted_and_a_rollback_undoes_it(
     ]
     with OutcomeStore(mlserver.mongodb_uri, mlserver.database) as store:
         record_outcomes(store, outcomes)
+    # and every request of both arms counted (each MLServer process stores its counts about
+    # once a second, later on a busy machine)
+    _wait_counted(mlserver, requests=len(request_ids))
 
     # when the promotion job judges the release
     outcome = run_promotion(release_settings, RULES, by="tests")
@@ -146,6 +151,22 @@ def _wait_all(mlserver: ServedMLServer, query: dict[str, Any], count: int) -> li
         lambda: (found := _logged(mlserver, query)) and len(found) == count and found,
         f"{count} predictions matching {query}",
     )
+
+
+def _wait_counted(mlserver: ServedMLServer, requests: int) -> None:
+    """Wait until the shared counters hold `requests` requests of each arm since the release."""
+
+    def counted() -> bool:
+        since_release = fleet_serving_counts(counters, releases, read_routing(releases))
+        return all(
+            since_release.get(model, (0, 0))[0] >= requests for model in SERVED_MODELS.values()
+        )
+
+    with (
+        ServingCounterStore(mlserver.mongodb_uri, mlserver.database) as counters,
+        ReleaseStore(mlserver.mongodb_uri, mlserver.database) as releases,
+    ):
+        _wait_for(counted, f"{requests} requests of each arm counted")
 
 
 def test_no_release_under_way_is_idle(release_settings: Settings, client: TestClient) -> None:

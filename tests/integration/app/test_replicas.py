@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,21 +19,13 @@ from telescore.io.prediction_store import PredictionStore
 from telescore.io.prospect_store import ProspectStore
 from telescore.io.serving_client import read_metrics
 from telescore.jobs.ranking import read_indicators, set_indicators
+from telescore.services.processes import wait_until
 
 pytestmark = pytest.mark.integration
 
+WAIT = 90.0  # seconds on a state before calling it broken: a busy machine is slow, not wrong
 Listed = dict[str, tuple[float, str]]
 """Prospect id → (score, prediction id) as a replica shows it."""
-
-
-def _wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -81,13 +71,16 @@ def _scored_for_key(mlserver: ServedMLServer, marker: float, listed: Listed) -> 
     """Return how many predictions were logged under the key, once every one has shipped."""
     ids = [prediction_id for _, prediction_id in listed.values()]
     with PredictionStore(mlserver.mongodb_uri, mlserver.database) as store:
-        _wait_for(lambda: store.count({"_id": {"$in": ids}}) == len(ids), "the list's predictions")
+        wait_until(
+            lambda: store.count({"_id": {"$in": ids}}) == len(ids), WAIT, what="the predictions"
+        )
         # Nothing left in the journal: a second scoring's rows would be in MongoDB by now.
-        _wait_for(
+        wait_until(
             lambda: (
                 read_metrics(mlserver.metrics_url, "telescore_prediction_log_").get("spooled") == 0
             ),
-            "the prediction log to be shipped",
+            WAIT,
+            what="the prediction log shipped",
         )
         return store.count({f"{FEATURES}.euribor3m": marker})
 

@@ -10,17 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from mlflow import MlflowClient
+from tests.integration.serving_fixtures import mlserver_on_free_ports
 
 from telescore.core.routing import RoutingConfig
 from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import inference_request, read_metrics
 from telescore.io.serving_counter_store import ServingCounterStore
-from telescore.jobs.model_repository import ServerOptions, write_registry_repository
 from telescore.jobs.releases import fleet_serving_counts, set_routing
-from telescore.services.mlserver import mlserver_process
-from telescore.services.processes import free_port
-from telescore.serving.options import RuntimeOptions
 
 if TYPE_CHECKING:  # fixture types; conftest modules are not importable at run time
     from tests.integration.serving_fixtures import RegisteredVersions, ServedMLServer
@@ -43,30 +39,13 @@ def second(
 
     Yields its REST URL and its metrics URL.
     """
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     state = services_dir / "second-mlserver"
     state.mkdir()
-    write_registry_repository(
-        state / "repository",
-        ServerOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port),
-        RuntimeOptions(max_rows=mlserver.max_rows, journal_dir=state / "journal", ship_max_defer=0),
-        client=MlflowClient(mlflow_tracking_uri),
+    served = mlserver_on_free_ports(
+        state, mlflow_tracking_uri, mlserver.mongodb_uri, mlserver.database
     )
-    process = mlserver_process(
-        state,
-        state / "repository",
-        http_port,
-        grpc_port,
-        metrics_port,
-        mlflow_tracking_uri,
-        env={
-            "TELESCORE_MONGODB_URI": mlserver.mongodb_uri,
-            "TELESCORE_MONGODB_DATABASE": mlserver.database,
-            "TELESCORE_ENV_FILE": str(state / "no.env"),
-        },
-    )
-    with process.running():
-        yield f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{metrics_port}/metrics"
+    with served.process.running():
+        yield served.rest_url, served.metrics_url
 
 
 def _wait_for(condition: Callable[[], Any], what: str, seen: Callable[[], Any]) -> Any:
