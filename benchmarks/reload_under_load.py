@@ -1,15 +1,17 @@
-"""Move `champion` to another version and reload MLServer under steady load: does anything fail?
+"""Move `champion` to another version under steady load: how soon is it served, does anything fail?
 
     .venv/bin/python -m benchmarks.reload_under_load [--seconds 15] [--concurrency 8]
                                                      [--swaps 1] [--saturate N] [--no-log]
 
 It registers two versions fitted on all 41,188 rows (C=1.0 and C=0.01, so their scores
 differ), serves `champion` (v1) with telescore's MLServer, prediction log on (nx-27017) unless
---no-log, and drives it with `--concurrency` closed-loop httpx clients for `--seconds`,
-recording every answer (status, model_version, prediction ids). At evenly spaced moments it
-moves `champion` to the other version and calls `telescore.jobs.serving.sync_served_models`,
-the reload telescore runs after a promotion. `--saturate N` adds N wrk connections of
-unrecorded load, so that the swap happens on a server with no CPU to spare.
+--no-log, with its reconciler (`telescore serve reconcile`, as `telescore serve start` runs it),
+and drives it with `--concurrency` closed-loop httpx clients for `--seconds`, recording every
+answer (status, model_version, prediction ids). At evenly spaced moments it moves `champion`
+to the other version in the registry, which is all a promotion does, and times until MLServer
+serves it: the reconciler's poll (`TELESCORE_SERVING_RECONCILE_INTERVAL`, 2 s) plus the load.
+`--saturate N` adds N wrk connections of unrecorded load, so that the swap happens on a server
+with no CPU to spare.
 
 It prints failures, when the last old-version and first new-version answers came, latency and
 cores before, during and after each swap, answers per 0.5 s around it, and whether every
@@ -60,27 +62,43 @@ def version_of(sample: harness.Sample) -> str:
 
 
 def make_reload(tracking: str, server: stack.Server, meter: harness.CpuMeter) -> Any:
-    """Return the operation under test: move `champion`, then sync what MLServer serves."""
+    """Return the operation under test: move `champion`, wait until MLServer serves it."""
     from mlflow import MlflowClient
 
     from telescore.io.serving_client import ServingClient
-    from telescore.jobs.serving import sync_served_models
+    from telescore.services.processes import wait_until
 
     def reload(swap: Swap) -> None:
         client = MlflowClient(tracking)
         swap.started = meter.read()
         client.set_registered_model_alias(stack.MODEL, "champion", swap.new)
         try:
-            with ServingClient(server.url, timeout=120.0) as serving:
-                done = sync_served_models(server.repository, serving, client=client)
-            swap.outcome = "; ".join(
-                f"{e.model} v{e.previous_version} -> v{e.version}" for e in done
-            )
+            with ServingClient(server.url, timeout=10.0) as serving:
+                wait_until(
+                    lambda: serving.served_version(stack.MODEL) == swap.new,
+                    120.0,
+                    what=f"v{swap.new} served",
+                    interval=0.05,
+                )
+            swap.outcome = f"v{swap.new} served by the reconciler"
         except Exception as error:  # the finding is the error itself: report it, do not crash
-            swap.outcome = f"reload FAILED: {type(error).__name__}: {error}"
+            swap.outcome = f"release FAILED: {type(error).__name__}: {error}"
         swap.returned = meter.read()
 
     return reload
+
+
+def start_reconciler(services: stack.Stack, server: stack.Server, tracking: str) -> None:
+    """Start the server's reconciler, as `telescore serve start` does; it stops on exit."""
+    from telescore.services.mlserver import reconciler_process
+
+    home = server.repository.parent
+    env = {"TELESCORE_MLFLOW_TRACKING_URI": tracking, "TELESCORE_ENV_FILE": str(home / "no.env")}
+    process = reconciler_process(
+        home, server.repository, server.url, home / "reconciler.json", env=env
+    )
+    services.callback(process.stop)
+    process.start()
 
 
 async def load_with_swaps(
@@ -196,14 +214,14 @@ def report_run(report: Report, args: Any, swaps: list[Swap], run: dict[str, Any]
             k: "never" if f[k] is None else f"{f[k]:+.3f} s" for k in ("last_old_s", "first_new_s")
         }
         report.line(
-            f"swap {number}: champion v{swap.old} -> v{swap.new}; sync_served_models took "
+            f"swap {number}: champion v{swap.old} -> v{swap.new} in the registry; served after "
             f"{f['reload_s']:.2f} s ({swap.outcome}); last v{swap.old} answer "
             f"{at['last_old_s']}, first v{swap.new} answer {at['first_new_s']}; v{swap.old} "
             f"answers after the first v{swap.new}: {f['old_after_first_new']}"
         )
         buckets = f["answers_per_bucket"].items()
         shown = " ".join(f"[{b * BUCKET:+.1f}]{n}" for b, n in buckets if -8 <= b <= 12)
-        report.line(f"  answers per {BUCKET} s from the reload call: {shown}")
+        report.line(f"  answers per {BUCKET} s from the alias move: {shown}")
     report.table(
         "Before, during and after each swap (requests by when they were sent)",
         ["phase", "s", "requests", "failed", "p50 ms", "p99 ms", "max ms", "cores: srv"]
@@ -230,6 +248,7 @@ def main() -> None:
         mongodb = services.mongodb()
         server = services.mlserver("mlserver", tracking, mongodb if args.log else None)
         services.start(server)
+        start_reconciler(services, server, tracking)
         report.log(f"MLServer serves champion v{versions[0]}; v{versions[1]} registered")
         log_path = server.process.log_path
         log_lines = len(log_path.read_text(errors="replace").splitlines())
