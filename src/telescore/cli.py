@@ -367,19 +367,17 @@ def outcomes_import(
         f"{len(report.rejected)} rejected"
     )
     if report.pending:
-        table = Table(title="Pending rows: joined to their predictions once these are logged")
-        for column in ("line", "prediction id"):
-            table.add_column(column)
-        for pending in report.pending:
-            table.add_row(str(pending.line), pending.prediction_id)
-        console.print(table)
+        _print_rows(
+            "Pending rows: joined to their predictions once these are logged",
+            ("line", "prediction id"),
+            [(str(row.line), row.prediction_id) for row in report.pending],
+        )
     if report.rejected:
-        table = Table(title="Rejected rows")
-        for column in ("line", "prediction id", "reason"):
-            table.add_column(column)
-        for row in report.rejected:
-            table.add_row(str(row.line), row.prediction_id or "", row.reason)
-        console.print(table)
+        _print_rows(
+            "Rejected rows",
+            ("line", "prediction id", "reason"),
+            [(str(row.line), row.prediction_id or "", row.reason) for row in report.rejected],
+        )
         raise typer.Exit(code=1)
 
 
@@ -403,12 +401,16 @@ def outcomes_sweep() -> None:
         f"{report.pending} still pending"
     )
     if report.expired:
-        table = Table(title="Expired outcomes")
-        for column in ("prediction id", "reason"):
-            table.add_column(column)
-        for prediction_id, reason in report.expired:
-            table.add_row(prediction_id, reason)
-        console.print(table)
+        _print_rows("Expired outcomes", ("prediction id", "reason"), list(report.expired))
+
+
+def _print_rows(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def _print_serving(settings: Settings) -> None:
