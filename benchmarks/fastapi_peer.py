@@ -1,14 +1,9 @@
 """FastAPI apps to compare telescore's MLServer with, each under `uvicorn --workers 1`.
 
-- `app`: the peer a user would write instead of telescore. It loads the registered model and
-  answers `POST /predict {"rows": [{...}]}` with `predict_proba` on a DataFrame, in a plain
-  `def` endpoint (FastAPI's thread pool), with no validation, logging or model version.
-- `floor_app`: parses the V2 JSON body and answers a constant: the HTTP floor.
-- `scorer_app`: parses the V2 JSON body and scores it with the NumPy scorer telescore compiles
-  (`telescore.core.scoring.compile_scorer`): telescore's arithmetic without MLServer.
-
-The V2 apps use `async def` endpoints and orjson, the cheapest honest way FastAPI offers.
-`benchmarks.stack` starts them with PEER_MODEL_URI and MLFLOW_TRACKING_URI set.
+`app` is the peer a user would write: `predict_proba` on a DataFrame in a plain `def` endpoint,
+no validation, logging or version. `floor_app` parses the V2 body and answers a constant (the
+HTTP floor); `scorer_app` scores it with telescore's compiled NumPy scorer, unvalidated. The V2
+apps use `async def` and orjson, the cheapest honest way FastAPI offers.
 """
 
 from __future__ import annotations

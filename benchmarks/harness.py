@@ -1,13 +1,9 @@
 """What every benchmark shares: a CPU meter, load drivers and paired rounds.
 
-- `CpuMeter`: CPU seconds of named parties (process groups read from /proc, narrowed by command
-  line), of this process with its reaped children (the load client), and of the rest of the
-  machine (/proc/stat): every figure comes with who used the cores meanwhile.
-- Load: closed-loop asyncio workers over httpx or grpc.aio, every request recorded (callers
-  slice by time), and `wrk` with a Lua POST script (one thread, a few % of a core).
-- `run_rounds`, `paired`: arms run once per round, in reverse order every other round, and a
-  comparison is the median of per-round ratios with its spread: this machine drifts by tens
-  of percent between cells, so only paired, repeated figures mean much.
+`CpuMeter` reads who used the cores (named process groups, this client, the rest of the
+machine); `measure` drives a `Target` with wrk or closed-loop httpx / grpc.aio workers;
+`run_rounds`, `paired` and `spread` compare arms in paired rounds (this machine drifts by tens
+of percent between cells, so only paired, repeated figures mean much).
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -31,8 +27,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 TICKS = os.sysconf("SC_CLK_TCK")
-
-# -- CPU ------------------------------------------------------------------------------------------
+Reading = tuple[float, dict[str, float]]
+"""A CPU meter's reading: wall time (perf_counter) and cumulative CPU seconds per party."""
 
 
 @dataclass(frozen=True)
@@ -45,10 +41,8 @@ class Party:
     without: str = ""
 
     def counts(self, pid: int, group: int) -> bool:
-        if group != self.group:
-            return False
-        if not self.only and not self.without:
-            return True
+        if group != self.group or not (self.only or self.without):
+            return group == self.group
         command = _command_line(pid)
         return self.only in command and not (self.without and self.without in command)
 
@@ -73,23 +67,10 @@ def _processes() -> list[tuple[int, int, float]]:
             continue  # it ended meanwhile
         # After "pid (comm) ": state ppid pgrp ...; utime and stime are fields 14 and 15.
         fields = text.rsplit(") ", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / TICKS
-        found.append((int(folder.name), int(fields[2]), cpu))
+        found.append(
+            (int(folder.name), int(fields[2]), (int(fields[11]) + int(fields[12])) / TICKS)
+        )
     return found
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all processes have used since boot (user, nice, system, irq, softirq)."""
-    with Path("/proc/stat").open() as stat:
-        values = [int(value) for value in stat.readline().split()[1:8]]
-    # Idle, iowait and steal (the hypervisor's) are nobody's work here.
-    return (sum(values) - values[3] - values[4]) / TICKS
-
-
-def own_cpu_seconds() -> float:
-    """CPU seconds of this process and the children it has reaped (wrk, once it exits)."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 @dataclass(frozen=True)
@@ -102,9 +83,6 @@ class Usage:
     def cores(self) -> dict[str, float]:
         return {name: value / self.wall for name, value in self.seconds.items()}
 
-    def per_request_us(self, name: str, requests: int) -> float:
-        return self.seconds.get(name, 0.0) / max(requests, 1) * 1e6
-
 
 class CpuMeter:
     """Reads the CPU of named parties, this process (the client) and the rest of the machine."""
@@ -112,31 +90,29 @@ class CpuMeter:
     def __init__(self, parties: Mapping[str, Party] | None = None) -> None:
         self.parties = dict(parties or {})
 
-    def read(self) -> tuple[float, dict[str, float]]:
+    def read(self) -> Reading:
         """Return a reading: wall time and cumulative CPU seconds per party."""
         totals = dict.fromkeys(self.parties, 0.0)
-        if self.parties:
-            for pid, group, seconds in _processes():
-                for name, party in self.parties.items():
-                    if party.counts(pid, group):
-                        totals[name] += seconds
-        totals["client"] = own_cpu_seconds()
-        totals["machine"] = machine_busy_seconds()
+        for pid, group, seconds in _processes() if self.parties else []:
+            for name, party in self.parties.items():
+                if party.counts(pid, group):
+                    totals[name] += seconds
+        # This process and the children it has reaped (wrk, once it exits).
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        totals["client"] = time.process_time() + children.ru_utime + children.ru_stime
+        with Path("/proc/stat").open() as stat:
+            ticks = [int(value) for value in stat.readline().split()[1:8]]
+        # Busy since boot: user, nice, system, irq, softirq; idle and iowait are nobody's work.
+        totals["machine"] = (sum(ticks) - ticks[3] - ticks[4]) / TICKS
         return time.perf_counter(), totals
 
-    def since(self, start: tuple[float, dict[str, float]]) -> Usage:
+    def since(self, start: Reading) -> Usage:
         """Return what was used between `start` and now."""
-        return usage_between(start, self.read())
-
-
-def usage_between(
-    start: tuple[float, dict[str, float]], end: tuple[float, dict[str, float]]
-) -> Usage:
-    """Return the CPU used between two readings of one meter."""
-    spent = {name: max(0.0, end[1][name] - start[1][name]) for name in start[1]}
-    machine = spent.pop("machine")
-    spent["other"] = max(0.0, machine - sum(spent.values()))
-    return Usage(max(end[0] - start[0], 1e-9), spent)
+        end = self.read()
+        spent = {name: max(0.0, end[1][name] - start[1][name]) for name in start[1]}
+        machine = spent.pop("machine")
+        spent["other"] = max(0.0, machine - sum(spent.values()))
+        return Usage(max(end[0] - start[0], 1e-9), spent)
 
 
 def idle_cores(seconds: float = 2.0) -> float:
@@ -144,11 +120,8 @@ def idle_cores(seconds: float = 2.0) -> float:
     meter = CpuMeter()
     start = meter.read()
     time.sleep(seconds)
-    usage = meter.since(start)
-    return usage.seconds["other"] / usage.wall
+    return meter.since(start).cores()["other"]
 
-
-# -- load -----------------------------------------------------------------------------------------
 
 Send = Callable[[], Awaitable[tuple[bool, str]]]
 """One request: (succeeded, detail), detail being an error text or what `read` returned."""
@@ -156,16 +129,19 @@ Send = Callable[[], Awaitable[tuple[bool, str]]]
 
 @dataclass(frozen=True)
 class Target:
-    """Where to send single-row requests, and whose CPU to count while doing it."""
+    """Where to send one kind of request, and whose CPU to count while doing it."""
 
-    label: str
     kind: str
-    """"http" (POST `payload` bytes to the URL `address`) or "grpc" (ModelInfer to host:port)."""
+    """"http" (send `body` bytes to the URL `address`) or "grpc" (ModelInfer to host:port)."""
     address: str
-    payload: Any
-    parties: Mapping[str, Party]
+    body: Any = b""
+    """The request body: JSON bytes over HTTP (may be empty), a ModelInferRequest over gRPC."""
+    parties: Mapping[str, Party] = field(default_factory=dict)
     settle: Callable[[], dict[str, float]] | None = None
     """Waits for the work a cell leaves behind (the log's shipping); returns figures on it."""
+    method: str = "POST"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Sent besides `content-type: application/json`, by wrk and httpx alike."""
 
 
 @dataclass(frozen=True)
@@ -176,10 +152,6 @@ class Sample:
     end: float
     ok: bool
     detail: str = ""
-
-    @property
-    def latency_ms(self) -> float:
-        return (self.end - self.start) * 1000.0
 
 
 @dataclass(frozen=True)
@@ -215,29 +187,45 @@ class Cell:
     def cpu_us(self, party: str, settled: bool = True) -> float:
         """A party's CPU per request; with `settled`, the work left after the cell included."""
         usage = self.settled if settled and self.settled else self.usage
-        return usage.per_request_us(party, self.figures.requests)
+        return usage.seconds.get(party, 0.0) / max(self.figures.requests, 1) * 1e6
 
     def as_dict(self) -> dict[str, Any]:
         cpu = {name: self.cpu_us(name) for name in self.usage.seconds}
-        return asdict(self.figures) | {
-            "throughput": self.figures.throughput,
-            "cores": self.usage.cores(),
-            "cpu_us_per_request": cpu,
-            "after": self.after,
-        }
+        figures = {"throughput": self.figures.throughput, "cores": self.usage.cores()}
+        return asdict(self.figures) | figures | {"cpu_us_per_request": cpu, "after": self.after}
+
+
+def medians(
+    cells: Sequence[Cell], parties: Sequence[str] = (), settled: Collection[str] = ()
+) -> dict[str, float]:
+    """Median figures of one arm's cells over its rounds: p50, p99 (ms), req/s, errors (summed),
+    and per party the cores it kept busy and its CPU per request ("<party> us"; for a party in
+    `settled`, until the target had settled)."""
+
+    def median(figure: Callable[[Cell], float]) -> float:
+        return statistics.median(figure(cell) for cell in cells)
+
+    found = {
+        "p50": median(lambda cell: cell.figures.p50_ms),
+        "p99": median(lambda cell: cell.figures.p99_ms),
+        "req/s": median(lambda cell: cell.figures.throughput),
+        "errors": sum(cell.figures.errors for cell in cells),
+    }
+    for party in parties:
+        found[party] = median(lambda cell, p=party: cell.usage.cores().get(p, 0.0))
+        found[f"{party} us"] = median(lambda cell, p=party: cell.cpu_us(p, p in settled))
+    return found
 
 
 def percentile(values: Sequence[float], share: float) -> float:
     """Return the nearest-rank percentile (share in 0..100); NaN when empty."""
-    if not values:
-        return math.nan
     ordered = sorted(values)
-    return ordered[max(1, math.ceil(share / 100.0 * len(ordered))) - 1]
+    return ordered[max(1, math.ceil(share / 100.0 * len(ordered))) - 1] if values else math.nan
 
 
 def summarise(client: str, concurrency: int, samples: Sequence[Sample], seconds: float) -> Figures:
     """Summarise samples collected over `seconds` of wall time."""
-    latencies = [sample.latency_ms for sample in samples]
+    latencies = [(sample.end - sample.start) * 1000.0 for sample in samples]
     errors = sum(not sample.ok for sample in samples)
     quantiles = percentile(latencies, 50), percentile(latencies, 99), max(latencies, default=0)
     return Figures(client, concurrency, seconds, len(samples), errors, *quantiles)
@@ -275,7 +263,7 @@ async def sender(
             stub = dataplane_pb2_grpc.GRPCInferenceServiceStub(channel)
 
             async def send_grpc() -> tuple[bool, str]:
-                response = await stub.ModelInfer(target.payload, timeout=30)
+                response = await stub.ModelInfer(target.body, timeout=30)
                 return True, read(response) if read else ""
 
             yield send_grpc
@@ -283,11 +271,12 @@ async def sender(
     import httpx
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **target.headers}
+    request = {"method": target.method, "url": target.address, "content": target.body or None}
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0)) as client:
 
         async def send_http() -> tuple[bool, str]:
-            response = await client.post(target.address, content=target.payload, headers=headers)
+            response = await client.request(**request, headers=headers)
             if response.is_success:
                 return True, read(response) if read else ""
             return False, f"HTTP {response.status_code}: {response.text[:200]}"
@@ -310,7 +299,7 @@ def measure(target: Target, client: str, concurrency: int, seconds: float) -> Ce
     wait for the target to settle, so that no later cell pays for this one's leftovers."""
     meter = CpuMeter(target.parties)
 
-    async def run() -> tuple[Any, Figures, Usage]:
+    async def run() -> tuple[Reading, Figures, Usage]:
         async with sender(target, concurrency) as send:
             start = meter.read()
             samples, wall = await drive(send, concurrency, seconds)
@@ -318,21 +307,19 @@ def measure(target: Target, client: str, concurrency: int, seconds: float) -> Ce
 
     if client == "wrk":
         start = meter.read()
-        figures = run_wrk(target.address, target.payload, concurrency, seconds)
+        figures = run_wrk(target, concurrency, seconds)
         usage = meter.since(start)
     else:
         start, figures, usage = asyncio.run(run())
     if target.settle is None:
         return Cell(figures, usage)
-    after = target.settle()
+    after = target.settle()  # first: the meter's reading then includes the settling
     return Cell(figures, usage, meter.since(start), after)
 
 
-# -- wrk ------------------------------------------------------------------------------------------
-
 WRK_SCRIPT = """\
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+wrk.method = "{method}"
+{headers}
 wrk.body = [==[{body}]==]
 
 done = function(summary, latency, requests)
@@ -351,33 +338,44 @@ def wrk_available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def wrk_command(url: str, body: bytes, concurrency: int, seconds: float, script: Path) -> list[str]:
-    """Return the one-thread wrk command POSTing `body` (the script is written to `script`)."""
-    script.write_text(WRK_SCRIPT.format(body=body.decode()))
-    duration = f"{max(1, round(seconds))}s"  # wrk takes whole seconds
-    return [*f"wrk -t1 -c{concurrency} -d{duration} --timeout 30s -s".split(), str(script), url]
+def wrk_script(target: Target) -> str:
+    """Return the Lua script that sends `target`'s request and prints a WRK_JSON summary."""
+    headers = {"Content-Type": "application/json", **target.headers}
+    lines = "\n".join(f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items())
+    return WRK_SCRIPT.format(method=target.method, headers=lines, body=target.body.decode())
 
 
-def parse_wrk(output: str, concurrency: int) -> Figures:
-    """Read the line our Lua `done` prints; socket errors count as failed requests."""
-    line = next(line for line in output.splitlines() if line.startswith("WRK_JSON "))
-    raw = json.loads(line.removeprefix("WRK_JSON "))
+def run_wrk(target: Target, concurrency: int, seconds: float) -> Figures:
+    """Run wrk, one thread, against `target` and return its figures (socket errors count as
+    failed requests)."""
+    with tempfile.TemporaryDirectory(prefix="telescore-wrk-") as folder:
+        script = Path(folder) / "request.lua"
+        script.write_text(wrk_script(target))
+        duration = f"{max(1, round(seconds))}s"  # wrk takes whole seconds
+        command = [*f"wrk -t1 -c{concurrency} -d{duration} --timeout 30s -s".split(), str(script)]
+        done = subprocess.run(
+            [*command, target.address], capture_output=True, text=True, timeout=seconds + 60
+        )
+    done.check_returncode()
+    line = next(line for line in done.stdout.splitlines() if line.startswith("WRK_JSON "))
+    raw = json.loads(line.removeprefix("WRK_JSON "))  # the line our Lua `done` prints
     requests, errors = raw["requests"] + raw["sockets"], raw["non_2xx"] + raw["sockets"]
     latencies = (raw[key] / 1000.0 for key in ("p50_us", "p99_us", "max_us"))
     return Figures("wrk", concurrency, raw["duration_us"] / 1e6, requests, errors, *latencies)
 
 
-def run_wrk(url: str, body: bytes, concurrency: int, seconds: float) -> Figures:
-    """Run wrk against `url` and return its figures."""
-    with tempfile.TemporaryDirectory(prefix="telescore-wrk-") as folder:
-        command = wrk_command(url, body, concurrency, seconds, Path(folder) / "post.lua")
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=seconds + 60, check=True
-        )
-    return parse_wrk(done.stdout, concurrency)
+def timed_into(seconds: dict[str, float], name: str, run: Callable[..., T]) -> Callable[..., T]:
+    """Wrap `run` so that the wall time of its calls adds up in `seconds[name]`."""
+    seconds.setdefault(name, 0.0)
 
+    def timed(*args: Any, **kwargs: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            seconds[name] += time.perf_counter() - started
 
-# -- rounds ---------------------------------------------------------------------------------------
+    return timed
 
 
 def run_rounds(
@@ -385,34 +383,26 @@ def run_rounds(
 ) -> dict[str, list[T]]:
     """Run every arm once per round, reversing the order every other round; results per arm."""
     results: dict[str, list[T]] = {name: [] for name in arms}
-    names = list(arms)
     for number in range(rounds):
-        for name in names if number % 2 == 0 else names[::-1]:
+        for name in list(arms) if number % 2 == 0 else list(arms)[::-1]:
             results[name].append(arms[name]())
         log(f"round {number + 1}/{rounds} done")
     return results
 
 
-@dataclass(frozen=True)
-class Ratio:
-    """A comparison over paired rounds: the median of per-round ratios and their spread."""
-
-    per_round: tuple[float, ...]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.per_round) if self.per_round else math.nan
-
-    def show(self, percent: bool = False) -> str:
-        if not self.per_round:
-            return "-"
-        low, high = min(self.per_round), max(self.per_round)
-        if percent:
-            return f"{self.median:.0%} ({low:.0%}..{high:.0%})"
-        return f"{self.median:.2f}x ({low:.2f}..{high:.2f})"
+def paired(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
+    """Return the per-round ratios of two arms measured in the same rounds."""
+    return [a / b for a, b in zip(numerators, denominators, strict=False) if b]
 
 
-def paired(numerators: Sequence[float], denominators: Sequence[float]) -> Ratio:
-    """Return the ratio of two arms measured in the same rounds."""
-    pairs = zip(numerators, denominators, strict=False)
-    return Ratio(tuple(a / b for a, b in pairs if b))
+def median_of(values: Sequence[float]) -> float:
+    """Return the median of per-round figures; NaN when there are none."""
+    return statistics.median(values) if values else math.nan
+
+
+def spread(values: Sequence[float], form: str = "{:.2f}", unit: str = "x") -> str:
+    """Show the median of per-round figures with their range, e.g. '1.23x (1.10..1.40)'."""
+    if not values:
+        return "-"
+    low, middle, high = map(form.format, (min(values), statistics.median(values), max(values)))
+    return f"{middle}{unit} ({low}..{high})"

@@ -1,11 +1,12 @@
 """The one report writer: progress lines, side-by-side tables, results JSON and a PNG chart.
 
-Everything printed is also kept, with whatever raw figures the benchmark adds to `data`, in
+Everything printed is also kept, with the raw figures a benchmark adds to `data`, in
 benchmarks/results/<name>.json (gitignored), so a run can be read again without re-running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -66,22 +67,16 @@ class Report:
         # Short rows are padded: a total may leave columns empty.
         cells = [[show(value) for value in row] + [""] * (len(columns) - len(row)) for row in rows]
         widths = [
-            max(len(column), *(len(row[index]) for row in cells)) if cells else len(column)
-            for index, column in enumerate(columns)
+            max([len(name)] + [len(row[i]) for row in cells]) for i, name in enumerate(columns)
         ]
 
         def format_row(row: Sequence[str]) -> str:
-            first = row[0].ljust(widths[0])
             rest = (text.rjust(width) for text, width in zip(row[1:], widths[1:], strict=True))
-            return "  " + "  ".join([first, *rest])
+            return "  " + "  ".join([row[0].ljust(widths[0]), *rest])
 
-        print(f"\n{title}")
-        print(format_row(list(columns)))
-        print("  " + "-" * (sum(widths) + 2 * (len(widths) - 1)))
-        for row in cells:
-            print(format_row(row))
-        if note:
-            print(f"  ({note})")
+        rule = "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))
+        lines = [f"\n{title}", format_row(list(columns)), rule, *map(format_row, cells)]
+        print("\n".join(lines + ([f"  ({note})"] if note else [])))
         self.data["tables"][title] = {"columns": list(columns), "rows": cells, "note": note}
 
     def save(self, panels: Sequence[Panel] = (), chart_title: str = "") -> None:
@@ -103,10 +98,8 @@ def machine() -> dict[str, Any]:
 
     versions = {}
     for name in ("mlflow", "mlserver", "fastapi", "uvicorn", "scikit-learn", "httpx", "grpcio"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             versions[name] = version(name)
-        except PackageNotFoundError:
-            continue
     return {
         "cpus": os.cpu_count(),
         "arch": platform.machine(),
@@ -125,10 +118,9 @@ def save_chart(path: Path, panels: Sequence[Panel], title: str) -> Path:
     import matplotlib.pyplot as plt
 
     rows = list(dict.fromkeys(row for panel in panels for row in panel.values))
-    figure, axes = plt.subplots(
-        1, len(panels), figsize=(6.5 * len(panels), 0.5 * len(rows) + 2), sharey=True
-    )
-    for axis, panel in zip(axes if len(panels) > 1 else [axes], panels, strict=True):
+    size = (6.5 * len(panels), 0.5 * len(rows) + 2)
+    figure, axes = plt.subplots(1, len(panels), figsize=size, sharey=True, squeeze=False)
+    for axis, panel in zip(axes[0], panels, strict=True):
         series = list(dict.fromkeys(name for bars in panel.values.values() for name in bars))
         height = 0.8 / max(len(series), 1)
         for slot, name in enumerate(series):
@@ -142,9 +134,8 @@ def save_chart(path: Path, panels: Sequence[Panel], title: str) -> Path:
             axis.axvline(panel.target, color="#c44e52", linestyle="--", linewidth=1)
         axis.set_title(panel.title, fontsize=10)
         axis.legend(loc="lower right", fontsize=8)
-    first = axes[0] if len(panels) > 1 else axes
-    first.set_yticks(range(len(rows)), rows)
-    first.invert_yaxis()
+    axes[0][0].set_yticks(range(len(rows)), rows)
+    axes[0][0].invert_yaxis()
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -1,8 +1,6 @@
-"""The services a benchmark runs: MLflow with the real model, nx-27017, MLServers, FastAPI peers.
-
-Everything runs on free ports under one temporary folder, through telescore's own
-`ServiceProcess` definitions (stopping one stops its process group); `Stack` stops it all on
-exit, on Ctrl-C and on SIGTERM.
+"""The services a benchmark runs (MLflow with the real model, nx-27017, MLServers, FastAPI peers)
+on free ports under one temporary folder, all stopped on exit, on Ctrl-C and on SIGTERM; and the
+benchmark's one `Context` on them (`Stack.context`), where its clients come from.
 """
 
 from __future__ import annotations
@@ -18,14 +16,19 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.harness import Party, Target
+from telescore.io.datasets import DATASET_FILE
+
+if TYPE_CHECKING:
+    from telescore.io.context import Context
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-MODEL = "telemarketing"
-HOST = "127.0.0.1"
+DATASET = PROJECT_ROOT / DATASET_FILE
+MODEL, DATABASE, HOST = "telemarketing", "benchmark", "127.0.0.1"
 INFER_PATH = f"/v2/models/{MODEL}/infer"
 SHIPPER = "telescore.serving.shipper"
 """In the command line of the shipper process MLServer starts (in MLServer's process group)."""
@@ -58,17 +61,16 @@ class Server:
     def pid(self) -> int:
         return int(self.process.process.pid)
 
-    def target(self, kind: str, payload: Any, mongodb: Server, path: str = INFER_PATH) -> Target:
-        """Requests to this server; CPU counted for it, its shipper apart, and for MongoDB."""
-        parties = {
-            "server": Party(self.pid, without=SHIPPER),
-            "shipper": Party(self.pid, only=SHIPPER),
-            "db": Party(mongodb.pid),
-        }
+    def parties(self, mongodb: Server, name: str = "server") -> dict[str, Party]:
+        """This server's process group (as `name`), its shipper apart, and MongoDB's."""
+        shipper, db = Party(self.pid, only=SHIPPER), Party(mongodb.pid)
+        return {name: Party(self.pid, without=SHIPPER), "shipper": shipper, "db": db}
+
+    def target(self, kind: str, body: Any, mongodb: Server, path: str = INFER_PATH) -> Target:
+        """Requests to this server, with its CPU parties and, when it logs, its drain."""
         address = self.url + path if kind == "http" else self.grpc
-        return Target(
-            self.label, kind, address, payload, parties, self.drain if self.logged else None
-        )
+        settle = self.drain if self.logged else None
+        return Target(kind, address, body, self.parties(mongodb), settle)
 
     def log_counts(self) -> dict[str, float]:
         """Return MLServer's telescore_prediction_log_* metrics, by short name."""
@@ -77,30 +79,16 @@ class Server:
         metrics = read_metrics(self.metrics, "telescore_prediction_log_", timeout=10)
         return {name.removesuffix("_total"): value for name, value in metrics.items()}
 
-    def documents(self, database: str) -> int:
-        """Count the prediction documents in `database` (on nx-27017)."""
-        from telescore.io.prediction_store import PredictionStore
-
-        # Counting a large collection takes nx-27017 seconds: not the log's 1.5 s timeout.
-        with PredictionStore(self.url, database, timeout_ms=60_000) as store:
-            return store.count()
-
     def drain(self) -> dict[str, float]:
         """Read the backlog a cell left, wait until it is shipped; return both and the wait."""
         # `spooled` is the shipper's last report (every 0.25 s); journaled - written is now.
         counts = self.log_counts()
-        unshipped = counts["journaled"] - counts["written"]
-        return {
-            "spooled": counts["spooled"],
-            "unshipped": unshipped,
-            "drain s": self.wait_drained(),
-        }
+        spooled, unshipped = counts["spooled"], counts["journaled"] - counts["written"]
+        return {"spooled": spooled, "unshipped": unshipped, "drain s": self.wait_drained()}
 
     def wait_drained(self, timeout: float = 300.0) -> float:
-        """Wait until the shipper has written every journaled row; return the seconds waited.
-
-        The shipper reports every 0.25 s, so this resolves to about that.
-        """
+        """Wait until the shipper has written every journaled row; return the seconds waited
+        (to about the shipper's report interval, 0.25 s)."""
         started = time.perf_counter()
         while time.perf_counter() - started < timeout:
             counts = self.log_counts()
@@ -138,96 +126,104 @@ class Stack(contextlib.ExitStack):
         for server in servers:
             server.process.wait_healthy()
 
-    def champion(self) -> tuple[str, Any, Registered]:
-        """Start MLflow and register the real model as `champion`: URI, features, version."""
-        tracking = self.mlflow()
+    @cached_property
+    def context(self) -> Context:
+        """The benchmark's one Context, on this stack's MLflow and nx-27017 (started if not yet)."""
+        from pydantic import SecretStr
+
+        from telescore.io.context import Context
+        from telescore.settings import MlflowSettings, MongoSettings, ProjectSettings, Settings
+
+        mlflow, mongodb = self.mlflow(), self.mongodb().url
+        no_env_file: Any = {"_env_file": None}  # no developer's .env
+        settings = Settings(
+            project=ProjectSettings(state_dir=self.dir / "state", host=HOST, **no_env_file),
+            mlflow=MlflowSettings(tracking_uri=mlflow, experiment="benchmark", **no_env_file),
+            mongodb=MongoSettings(uri=SecretStr(mongodb), database=DATABASE, **no_env_file),
+            **no_env_file,
+        )
+        return self.enter_context(Context(settings))
+
+    def champion(self) -> tuple[Any, Registered]:
+        """Register the real model as `champion` (MLflow started if not yet): features, version."""
         features, labels = load_dataset()
-        registered = register(tracking, features, labels)
-        set_champion(tracking, registered.version)
-        return tracking, features, registered
+        registered = register(self.context, features, labels)
+        self.context.registry.set_alias("champion", registered.version)
+        return features, registered
 
     def mlflow(self) -> str:
-        """Start an MLflow server, make it this process's registry, and return its URI."""
+        """Start an MLflow server (once), make it this process's registry; return its URI."""
         from telescore.services.embedded import mlflow_server
         from telescore.services.processes import free_port
 
-        port = free_port()
-        uri = f"http://{HOST}:{port}"
-        self.start(Server("mlflow", mlflow_server(self.dir, port, HOST), uri))
-        os.environ["MLFLOW_TRACKING_URI"] = uri
-        return uri
+        if "mlflow" not in self.servers:
+            port = free_port()
+            uri = f"http://{HOST}:{port}"
+            self.start(Server("mlflow", mlflow_server(self.dir, port, HOST), uri))
+            os.environ["MLFLOW_TRACKING_URI"] = uri
+        return self.servers["mlflow"].url
 
     def mongodb(self) -> Server:
-        """Start nx-27017; its `url` is the mongodb:// URI."""
+        """Start nx-27017 (once); its `url` is the mongodb:// URI."""
         from telescore.services.embedded import mongodb_server
         from telescore.services.processes import free_port
 
-        port = free_port()
-        server = Server(
-            "nx-27017", mongodb_server(self.dir, port, HOST), f"mongodb://{HOST}:{port}"
-        )
-        self.start(server)
-        return server
+        if "nx-27017" not in self.servers:
+            port = free_port()
+            process = mongodb_server(self.dir, port, HOST)
+            self.start(Server("nx-27017", process, f"mongodb://{HOST}:{port}"))
+        return self.servers["nx-27017"]
 
     def mlserver(
-        self,
-        label: str,
-        tracking: str,
-        mongodb: Server | None = None,
-        runtime: dict[str, Any] | None = None,
-        server: dict[str, Any] | None = None,
+        self, label: str, mongodb: Server | None = None, runtime: dict[str, Any] | None = None
     ) -> Server:
         """Define telescore's MLServer serving `champion`, logging to `mongodb` if given."""
-        from mlflow import MlflowClient
-
         from telescore.jobs.model_repository import write_registry_repository
         from telescore.serving.options import RuntimeOptions
 
-        home, options = self._mlserver_home(label, server)
+        home, options = self._mlserver_home(label)
         log = {"prediction_log": mongodb is not None, "journal_dir": home / "journal"}
         runtime_options = RuntimeOptions(**log, **(runtime or {}))
-        client = MlflowClient(tracking)
-        write_registry_repository(home / "repository", options, runtime_options, client=client)
+        registry = self.context.registry
+        write_registry_repository(home / "repository", registry, options, runtime_options)
         # The runtime reads connection settings from the environment, and no developer's .env.
         env = {"TELESCORE_ENV_FILE": str(self.dir / "no.env")}
         if mongodb is not None:
-            env |= {"TELESCORE_MONGODB_URI": mongodb.url, "TELESCORE_MONGODB_DATABASE": "benchmark"}
-        return replace(self._mlserver(label, home, options, tracking, env), logged=bool(mongodb))
+            env |= {"TELESCORE_MONGODB_URI": mongodb.url, "TELESCORE_MONGODB_DATABASE": DATABASE}
+        return replace(self._mlserver(label, home, options, env), logged=mongodb is not None)
 
-    def constant_mlserver(self, label: str, tracking: str) -> Server:
+    def constant_mlserver(self, label: str) -> Server:
         """Define MLServer serving `benchmarks.constant_runtime`: MLServer's own floor."""
         from telescore.jobs.model_repository import server_settings
 
-        home, options = self._mlserver_home(label, None)
+        home, options = self._mlserver_home(label)
         repository = home / "repository"
         (repository / MODEL).mkdir(parents=True)
         settings = server_settings(repository.resolve(), options)
         (repository / "settings.json").write_text(json.dumps(settings))
         model = {"name": MODEL, "implementation": "benchmarks.constant_runtime.ConstantRuntime"}
         (repository / MODEL / "model-settings.json").write_text(json.dumps(model))
-        return self._mlserver(label, home, options, tracking, {})
+        return self._mlserver(label, home, options, {})
 
-    def _mlserver_home(self, label: str, server: dict[str, Any] | None) -> tuple[Path, Any]:
+    def _mlserver_home(self, label: str) -> tuple[Path, Any]:
         from telescore.jobs.model_repository import ServerOptions
         from telescore.services.processes import free_port
 
         ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
         folder = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")  # labels are prose
-        return self.dir / folder, ServerOptions(host=HOST, **ports, **(server or {}))
+        return self.dir / folder, ServerOptions(host=HOST, **ports)
 
-    def _mlserver(
-        self, label: str, home: Path, options: Any, tracking: str, env: dict[str, str]
-    ) -> Server:
+    def _mlserver(self, label: str, home: Path, options: Any, env: dict[str, str]) -> Server:
         from telescore.services.mlserver import mlserver_process
 
         ports = options.http_port, options.grpc_port, options.metrics_port
-        repository = home / "repository"
+        repository, tracking = home / "repository", self.context.tracking_uri
         process = mlserver_process(home, repository, *ports, tracking, env=SERVER_ENV | env)
         metrics = f"http://{HOST}:{options.metrics_port}/metrics"
         url, grpc = f"http://{HOST}:{options.http_port}", f"{HOST}:{options.grpc_port}"
         return Server(label, process, url, grpc, metrics, repository)
 
-    def fastapi(self, label: str, app: str, tracking: str, model_uri: str) -> Server:
+    def fastapi(self, label: str, app: str, model_uri: str) -> Server:
         """Define one of the apps in benchmarks/fastapi_peer.py under uvicorn, one worker."""
         from telescore.services.processes import ServiceProcess, console_script, free_port, http_ok
 
@@ -240,7 +236,7 @@ class Stack(contextlib.ExitStack):
             command=[console_script("uvicorn"), f"benchmarks.fastapi_peer:{app}", *options.split()],
             health=http_ok(f"{url}/health"),
             log_path=self.dir / "logs" / f"{app}.log",
-            env=SERVER_ENV | {"MLFLOW_TRACKING_URI": tracking, "PEER_MODEL_URI": model_uri},
+            env=SERVER_ENV | {"MLFLOW_TRACKING_URI": self.mlflow(), "PEER_MODEL_URI": model_uri},
             cwd=PROJECT_ROOT,
         )
         return Server(label, process, url)
@@ -255,8 +251,7 @@ def load_dataset() -> tuple[Any, Any]:
 
     from telescore.core.features import split_features_label
 
-    frame = pd.read_csv(PROJECT_ROOT / "data" / "bank-additional-full.csv.gz", sep=";")
-    return split_features_label(frame)
+    return split_features_label(pd.read_csv(DATASET, sep=";"))
 
 
 @dataclass(frozen=True)
@@ -265,40 +260,29 @@ class Registered:
 
     version: str
     pipeline: Any
-    fit_seconds: float
 
     @property
     def uri(self) -> str:
         return f"models:/{MODEL}/{self.version}"
 
 
-def register(tracking: str, features: Any, labels: Any, **model_params: Any) -> Registered:
+def register(context: Context, features: Any, labels: Any, **model_params: Any) -> Registered:
     """Fit build_pipeline(ModelParams(**model_params)) and register it as training does."""
     from telescore.core.features import build_pipeline, feature_ranges
     from telescore.core.params import ModelParams
-    from telescore.io.registry import Registry
 
     # MLflow's run links, schema hints and requirement notes would bury the figures.
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="mlflow")
-    started = time.perf_counter()
     pipeline = build_pipeline(ModelParams(**model_params)).fit(features, labels)
-    fit_seconds = time.perf_counter() - started
-    registry = Registry(tracking, MODEL, "benchmark")
+    registry = context.registry
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         run_id = registry.start_run("benchmark")
         ranges = {"feature_ranges": feature_ranges(features)}
         model_uri = registry.log_model(run_id, pipeline, features.head(1000), ranges)
         version = registry.register(model_uri, run_id, tags={"benchmark": "true"}).version
         registry.end_run(run_id, succeeded=True)
-    return Registered(version, pipeline, fit_seconds)
-
-
-def set_champion(tracking: str, version: str) -> None:
-    """Point the `champion` alias at `version`."""
-    from mlflow import MlflowClient
-
-    MlflowClient(tracking).set_registered_model_alias(MODEL, "champion", version)
+    return Registered(version, pipeline)
 
 
 def prospect(features: Any, index: int = -1) -> dict[str, Any]:
@@ -306,11 +290,16 @@ def prospect(features: Any, index: int = -1) -> dict[str, Any]:
     return dict(features.iloc[[index]].to_dict(orient="records")[0])
 
 
+def compact(value: Any) -> bytes:
+    """JSON without spaces, as a client sends it."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
 def v2_body(rows: Any) -> bytes:
     """The V2 REST request for `rows` (a list of dicts or a DataFrame), as compact JSON."""
     from telescore.io.serving_client import inference_request
 
-    return json.dumps(inference_request(rows), separators=(",", ":")).encode()
+    return compact(inference_request(rows))
 
 
 def grpc_request(row: dict[str, Any]) -> Any:

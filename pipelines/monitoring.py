@@ -10,12 +10,11 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from telescore.core.monitoring import Window, load_monitoring_params
-from telescore.io.registry import Registry
+from telescore.core.monitoring import Window
+from telescore.io.context import Context
+from telescore.io.params_files import load_monitoring_params
 from telescore.jobs import monitoring
-from telescore.settings import load_settings
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from telescore.settings import project_root
 
 
 @task(name="monitor-window", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -38,18 +37,16 @@ def monitor_telemarketing(
 ) -> dict[str, Any]:
     """Monitor the champion on a window (default: the last complete one); decide on retraining."""
     logger = get_run_logger()
-    params = load_monitoring_params(PROJECT_ROOT / params_file)
-    settings = load_settings()
-    host = settings.project.host
+    params = load_monitoring_params(project_root() / params_file)
     if window_start is not None and window_end is not None:
         window = Window(window_start.astimezone(UTC), window_end.astimezone(UTC))
     else:
         window = Window.last_complete(datetime.now(UTC), params.window_minutes)
-    registry = Registry.from_settings(settings.mlflow, host)
     with (
-        monitoring.open_monitor(settings, params, params_file, registry) as monitor,
+        Context.from_environment() as ctx,
         tempfile.TemporaryDirectory(prefix="telescore-monitor-") as work,
     ):
+        monitor = monitoring.open_monitor(ctx, params, params_file)
         result = monitor_window(monitor, window, Path(work))
     decision = result.decision
     logger.info("Window %s: %s", result.window, "; ".join(result.evaluated))

@@ -7,28 +7,29 @@ hand with `prefect deployment run 'promote-telemarketing/default'` or `telescore
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from telescore.core.release import ReleaseRules, load_release_rules
+from telescore.core.release import ReleaseRules
+from telescore.io.context import Context
+from telescore.io.params_files import load_release_rules
 from telescore.jobs import releases
-from telescore.settings import load_settings
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from telescore.settings import project_root
 
 
 @task(name="judge-release", cache_policy=NO_CACHE)
-def judge_release(rules: ReleaseRules) -> releases.ReleaseOutcome:
+def judge_release(ctx: Context, rules: ReleaseRules) -> releases.ReleaseOutcome:
     """Gather the release's evidence, decide, record and act (not retried: it acts once)."""
-    return releases.run_promotion(load_settings(), rules)
+    return releases.run_promotion(ctx, rules)
 
 
 @flow(name="promote-telemarketing", log_prints=True, persist_result=True)
 def promote_telemarketing(params_file: str = "params.yaml") -> dict[str, Any]:
     """Promote the challenger, roll it back, or wait for more outcomes."""
-    outcome = judge_release(load_release_rules(PROJECT_ROOT / params_file))
+    rules = load_release_rules(project_root() / params_file)
+    with Context.from_environment() as ctx:
+        outcome = judge_release(ctx, rules)
     get_run_logger().info("Release: %s (%s)", outcome.action, outcome.reason)
     return asdict(outcome)

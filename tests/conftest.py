@@ -44,3 +44,23 @@ def mlflow_tracking_uri(services_dir: Path) -> Iterator[str]:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+@pytest.fixture
+def mlflow_uris_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put MLflow's process-wide URIs back after the test, unset included.
+
+    A `Registry` points the process's MLflow (module globals and the environment, which child
+    processes inherit) at its server: a test that opens one on another server must not leave
+    later tests pointed there.
+    """
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        previous = os.environ.get(name)
+        monkeypatch.setenv(name, previous or "unset")  # recorded: undone after the test
+        if previous is None:
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)

@@ -2,39 +2,31 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import secrets
-import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
-import pandas as pd
 import typer
 from pymongo.errors import PyMongoError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from telescore import cli_app as app_commands
-from telescore.app.security import API_KEY_HEADER
-from telescore.cli_app import DATASET
+from telescore import cli_operations
 from telescore.cli_stages import stages_app
 from telescore.core.outcomes import MalformedBatchError
-from telescore.core.schema import FEATURES
 from telescore.io import orchestrator
-from telescore.io.access_store import AccessStore
+from telescore.io.context import Context
+from telescore.io.datasets import DATASET_FILE
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.prospect_store import ProspectStore
-from telescore.io.registry import Registry
-from telescore.io.serving_client import ServingClient
-from telescore.jobs import access, campaign, outcomes, platform, reconciler, replay, reproduce
+from telescore.jobs import campaign, outcomes, platform, reconciler, replay, reproduce
+from telescore.jobs import demo as demo_steps
 from telescore.jobs import serving as deployment
-from telescore.settings import Settings, load_settings
+from telescore.settings import project_root
 
 app = typer.Typer(
     help="telescore: rank telemarketing prospects and keep the model good.", no_args_is_help=True
@@ -44,17 +36,11 @@ app.add_typer(serve_app, name="serve")
 app.add_typer(stages_app, name="stage", help="DVC pipeline stages (run by `dvc repro`).")
 outcomes_app = typer.Typer(help="Call outcomes: did the prospect subscribe?", no_args_is_help=True)
 app.add_typer(outcomes_app, name="outcomes")
-app_commands.register(app)
+cli_operations.register(app)
 console = Console()
-PROJECT_ROOT = Path.cwd()
-DEMO_USER = "demo"
 
 
-def _settings() -> Settings:
-    return load_settings()
-
-
-def _print_urls(urls: platform.PlatformUrls, settings: Settings) -> None:
+def _print_urls(urls: platform.PlatformUrls, ctx: Context) -> None:
     table = Table(title="telescore is up", show_header=False)
     table.add_row("MLflow UI", urls.mlflow)
     table.add_row("Prefect UI", urls.prefect)
@@ -62,21 +48,21 @@ def _print_urls(urls: platform.PlatformUrls, settings: Settings) -> None:
     table.add_row("Web app (callers)", urls.api)
     table.add_row("JSON API (OpenAPI)", f"{urls.api}/docs")
     table.add_row("MongoDB", urls.mongodb)
-    serving = deployment.status(settings)
+    serving = deployment.status(ctx)
     if serving.models:
         for name, version in serving.models.items():
             table.add_row(f"Serving {name}", f"{serving.url}/v2/models/{name} (version {version})")
         table.add_row("V2 gRPC", serving.grpc)
         table.add_row("Prometheus metrics", serving.metrics)
-    table.add_row("Logs", str(settings.project.state_dir / "logs"))
+    table.add_row("Logs", str(ctx.state_dir / "logs"))
     console.print(table)
 
 
-def _start_serving(settings: Settings) -> bool:
+def _start_serving(ctx: Context) -> bool:
     """Start (or reload) MLServer; False when there is no champion to serve yet."""
     try:
         with console.status("Starting MLServer on the champion (and challenger)..."):
-            deployment.start_serving(settings)
+            deployment.start_serving(ctx)
     except LookupError:
         console.print("[yellow]No champion registered yet[/]: serving starts after training.")
         return False
@@ -86,11 +72,11 @@ def _start_serving(settings: Settings) -> bool:
 @app.command()
 def up() -> None:
     """Start the embedded services, the Prefect worker, and register the deployments."""
-    settings = _settings()
-    with console.status("Starting MLflow, Prefect, MongoDB (nx-27017) and a Prefect worker..."):
-        urls = platform.bring_up(settings, PROJECT_ROOT)
-    _start_serving(settings)
-    _print_urls(urls, settings)
+    with Context.from_environment() as ctx:
+        with console.status("Starting MLflow, Prefect, MongoDB (nx-27017) and a Prefect worker..."):
+            urls = platform.bring_up(ctx, project_root())
+        _start_serving(ctx)
+        _print_urls(urls, ctx)
     console.print(
         f"Train from any terminal: [bold]prefect deployment run "
         f"'{orchestrator.TRAINING_DEPLOYMENT}'[/] (with PREFECT_API_URL={urls.prefect}/api)"
@@ -100,7 +86,8 @@ def up() -> None:
 @app.command()
 def down() -> None:
     """Stop every service `telescore up` started."""
-    stopped = platform.bring_down(_settings())
+    with Context.from_environment() as ctx:
+        stopped = platform.bring_down(ctx)
     console.print(f"Stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
@@ -118,18 +105,13 @@ def train(
     ] = False,
 ) -> None:
     """Run the training deployment on the worker and wait for its verdict."""
-    settings = _settings()
-    api_url = settings.prefect.resolved_api_url(settings.project.host)
-    parameters: dict[str, object] = {"params_file": params_file}
+    parameters: dict[str, Any] = {"params_file": params_file}
     if challenger:
         parameters["overrides"] = {"promotion": {"auto_promote": False}}
-    with console.status(f"Running {orchestrator.TRAINING_DEPLOYMENT} on the worker..."):
-        outcome = orchestrator.run_deployment(
-            orchestrator.TRAINING_DEPLOYMENT, api_url, parameters=parameters
+    with Context.from_environment() as ctx:
+        cli_operations.run_deployment_and_report(
+            orchestrator.TRAINING_DEPLOYMENT, ctx.prefect_api_url, parameters
         )
-    console.print_json(json.dumps(outcome, default=str))
-    if not outcome["completed"]:
-        raise typer.Exit(code=1)
     console.print("A promoted champion is served by every MLServer's reconciler within seconds.")
 
 
@@ -141,18 +123,13 @@ def monitor(
     window_end: Annotated[str | None, typer.Option(help="ISO end of the window.")] = None,
 ) -> None:
     """Run the monitor deployment now and show its decision."""
-    settings = _settings()
-    api_url = settings.prefect.resolved_api_url(settings.project.host)
-    parameters = {"window_start": window_start, "window_end": window_end}
-    with console.status(f"Running {orchestrator.MONITOR_DEPLOYMENT} on the worker..."):
-        outcome = orchestrator.run_deployment(
+    window = {"window_start": window_start, "window_end": window_end}
+    with Context.from_environment() as ctx:
+        cli_operations.run_deployment_and_report(
             orchestrator.MONITOR_DEPLOYMENT,
-            api_url,
-            parameters={key: value for key, value in parameters.items() if value},
+            ctx.prefect_api_url,
+            {key: value for key, value in window.items() if value},
         )
-    console.print_json(json.dumps(outcome, default=str))
-    if not outcome["completed"]:
-        raise typer.Exit(code=1)
 
 
 @app.command("reproduce")
@@ -163,11 +140,12 @@ def reproduce_command(
     ] = reproduce.DEFAULT_TOLERANCE,
 ) -> None:
     """Re-run a registered version from its lineage (commit, data snapshot, params); compare."""
-    settings = _settings()
-    registry = Registry.from_settings(settings.mlflow, settings.project.host)
     try:
-        with console.status(f"Re-running version {version} from its lineage..."):
-            report = reproduce.reproduce_version(registry, version, PROJECT_ROOT, tolerance)
+        with (
+            Context.from_environment() as ctx,
+            console.status(f"Re-running version {version} from its lineage..."),
+        ):
+            report = reproduce.reproduce_version(ctx.registry, version, project_root(), tolerance)
     except reproduce.ReproduceError as error:
         console.print(f"[red]Not reproduced:[/] {error}")
         raise typer.Exit(code=1) from None
@@ -211,9 +189,11 @@ def replay_command(
     ] = False,
 ) -> None:
     """Play the 2008-2010 calls through the platform in time order; compare with no retraining."""
-    state_dir = _settings().project.state_dir / "replay"
+    with Context.from_environment() as ctx:
+        state_dir = ctx.state_dir / "replay"
+    root = project_root()
     config = replay.ReplayConfig(
-        data=PROJECT_ROOT / "data" / "bank-additional-full.csv.gz",
+        data=root / DATASET_FILE,
         params=params_file,
         rows=rows,
         first_rows=first_rows,
@@ -234,11 +214,12 @@ def replay_command(
             def progress(what: str, done: int, total: int) -> None:
                 bar.update(task, description=what, completed=done, total=total)
 
-            result = replay.run_replay(config, state_dir, PROJECT_ROOT, progress)
+            result = replay.run_replay(config, state_dir, root, progress)
     finally:
-        # The replay's own services: stop them whatever happened.
-        # `run_replay` pointed this process's settings at them.
-        stopped = platform.bring_down(load_settings())
+        # The replay's own services: stop them whatever happened. `run_replay` pointed this
+        # process's environment at them, so a context opened now is the replay's.
+        with Context.from_environment() as replay_ctx:
+            stopped = platform.bring_down(replay_ctx)
         console.print(f"Replay services stopped: {', '.join(stopped) or 'none'}")
     figures, plot = replay.save_result(result, out)
     _print_replay(result)
@@ -272,20 +253,23 @@ def _print_replay(result: replay.ReplayResult) -> None:
 @serve_app.command("start")
 def serve_start() -> None:
     """Start MLServer on the registry's aliases (or reload it if it runs)."""
-    settings = _settings()
-    if not _start_serving(settings):
-        raise typer.Exit(code=1)
-    _print_serving(settings)
+    with Context.from_environment() as ctx:
+        if not _start_serving(ctx):
+            raise typer.Exit(code=1)
+        _print_serving(ctx)
 
 
 @serve_app.command("reload")
 def serve_reload() -> None:
     """Re-resolve the champion/challenger aliases and load their versions, without downtime."""
-    settings = _settings()
-    if settings.serving.url is None and deployment.wake_reconciler(settings):
-        console.print("The reconciler serves the registry's aliases now: `telescore serve status`.")
-        return
-    for reloaded in deployment.reload_serving(settings):
+    with Context.from_environment() as ctx:
+        if ctx.settings.serving.url is None and deployment.wake_reconciler(ctx):
+            console.print(
+                "The reconciler serves the registry's aliases now: `telescore serve status`."
+            )
+            return
+        reloads = deployment.reload_serving(ctx)
+    for reloaded in reloads:
         console.print(
             f"{reloaded.model}: version {reloaded.previous_version} -> {reloaded.version}"
         )
@@ -315,26 +299,25 @@ def serve_reconcile(
     """Keep the local MLServer serving the registry's aliases and offsets (foreground)."""
     if slot not in ("all", "challenger"):
         raise typer.BadParameter(f"slot must be 'all' or 'challenger', not {slot!r}")
-    settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request, every tick
-    reconciler.run_until_signalled(
-        reconciler.ReconcilerConfig(
-            repository=repository or deployment.repository_dir(settings),
-            serving_url=url or deployment.local_serving_url(settings),
-            tracking_uri=settings.mlflow.resolved_tracking_uri(settings.project.host),
-            registered_model=settings.mlflow.model_name,
+    # The reconciler runs in a process of its own: this context is its registry's.
+    with Context.from_environment() as ctx:
+        config = reconciler.ReconcilerConfig(
+            repository=repository or deployment.repository_dir(ctx),
+            serving_url=url or deployment.local_serving_url(ctx),
             slot="challenger" if slot == "challenger" else "all",
-            interval=settings.serving.reconcile_interval,
+            interval=ctx.settings.serving.reconcile_interval,
             status_file=status_file,
         )
-    )
+        reconciler.run_until_signalled(config, ctx.registry)
 
 
 @serve_app.command("status")
 def serve_status() -> None:
     """Show what MLServer serves."""
-    _print_serving(_settings())
+    with Context.from_environment() as ctx:
+        _print_serving(ctx)
 
 
 @outcomes_app.command("import")
@@ -347,11 +330,10 @@ def outcomes_import(
 
     Rows whose prediction is not logged yet are recorded as pending, and listed.
     """
-    settings = _settings()
-    mongodb = settings.mongodb
     try:
-        with OutcomeStore(mongodb.resolved_uri(settings.project.host), mongodb.database) as store:
-            report = outcomes.import_outcomes(store, path, expiry=mongodb.pending_outcome_expiry)
+        with Context.from_environment() as ctx:
+            store = ctx.store(OutcomeStore)
+            report = outcomes.import_outcomes(store, path, expiry=ctx.pending_outcome_expiry)
     except MalformedBatchError as error:
         console.print(f"[red]{path} cannot be read[/]: {error}. Nothing was recorded.")
         raise typer.Exit(code=1) from None
@@ -387,11 +369,10 @@ def outcomes_sweep() -> None:
 
     Every monitor run does this first; this command does it on demand.
     """
-    settings = _settings()
-    mongodb = settings.mongodb
     try:
-        with OutcomeStore(mongodb.resolved_uri(settings.project.host), mongodb.database) as store:
-            report = outcomes.sweep_pending_outcomes(store, expiry=mongodb.pending_outcome_expiry)
+        with Context.from_environment() as ctx:
+            store = ctx.store(OutcomeStore)
+            report = outcomes.sweep_pending_outcomes(store, expiry=ctx.pending_outcome_expiry)
     except PyMongoError as error:
         console.print(f"[red]MongoDB is unreachable[/] ({type(error).__name__}): nothing swept.")
         raise typer.Exit(code=1) from None
@@ -413,8 +394,8 @@ def _print_rows(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]
     console.print(table)
 
 
-def _print_serving(settings: Settings) -> None:
-    serving = deployment.status(settings)
+def _print_serving(ctx: Context) -> None:
+    serving = deployment.status(ctx)
     if not serving.models:
         console.print(f"MLServer is not answering at {serving.url}")
         raise typer.Exit(code=1)
@@ -430,112 +411,12 @@ def _print_serving(settings: Settings) -> None:
             f"{log.get('refused_total', 0):.0f} refused (disk full); "
             f"MongoDB {'up' if log.get('mongodb_up', 1) else 'DOWN'}"
         )
-    reconciling = deployment.reconciler_report(settings)
+    reconciling = deployment.reconciler_report(ctx)
     if reconciling:
         console.print(reconciling)
 
 
-def _score_sample(settings: Settings) -> tuple[list[str], list[bool]]:
-    """Score the five most recent prospects through MLServer and find them in MongoDB."""
-    rows = pd.read_csv(PROJECT_ROOT / "data" / "bank-additional-full.csv.gz", sep=";").tail(5)
-    records = [
-        {str(name): value for name, value in row.items()}
-        for row in rows.loc[:, list(FEATURES)].to_dict(orient="records")
-    ]
-    host = settings.project.host
-    with ServingClient(settings.serving.resolved_url(host)) as client:
-        scored = client.infer(records, request_id="demo")
-    table = Table(title=f"Scored by {scored.model_name} v{scored.model_version}")
-    table.add_column("prediction id", no_wrap=True, min_width=36)
-    for column in ("age", "job", "probability", "outside training range"):
-        table.add_column(column)
-    for prediction_id, record, score, flags in zip(
-        scored.prediction_ids, records, scored.scores, scored.out_of_range, strict=True
-    ):
-        table.add_row(
-            prediction_id, str(record["age"]), record["job"], f"{score:.3f}", ", ".join(flags)
-        )
-    console.print(table)
-    query = {"_id": {"$in": scored.prediction_ids}}
-    with (
-        PredictionStore(settings.mongodb.resolved_uri(host), settings.mongodb.database) as store,
-        console.status("Waiting for the shipper to move them from the journal to MongoDB..."),
-    ):
-        # Journaled before the answer, shipped out of process (within 30 s on a busy machine).
-        deadline = time.monotonic() + 45
-        while store.count(query) < len(records) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        logged = store.count(query)
-    console.print(
-        f"MongoDB collection 'predictions' holds {logged} of these {len(records)} predictions, "
-        "each under its prediction id: outcomes cite them."
-    )
-    return scored.prediction_ids, [label == "yes" for label in rows["y"]]
-
-
-def _close_the_loop(settings: Settings, ids: list[str], labels: list[bool]) -> None:
-    """Report the sample's outcomes through the API, then monitor the minute they were scored."""
-    host = settings.project.host
-    batch = [
-        {"prediction_id": each, "subscribed": label, "source": "demo"}
-        for each, label in zip(ids, labels, strict=True)
-    ]
-    with AccessStore(settings.mongodb.resolved_uri(host), settings.mongodb.database) as store:
-        key = access.create_api_key(store, "demo", "caller").key
-    answer = httpx.post(
-        f"http://{host}:{settings.api.port}/outcomes/batch",
-        json=batch,
-        headers={API_KEY_HEADER: key},
-        timeout=30,
-    )
-    answer.raise_for_status()
-    console.print(f"Outcomes API: {answer.json()['recorded']} outcomes recorded for them.")
-    now = datetime.now(UTC)
-    start = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
-    api_url = settings.prefect.resolved_api_url(host)
-    with console.status(f"Running {orchestrator.MONITOR_DEPLOYMENT} on the last minutes..."):
-        outcome = orchestrator.run_deployment(
-            orchestrator.MONITOR_DEPLOYMENT,
-            api_url,
-            {
-                "window_start": start.isoformat(),
-                "window_end": (now + timedelta(seconds=1)).replace(microsecond=0).isoformat(),
-            },
-        )
-    result = outcome.get("result") or {}
-    verdict = "retrain" if result.get("retrain") else "no retrain"
-    console.print(
-        f"Monitor ({outcome['state']}): {'; '.join(result.get('evaluated', []))}. "
-        f"Decision: {verdict} ({result.get('reason')})."
-    )
-
-
-def _open_the_app(settings: Settings) -> tuple[str, str]:
-    """Seed the prospects and indicators, and give the demo user a fresh password."""
-    uri, database = settings.mongodb.resolved_uri(settings.project.host), settings.mongodb.database
-    with (
-        ProspectStore(uri, database) as prospects,
-        console.status("Seeding the 41,188 prospects of the dataset..."),
-    ):
-        stored, revision = campaign.seed_prospects(prospects, PROJECT_ROOT / DATASET)
-    console.print(f"{stored} prospects seeded; indicators revision {revision} in force.")
-    password = secrets.token_urlsafe(12)
-    with AccessStore(uri, database) as store:
-        if not access.set_password(store, DEMO_USER, password):
-            access.add_user(store, DEMO_USER, password, "ops")
-    return DEMO_USER, password
-
-
-@app.command()
-def demo() -> None:
-    """Bring the platform up, train once, serve the champion, score prospects, say where to look."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    settings = _settings()
-    with console.status("Starting MLflow, Prefect, MongoDB (nx-27017) and a Prefect worker..."):
-        urls = platform.bring_up(settings, PROJECT_ROOT)
-    console.print("[green]Services up.[/] Running the training deployment (about a minute)...")
-    api_url = settings.prefect.resolved_api_url(settings.project.host)
-    outcome = orchestrator.run_deployment(orchestrator.TRAINING_DEPLOYMENT, api_url)
+def _print_training(outcome: dict[str, Any], urls: platform.PlatformUrls) -> None:
     result = outcome.get("result") or {}
     table = Table(title="Training run", show_header=False)
     table.add_row("Prefect flow run", f"{urls.prefect}/runs/flow-run/{outcome['flow_run_id']}")
@@ -547,18 +428,75 @@ def demo() -> None:
         table.add_row("Decision", result["reason"])
         table.add_row("Holdout ROC AUC", f"{result['holdout_roc_auc']:.4f}")
     console.print(table)
-    if not outcome["completed"]:
-        console.print(
-            f"[red]Training did not complete[/]; see {settings.project.state_dir / 'logs'}"
+
+
+def _print_sample(sample: demo_steps.ScoredSample) -> None:
+    scores = sample.scores
+    table = Table(title=f"Scored by {scores.model_name} v{scores.model_version}")
+    table.add_column("prediction id", no_wrap=True, min_width=36)
+    for column in ("age", "job", "probability", "outside training range"):
+        table.add_column(column)
+    for prediction_id, record, score, flags in zip(
+        scores.prediction_ids, sample.records, scores.scores, scores.out_of_range, strict=True
+    ):
+        table.add_row(
+            prediction_id, str(record["age"]), str(record["job"]), f"{score:.3f}", ", ".join(flags)
         )
-        raise typer.Exit(code=1)
-    if _start_serving(settings):
-        _close_the_loop(settings, *_score_sample(settings))
-    login = _open_the_app(settings)
-    _print_urls(urls, settings)
+    console.print(table)
+
+
+def _close_the_loop(ctx: Context, app_url: str, dataset: Path) -> None:
+    """Score a sample, follow it into MongoDB, report its outcomes, monitor its minutes."""
+    sample = demo_steps.score_sample(ctx.serving, dataset)
+    _print_sample(sample)
+    with console.status("Waiting for the shipper to move them from the journal to MongoDB..."):
+        logged = demo_steps.wait_until_logged(
+            ctx.store(PredictionStore), sample.scores.prediction_ids
+        )
     console.print(
-        f"Log in to the web app at [bold]{urls.api}[/] as [bold]{login[0]}[/] "
-        f"with password [bold]{login[1]}[/] (role ops).\n"
+        f"MongoDB collection 'predictions' holds {logged} of these {len(sample.records)} "
+        "predictions, each under its prediction id: outcomes cite them."
+    )
+    with httpx.Client(base_url=app_url, timeout=30) as app_client:
+        recorded = demo_steps.report_outcomes(ctx, app_client, sample)
+    console.print(f"Outcomes API: {recorded} outcomes recorded for them.")
+    with console.status(f"Running {orchestrator.MONITOR_DEPLOYMENT} on the last minutes..."):
+        verdict = demo_steps.monitor_recent(ctx)
+    console.print(
+        f"Monitor ({verdict.state}): {'; '.join(verdict.evaluated)}. "
+        f"Decision: {'retrain' if verdict.retrain else 'no retrain'} ({verdict.reason})."
+    )
+
+
+@app.command()
+def demo() -> None:
+    """Bring the platform up, train once, serve the champion, score prospects, say where to look."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    root = project_root()
+    with Context.from_environment() as ctx:
+        with console.status("Starting MLflow, Prefect, MongoDB (nx-27017) and a Prefect worker..."):
+            urls = platform.bring_up(ctx, root)
+        console.print("[green]Services up.[/] Running the training deployment (about a minute)...")
+        outcome = orchestrator.run_deployment(orchestrator.TRAINING_DEPLOYMENT, ctx.prefect_api_url)
+        _print_training(outcome, urls)
+        if not outcome["completed"]:
+            console.print(f"[red]Training did not complete[/]; see {ctx.state_dir / 'logs'}")
+            raise typer.Exit(code=1)
+        if _start_serving(ctx):
+            try:
+                _close_the_loop(ctx, urls.api, root / DATASET_FILE)
+            except demo_steps.PredictionsNotLoggedError as error:
+                console.print(f"[red]Not logged:[/] {error}")
+                raise typer.Exit(code=1) from None
+        with console.status("Seeding the 41,188 prospects of the dataset..."):
+            store = ctx.store(ProspectStore, read_timeout_ms=campaign.SEED_READ_TIMEOUT_MS)
+            stored, revision = campaign.seed_prospects(store, root / DATASET_FILE)
+        console.print(f"{stored} prospects seeded; indicators revision {revision} in force.")
+        login = demo_steps.give_demo_login(ctx)
+        _print_urls(urls, ctx)
+    console.print(
+        f"Log in to the web app at [bold]{urls.api}[/] as [bold]{login.user}[/] "
+        f"with password [bold]{login.password}[/] (role ops).\n"
         "Release a new model: [bold]telescore train --challenger[/], then "
         "[bold]telescore routing set canary --weight 20[/] (or [bold]shadow[/]); "
         "[bold]telescore promote[/] judges it on the outcomes callers record, "

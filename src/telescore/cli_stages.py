@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from telescore.core.params import TrainingParams, load_params
+from telescore.core.params import TrainingParams
+from telescore.io.params_files import load_training_params
 from telescore.jobs import stages
 from telescore.validation.base import ValidationFailedError
 
@@ -28,7 +29,7 @@ ParamsFile = Annotated[
 
 def _run(step: Callable[[TrainingParams], Any], params_file: Path) -> Any:
     """Run one stage on the validated params; turn a failed gate into exit code 1."""
-    params = load_params(params_file)
+    params = load_training_params(params_file)
     try:
         return step(params)
     except (ValidationFailedError, stages.StageInputError) as error:

@@ -7,6 +7,10 @@ Values come from the environment, then from an env file: `TELESCORE_ENV_FILE` if
 `.env` in the working directory. Every process telescore starts (MLServer, the Prefect worker)
 is given the CLI's env file as `TELESCORE_ENV_FILE`, so that all of them read one configuration
 whatever folder they run in.
+
+The project root (flows, params, the versioned data) is found from the package: the checkout
+that holds it. `TELESCORE_PROJECT_ROOT`, set in the environment, overrides it; `telescore up`
+sets it for the processes it starts, and the image sets it to `/app`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "sec
 MIN_SECRET_LENGTH: Final = 32
 ENV_FILE_VARIABLE: Final = "TELESCORE_ENV_FILE"
 DEFAULT_ENV_FILE: Final = ".env"
+PROJECT_ROOT_VARIABLE: Final = "TELESCORE_PROJECT_ROOT"
+PROJECT_MARKER: Final = "params.yaml"
+"""The file that marks the project root: every run reads its params from there."""
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -204,6 +211,24 @@ class Settings(BaseSettings):
 def env_file() -> Path:
     """Return the env file settings are read from, as an absolute path (it may not exist)."""
     return Path(os.environ.get(ENV_FILE_VARIABLE) or DEFAULT_ENV_FILE).resolve()
+
+
+def project_root() -> Path:
+    """Return the project root: `TELESCORE_PROJECT_ROOT`, else the folder holding the package.
+
+    The package sits in the checkout (`src/telescore`, an editable install) or in a virtual
+    environment inside it (`/app/.venv/...` in the image): the nearest folder above it that
+    holds `params.yaml` is the root. An install outside any checkout falls back to the
+    working directory, as the CLI always did.
+    """
+    configured = os.environ.get(PROJECT_ROOT_VARIABLE)
+    if configured:
+        return Path(configured).resolve()
+    package = Path(__file__).resolve().parent
+    for folder in package.parents:
+        if (folder / PROJECT_MARKER).is_file():
+            return folder
+    return Path.cwd()
 
 
 def load_settings() -> Settings:

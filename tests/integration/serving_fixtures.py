@@ -7,17 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
-from mlflow.models import infer_signature
 
 from telescore.core.features import build_pipeline, feature_ranges, split_features_label
 from telescore.core.params import ModelParams
+from telescore.io.registry import Registry
 from telescore.jobs.model_repository import ServerOptions, write_registry_repository
 from telescore.services.mlserver import mlserver_process
 from telescore.services.processes import ServiceProcess, free_port
@@ -66,39 +63,29 @@ def bank_sample() -> pd.DataFrame:
     return pd.read_csv(DATASET, sep=";").tail(SAMPLE_ROWS).reset_index(drop=True)
 
 
-def _register(
-    features: pd.DataFrame, labels: object, params: ModelParams, name: str = REGISTERED_MODEL
+def register_version(
+    registry: Registry, features: pd.DataFrame, labels: object, params: ModelParams
 ) -> str:
-    """Fit and register one version exactly as the training pipeline does; return its number."""
+    """Fit and register one version through the registry, as training does; return its number."""
     pipeline = build_pipeline(params).fit(features, labels)
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            pipeline,
-            name="model",
-            signature=infer_signature(features, pipeline.predict_proba(features)),
-            input_example=features.head(3),
-            pyfunc_predict_fn="predict_proba",
-            metadata={"feature_ranges": feature_ranges(features)},
-            registered_model_name=name,
-            # As training does: inferring requirements costs ~10 s per model in a subprocess.
-            pip_requirements=[
-                f"{name}=={version(name)}" for name in ("mlflow", "scikit-learn", "numpy", "pandas")
-            ],
-        )
-    return str(info.registered_model_version)
+    run_id = registry.start_run("serving-tests")
+    model_uri = registry.log_model(
+        run_id, pipeline, features, {"feature_ranges": feature_ranges(features)}
+    )
+    version = registry.register(model_uri, run_id, tags={}).version
+    registry.end_run(run_id, succeeded=True)
+    return version
 
 
 @pytest.fixture(scope="session")
 def registered_versions(mlflow_tracking_uri: str, bank_sample: pd.DataFrame) -> RegisteredVersions:
     """Two versions of `telemarketing`: champion (C=1) and challenger (C=0.01, other scores)."""
-    mlflow.set_tracking_uri(mlflow_tracking_uri)
-    mlflow.set_experiment("serving-tests")
+    registry = Registry(mlflow_tracking_uri, REGISTERED_MODEL, "serving-tests")
     features, labels = split_features_label(bank_sample)
-    champion = _register(features, labels, ModelParams(C=1.0))
-    challenger = _register(features, labels, ModelParams(C=0.01))
-    client = MlflowClient(mlflow_tracking_uri)
-    client.set_registered_model_alias(REGISTERED_MODEL, "champion", champion)
-    client.set_registered_model_alias(REGISTERED_MODEL, "challenger", challenger)
+    champion = register_version(registry, features, labels, ModelParams(C=1.0))
+    challenger = register_version(registry, features, labels, ModelParams(C=0.01))
+    registry.set_alias("champion", champion)
+    registry.set_alias("challenger", challenger)
     return RegisteredVersions(
         name=REGISTERED_MODEL, champion=champion, challenger=challenger, features=features
     )
@@ -123,9 +110,9 @@ def mlserver_on_free_ports(
     journal = journal or folder / "journal"
     write_registry_repository(
         repository,
+        Registry(tracking_uri, REGISTERED_MODEL, "serving-tests"),
         ServerOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port),
         RuntimeOptions(max_rows=MAX_ROWS, journal_dir=journal, ship_max_defer=0),
-        client=MlflowClient(tracking_uri),
     )
     process = mlserver_process(
         folder,

@@ -21,23 +21,41 @@ def _production(secret: str | None) -> Settings:
 
 @pytest.mark.parametrize("secret", [None, "", "changeme", "secret", "short-but-random-9f"])
 def test_production_refuses_a_missing_placeholder_or_short_secret(secret: str | None) -> None:
+    # given production settings with no secret, a placeholder or a short one
+    # when they are validated / then they are refused, naming the variable to set
     with pytest.raises(ValidationError, match="TELESCORE_API_SECRET_KEY"):
         _production(secret)
 
 
 def test_production_starts_with_a_long_random_secret() -> None:
+    # given production settings with a long random secret and a real MongoDB password
+    # when they are validated
     settings = _production(GOOD_SECRET)
+
+    # then they are accepted, the secret as given
     assert settings.api.secret_key is not None, "the secret should be kept"
+    assert settings.api.secret_key.get_secret_value() == GOOD_SECRET, "the secret was altered"
 
 
 def test_production_refuses_a_placeholder_mongodb_password() -> None:
+    # given production settings with a good secret but MongoDB's password a placeholder
+    placeholder = MongoSettings(uri="mongodb://telescore:changeme@mongo:27017")
+
+    # when they are validated / then they are refused
     with pytest.raises(ValidationError, match="placeholder password"):
         Settings(
             project=ProjectSettings(environment="production"),
-            mongodb=MongoSettings(uri="mongodb://telescore:changeme@mongo:27017"),
+            mongodb=placeholder,
             api=ApiSettings(secret_key=GOOD_SECRET),
         )
 
 
 def test_development_needs_no_secret() -> None:
-    assert Settings().api.secret_key is None, "development keeps a random key of its own"
+    # given development settings with no secret (set here, not read from the environment)
+    project, api = ProjectSettings(environment="development"), ApiSettings(secret_key=None)
+
+    # when they are validated
+    settings = Settings(project=project, api=api)
+
+    # then they are accepted without one (the app then keeps a random key of its own)
+    assert settings.api.secret_key is None, "development should run with no secret set"

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Final, TypeVar
+from dataclasses import fields
+from typing import Annotated, Any, Final
 
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
-from telescore.app.security import API_KEY_HEADER, SESSION_COOKIE, ApiKeys, Session, Sessions
-from telescore.core.access import Principal, Role, allows
+from telescore.app.security import SESSION_COOKIE, ApiKeys, Session, Sessions
+from telescore.app.services import Services
+from telescore.core.access import API_KEY_HEADER, Principal, Role, allows
 from telescore.io.access_store import AccessStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prospect_store import ProspectStore
 from telescore.io.release_store import ReleaseStore
-from telescore.jobs.ranking import CallList
+from telescore.io.serving_client import ServingClient
+from telescore.jobs.calls import CallRecorder
+from telescore.jobs.explanations import Explainer
+from telescore.jobs.prospect_scoring import ProspectScorer
+from telescore.jobs.ranking import CallListCache
 from telescore.jobs.scoring import ScoringService
 from telescore.settings import Settings
 
 MONGODB_UNREACHABLE: Final = "MongoDB is unreachable: nothing was read or recorded; try again later"
 MONGODB_FAILED: Final = "MongoDB failed to answer: nothing was read or recorded; try again later"
-
-T = TypeVar("T")
 
 _api_key = APIKeyHeader(
     name=API_KEY_HEADER,
@@ -31,38 +35,60 @@ _api_key = APIKeyHeader(
 )
 
 
-def from_state(name: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
-    """Return a dependency giving what the lifespan put in `app.state.<name>` (no thread hop)."""
+async def get_settings(request: Request) -> Settings:
+    """Return the app's settings (set by `create_app`)."""
+    settings: Settings = request.app.state.settings
+    return settings
 
-    async def get(request: Request) -> T:
-        value: T = getattr(request.app.state, name)
-        return value
+
+async def get_sessions(request: Request) -> Sessions:
+    """Return the signer of session and login cookies (set by `create_app`)."""
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
+def part(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """Return the dependency giving the lifespan's part `name` (a field of `Services`)."""
+    if name not in {field.name for field in fields(Services)}:
+        raise ValueError(f"no part {name!r} in Services")
+
+    async def get(request: Request) -> Any:
+        return getattr(request.app.state.services, name)
 
     get.__name__ = f"get_{name}"
     return get
 
 
-get_settings = from_state("settings", Settings)
-get_outcome_store = from_state("outcome_store", OutcomeStore)
-get_prospect_store = from_state("prospect_store", ProspectStore)
-get_access_store = from_state("access_store", AccessStore)
-get_release_store = from_state("release_store", ReleaseStore)
-get_call_list = from_state("call_list", CallList)
-get_scoring = from_state("scoring", ScoringService)
-get_sessions = from_state("sessions", Sessions)
+# One dependency per part, named get_<part>. Each reads what the lifespan built, in the event
+# loop: no thread hop, and nothing is built per request.
+get_outcome_store = part("outcome_store")
+get_prospect_store = part("prospect_store")
+get_access_store = part("access_store")
+get_release_store = part("release_store")
+get_serving = part("serving")
+"""MLServer, for readiness only: scoring goes through `get_scoring`."""
+get_scoring = part("scoring")
+get_scorer = part("scorer")
+get_call_list = part("call_list")
+get_calls = part("calls")
+get_explainer = part("explainer")
+get_api_keys = part("api_keys")
 
 
-async def get_session(request: Request) -> Session | None:
+async def get_session(
+    request: Request, sessions: Annotated[Sessions, Depends(get_sessions)]
+) -> Session | None:
     """Return the logged-in user's session, or None (no cookie, forged or expired)."""
-    sessions: Sessions = request.app.state.sessions
     return sessions.read(request.cookies.get(SESSION_COOKIE))
 
 
 def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
     """Return a dependency admitting API keys of `role` or above: 401 without one, 403 below."""
 
-    async def check(request: Request, key: Annotated[str | None, Security(_api_key)]) -> Principal:
-        keys: ApiKeys = request.app.state.api_keys
+    async def check(
+        keys: Annotated[ApiKeys, Depends(get_api_keys)],
+        key: Annotated[str | None, Security(_api_key)],
+    ) -> Principal:
         # A key seen lately costs no thread hop; only a miss reads MongoDB, in a thread.
         principal = keys.cached(key) if key else None
         if principal is None and key:
@@ -84,13 +110,17 @@ def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionsDep = Annotated[Sessions, Depends(get_sessions)]
 OutcomeStoreDep = Annotated[OutcomeStore, Depends(get_outcome_store)]
 ProspectStoreDep = Annotated[ProspectStore, Depends(get_prospect_store)]
 AccessStoreDep = Annotated[AccessStore, Depends(get_access_store)]
 ReleaseStoreDep = Annotated[ReleaseStore, Depends(get_release_store)]
-CallListDep = Annotated[CallList, Depends(get_call_list)]
+ServingDep = Annotated[ServingClient, Depends(get_serving)]
 ScoringDep = Annotated[ScoringService, Depends(get_scoring)]
-SessionsDep = Annotated[Sessions, Depends(get_sessions)]
+ScorerDep = Annotated[ProspectScorer, Depends(get_scorer)]
+CallListDep = Annotated[CallListCache, Depends(get_call_list)]
+CallsDep = Annotated[CallRecorder, Depends(get_calls)]
+ExplainerDep = Annotated[Explainer, Depends(get_explainer)]
 SessionDep = Annotated[Session | None, Depends(get_session)]
 CallerDep = Annotated[Principal, Depends(requires("caller"))]
 OpsDep = Annotated[Principal, Depends(requires("ops"))]

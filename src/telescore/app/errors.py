@@ -20,7 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from telescore.app.deps import MONGODB_FAILED, MONGODB_UNREACHABLE
 from telescore.io.serving_client import ServingError
 from telescore.jobs.call_lists import CallListNotReadyError
-from telescore.jobs.ranking import NoIndicatorsError, UnknownProspectsError
+from telescore.jobs.indicators import NoIndicatorsError
+from telescore.jobs.prospect_scoring import UnknownProspectsError
 
 logger = logging.getLogger(__name__)
 

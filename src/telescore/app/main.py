@@ -1,13 +1,15 @@
-"""The web app's factory: `create_app(settings)`; its lifespan opens and closes the clients.
+"""The web app's factory: `create_app(settings)`; its lifespan opens and closes one context.
 
 Run with `uvicorn --factory telescore.app.main:create_app` (settings from the environment).
-One app serves the callers' page, the JSON API (OpenAPI at /docs) and the outcomes API.
+One app serves the callers' page, the JSON API (OpenAPI at /docs) and the outcomes API. The
+routes reach the lifespan's parts (`app/services.py`) through `app/deps.py` only: a test can
+build the app without its lifespan and hand the parts in through `app.dependency_overrides`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import ExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -15,17 +17,10 @@ from fastapi.staticfiles import StaticFiles
 
 from telescore.app.errors import BodyLimit, install_error_handlers
 from telescore.app.routes import health, indicators, outcomes, pages, prospects, releases
-from telescore.app.security import ApiKeys, Sessions, session_secret
-from telescore.io.access_store import AccessStore
-from telescore.io.call_list_store import CallListStore
-from telescore.io.outcome_store import OutcomeStore
-from telescore.io.prospect_store import ProspectStore
-from telescore.io.registry import Registry
+from telescore.app.security import Sessions, session_secret
+from telescore.app.services import build_services
+from telescore.io.context import Context
 from telescore.io.release_store import ReleaseStore
-from telescore.io.serving_client import ServingClient
-from telescore.jobs.call_lists import SharedCallLists
-from telescore.jobs.explanations import Explainer
-from telescore.jobs.ranking import CallList
 from telescore.jobs.scoring import ScoringService
 from telescore.settings import Settings, load_settings
 
@@ -43,42 +38,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        uri = resolved.mongodb.resolved_uri(resolved.project.host)
-        database = resolved.mongodb.database
-        # The clients connect lazily: the app starts, and answers 503, while MongoDB is down.
-        with ExitStack() as stack:
-            outcome_store = stack.enter_context(OutcomeStore(uri, database))
-            prospect_store = stack.enter_context(ProspectStore(uri, database))
-            access_store = stack.enter_context(AccessStore(uri, database))
-            release_store = stack.enter_context(ReleaseStore(uri, database))
-            call_list_store = stack.enter_context(CallListStore(uri, database))
-            serving = stack.enter_context(
-                ServingClient(
-                    resolved.serving.resolved_url(resolved.project.host),
-                    timeout=SCORING_TIMEOUT_SECONDS,
-                )
-            )
-            scoring = ScoringService(serving, release_store, batch_rows=resolved.api.batch_rows)
-            stack.callback(scoring.close)
-            app.state.outcome_store = outcome_store
-            app.state.prospect_store = prospect_store
-            app.state.access_store = access_store
-            app.state.release_store = release_store
-            app.state.serving = serving
-            app.state.scoring = scoring
-            app.state.call_list = CallList(
-                scoring,
-                prospect_store,
-                outcome_store,
-                explainer=Explainer(
-                    lambda: Registry.from_settings(resolved.mlflow, resolved.project.host)
-                ),
-                # One list per cache key for every replica, scored by one of them.
-                shared=SharedCallLists(call_list_store),
-                outcome_expiry=resolved.mongodb.pending_outcome_expiry,
-            )
-            app.state.api_keys = ApiKeys(access_store)
-            yield
+        # One context for the app's life; its clients connect lazily: the app starts, and
+        # answers 503, while MongoDB or MLServer is down. Leaving closes them all.
+        with Context(resolved) as ctx:
+            serving = ctx.serving_client(SCORING_TIMEOUT_SECONDS)
+            release_store = ctx.store(ReleaseStore)
+            batch_rows = resolved.api.batch_rows
+            with ScoringService(serving, release_store, batch_rows=batch_rows) as scoring:
+                app.state.services = build_services(ctx, scoring, serving)
+                yield
 
     app = FastAPI(
         title="telescore",

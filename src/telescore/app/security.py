@@ -26,7 +26,6 @@ from telescore.settings import Settings
 
 SESSION_COOKIE: Final = "telescore_session"
 LOGIN_CSRF_COOKIE: Final = "telescore_login_csrf"
-API_KEY_HEADER: Final = "X-API-Key"
 KEY_CACHE_SECONDS: Final = 30.0
 SECRET_FILE: Final = "app-secret"  # noqa: S105 - a file name, not a secret
 

@@ -15,6 +15,8 @@ Role = Literal["caller", "ops"]
 ROLES: Final[tuple[str, ...]] = get_args(Role)
 _RANK: Final[dict[str, int]] = {"caller": 1, "ops": 2}
 
+API_KEY_HEADER: Final = "X-API-Key"
+"""The header a program sends its API key in."""
 API_KEY_PREFIX: Final = "tsk"
 """Every key starts `tsk_`: easy to spot in a leaked log, and by secret scanners."""
 _API_KEY: Final = re.compile(rf"^{API_KEY_PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{32,}})$")

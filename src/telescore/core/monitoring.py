@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from telescore.core.models import FrozenModel
 from telescore.core.retraining import RetrainingPolicy
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
-
-
-class DriftParams(_Frozen):
+class DriftParams(FrozenModel):
     """How drift is measured: methods pinned, not left to Evidently's choice by sample size.
 
     Distances (wasserstein, jensenshannon, psi, hellinger) grow with the shift and do not
@@ -39,7 +34,7 @@ class DriftParams(_Frozen):
     """Dataset drift when at least this share of the 19 inputs drifted."""
 
 
-class MonitoringParams(_Frozen):
+class MonitoringParams(FrozenModel):
     """The `monitoring` section of params.yaml."""
 
     window_minutes: int = Field(default=60, gt=0)
@@ -56,12 +51,6 @@ class MonitoringParams(_Frozen):
         default_factory=lambda: {"data": {"production": {"enabled": True}}}
     )
     """Training params overrides for a retraining run (per params.yaml section)."""
-
-
-def load_monitoring_params(path: Path) -> MonitoringParams:
-    """Read and validate the `monitoring` section of a params YAML file."""
-    raw = yaml.safe_load(path.read_text()) or {}
-    return MonitoringParams.model_validate(raw.get("monitoring") or {}, strict=False)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from telescore.core.json_array import MalformedArrayError, array_elements
 from telescore.core.prediction_ids import is_prediction_id, issued_at
 from telescore.core.predictions import FEATURES as FEATURES_FIELD
 from telescore.core.predictions import TIMESTAMP
@@ -409,7 +410,7 @@ def parse_json(text: str, *, reported_at: datetime, source: str | None = None) -
     start = len(text) - len(text.lstrip())
     if start == len(text):
         raise MalformedBatchError("the file is empty: expected a JSON array of outcomes")
-    rows = _array_items(text, start) if text[start] == "[" else _json_lines(text)
+    rows = _array_rows(text, start) if text[start] == "[" else _json_lines(text)
     return _parse_lines(rows, reported_at=reported_at, source=source)
 
 
@@ -453,48 +454,11 @@ def _csv_records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
             yield line, fields
 
 
-def _array_items(text: str, start: int) -> Iterator[tuple[int, object]]:
-    """Yield each element of a JSON array with the line it starts on."""
-    decoder = json.JSONDecoder()
-    position, line, counted = start + 1, 1, 0
-    expect_value = True
-    while True:
-        position = _skip_space(text, position)
-        if position == len(text):
-            raise _json_error(text, position, "the array is not closed")
-        character = text[position]
-        if character == "]" and (not expect_value or _just_opened(text, start, position)):
-            position = _skip_space(text, position + 1)
-            if position != len(text):
-                raise _json_error(text, position, "text after the array")
-            return
-        if not expect_value:
-            if character != ",":
-                raise _json_error(text, position, "expected ',' or ']' between elements")
-            position, expect_value = position + 1, True
-            continue
-        try:
-            value, end = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as error:
-            raise MalformedBatchError(f"line {error.lineno}: not valid JSON: {error.msg}") from None
-        line += text.count("\n", counted, position)
-        counted = position
-        yield line, value
-        position, expect_value = end, False
-
-
-def _just_opened(text: str, start: int, position: int) -> bool:
-    return not text[start + 1 : position].strip()
-
-
-def _skip_space(text: str, position: int) -> int:
-    while position < len(text) and text[position] in " \t\r\n":
-        position += 1
-    return position
-
-
-def _json_error(text: str, position: int, message: str) -> MalformedBatchError:
-    return MalformedBatchError(f"line {text.count(chr(10), 0, position) + 1}: {message}")
+def _array_rows(text: str, start: int) -> Iterator[tuple[int, object]]:
+    try:
+        yield from array_elements(text, start)
+    except MalformedArrayError as error:
+        raise MalformedBatchError(str(error)) from None
 
 
 def _json_lines(text: str) -> Iterator[tuple[int, object]]:

@@ -1,21 +1,16 @@
-"""Training parameters: read from params.yaml and validated into frozen, strict models."""
+"""Training parameters: the `training` section of params.yaml, as frozen, strict models."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from telescore.core.models import FrozenModel
 from telescore.core.schema import FEATURES
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
-
-
-class ProductionDataParams(_Frozen):
+class ProductionDataParams(FrozenModel):
     """Labelled production rows: logged predictions whose call outcome is known.
 
     The rule: the base rows (`data.path`, cut to `sample_rows`), then the most recent
@@ -30,7 +25,7 @@ class ProductionDataParams(_Frozen):
     """Keep only the most recent N labelled production rows; None keeps all."""
 
 
-class DataParams(_Frozen):
+class DataParams(FrozenModel):
     """Which rows to use."""
 
     path: str = "data/bank-additional-full.csv.gz"
@@ -43,7 +38,7 @@ class DataParams(_Frozen):
     """Labelled production rows added after the base rows (the monitor's retraining turns it on)."""
 
 
-class SplitParams(_Frozen):
+class SplitParams(FrozenModel):
     """Time-aware split: fit on earlier rows, evaluate on the most recent ones."""
 
     holdout_rows: int = Field(default=4000, gt=0)
@@ -52,7 +47,7 @@ class SplitParams(_Frozen):
     """Fit on only the last N rows before the holdout; None fits on all of them."""
 
 
-class ModelParams(_Frozen):
+class ModelParams(FrozenModel):
     """The classifier and its hyper-parameters."""
 
     kind: Literal["logistic_regression", "hist_gradient_boosting"] = "logistic_regression"
@@ -84,7 +79,7 @@ class ModelParams(_Frozen):
         return tuple(dict.fromkeys(names))  # one of each, in the order given
 
 
-class ValidationParams(_Frozen):
+class ValidationParams(FrozenModel):
     """Bounds that gate registration."""
 
     min_roc_auc: float = Field(default=0.55, ge=0, le=1)
@@ -105,7 +100,7 @@ class ValidationParams(_Frozen):
     """Maximum share of holdout rows also present in training: more means a broken split."""
 
 
-class PromotionParams(_Frozen):
+class PromotionParams(FrozenModel):
     """When a new model becomes champion."""
 
     metric: Literal["roc_auc", "pr_auc", "lift_top_decile", "brier"] = "roc_auc"
@@ -122,7 +117,7 @@ class PromotionParams(_Frozen):
     (`promote-telemarketing`) to judge on real outcomes; a first model is champion anyway."""
 
 
-class CalibrationParams(_Frozen):
+class CalibrationParams(FrozenModel):
     """A log-odds offset b served with the model: score = sigmoid(logit(p) + b).
 
     b makes the mean served score equal the positive rate of the most recent `rows` labelled
@@ -147,7 +142,7 @@ class CalibrationParams(_Frozen):
         return self
 
 
-class TrainingParams(_Frozen):
+class TrainingParams(FrozenModel):
     """All parameters of one training run."""
 
     data: DataParams = DataParams()
@@ -170,9 +165,3 @@ class TrainingParams(_Frozen):
             for section, values in self.model_dump().items()
             for key, value in values.items()
         }
-
-
-def load_params(path: Path) -> TrainingParams:
-    """Read and validate a params YAML file."""
-    raw = yaml.safe_load(path.read_text()) or {}
-    return TrainingParams.model_validate(raw.get("training", raw), strict=False)

@@ -46,13 +46,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from telescore.core.models import FrozenModel
 
 Action = Literal["promote", "rollback", "wait"]
 Verdict = Literal["better", "worse", "inconclusive", "acceptable"]
@@ -60,10 +60,8 @@ Verdict = Literal["better", "worse", "inconclusive", "acceptable"]
 acceptable: a guard (error rate, latency) within its limit."""
 
 
-class ReleaseRules(BaseModel):
+class ReleaseRules(FrozenModel):
     """When a released challenger is promoted, rolled back or given more time."""
-
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
     min_requests: int = Field(default=100, gt=0)
     """Requests each arm must have served before its error rate and latency are judged."""
@@ -615,9 +613,3 @@ def _compare_conversion(
         verdict=_verdict(low, high),
         method=f"Newcombe hybrid score interval, {confidence * 100:.4g}%",
     )
-
-
-def load_release_rules(path: Path) -> ReleaseRules:
-    """Read the `release:` section of a params YAML file (defaults where absent)."""
-    raw = yaml.safe_load(path.read_text()) or {}
-    return ReleaseRules.model_validate(raw.get("release") or {}, strict=False)

@@ -22,7 +22,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from telescore.core.models import FrozenModel
 
 WindowVerdict = Literal[
     "insufficient data", "awaiting labels", "drifted, unlabelled", "degraded", "healthy"
@@ -31,10 +33,8 @@ SILENT_VERDICTS: frozenset[WindowVerdict] = frozenset({"insufficient data", "awa
 """Verdicts that say nothing about the model: they count neither for nor against a retrain."""
 
 
-class RetrainingPolicy(BaseModel):
+class RetrainingPolicy(FrozenModel):
     """When a monitored model is retrained (the `monitoring.policy` section of params.yaml)."""
-
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
     min_window_rows: int = Field(default=200, gt=0)
     """A window with fewer logged predictions gets "insufficient data", not a verdict."""

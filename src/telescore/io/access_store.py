@@ -64,8 +64,3 @@ class AccessStore(MongoStore):
     def api_key(self, key_id: str) -> Document | None:
         """Return an API key record by its public id."""
         return self.api_keys.find_one({"_id": key_id})
-
-    def revoke_api_key(self, key_id: str) -> bool:
-        """Mark a key revoked; False if there is no such key."""
-        result = self.api_keys.update_one({"_id": key_id}, {"$set": {"revoked": True}})
-        return result.matched_count == 1

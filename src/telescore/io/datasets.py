@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 import pandas as pd
 
 from telescore.core.params import DataParams
+
+DATASET_FILE: Final = Path("data") / "bank-additional-full.csv.gz"
+"""The versioned dataset (UCI Bank Marketing, `;`-separated), relative to the project root."""
 
 
 @dataclass(frozen=True)

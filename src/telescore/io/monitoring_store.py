@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING
@@ -54,11 +53,6 @@ class MonitoringStore(MongoStore):
         """Return a window's stored figures, if it was evaluated."""
         return self.runs.find_one({"_id": window_key})
 
-    def runs_between(self, start: datetime, end: datetime) -> list[Document]:
-        """Return the windows starting in [start, end), oldest first."""
-        query = {"window_start": {"$gte": start, "$lt": end}}
-        return list(self.runs.find(query, sort=[("window_start", ASCENDING)]))
-
     def recent_runs(self, limit: int) -> list[Document]:
         """Return the `limit` latest windows, oldest first."""
         latest = self.runs.find({}, sort=[("window_start", DESCENDING)]).limit(limit)
@@ -87,8 +81,3 @@ class MonitoringStore(MongoStore):
     def set_training_outcome(self, decision_id: str, training: Mapping[str, Any]) -> None:
         """Record what became of the training run a decision triggered."""
         self.decisions.update_one({"_id": decision_id}, {"$set": {"training": dict(training)}})
-
-    def decisions_between(self, start: datetime, end: datetime) -> list[Document]:
-        """Return the decisions taken in [start, end), oldest first."""
-        query = {"decided_at": {"$gte": start, "$lt": end}}
-        return list(self.decisions.find(query, sort=[("decided_at", ASCENDING)]))

@@ -234,14 +234,6 @@ class OutcomeStore(MongoStore):
             times.update(document[TIMESTAMP] for document in found)
         return times
 
-    def count_predictions(self, start: datetime, end: datetime) -> int:
-        """Return how many predictions are timestamped in [start, end)."""
-        return self.predictions.count_documents({TIMESTAMP: {"$gte": start, "$lt": end}})
-
-    def count_recorded_since(self, since: datetime) -> int:
-        """Return how many outcomes were stored at or after `since`."""
-        return self.collection.count_documents({outcomes.RECORDED_AT: {"$gte": since}})
-
     def labelled_predictions(
         self, start: datetime, end: datetime, chunk_size: int = DEFAULT_CHUNK_SIZE
     ) -> Iterator[list[Document]]:

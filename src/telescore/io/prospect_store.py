@@ -13,7 +13,6 @@ from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError
 
 from telescore.io.mongodb import (
     REVISION,
@@ -63,17 +62,6 @@ class ProspectStore(MongoStore):
                 [dict(each) for each in documents[start : start + INSERT_CHUNK]]
             )
         return self.prospects.count_documents({})
-
-    def add_prospects(self, documents: Sequence[Mapping[str, Any]]) -> list[str]:
-        """Insert new prospects; return the ids that already existed (those are left alone)."""
-        try:
-            self.prospects.insert_many([dict(each) for each in documents], ordered=False)
-        except BulkWriteError as error:
-            repeated = [e["op"]["_id"] for e in error.details["writeErrors"] if e["code"] == 11000]
-            if len(repeated) != len(error.details["writeErrors"]):
-                raise
-            return [str(each) for each in repeated]
-        return []
 
     def get_many(self, prospect_ids: Sequence[str]) -> dict[str, Document]:
         """Return the prospects found among `prospect_ids`, by id."""

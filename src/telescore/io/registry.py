@@ -6,7 +6,7 @@ import os
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.models import infer_signature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
 if TYPE_CHECKING:
@@ -27,6 +28,23 @@ CHAMPION = "champion"
 PREVIOUS = "previous"
 """The champion before the last promotion: where a rollback goes."""
 CHALLENGER = "challenger"
+_ABSENT = {
+    ErrorCode.Name(INVALID_PARAMETER_VALUE),  # no such alias
+    ErrorCode.Name(RESOURCE_DOES_NOT_EXIST),  # no such registered model (or version)
+}
+
+
+class RegistryError(RuntimeError):
+    """The registry could not answer (unreachable, failing, refused): MLflow's error, wrapped."""
+
+
+@contextmanager
+def _answering(what: str) -> Iterator[None]:
+    """Raise MLflow's errors (a RestException is one) as RegistryError, saying what failed."""
+    try:
+        yield
+    except MlflowException as error:
+        raise RegistryError(f"{what}: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,8 @@ class ModelVersionRef:
     run_id: str | None = None
     alias: str | None = None
     """The alias it was resolved from, if any."""
+    tags: Mapping[str, str] = field(default_factory=dict, compare=False)
+    """The version's tags as read with it (empty when it was not read from the registry)."""
 
     @property
     def uri(self) -> str:
@@ -45,19 +65,29 @@ class ModelVersionRef:
         return f"models:/{self.name}/{self.version}"
 
 
-def resolve_model_uri(uri: str, client: MlflowClient | None = None) -> ModelVersionRef:
-    """Pin `models:/<name>@<alias>` (or `models:/<name>/<version>`) to a registry version."""
+def resolve_model_uri(uri: str, tracking_uri: str | None = None) -> ModelVersionRef:
+    """Pin `models:/<name>@<alias>` (or `models:/<name>/<version>`) to a registry version.
+
+    `tracking_uri`: the registry to ask; None: the one the environment names
+    (MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI), as in MLServer's runtime.
+    """
     if not uri.startswith("models:/"):
         raise ValueError(f"model URI {uri!r} is not a registry URI models:/<name>@<alias>")
     path = uri.removeprefix("models:/").strip("/")
     if "@" in path:
         name, alias = path.split("@", 1)
-        version = (client or MlflowClient()).get_model_version_by_alias(name, alias)
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        version = client.get_model_version_by_alias(name, alias)
         return ModelVersionRef(name, str(version.version), version.run_id, alias)
     name, _, version_text = path.rpartition("/")
     if not name or not version_text.isdigit():
         raise ValueError(f"model URI {uri!r} names neither an alias nor a version number")
     return ModelVersionRef(name, version_text)
+
+
+def load_pyfunc(ref: ModelVersionRef) -> Any:
+    """Load a registered version as MLflow's pyfunc model: what MLServer's runtime serves."""
+    return mlflow.pyfunc.load_model(ref.uri)
 
 
 def git_commit(root: Path = Path()) -> str:
@@ -85,7 +115,10 @@ def model_requirements() -> list[str]:
 
 
 class Registry:
-    """The MLflow tracking server and registry behind one client, created by the caller."""
+    """The MLflow tracking server and registry behind one client, created by the caller.
+
+    The only module that talks to MLflow: jobs reach it through this class (a contract says so).
+    """
 
     def __init__(self, tracking_uri: str, model_name: str, experiment: str) -> None:
         self.tracking_uri = tracking_uri
@@ -173,25 +206,63 @@ class Registry:
         return ModelVersionRef(self.model_name, str(version.version), run_id)
 
     def alias_version(self, alias: str) -> ModelVersionRef | None:
-        """Return the version an alias points to, or None when the alias (or model) is absent."""
+        """Return the version an alias points to, or None when the alias (or model) is absent.
+
+        None too when the registry does not answer; `alias_versions` tells the two apart.
+        """
         try:
             version = self.client.get_model_version_by_alias(self.model_name, alias)
         except (MlflowException, RestException):
             return None
-        return ModelVersionRef(self.model_name, str(version.version), version.run_id)
+        return self._ref(version, alias)
+
+    def alias_versions(self, aliases: Iterable[str]) -> dict[str, ModelVersionRef]:
+        """Return the version (with its tags) of each of `aliases` that exists.
+
+        Raises RegistryError when the registry cannot say (unreachable, failing): an alias
+        that could not be read is not an alias that is gone.
+        """
+        found = {}
+        for alias in aliases:
+            try:
+                version = self.client.get_model_version_by_alias(self.model_name, alias)
+            except MlflowException as error:
+                if error.error_code in _ABSENT:
+                    continue
+                raise RegistryError(f"reading alias {alias!r}: {error}") from error
+            found[alias] = self._ref(version, alias)
+        return found
+
+    def version(self, version: str) -> ModelVersionRef:
+        """Return a registered version with its run and tags; RegistryError if unknown."""
+        with _answering(f"reading version {version} of {self.model_name}"):
+            details = self.client.get_model_version(self.model_name, version)
+        return self._ref(details)
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """Return the latest value of each metric a run logged."""
+        with _answering(f"reading the metrics of run {run_id}"):
+            return dict(self.client.get_run(run_id).data.metrics)
+
+    def _ref(self, version: Any, alias: str | None = None) -> ModelVersionRef:
+        tags = dict(version.tags or {})
+        return ModelVersionRef(self.model_name, str(version.version), version.run_id, alias, tags)
 
     def set_alias(self, alias: str, version: str) -> None:
         """Point `alias` at `version`."""
-        self.client.set_registered_model_alias(self.model_name, alias, version)
+        with _answering(f"pointing {alias!r} at version {version}"):
+            self.client.set_registered_model_alias(self.model_name, alias, version)
 
     def delete_alias(self, alias: str) -> None:
         """Remove `alias` (nothing happens if it is not set)."""
         if self.alias_version(alias) is not None:
-            self.client.delete_registered_model_alias(self.model_name, alias)
+            with _answering(f"removing alias {alias!r}"):
+                self.client.delete_registered_model_alias(self.model_name, alias)
 
     def tag_version(self, version: str, key: str, value: str) -> None:
         """Set a tag on a model version."""
-        self.client.set_model_version_tag(self.model_name, version, key, value)
+        with _answering(f"tagging version {version} with {key}"):
+            self.client.set_model_version_tag(self.model_name, version, key, value)
 
     def load_model(self, ref: ModelVersionRef) -> Any:
         """Load a registered version as the scikit-learn model it was logged as."""
@@ -206,5 +277,6 @@ class Registry:
         return Path(local)
 
     def version_tags(self, ref: ModelVersionRef) -> dict[str, str]:
-        """Return the tags of a model version."""
-        return dict(self.client.get_model_version(ref.name, ref.version).tags)
+        """Return the tags of a model version, as the registry has them now."""
+        with _answering(f"reading the tags of version {ref.version} of {ref.name}"):
+            return dict(self.client.get_model_version(ref.name, ref.version).tags)

@@ -69,10 +69,6 @@ class ReleaseStore(MongoStore):
         found = self._collection(BASELINES).find_one({"_id": revision}) if revision else None
         return list(found["processes"]) if found else []
 
-    def routing_history(self, limit: int = 20) -> list[Document]:
-        """Return the latest routing revisions, newest first."""
-        return list(self.routing.find({}, sort=[(REVISION, DESCENDING)], limit=limit))
-
     def record_decision(self, decision: Mapping[str, Any]) -> str:
         """Store a release decision; return its id."""
         decision_id = str(uuid.uuid4())

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final
 
 import pandas as pd
 
 from telescore.core.prospects import Indicators, prospects_from_dataset
 from telescore.io.prospect_store import ProspectStore
-from telescore.jobs.ranking import set_indicators
+from telescore.jobs.indicators import set_indicators
+
+SEED_READ_TIMEOUT_MS: Final = 60_000
+"""How long MongoDB may take over one write of a seed (thousands of prospects), for the store
+`seed_prospects` is given: a web request's two seconds are too short on a busy machine."""
 
 
 def seed_prospects(

@@ -26,18 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import (
-    INVALID_PARAMETER_VALUE,
-    RESOURCE_DOES_NOT_EXIST,
-    ErrorCode,
-)
 from pydantic import BaseModel, ConfigDict, Field
 
 from telescore.core.predictions import Route
 from telescore.core.scoring import LOGIT_OFFSET_TAG
+from telescore.io.registry import ModelVersionRef, Registry
 from telescore.serving.options import CALIBRATION_OPTIONS, RUNTIME, RuntimeOptions
 
 SERVER_SETTINGS: Final = "settings.json"
@@ -58,10 +51,6 @@ Kept apart from `logit_offset`, the offset fitted at registration (the replay re
 Slot = Literal["all", "challenger"]
 """What one MLServer answers for: `all` (champion, and challenger while it exists) or
 `challenger` (@challenger alone, under the champion's name: the Kubernetes canary)."""
-_ABSENT = {
-    ErrorCode.Name(INVALID_PARAMETER_VALUE),  # no such alias
-    ErrorCode.Name(RESOURCE_DOES_NOT_EXIST),  # no such registered model
-}
 
 
 class ServerOptions(BaseModel):
@@ -146,32 +135,18 @@ class DesiredModel:
         return self.offset.offset if self.offset and self.offset.version == self.version else 0.0
 
 
-def registered_aliases(registered_model: str, client: MlflowClient | None = None) -> set[str]:
-    """Return the aliases among champion/challenger that the registry currently has."""
-    return set(alias_versions(registered_model, client))
+def registry_desired_models(registry: Registry, slot: Slot = "all") -> list[DesiredModel]:
+    """Return what a server of `slot` should serve per the registry's aliases now.
 
-
-def alias_versions(
-    registered_model: str, client: MlflowClient | None = None
-) -> dict[str, ModelVersion]:
-    """Return the registry version (with its tags) of each champion/challenger alias that exists.
-
-    Raises MlflowException when the registry cannot say (unreachable, failing): an alias that
-    could not be read is not an alias that is gone.
+    Raises RegistryError when the registry cannot say (nothing is then taken for gone),
+    LookupError when the alias the slot needs does not exist.
     """
-    client = client or MlflowClient()
-    found = {}
-    for alias in ALIAS_MODELS:
-        try:
-            found[alias] = client.get_model_version_by_alias(registered_model, alias)
-        except MlflowException as error:
-            if error.error_code not in _ABSENT:
-                raise
-    return found
+    versions = registry.alias_versions(ALIAS_MODELS)
+    return desired_models(versions, slot, registry.model_name)
 
 
 def desired_models(
-    versions: Mapping[str, ModelVersion],
+    versions: Mapping[str, ModelVersionRef],
     slot: Slot = "all",
     registered_model: str = CHAMPION_MODEL,
 ) -> list[DesiredModel]:
@@ -187,14 +162,14 @@ def desired_models(
             name=CHAMPION_MODEL, uri=f"models:/{registered_model}@challenger", route="challenger"
         )
         # Judged on its own scores, as the challenger is in the `all` slot.
-        return [DesiredModel(canary, str(versions["challenger"].version), None)]
+        return [DesiredModel(canary, versions["challenger"].version, None)]
     models = served_models(set(versions), registered_model)
     if not models or models[0].route != "champion":
         raise LookupError(f"registered model {registered_model!r} has no 'champion' alias")
     return [
         DesiredModel(
             model,
-            str(versions[model.route].version),
+            versions[model.route].version,
             # The challenger is judged on its own scores.
             champion_offset(versions["champion"]) if model.route == "champion" else None,
         )
@@ -237,14 +212,13 @@ def write_model_repository(
 
 def write_registry_repository(
     root: Path,
+    registry: Registry,
     server: ServerOptions | None = None,
     runtime: RuntimeOptions | None = None,
-    registered_model: str = CHAMPION_MODEL,
-    client: MlflowClient | None = None,
     slot: Slot = "all",
 ) -> list[ServedModel]:
     """Write the repository for the aliases the registry has now; return the models written."""
-    desired = desired_models(alias_versions(registered_model, client), slot, registered_model)
+    desired = registry_desired_models(registry, slot)
     write_desired_repository(root, desired, server, runtime)
     return [each.model for each in desired]
 
@@ -260,15 +234,14 @@ def write_desired_repository(
     return write_model_repository(root, [each.model for each in desired], server, runtime, offsets)
 
 
-def champion_offset(champion: ModelVersion) -> LogitOffset | None:
+def champion_offset(champion: ModelVersionRef) -> LogitOffset | None:
     """Return the offset to serve the champion version with.
 
     The monitor's latest refit for this version (its `logit_offset_recalibrated` tag), else
     the one fitted at its registration (its `logit_offset` tag), else none. Always this
     version's own: an offset fitted for the previous champion says nothing about this one.
     """
-    version = str(champion.version)
-    tags = champion.tags or {}
+    version, tags = champion.version, champion.tags
     refit = _finite_offset(tags.get(RECALIBRATED_OFFSET_TAG), version)
     return refit if refit is not None else _finite_offset(tags.get(LOGIT_OFFSET_TAG), version)
 

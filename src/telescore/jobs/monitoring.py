@@ -18,8 +18,7 @@ import logging
 import math
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +27,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 
 from telescore.core.features import split_features_label
 from telescore.core.monitoring import MonitoringParams, Window
@@ -46,16 +44,16 @@ from telescore.core.schema import FEATURES as FEATURE_NAMES
 from telescore.core.scoring import fit_logit_offset, shift_log_odds
 from telescore.core.splits import chronological_split
 from telescore.io import orchestrator
+from telescore.io.context import Context
 from telescore.io.datasets import read_snapshot
 from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
-from telescore.io.registry import CHAMPION, ModelVersionRef, Registry
+from telescore.io.registry import CHAMPION, ModelVersionRef, Registry, RegistryError
 from telescore.io.serving_client import ServingError
 from telescore.jobs import serving
 from telescore.jobs.model_repository import LogitOffset
 from telescore.jobs.outcomes import sweep_pending_outcomes
-from telescore.settings import Settings
-from telescore.validation.evidently import LABEL, evaluate_window
+from telescore.validation.evidently import LABEL, EvidentlyValidator
 from telescore.validation.evidently_dashboards import MonitoringWorkspace
 
 SCORE_COLUMN = "score"
@@ -70,7 +68,7 @@ ServeOffset = Callable[[LogitOffset], "serving.Reloaded | None"]
 
 @dataclass
 class Monitor:
-    """What one monitor run works with; the caller opens the stores and closes them."""
+    """What one monitor run works with; the caller opens the clients and closes them."""
 
     params: MonitoringParams
     registry: Registry
@@ -90,33 +88,24 @@ class Monitor:
     """How long outcomes reported before their prediction was logged wait for it."""
 
 
-@contextmanager
-def open_monitor(
-    settings: Settings, params: MonitoringParams, params_file: str, registry: Registry
-) -> Iterator[Monitor]:
-    """Open the monitor's stores on the configured MongoDB; close them on exit."""
-    host = settings.project.host
-    uri, database = settings.mongodb.resolved_uri(host), settings.mongodb.database
-    state_dir = settings.project.state_dir.resolve()
-    with (
+def open_monitor(ctx: Context, params: MonitoringParams, params_file: str) -> Monitor:
+    """Return the monitor on the context's registry and stores (closed with the context)."""
+    records = ctx.store(MonitoringStore)
+    records.ensure_indexes()
+    return Monitor(
+        params=params,
+        registry=ctx.registry,
         # Down is noticed in 5 s; a large window's count on nx-27017 takes a minute (1M rows).
-        OutcomeStore(uri, database, timeout_ms=5000, read_timeout_ms=600_000) as outcomes,
-        MonitoringStore(uri, database) as records,
-    ):
-        records.ensure_indexes()
-        yield Monitor(
-            params=params,
-            registry=registry,
-            outcomes=outcomes,
-            records=records,
-            # The Evidently UI that `telescore up` starts serves this folder.
-            workspace=MonitoringWorkspace(state_dir / "evidently"),
-            cache_dir=state_dir / "monitoring" / "reference",
-            prefect_api_url=settings.prefect.resolved_api_url(host),
-            params_file=params_file,
-            serve_offset=functools.partial(serving.serve_logit_offset, settings),
-            pending_outcome_expiry=settings.mongodb.pending_outcome_expiry,
-        )
+        outcomes=ctx.store(OutcomeStore, timeout_ms=5000, read_timeout_ms=600_000),
+        records=records,
+        # The Evidently UI that `telescore up` starts serves this folder.
+        workspace=MonitoringWorkspace(ctx.state_dir / "evidently"),
+        cache_dir=ctx.state_dir / "monitoring" / "reference",
+        prefect_api_url=ctx.prefect_api_url,
+        params_file=params_file,
+        serve_offset=functools.partial(serving.serve_logit_offset, ctx),
+        pending_outcome_expiry=ctx.pending_outcome_expiry,
+    )
 
 
 @dataclass(frozen=True)
@@ -255,16 +244,10 @@ def evaluate(
     policy = monitor.params.policy
     metrics: dict[str, float] = {}
     if len(frame) >= policy.min_window_rows:
-        evaluation = evaluate_window(
-            reference,
-            frame,
-            window_start=window.start,
-            window_end=window.end,
-            report_dir=report_dir,
-            options=monitor.params.drift,
-        )
-        monitor.workspace.save_window(evaluation.snapshot, window.start)
-        metrics = evaluation.report.metrics
+        validator = EvidentlyValidator(window.start, window.end, monitor.params.drift)
+        report = validator.validate(frame, reference=reference, report_dir=report_dir)
+        monitor.workspace.save_window(report.tool_result, window.start)
+        metrics = report.metrics
     figures = window_figures(window, frame, metrics, info)
     verdict, why = judge_window(health(figures), policy)
     figures |= {"verdict": verdict, "verdict_reason": why, "read_at": read_at}
@@ -380,7 +363,7 @@ def serve(monitor: Monitor, offset: LogitOffset) -> dict[str, Any]:
         return {"served": False, "reason": "dry run: not served"}
     try:
         reloaded = monitor.serve_offset(offset)
-    except (ServingError, httpx.HTTPError, OSError, MlflowException) as error:
+    except (ServingError, httpx.HTTPError, OSError, RegistryError) as error:
         logger.warning("log-odds offset %+.4f not served: %s", offset.offset, error)
         return {"served": False, "reason": f"not published or not reloaded: {error}"}
     if reloaded is None:

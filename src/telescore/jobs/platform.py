@@ -7,11 +7,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from telescore.core.monitoring import load_monitoring_params
 from telescore.io import orchestrator
+from telescore.io.context import Context
+from telescore.io.params_files import load_monitoring_params
 from telescore.services import embedded
 from telescore.services.processes import ServiceProcess, pid_alive, terminate_group
-from telescore.settings import ENV_FILE_VARIABLE, Settings, env_file
+from telescore.settings import ENV_FILE_VARIABLE, env_file
 
 WORKER_HEALTH_PORT_OFFSET = 1  # worker health server on the Prefect port + 1
 
@@ -27,29 +28,29 @@ class PlatformUrls:
     api: str
 
 
-def _pid_file(settings: Settings, name: str) -> Path:
-    return settings.project.state_dir / "run" / f"{name}.pid"
+def _pid_file(ctx: Context, name: str) -> Path:
+    return ctx.state_dir / "run" / f"{name}.pid"
 
 
-def is_running(settings: Settings, service: ServiceProcess) -> bool:
+def is_running(ctx: Context, service: ServiceProcess) -> bool:
     """Tell whether `service` was started by telescore and still answers its health check."""
-    pid_file = _pid_file(settings, service.name)
+    pid_file = _pid_file(ctx, service.name)
     if not pid_file.exists():
         return False
     return pid_alive(int(pid_file.read_text())) and service.health()
 
 
-def record_pid(settings: Settings, service: ServiceProcess) -> None:
+def record_pid(ctx: Context, service: ServiceProcess) -> None:
     """Remember a started service's process group, for `telescore down`."""
-    pid_file = _pid_file(settings, service.name)
+    pid_file = _pid_file(ctx, service.name)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     assert service.process is not None  # noqa: S101 - launched just before
     pid_file.write_text(str(service.process.pid))
 
 
-def running_pid(settings: Settings, name: str) -> int | None:
+def running_pid(ctx: Context, name: str) -> int | None:
     """Return the pid of a service telescore started and that still runs, else None."""
-    pid_file = _pid_file(settings, name)
+    pid_file = _pid_file(ctx, name)
     try:
         pid = int(pid_file.read_text())
     except (FileNotFoundError, ValueError):
@@ -57,16 +58,15 @@ def running_pid(settings: Settings, name: str) -> int | None:
     return pid if pid_alive(pid) else None
 
 
-def service_env(settings: Settings) -> dict[str, str]:
+def service_env(ctx: Context) -> dict[str, str]:
     """Environment that points flow runs and tools at this platform's services."""
-    host = settings.project.host
     return {
-        "TELESCORE_MLFLOW_TRACKING_URI": settings.mlflow.resolved_tracking_uri(host),
-        "MLFLOW_TRACKING_URI": settings.mlflow.resolved_tracking_uri(host),
-        "MLFLOW_REGISTRY_URI": settings.mlflow.resolved_tracking_uri(host),
-        "TELESCORE_MONGODB_URI": settings.mongodb.resolved_uri(host),
-        "TELESCORE_PREFECT_API_URL": settings.prefect.resolved_api_url(host),
-        "TELESCORE_STATE_DIR": str(settings.project.state_dir.resolve()),
+        "TELESCORE_MLFLOW_TRACKING_URI": ctx.tracking_uri,
+        "MLFLOW_TRACKING_URI": ctx.tracking_uri,
+        "MLFLOW_REGISTRY_URI": ctx.tracking_uri,
+        "TELESCORE_MONGODB_URI": ctx.mongodb_uri,
+        "TELESCORE_PREFECT_API_URL": ctx.prefect_api_url,
+        "TELESCORE_STATE_DIR": str(ctx.state_dir),
         ENV_FILE_VARIABLE: str(env_file()),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
@@ -75,13 +75,12 @@ def service_env(settings: Settings) -> dict[str, str]:
 PROMOTION_SCHEDULE = "FREQ=MINUTELY;INTERVAL=10"
 
 
-def bring_up(settings: Settings, project_root: Path) -> PlatformUrls:
+def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
     """Start every embedded service not already running, then register the deployments."""
-    state = settings.project.state_dir
-    host = settings.project.host
-    api_url = settings.prefect.resolved_api_url(host)
+    # Only what launches processes reads the settings: which services are embedded, ports.
+    settings, state, host, api_url = ctx.settings, ctx.state_dir, ctx.host, ctx.prefect_api_url
     monitoring = load_monitoring_params(project_root / "params.yaml")
-    env = service_env(settings) | {
+    env = service_env(ctx) | {
         "TELESCORE_PROJECT_ROOT": str(project_root.resolve()),
         # Read by pipelines/prefect.yaml: the monitor runs once per window.
         "TELESCORE_MONITOR_SCHEDULE": f"FREQ=MINUTELY;INTERVAL={monitoring.window_minutes}",
@@ -100,10 +99,10 @@ def bring_up(settings: Settings, project_root: Path) -> PlatformUrls:
     servers.append(embedded.evidently_ui(state, settings.evidently.port, host))
     servers.append(embedded.outcomes_api(state, settings.api.port, host, env))
     # Launch all first, then wait: MLflow and Prefect each take 10-20 s to get ready.
-    launched = [s.launch() for s in servers if not is_running(settings, s)]
+    launched = [s.launch() for s in servers if not is_running(ctx, s)]
     for service in launched:
         service.wait_healthy()
-        record_pid(settings, service)
+        record_pid(ctx, service)
 
     prefect_env = embedded.prefect_env(embedded.prefect_home(state), api_url) | env
     orchestrator.ensure_work_pool(settings.prefect.work_pool, prefect_env, project_root)
@@ -116,23 +115,23 @@ def bring_up(settings: Settings, project_root: Path) -> PlatformUrls:
         project_root,
         host,
     )
-    if not is_running(settings, worker):
+    if not is_running(ctx, worker):
         worker.start()
-        record_pid(settings, worker)
+        record_pid(ctx, worker)
     orchestrator.deploy_all(project_root / "pipelines" / "prefect.yaml", prefect_env, project_root)
     return PlatformUrls(
-        mlflow=settings.mlflow.resolved_tracking_uri(host),
+        mlflow=ctx.tracking_uri,
         prefect=api_url.removesuffix("/api"),
-        mongodb=settings.mongodb.resolved_uri(host),
+        mongodb=ctx.mongodb_uri,
         evidently=f"http://{host}:{settings.evidently.port}",
         api=f"http://{host}:{settings.api.port}",
     )
 
 
-def bring_down(settings: Settings) -> list[str]:
+def bring_down(ctx: Context) -> list[str]:
     """Stop every service `bring_up` started; return their names."""
     stopped = []
-    run_dir = settings.project.state_dir / "run"
+    run_dir = ctx.state_dir / "run"
     # Stop the worker first so that it does not pick up runs while servers go away.
     for pid_file in sorted(run_dir.glob("*.pid"), key=lambda p: p.stem != "prefect-worker"):
         with contextlib.suppress(ValueError):

@@ -28,14 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from mlflow import MlflowClient
-
+from telescore.io.registry import Registry
 from telescore.io.serving_client import ServingClient
 from telescore.jobs.model_repository import (
     DesiredModel,
     Slot,
-    alias_versions,
-    desired_models,
+    registry_desired_models,
     write_desired_repository,
 )
 from telescore.jobs.serving import reload_models
@@ -121,8 +119,7 @@ class Tick:
 def reconcile(
     root: Path,
     serving: ServingClient,
-    registry: MlflowClient,
-    registered_model: str,
+    registry: Registry,
     slot: Slot = "all",
     *,
     rewrite: bool = False,
@@ -132,10 +129,10 @@ def reconcile(
     `rewrite`: write the repository even if nothing is to be loaded (a reconciler's first tick,
     so that the files a restarted MLServer reads are the registry's too).
     Raises LookupError when the registry has no alias for the slot (MLServer keeps serving),
-    MlflowException or httpx errors when MLflow or MLServer cannot be reached, ServingError
+    RegistryError or httpx errors when MLflow or MLServer cannot be reached, ServingError
     when a version fails to load (the old one keeps answering).
     """
-    desired = desired_models(alias_versions(registered_model, registry), slot, registered_model)
+    desired = registry_desired_models(registry, slot)
     served = served_state(serving)
     todo = plan(desired, served)
     if todo.empty and not rewrite:
@@ -156,8 +153,7 @@ def reconcile(
 
 def wait_reconciled(
     serving: ServingClient,
-    registry: MlflowClient,
-    registered_model: str,
+    registry: Registry,
     slot: Slot = "all",
     *,
     timeout: float = 120.0,
@@ -170,7 +166,7 @@ def wait_reconciled(
     """
     deadline = time.monotonic() + timeout
     while True:
-        desired = desired_models(alias_versions(registered_model, registry), slot, registered_model)
+        desired = registry_desired_models(registry, slot)
         served = served_state(serving)
         if plan(desired, served).empty:
             return served
@@ -188,15 +184,13 @@ def _versions(desired: Sequence[DesiredModel]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ReconcilerConfig:
-    """Where one reconciler looks and how often."""
+    """Where one reconciler looks and how often (the registry is the caller's, opened)."""
 
     repository: Path
     """The local MLServer's model repository (written by `telescore serve start` or the
     container's entry point: the server settings in it are kept)."""
     serving_url: str
     """The local MLServer's V2 REST URL: this replica's, never a load-balanced Service."""
-    tracking_uri: str
-    registered_model: str
     slot: Slot = "all"
     interval: float = 2.0
     """Seconds between ticks (`ServingSettings.reconcile_interval`)."""
@@ -208,21 +202,22 @@ class ReconcilerConfig:
 
 def run(
     config: ReconcilerConfig,
+    registry: Registry,
     stop: threading.Event,
     wake: threading.Event | None = None,
     on_tick: Callable[[Tick | None, str | None], None] | None = None,
 ) -> None:
     """Reconcile every `config.interval` seconds (or when `wake` is set) until `stop` is set."""
     wake = wake or threading.Event()
-    registry = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
     rewrite, last_error = True, None
     logger.info(
         "reconciling %s (slot %s) with %s every %.1f s",
         config.serving_url,
         config.slot,
-        config.registered_model,
+        registry.model_name,
         config.interval,
     )
+    # This replica's own MLServer, never the context's `serving_url` (which may balance).
     with ServingClient(config.serving_url, timeout=config.load_timeout) as serving:
         while not stop.is_set():
             wake.clear()
@@ -246,22 +241,12 @@ def run(
 
 
 def _tick(
-    config: ReconcilerConfig, serving: ServingClient, registry: MlflowClient, *, rewrite: bool
+    config: ReconcilerConfig, serving: ServingClient, registry: Registry, *, rewrite: bool
 ) -> tuple[Tick | None, str | None]:
     if not serving.live():
         return None, "MLServer is not up (yet)"
     try:
-        return (
-            reconcile(
-                config.repository,
-                serving,
-                registry,
-                config.registered_model,
-                config.slot,
-                rewrite=rewrite,
-            ),
-            None,
-        )
+        return reconcile(config.repository, serving, registry, config.slot, rewrite=rewrite), None
     except Exception as error:  # noqa: BLE001 - whatever failed, MLServer keeps serving; retry
         return None, f"{type(error).__name__}: {error}"
 
@@ -282,7 +267,7 @@ def _write_status(path: Path | None, tick: Tick | None, error: str | None) -> No
     temporary.replace(path)
 
 
-def run_until_signalled(config: ReconcilerConfig) -> None:
+def run_until_signalled(config: ReconcilerConfig, registry: Registry) -> None:
     """Run in the foreground: SIGTERM or SIGINT stop it, SIGUSR1 makes it look at once."""
     stop, wake = threading.Event(), threading.Event()
 
@@ -300,4 +285,4 @@ def run_until_signalled(config: ReconcilerConfig) -> None:
     # the next tick retries anyway.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    run(config, stop, wake)
+    run(config, registry, stop, wake)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,14 +16,14 @@ from telescore.core.predictions import ID
 from telescore.core.release import ArmEvidence, ReleaseRules, decide_release
 from telescore.core.routing import RoutingConfig
 from telescore.core.serving_counts import counts_since
+from telescore.io.context import Context
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prospect_store import ProspectStore
-from telescore.io.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
+from telescore.io.registry import CHALLENGER, CHAMPION, PREVIOUS
 from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_counter_store import ServingCounterStore
 from telescore.jobs.scoring import SERVED_MODELS, read_routing
 from telescore.jobs.serving import serve_new_champion
-from telescore.settings import Settings
 from telescore.validation.evidently_dashboards import MonitoringWorkspace
 
 logger = logging.getLogger(__name__)
@@ -133,91 +134,87 @@ def fleet_serving_counts(
 
 
 def run_promotion(
-    settings: Settings, rules: ReleaseRules, by: str = "promote-telemarketing"
+    ctx: Context, rules: ReleaseRules, by: str = "promote-telemarketing"
 ) -> ReleaseOutcome:
     """Judge the release under way (canary or shadow), record the decision, and act on it."""
-    uri, database = settings.mongodb.resolved_uri(settings.project.host), settings.mongodb.database
-    registry = Registry.from_settings(settings.mlflow, settings.project.host)
+    registry = ctx.registry
     champion = registry.alias_version(CHAMPION)
     challenger = registry.alias_version(CHALLENGER)
-    with (
-        ReleaseStore(uri, database) as releases,
-        OutcomeStore(uri, database, read_timeout_ms=600_000) as outcomes,
-        ProspectStore(uri, database) as prospects,
-        ServingCounterStore(uri, database) as counters,
+    releases = ctx.store(ReleaseStore)
+    routing = read_routing(releases)
+    if (
+        routing.mode == "champion"
+        or champion is None
+        or challenger is None
+        or challenger.version == champion.version
     ):
-        routing = read_routing(releases)
-        if (
-            routing.mode == "champion"
-            or champion is None
-            or challenger is None
-            or challenger.version == champion.version
-        ):
-            return ReleaseOutcome(
-                "idle",
-                "no release under way: routing is champion only, or "
-                "no challenger distinct from the champion is registered",
-                champion.version if champion else None,
-                challenger.version if challenger else None,
-                None,
-                [],
-            )
-        since = routing.updated_at or datetime.fromtimestamp(0, UTC)
-        now = datetime.now(UTC)
-        # Whole seconds (nx-27017 compares sub-second bounds of a date range wrongly), from the
-        # first whole second of the release: nothing scored before the routing changed counts.
-        start = since.replace(microsecond=0) + timedelta(seconds=1 if since.microsecond else 0)
-        end = now.replace(microsecond=0) + timedelta(seconds=1)
-        labelled = pd.DataFrame(
-            [row for chunk in outcomes.labelled_predictions(start, end) for row in chunk]
+        return ReleaseOutcome(
+            "idle",
+            "no release under way: routing is champion only, or "
+            "no challenger distinct from the champion is registered",
+            champion.version if champion else None,
+            challenger.version if challenger else None,
+            None,
+            [],
         )
-        # Processes silent since well before the release count zero in it: forget them.
-        counters.forget_before(since.timestamp() - FORGET_SILENT_SECONDS)
-        champion_arm, challenger_arm, paired = release_evidence(
-            labelled if not labelled.empty else _no_predictions(),
-            prospects.calls_since(since),
-            fleet_serving_counts(counters, releases, routing),
-            routing,
-            champion.version,
-            challenger.version,
-        )
-        decision = decide_release(champion_arm, challenger_arm, rules, paired=paired)
-        decision_id = releases.record_decision(
-            {
-                "decided_at": now,
-                "action": decision.action,
-                "reason": decision.reason,
-                "champion_version": champion.version,
-                "challenger_version": challenger.version,
-                "routing_revision": routing.revision,
-                "routing_mode": routing.mode,
-                "release_since": since,
-                "decision": decision.as_record(),
-                "decided_by": by,
-            }
-        )
-        _show_on_dashboard(
-            settings,
-            decision_id,
-            now,
-            decision.action,
-            decision.reason,
-            routing,
-            champion.version,
-            challenger.version,
-        )
-        reloaded: list[str] = []
-        if decision.action == "promote":
-            registry.set_alias(PREVIOUS, champion.version)
-            registry.set_alias(CHAMPION, challenger.version)
-            registry.delete_alias(CHALLENGER)
-            set_routing(releases, RoutingConfig(), by)
-            reloaded = [each.model for each in serve_new_champion(settings)]
-        elif decision.action == "rollback":
-            registry.tag_version(challenger.version, "release.rejected", decision.reason)
-            registry.delete_alias(CHALLENGER)
-            set_routing(releases, RoutingConfig(), by)
-            reloaded = [each.model for each in serve_new_champion(settings)]
+    outcomes = ctx.store(OutcomeStore, read_timeout_ms=600_000)
+    counters = ctx.store(ServingCounterStore)
+    since = routing.updated_at or datetime.fromtimestamp(0, UTC)
+    now = datetime.now(UTC)
+    # Whole seconds (nx-27017 compares sub-second bounds of a date range wrongly), from the
+    # first whole second of the release: nothing scored before the routing changed counts.
+    start = since.replace(microsecond=0) + timedelta(seconds=1 if since.microsecond else 0)
+    end = now.replace(microsecond=0) + timedelta(seconds=1)
+    labelled = pd.DataFrame(
+        [row for chunk in outcomes.labelled_predictions(start, end) for row in chunk]
+    )
+    # Processes silent since well before the release count zero in it: forget them.
+    counters.forget_before(since.timestamp() - FORGET_SILENT_SECONDS)
+    champion_arm, challenger_arm, paired = release_evidence(
+        labelled if not labelled.empty else _no_predictions(),
+        ctx.store(ProspectStore).calls_since(since),
+        fleet_serving_counts(counters, releases, routing),
+        routing,
+        champion.version,
+        challenger.version,
+    )
+    decision = decide_release(champion_arm, challenger_arm, rules, paired=paired)
+    decision_id = releases.record_decision(
+        {
+            "decided_at": now,
+            "action": decision.action,
+            "reason": decision.reason,
+            "champion_version": champion.version,
+            "challenger_version": challenger.version,
+            "routing_revision": routing.revision,
+            "routing_mode": routing.mode,
+            "release_since": since,
+            "decision": decision.as_record(),
+            "decided_by": by,
+        }
+    )
+    _show_on_dashboard(
+        ctx.state_dir,
+        decision_id,
+        now,
+        decision.action,
+        decision.reason,
+        routing,
+        champion.version,
+        challenger.version,
+    )
+    reloaded: list[str] = []
+    if decision.action == "promote":
+        registry.set_alias(PREVIOUS, champion.version)
+        registry.set_alias(CHAMPION, challenger.version)
+        registry.delete_alias(CHALLENGER)
+        set_routing(releases, RoutingConfig(), by)
+        reloaded = [each.model for each in serve_new_champion(ctx)]
+    elif decision.action == "rollback":
+        registry.tag_version(challenger.version, "release.rejected", decision.reason)
+        registry.delete_alias(CHALLENGER)
+        set_routing(releases, RoutingConfig(), by)
+        reloaded = [each.model for each in serve_new_champion(ctx)]
     return ReleaseOutcome(
         decision.action,
         decision.reason,
@@ -229,7 +226,7 @@ def run_promotion(
 
 
 def _show_on_dashboard(
-    settings: Settings,
+    state_dir: Path,
     decision_id: str,
     decided_at: datetime,
     action: str,
@@ -240,7 +237,7 @@ def _show_on_dashboard(
 ) -> None:
     """Add the decision to the monitoring dashboard; a failure there never blocks a release."""
     try:
-        MonitoringWorkspace(settings.project.state_dir.resolve() / "evidently").record_release(
+        MonitoringWorkspace(state_dir / "evidently").record_release(
             decision_id,
             decided_at,
             action=action,
@@ -253,7 +250,7 @@ def _show_on_dashboard(
         logger.warning("release decision %s not on the dashboard: %s", decision_id, error)
 
 
-def rollback_to_previous(settings: Settings, by: str) -> tuple[str, str]:
+def rollback_to_previous(ctx: Context, by: str) -> tuple[str, str]:
     """Make `previous` the champion again (the champion becomes `previous`).
 
     Only the registry changes: every MLServer's reconciler serves the new champion within
@@ -261,7 +258,7 @@ def rollback_to_previous(settings: Settings, by: str) -> tuple[str, str]:
 
     Returns (old champion, new champion). Raises LookupError when there is no `previous`.
     """
-    registry = Registry.from_settings(settings.mlflow, settings.project.host)
+    registry = ctx.registry
     champion = registry.alias_version(CHAMPION)
     previous = registry.alias_version(PREVIOUS)
     if champion is None or previous is None:
@@ -269,10 +266,8 @@ def rollback_to_previous(settings: Settings, by: str) -> tuple[str, str]:
     registry.set_alias(CHAMPION, previous.version)
     registry.set_alias(PREVIOUS, champion.version)
     registry.tag_version(champion.version, "release.rolled_back_by", by)
-    uri, database = settings.mongodb.resolved_uri(settings.project.host), settings.mongodb.database
-    with ReleaseStore(uri, database) as releases:
-        set_routing(releases, RoutingConfig(), by)
-    serve_new_champion(settings)
+    set_routing(ctx.store(ReleaseStore), RoutingConfig(), by)
+    serve_new_champion(ctx)
     return champion.version, previous.version
 
 

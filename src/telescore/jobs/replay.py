@@ -28,17 +28,20 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from telescore.core.access import API_KEY_HEADER
 from telescore.core.features import split_features_label
-from telescore.core.monitoring import Window, load_monitoring_params
+from telescore.core.monitoring import Window
 from telescore.core.prequential import StreamQuality, stream_quality
 from telescore.core.schema import FEATURES
 from telescore.core.scoring import LOGIT_OFFSET_TAG
 from telescore.io import orchestrator
 from telescore.io.access_store import AccessStore
+from telescore.io.context import Context
 from telescore.io.datasets import fingerprint_rows
 from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
-from telescore.io.registry import CHAMPION, ModelVersionRef, Registry
+from telescore.io.params_files import load_monitoring_params
+from telescore.io.registry import CHAMPION, Registry
 from telescore.io.serving_client import ServingClient
 from telescore.jobs import access, monitoring, platform, reconciler
 from telescore.jobs import serving as deployment
@@ -60,8 +63,6 @@ PORT_SETTINGS = (
     "TELESCORE_API_PORT",
     "TELESCORE_EVIDENTLY_PORT",
 )
-API_KEY_HEADER = "X-API-Key"
-"""The header the outcomes API reads a key from (`telescore.app.security`: jobs import no app)."""
 # Settings that could point the replay at the platform's own services, or a production one.
 SHARED_SETTINGS = (
     "TELESCORE_MLFLOW_TRACKING_URI",
@@ -127,7 +128,10 @@ def replay_environment(state_dir: Path) -> dict[str, str]:
 
 
 def isolate(state_dir: Path) -> Settings:
-    """Point this process (and every process it starts) at a fresh replay platform."""
+    """Point this process (and every process it starts) at a fresh replay platform.
+
+    Returns the replay platform's settings, to open the replay's context on.
+    """
     if state_dir.exists():
         shutil.rmtree(state_dir)
     for name in SHARED_SETTINGS:
@@ -241,15 +245,10 @@ def monitor_by_deployment(api_url: str, params_path: Path, window: Window) -> di
     return dict(monitored.get("result") or {})
 
 
-def monitor_in_process(
-    settings: Settings, registry: Registry, params_path: Path, window: Window
-) -> dict[str, Any]:
+def monitor_in_process(ctx: Context, params_path: Path, window: Window) -> dict[str, Any]:
     """Run the monitor job on a window here, as the deployment's one task does."""
-    params = load_monitoring_params(params_path)
-    with (
-        monitoring.open_monitor(settings, params, str(params_path), registry) as monitor,
-        tempfile.TemporaryDirectory(prefix="telescore-replay-") as work,
-    ):
+    monitor = monitoring.open_monitor(ctx, load_monitoring_params(params_path), str(params_path))
+    with tempfile.TemporaryDirectory(prefix="telescore-replay-") as work:
         decision = monitoring.monitor_window(monitor, window, Path(work)).decision
     return {
         "retrain": decision["retrain"],
@@ -263,8 +262,7 @@ def registration_offset(registry: Registry, version: str | None) -> float | None
     """Return the log-odds offset a version was registered with, if any."""
     if version is None:
         return None
-    tags = registry.version_tags(ModelVersionRef(registry.model_name, str(version)))
-    offset = tags.get(LOGIT_OFFSET_TAG)
+    offset = registry.version(str(version)).tags.get(LOGIT_OFFSET_TAG)
     return None if offset is None else float(offset)
 
 
@@ -276,12 +274,22 @@ def run_replay(
 ) -> ReplayResult:
     """Replay the stream on a fresh platform under `state_dir`; return what it measured."""
     started = time.monotonic()
-    settings = isolate(state_dir)
-    host = settings.project.host
-    params_path, stream = write_replay_inputs(config, state_dir)
+    # The replay's own platform: every job below works on a context opened on it.
+    with Context(isolate(state_dir)) as ctx:
+        return _replay(ctx, config, project_root, progress, started)
+
+
+def _replay(
+    ctx: Context,
+    config: ReplayConfig,
+    project_root: Path,
+    progress: Callable[[str, int, int], None],
+    started: float,
+) -> ReplayResult:
+    params_path, stream = write_replay_inputs(config, ctx.state_dir)
     progress("starting MLflow, Prefect, nx-27017, the worker, the API and Evidently", 0, 1)
-    platform.bring_up(settings, project_root)
-    api_url = settings.prefect.resolved_api_url(host)
+    platform.bring_up(ctx, project_root)
+    api_url = ctx.prefect_api_url
     # The replay's clock drives the monitor; the hourly schedule would look at wall-clock hours.
     orchestrator.set_schedules_active(orchestrator.MONITOR_DEPLOYMENT, api_url, active=False)
     progress("training the first champion on the earliest rows", 0, 1)
@@ -291,9 +299,9 @@ def run_replay(
     if not first["completed"]:
         raise RuntimeError(f"the first champion's training run ended {first['state']}")
     # Ship at once: the replay waits for each window to be in MongoDB before monitoring it.
-    deployment.start_serving(settings, RuntimeOptions(ship_max_defer=0.0))
+    deployment.start_serving(ctx, RuntimeOptions(ship_max_defer=0.0))
 
-    registry = Registry.from_settings(settings.mlflow, host)
+    registry = ctx.registry
     first_champion = registry.alias_version(CHAMPION)
     assert first_champion is not None  # noqa: S101 - the first run promoted it
     features, labels = split_features_label(stream)
@@ -304,63 +312,56 @@ def run_replay(
     reported = 0
     retrains: list[dict[str, Any]] = []
     offsets: list[dict[str, Any]] = []
-    uri, database = settings.mongodb.resolved_uri(host), settings.mongodb.database
     windows = range(0, len(stream), config.window_rows)
-    api = f"http://{host}:{settings.api.port}"
-    with AccessStore(uri, database) as store:
-        # The replay reports outcomes as a caller program does: with a key of its own.
-        api_key = access.create_api_key(store, "replay", "caller").key
-    with (
-        ServingClient(settings.serving.resolved_url(host), timeout=60) as client,
-        # Patient: nx-27017 answers slowly while a training run shares the two cores.
-        OutcomeStore(uri, database, timeout_ms=30_000) as outcomes,
-    ):
-        for index, start in enumerate(windows):
-            progress(f"window {index + 1} of {len(windows)}", index, len(windows))
-            # A promotion or a refitted offset reaches MLServer through its reconciler, a few
-            # seconds later: score the window only with what the registry now says, every time.
-            await_release(client, registry)
-            rows = stream.iloc[start : start + config.window_rows]
-            window_start = whole_second(datetime.now(UTC))
-            window_ids, window_scores = score_window(client, rows, config.request_rows)
-            window_end = whole_second(datetime.now(UTC)) + timedelta(seconds=1)
-            # The next window starts where this one ends.
-            time.sleep(max(0.0, (window_end - datetime.now(UTC)).total_seconds()))
-            ids += window_ids
-            served += window_scores
-            due = max(0, len(ids) - config.label_delay_rows)
-            report_outcomes(
-                api, ids[reported:due], [bool(y) for y in labels[reported:due]], api_key
+    api = f"http://{ctx.host}:{ctx.settings.api.port}"
+    # The replay reports outcomes as a caller program does: with a key of its own.
+    api_key = access.create_api_key(ctx.store(AccessStore), "replay", "caller").key
+    client = ctx.serving_client(timeout=60.0)
+    # Patient: nx-27017 answers slowly while a training run shares the two cores.
+    outcomes = ctx.store(OutcomeStore, timeout_ms=30_000)
+    for index, start in enumerate(windows):
+        progress(f"window {index + 1} of {len(windows)}", index, len(windows))
+        # A promotion or a refitted offset reaches MLServer through its reconciler, a few
+        # seconds later: score the window only with what the registry now says, every time.
+        await_release(client, registry)
+        rows = stream.iloc[start : start + config.window_rows]
+        window_start = whole_second(datetime.now(UTC))
+        window_ids, window_scores = score_window(client, rows, config.request_rows)
+        window_end = whole_second(datetime.now(UTC)) + timedelta(seconds=1)
+        # The next window starts where this one ends.
+        time.sleep(max(0.0, (window_end - datetime.now(UTC)).total_seconds()))
+        ids += window_ids
+        served += window_scores
+        due = max(0, len(ids) - config.label_delay_rows)
+        report_outcomes(api, ids[reported:due], [bool(y) for y in labels[reported:due]], api_key)
+        reported = due
+        wait_logged(outcomes, window_ids)
+        window = Window(window_start, window_end)
+        if config.monitor_by_deployment:
+            result = monitor_by_deployment(api_url, params_path, window)
+        else:
+            result = monitor_in_process(ctx, params_path, window)
+        if result.get("recalibration"):
+            offsets.append({"window": index, **result["recalibration"]})
+            # Before a training run it may trigger can promote another version.
+            await_release(client, registry, offsets[-1])
+        if result.get("retrain") and result.get("training_flow_run_id"):
+            training = wait_training(api_url, result["training_flow_run_id"])
+            outcome = training["result"] if isinstance(training["result"], dict) else {}
+            retrains.append(
+                {
+                    "window": index,
+                    "after_row": start + len(rows),
+                    "reason": result["reason"],
+                    "state": training["state"],
+                    "version": outcome.get("version"),
+                    "promoted": bool(outcome.get("promoted")),
+                    "promotion": outcome.get("reason") or training["message"],
+                    "production_rows": outcome.get("production_rows"),
+                    "logit_offset": registration_offset(registry, outcome.get("version")),
+                }
             )
-            reported = due
-            wait_logged(outcomes, window_ids)
-            window = Window(window_start, window_end)
-            if config.monitor_by_deployment:
-                result = monitor_by_deployment(api_url, params_path, window)
-            else:
-                result = monitor_in_process(settings, registry, params_path, window)
-            if result.get("recalibration"):
-                offsets.append({"window": index, **result["recalibration"]})
-                # Before a training run it may trigger can promote another version.
-                await_release(client, registry, offsets[-1])
-            if result.get("retrain") and result.get("training_flow_run_id"):
-                training = wait_training(api_url, result["training_flow_run_id"])
-                outcome = training["result"] if isinstance(training["result"], dict) else {}
-                retrains.append(
-                    {
-                        "window": index,
-                        "after_row": start + len(rows),
-                        "reason": result["reason"],
-                        "state": training["state"],
-                        "version": outcome.get("version"),
-                        "promoted": bool(outcome.get("promoted")),
-                        "promotion": outcome.get("reason") or training["message"],
-                        "production_rows": outcome.get("production_rows"),
-                        "logit_offset": registration_offset(registry, outcome.get("version")),
-                    }
-                )
-    with MonitoringStore(uri, database) as records:
-        decisions = records.decisions.count_documents({})
+    decisions = ctx.store(MonitoringStore).decisions.count_documents({})
     scored = len(served)
     return ReplayResult(
         loop=stream_quality(labels[:scored], np.asarray(served), config.window_rows),
@@ -389,7 +390,7 @@ def await_release(
     The monitor only tags the champion with the offset it fitted (`published`); this sets
     `served` on that record: whether MLServer now applies it (not if a promotion came between).
     """
-    served = reconciler.wait_reconciled(client, registry.client, registry.model_name)
+    served = reconciler.wait_reconciled(client, registry)
     if fitted is None or fitted.get("offset") is None:
         return
     champion = served.get(CHAMPION_MODEL)

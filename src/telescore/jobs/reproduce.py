@@ -93,8 +93,8 @@ def reproduce_version(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> ReproduceReport:
     """Re-run a registered version from its lineage and compare its holdout metrics."""
-    details = registry.client.get_model_version(registry.model_name, version)
-    tags = dict(details.tags)
+    details = registry.version(version)
+    tags = details.tags
     missing = [
         key
         for key in ("git_commit", "data_snapshot", "data_fingerprint", "params")
@@ -104,7 +104,7 @@ def reproduce_version(
         raise ReproduceError(f"version {version} has no lineage tag {', '.join(missing)}")
     if not details.run_id:
         raise ReproduceError(f"version {version} has no run: its metrics are unknown")
-    registered = registry.client.get_run(details.run_id).data.metrics
+    registered = registry.run_metrics(details.run_id)
     with tempfile.TemporaryDirectory(prefix="telescore-reproduce-") as work:
         snapshot = registry.download(tags["data_snapshot"], Path(work) / "data")
         try:

@@ -16,9 +16,9 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Self, TypeVar
 
-from telescore.core.routing import RoutingConfig, effective, route_for, shadowed
+from telescore.core.routing import RoutingConfig, effective, split_batch
 from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingClient, ServingError
 from telescore.jobs.model_repository import CHALLENGER_MODEL, CHAMPION_MODEL
@@ -92,6 +92,12 @@ class ScoringService:
         self._shadow = ThreadPoolExecutor(shadow_workers, thread_name_prefix="shadow")
         self._shadow_calls: set[Future[None]] = set()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Wait for the shadow calls under way, then stop their threads."""
         self._shadow.shutdown(wait=True)
@@ -112,12 +118,9 @@ class ScoringService:
         request_id = request_id or str(uuid.uuid4())
         versions = self.versions.get()
         config = effective(self.routing.get(), challenger_available=versions.challenger is not None)
-        routes = [route_for(key, config) for key in routing_keys]
+        split = split_batch(routing_keys, config)
         answers: list[Scored | None] = [None] * len(rows)
-        for route in ("champion", "challenger"):
-            chosen = [index for index, each in enumerate(routes) if each == route]
-            if not chosen:
-                continue
+        for route, chosen in (("champion", split.champion), ("challenger", split.challenger)):
             for start in range(0, len(chosen), self._batch_rows):
                 batch = chosen[start : start + self._batch_rows]
                 scores = self._serving.infer(
@@ -131,12 +134,12 @@ class ScoringService:
                     answers[index] = Scored(
                         score, prediction_id, scores.model_version, scores.route
                     )
-        if shadowed(config):
-            # The same batches as the champion's, under the same ids: (request id, row) pairs a
-            # shadow's answer with the one shown, and so with its outcome.
-            for start in range(0, len(rows), self._batch_rows):
-                batch_id = self._batch_id(request_id, start, len(rows))
-                self._score_in_shadow(rows[start : start + self._batch_rows], batch_id)
+        # In the shadow, every row (none otherwise), in the same batches as the champion's and
+        # under the same ids: (request id, row) pairs a shadow's answer with the one shown, and
+        # so with its outcome.
+        for start in range(0, len(split.shadow), self._batch_rows):
+            batch_id = self._batch_id(request_id, start, len(rows))
+            self._score_in_shadow(rows[start : start + self._batch_rows], batch_id)
         return [answer for answer in answers if answer is not None]
 
     def _batch_id(self, request_id: str, start: int, rows: int) -> str:

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow import MlflowClient
-
+from telescore.io.context import Context
+from telescore.io.registry import Registry
 from telescore.io.serving_client import ServingClient, ServingError, read_metrics
 from telescore.jobs import platform
 from telescore.jobs.model_repository import (
@@ -33,7 +33,12 @@ from telescore.jobs.model_repository import (
 from telescore.services.mlserver import mlserver_process, reconciler_process
 from telescore.services.processes import ServiceProcess
 from telescore.serving.options import RuntimeOptions
-from telescore.settings import ENV_FILE_VARIABLE, Settings, env_file
+from telescore.settings import ENV_FILE_VARIABLE, env_file
+
+PROBE_TIMEOUT = 2.0
+"""Seconds to wait for MLServer to say whether it runs (it answers at once when it does)."""
+RELOAD_TIMEOUT = 120.0
+"""Seconds a (re)load through MLServer's repository API may take."""
 
 
 @dataclass(frozen=True)
@@ -77,11 +82,7 @@ def reload_models(client: ServingClient, models: Sequence[str] | None = None) ->
 
 
 def sync_served_models(
-    root: Path,
-    serving: ServingClient,
-    runtime: RuntimeOptions | None = None,
-    registered_model: str = CHAMPION_MODEL,
-    client: MlflowClient | None = None,
+    root: Path, serving: ServingClient, registry: Registry, runtime: RuntimeOptions | None = None
 ) -> list[Reloaded]:
     """Make a running MLServer serve the registry's aliases as they are now.
 
@@ -89,7 +90,7 @@ def sync_served_models(
     whose alias is gone and reloads the others, which re-resolves each alias to its version.
     """
     loaded = {model.name for model in serving.repository_index() if model.state == "READY"}
-    models = write_registry_repository(root, None, runtime, registered_model, client)
+    models = write_registry_repository(root, registry, None, runtime)
     names = [model.name for model in models]
     for name in sorted(loaded - set(names)):
         serving.unload_model(name)
@@ -109,36 +110,31 @@ class ServingStatus:
     """The prediction log's metrics (journaled_total, spooled, written_total, ...)."""
 
 
-def repository_dir(settings: Settings) -> Path:
+def repository_dir(ctx: Context) -> Path:
     """Return the model repository folder of the embedded MLServer."""
-    return settings.project.state_dir / "mlserver"
+    return ctx.state_dir / "mlserver"
 
 
-def reconciler_status_file(settings: Settings) -> Path:
+def reconciler_status_file(ctx: Context) -> Path:
     """Return the file the embedded MLServer's reconciler rewrites after every tick."""
-    return settings.project.state_dir / "run" / "mlserver-reconciler.json"
+    return ctx.state_dir / "run" / "mlserver-reconciler.json"
 
 
-def local_serving_url(settings: Settings) -> str:
+def local_serving_url(ctx: Context) -> str:
     """Return the embedded MLServer's own URL (never `serving.url`, which may balance replicas)."""
-    return f"http://{settings.project.host}:{settings.serving.http_port}"
+    return f"http://{ctx.host}:{ctx.settings.serving.http_port}"
 
 
-def _registry_client(settings: Settings) -> MlflowClient:
-    uri = settings.mlflow.resolved_tracking_uri(settings.project.host)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def _process(settings: Settings, ready_models: list[str]) -> ServiceProcess:
-    host, serving = settings.project.host, settings.serving
+def _process(ctx: Context, ready_models: list[str]) -> ServiceProcess:
+    serving = ctx.settings.serving
     return mlserver_process(
-        settings.project.state_dir,
-        repository_dir(settings),
+        ctx.state_dir,
+        repository_dir(ctx),
         serving.http_port,
         serving.grpc_port,
         serving.metrics_port,
-        settings.mlflow.resolved_tracking_uri(host),
-        host=host,
+        ctx.tracking_uri,
+        host=ctx.host,
         ready_models=ready_models,
         # MLServer runs in the state folder: point it at the env file this process read, so
         # that the runtime and its shipper read the same settings (the database included).
@@ -146,30 +142,30 @@ def _process(settings: Settings, ready_models: list[str]) -> ServiceProcess:
     )
 
 
-def _reconciler(settings: Settings) -> ServiceProcess:
+def _reconciler(ctx: Context) -> ServiceProcess:
     return reconciler_process(
-        settings.project.state_dir,
-        repository_dir(settings),
-        local_serving_url(settings),
-        reconciler_status_file(settings),
+        ctx.state_dir,
+        repository_dir(ctx),
+        local_serving_url(ctx),
+        reconciler_status_file(ctx),
         env={ENV_FILE_VARIABLE: str(env_file())},
     )
 
 
-def start_reconciler(settings: Settings) -> bool:
+def start_reconciler(ctx: Context) -> bool:
     """Start the embedded MLServer's reconciler unless it runs; False when it already ran."""
-    reconciler = _reconciler(settings)
-    if platform.is_running(settings, reconciler):
+    reconciler = _reconciler(ctx)
+    if platform.is_running(ctx, reconciler):
         return False
-    reconciler_status_file(settings).unlink(missing_ok=True)  # its health: written once it looked
+    reconciler_status_file(ctx).unlink(missing_ok=True)  # its health: written once it looked
     reconciler.start()
-    platform.record_pid(settings, reconciler)
+    platform.record_pid(ctx, reconciler)
     return True
 
 
-def wake_reconciler(settings: Settings) -> bool:
+def wake_reconciler(ctx: Context) -> bool:
     """Have the embedded MLServer's reconciler look at the registry now; False if none runs."""
-    pid = platform.running_pid(settings, _reconciler(settings).name)
+    pid = platform.running_pid(ctx, _reconciler(ctx).name)
     if pid is None:
         return False
     with contextlib.suppress(ProcessLookupError):
@@ -178,10 +174,10 @@ def wake_reconciler(settings: Settings) -> bool:
     return False
 
 
-def reconciler_report(settings: Settings) -> str | None:
+def reconciler_report(ctx: Context) -> str | None:
     """Say what the embedded reconciler saw last (None: none runs here)."""
-    path = reconciler_status_file(settings)
-    if platform.running_pid(settings, _reconciler(settings).name) is None or not path.exists():
+    path = reconciler_status_file(ctx)
+    if platform.running_pid(ctx, _reconciler(ctx).name) is None or not path.exists():
         return None
     last = json.loads(path.read_text())
     age = max(0.0, time.time() - float(last.get("at", 0.0)))
@@ -192,106 +188,84 @@ def reconciler_report(settings: Settings) -> str | None:
     return f"reconciler: looked {age:.0f} s ago, registry wants {wanted or '(unknown)'}{problem}"
 
 
-def status(settings: Settings) -> ServingStatus:
+def status(ctx: Context) -> ServingStatus:
     """Return the served models and their versions (empty when MLServer is not up)."""
-    host, serving = settings.project.host, settings.serving
-    url = serving.resolved_url(host)
-    with ServingClient(url, timeout=2.0) as client:
-        models = (
-            {
-                m.name: client.served_version(m.name)
-                for m in client.repository_index()
-                if m.state == "READY"
-            }
-            if client.ready()
-            else {}
-        )
+    client = ctx.serving_client(PROBE_TIMEOUT)
+    models = (
+        {
+            m.name: client.served_version(m.name)
+            for m in client.repository_index()
+            if m.state == "READY"
+        }
+        if client.ready()
+        else {}
+    )
+    host, serving = ctx.host, ctx.settings.serving
     metrics = f"http://{host}:{serving.metrics_port}/metrics"
     log = read_metrics(metrics, "telescore_prediction_log_") if models else {}
-    return ServingStatus(url, f"{host}:{serving.grpc_port}", metrics, models, log)
+    return ServingStatus(ctx.serving_url, f"{host}:{serving.grpc_port}", metrics, models, log)
 
 
-def start_serving(settings: Settings, runtime: RuntimeOptions | None = None) -> ServingStatus:
+def start_serving(ctx: Context, runtime: RuntimeOptions | None = None) -> ServingStatus:
     """Start MLServer on the current aliases and its reconciler, or reload it if it runs.
 
     The reconciler keeps it serving the registry's aliases and offsets from then on.
     Raises LookupError when the registry has no champion yet (train first).
     """
-    url = settings.serving.resolved_url(settings.project.host)
-    with ServingClient(url, timeout=2.0) as client:
-        running = client.ready()
-    if running:
-        if settings.serving.url is not None:
-            reload_serving(settings)  # a server of its own, with its own reconciler
-        elif not start_reconciler(settings):  # a new one has reconciled once when it returns
-            wake_reconciler(settings)  # it alone loads models here: no reload beside it
-        return status(settings)
-    runtime = runtime or RuntimeOptions(prediction_log=settings.serving.prediction_log)
+    settings = ctx.settings.serving
+    if ctx.serving_client(PROBE_TIMEOUT).ready():
+        if settings.url is not None:
+            reload_serving(ctx)  # a server of its own, with its own reconciler
+        elif not start_reconciler(ctx):  # a new one has reconciled once when it returns
+            wake_reconciler(ctx)  # it alone loads models here: no reload beside it
+        return status(ctx)
+    runtime = runtime or RuntimeOptions(prediction_log=settings.prediction_log)
     server = ServerOptions(
-        host=settings.project.host,
-        http_port=settings.serving.http_port,
-        grpc_port=settings.serving.grpc_port,
-        metrics_port=settings.serving.metrics_port,
+        host=ctx.host,
+        http_port=settings.http_port,
+        grpc_port=settings.grpc_port,
+        metrics_port=settings.metrics_port,
     )
-    models = write_registry_repository(
-        repository_dir(settings),
-        server,
-        runtime,
-        settings.mlflow.model_name,
-        _registry_client(settings),
-    )
-    process = _process(settings, [m.name for m in models])
+    models = write_registry_repository(repository_dir(ctx), ctx.registry, server, runtime)
+    process = _process(ctx, [m.name for m in models])
     process.start()
-    platform.record_pid(settings, process)
-    start_reconciler(settings)
-    return status(settings)
+    platform.record_pid(ctx, process)
+    start_reconciler(ctx)
+    return status(ctx)
 
 
-def serve_new_champion(settings: Settings) -> list[Reloaded]:
+def serve_new_champion(ctx: Context) -> list[Reloaded]:
     """Serve the registry's new aliases here at once; every replica's reconciler does anyway.
 
     Wakes the local reconciler if one runs (an empty list: it reloads, alone); else reloads
     the MLServer at `serving.url` if it runs and `serving.reload_on_release` says so.
     """
-    if wake_reconciler(settings) or not settings.serving.reload_on_release:
+    if wake_reconciler(ctx) or not ctx.settings.serving.reload_on_release:
         return []
-    with ServingClient(settings.serving.resolved_url(settings.project.host), timeout=2.0) as client:
-        if not client.ready():
-            return []
-    return reload_serving(settings)
+    if not ctx.serving_client(PROBE_TIMEOUT).ready():
+        return []
+    return reload_serving(ctx)
 
 
-def serve_logit_offset(settings: Settings, offset: LogitOffset) -> Reloaded | None:
+def serve_logit_offset(ctx: Context, offset: LogitOffset) -> Reloaded | None:
     """Have the champion served with a new log-odds offset: tag its version, then serve it here.
 
     The tag in the registry is what every MLServer's reconciler serves. Returns the local
     reload; None when the local reconciler was woken to do it, or nothing is served here.
     """
-    _registry_client(settings).set_model_version_tag(
-        settings.mlflow.model_name, offset.version, RECALIBRATED_OFFSET_TAG, repr(offset.offset)
-    )
-    if wake_reconciler(settings) or not settings.serving.reload_on_release:
+    ctx.registry.tag_version(offset.version, RECALIBRATED_OFFSET_TAG, repr(offset.offset))
+    if wake_reconciler(ctx) or not ctx.settings.serving.reload_on_release:
         return None
-    if not write_logit_offset(repository_dir(settings), CHAMPION_MODEL, offset):
+    if not write_logit_offset(repository_dir(ctx), CHAMPION_MODEL, offset):
         return None
-    url = settings.serving.resolved_url(settings.project.host)
-    with ServingClient(url, timeout=2.0) as client:
-        if not client.ready():
-            return None
-    with ServingClient(url, timeout=120.0) as client:
-        # The challenger, if any, keeps answering untouched; the champion's old instance
-        # answers until the new one, with the new offset, has loaded.
-        return reload_models(client, [CHAMPION_MODEL])[0]
+    if not ctx.serving_client(PROBE_TIMEOUT).ready():
+        return None
+    # The challenger, if any, keeps answering untouched; the champion's old instance
+    # answers until the new one, with the new offset, has loaded.
+    return reload_models(ctx.serving_client(RELOAD_TIMEOUT), [CHAMPION_MODEL])[0]
 
 
-def reload_serving(settings: Settings) -> list[Reloaded]:
+def reload_serving(ctx: Context) -> list[Reloaded]:
     """Make the running MLServer serve the aliases as they are now (after a promotion)."""
-    with ServingClient(
-        settings.serving.resolved_url(settings.project.host), timeout=120.0
-    ) as client:
-        return sync_served_models(
-            repository_dir(settings),
-            client,
-            registered_model=settings.mlflow.model_name,
-            client=_registry_client(settings),
-        )
+    client = ctx.serving_client(RELOAD_TIMEOUT)
+    return sync_served_models(repository_dir(ctx), client, ctx.registry)

@@ -1,12 +1,10 @@
-"""The training pipeline as DVC stages: the flow's steps without MLflow, writing versioned files.
+"""The training pipeline as DVC stages: `jobs.training`'s steps without MLflow, writing files.
 
 `dvc.yaml` runs these through `python -m telescore.cli_stages <stage>`. Each stage reads its
-inputs from files and writes its outputs to the paths in `StagePaths`, which `dvc.yaml` names
-too. Registration stays in the Prefect flow: a registry's state is not a file DVC can version.
-
-Each stage runs in its own process, so start-up counts: MLflow is not imported at all (nor
-`jobs.training`, which imports it), and scikit-learn and matplotlib only by the stages that use
-them. The data gate needs neither.
+inputs from files, runs the steps of `jobs.training` (the data gate, the fit and plots, the
+model gate) and writes their outputs to the paths in `StagePaths`, which `dvc.yaml` names too.
+Registration stays in the Prefect flow: a registry's state is not a file DVC can version, and
+neither are the production rows in MongoDB, so the stages read the versioned rows alone.
 """
 
 from __future__ import annotations
@@ -16,21 +14,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import joblib  # type: ignore[import-untyped]  # no stubs, and the mypy overrides omit it
 
 from telescore.core.params import TrainingParams
-from telescore.core.splits import chronological_split
 from telescore.io.datasets import Dataset, source_from_params
-from telescore.validation import great_expectations as gx_validator
-from telescore.validation.base import ValidationFailedError, ValidationReport
-
-if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
-
-    Rows = tuple[pd.DataFrame, np.ndarray]
+from telescore.jobs import training
+from telescore.validation.base import ValidationReport
 
 
 class StageInputError(RuntimeError):
@@ -81,16 +72,12 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def _load_rows(params: TrainingParams, root: Path) -> tuple[Dataset, Rows, Rows]:
-    """Return the dataset and its (train, holdout) features and labels, split in time order."""
-    from telescore.core.features import split_features_label
-
-    dataset = source_from_params(params.data, root).load()
-    train_rows, holdout_rows = chronological_split(dataset.frame, params.split)
-    return dataset, split_features_label(train_rows), split_features_label(holdout_rows)
+def _versioned_rows(params: TrainingParams, root: Path) -> Dataset:
+    """Return the rows the params select from the versioned data file."""
+    return source_from_params(params.data, root).load()
 
 
-def _require_passed(path: Path, fingerprint: str) -> None:
+def _require_validated(path: Path, fingerprint: str) -> None:
     """Raise unless the gate report at `path` passed on exactly the rows with `fingerprint`."""
     if not path.exists():
         raise StageInputError(f"{path} is missing: run the validate-data stage first")
@@ -106,8 +93,8 @@ def validate_data(
     params: TrainingParams, root: Path = Path(), paths: StagePaths = StagePaths()
 ) -> ValidationReport:
     """Validate the selected rows with Great Expectations, write the verdict; raise if they fail."""
-    dataset = source_from_params(params.data, root).load()
-    report = gx_validator.validate_rows(dataset.frame, root / paths.reports)
+    dataset = _versioned_rows(params, root)
+    report = training.check_data(dataset, root / paths.reports)
     _write_json(
         root / paths.data_validation,
         {
@@ -119,41 +106,31 @@ def validate_data(
             **report.metrics,
         },
     )
-    if not report.passed:
-        raise ValidationFailedError(report)
-    return report
+    return training.require_passed(report)
 
 
 def train(
     params: TrainingParams, root: Path = Path(), paths: StagePaths = StagePaths()
 ) -> dict[str, dict[str, float | None]]:
     """Fit on the earlier rows, evaluate on the most recent ones; write model, metrics, plots."""
-    from telescore.core.features import build_pipeline
-    from telescore.core.metrics import calibration_table, classification_metrics
-    from telescore.jobs.plots import save_evaluation_plots
+    from telescore.core.metrics import calibration_table
 
-    dataset, (train_x, train_y), (holdout_x, holdout_y) = _load_rows(params, root)
-    _require_passed(root / paths.data_validation, dataset.fingerprint)
-
-    pipeline = build_pipeline(params.model).fit(train_x, train_y)
-    holdout_scores = pipeline.predict_proba(holdout_x)[:, 1]
-    train_scores = pipeline.predict_proba(train_x)[:, 1]
+    dataset = _versioned_rows(params, root)
+    _require_validated(root / paths.data_validation, dataset.fingerprint)
+    trained = training.fit(dataset, params)
     metrics = {
-        "holdout": {
-            k: _finite(v) for k, v in classification_metrics(holdout_y, holdout_scores).items()
-        },
-        "train": {k: _finite(v) for k, v in classification_metrics(train_y, train_scores).items()},
+        part: {name: _finite(value) for name, value in values.items()}
+        for part, values in trained.evaluation.items()
     }
-
     (root / paths.models).mkdir(parents=True, exist_ok=True)
-    joblib.dump(pipeline, root / paths.model)
+    joblib.dump(trained.pipeline, root / paths.model)
     _write_json(root / paths.metrics, metrics)
     plot_dir = root / paths.plots
-    save_evaluation_plots(holdout_y, holdout_scores, plot_dir)
+    training.save_plots(trained, plot_dir)
     with (plot_dir / "calibration.csv").open("w", newline="") as table:
         writer = csv.writer(table)
         writer.writerow(["mean_score", "actual_rate", "rows"])
-        writer.writerows(calibration_table(holdout_y, holdout_scores))
+        writer.writerows(calibration_table(trained.holdout[1], trained.holdout_scores))
     return metrics
 
 
@@ -161,27 +138,15 @@ def validate_model(
     params: TrainingParams, root: Path = Path(), paths: StagePaths = StagePaths()
 ) -> ValidationReport:
     """Run the Deepchecks gate on the trained model, write the verdict; raise if it fails."""
-    from telescore.core.features import linear_feature_importance
-    from telescore.validation import deepchecks as deepchecks_validator
-
     model_path = root / paths.model
     if not model_path.exists():
         raise StageInputError(f"{model_path} is missing: run the train stage first")
-    _, train_rows, holdout_rows = _load_rows(params, root)
+    train_rows, holdout_rows = training.split_rows(_versioned_rows(params, root), params)
     # The file is this pipeline's own output, tracked by DVC: loading it runs no foreign code.
     pipeline = joblib.load(model_path)
-    report = deepchecks_validator.validate_model(
-        pipeline,
-        train_rows,
-        holdout_rows,
-        params.validation,
-        root / paths.reports,
-        feature_importance=linear_feature_importance(pipeline),
-    )
+    report = training.check_model(pipeline, train_rows, holdout_rows, params, root / paths.reports)
     _write_json(
         root / paths.model_validation,
         {"passed": report.passed, "failures": list(report.failures), **report.metrics},
     )
-    if not report.passed:
-        raise ValidationFailedError(report)
-    return report
+    return training.require_passed(report)

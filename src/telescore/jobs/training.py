@@ -1,53 +1,66 @@
-"""The training job, step by step: ingest, validate data, train, validate model, register."""
+"""The training job: ingest, validate data, train, validate model, register; composed once.
+
+`run_training` composes the steps in one MLflow run. The Prefect flow hands it the same steps
+wrapped as its tasks (`TrainingSteps`), and the DVC stages (`jobs.stages`) run the steps that
+need no registry, `fit`, `check_data`, `check_model` and `save_plots`, writing files instead.
+
+Each DVC stage runs in its own process, so start-up counts: scikit-learn (`core.features`,
+`core.metrics`), matplotlib and MLflow are imported inside the steps that use them, not here.
+The data gate needs none of them (they would add about four seconds to its start-up).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from telescore.core.features import (
-    build_pipeline,
-    feature_ranges,
-    linear_feature_importance,
-    split_features_label,
-)
-from telescore.core.metrics import classification_metrics
 from telescore.core.params import TrainingParams
 from telescore.core.promotion import PromotionDecision, decide_promotion
-from telescore.core.scoring import LOGIT_OFFSET_TAG, fit_logit_offset
 from telescore.core.splits import chronological_split
 from telescore.io.datasets import Dataset, source_from_params, with_production_rows, write_snapshot
-from telescore.io.outcome_store import OutcomeStore
-from telescore.io.registry import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
-    ModelVersionRef,
-    Registry,
-    git_commit,
-)
-from telescore.jobs.plots import save_evaluation_plots
-from telescore.settings import MongoSettings
-from telescore.validation import deepchecks as deepchecks_validator
-from telescore.validation import great_expectations as gx_validator
 from telescore.validation.base import ValidationFailedError, ValidationReport
+from telescore.validation.great_expectations import GreatExpectationsValidator
+
+if TYPE_CHECKING:
+    from telescore.io.context import Context
+    from telescore.io.outcome_store import OutcomeStore
+    from telescore.io.registry import ModelVersionRef, Registry
+
+Rows = tuple[pd.DataFrame, np.ndarray]
+"""Features and 0/1 labels."""
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainedModel:
-    """A fitted pipeline with the rows it was fitted and evaluated on."""
+    """A fitted pipeline, the rows it was fitted and evaluated on, and its evaluation."""
 
     pipeline: Any
-    train: tuple[pd.DataFrame, np.ndarray]
-    holdout: tuple[pd.DataFrame, np.ndarray]
-    metrics: dict[str, float]
+    train: Rows
+    holdout: Rows
+    holdout_scores: np.ndarray
+    evaluation: dict[str, dict[str, float]]
+    """Classification metrics on the "holdout" and the "train" rows."""
     fit_seconds: float
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Return the evaluation as one run logs it: holdout_roc_auc, train_roc_auc, ..."""
+        flat = {
+            f"{part}_{name}": value
+            for part, values in self.evaluation.items()
+            for name, value in values.items()
+        }
+        return flat | {"fit_seconds": self.fit_seconds}
 
 
 @dataclass(frozen=True)
@@ -59,39 +72,102 @@ class TrainingResult:
     promoted: bool
     reason: str
     metrics: dict[str, float] = field(default_factory=dict)
+    production_rows: int = 0
+    """Labelled production rows trained on, after the versioned rows."""
 
 
 SNAPSHOT_ARTIFACT = "data/training_rows.csv.gz"
 """Where a run keeps exactly the rows it used, in its MLflow artifacts."""
 
 
-def ingest(
-    params: TrainingParams,
-    root: Path = Path(),
-    mongodb: MongoSettings | None = None,
-    host: str = "127.0.0.1",
-) -> Dataset:
+# -- the steps: no registry, shared with the DVC stages -------------------------------------------
+
+
+def ingest(params: TrainingParams, root: Path, outcomes: OutcomeStore | None = None) -> Dataset:
     """Load the training rows named by the params, with their fingerprint.
 
-    With `data.production.enabled`, the most recent labelled production rows from MongoDB
+    With `data.production.enabled`, the most recent labelled production rows from `outcomes`
     follow the base rows (see `ProductionDataParams` for the rule).
     """
     base = source_from_params(params.data, root).load()
     production = params.data.production
     if not production.enabled:
         return base
-    if mongodb is None:
-        raise ValueError("data.production.enabled needs the MongoDB settings")
-    with OutcomeStore(mongodb.resolved_uri(host), mongodb.database) as store:
-        rows = store.latest_labelled(production.max_rows or max(store.count(), 1))
+    if outcomes is None:
+        raise ValueError("data.production.enabled needs the outcome store")
+    rows = outcomes.latest_labelled(production.max_rows or max(outcomes.count(), 1))
     return with_production_rows(base, rows)
+
+
+def split_rows(dataset: Dataset, params: TrainingParams) -> tuple[Rows, Rows]:
+    """Return the (train, holdout) features and labels: the most recent period is held out."""
+    from telescore.core.features import split_features_label
+
+    train_rows, holdout_rows = chronological_split(dataset.frame, params.split)
+    return split_features_label(train_rows), split_features_label(holdout_rows)
+
+
+def check_data(dataset: Dataset, report_dir: Path) -> ValidationReport:
+    """Run the Great Expectations suite on the rows; write its report into `report_dir`."""
+    return GreatExpectationsValidator().validate(dataset.frame, report_dir=report_dir)
+
+
+def fit(dataset: Dataset, params: TrainingParams) -> TrainedModel:
+    """Fit on the earlier rows; evaluate on them and on the most recent period."""
+    from telescore.core.features import build_pipeline
+    from telescore.core.metrics import classification_metrics
+
+    train_xy, holdout_xy = split_rows(dataset, params)
+    pipeline = build_pipeline(params.model)
+    started = time.perf_counter()
+    pipeline.fit(*train_xy)
+    fit_seconds = time.perf_counter() - started
+    holdout_scores = pipeline.predict_proba(holdout_xy[0])[:, 1]
+    train_scores = pipeline.predict_proba(train_xy[0])[:, 1]
+    evaluation = {
+        "holdout": classification_metrics(holdout_xy[1], holdout_scores),
+        "train": classification_metrics(train_xy[1], train_scores),
+    }
+    return TrainedModel(pipeline, train_xy, holdout_xy, holdout_scores, evaluation, fit_seconds)
+
+
+def save_plots(trained: TrainedModel, plot_dir: Path) -> list[Path]:
+    """Write the ROC, precision-recall and calibration plots on the holdout; return their paths."""
+    from telescore.jobs.plots import save_evaluation_plots
+
+    return save_evaluation_plots(trained.holdout[1], trained.holdout_scores, plot_dir)
+
+
+def check_model(
+    pipeline: Any, train: Rows, holdout: Rows, params: TrainingParams, report_dir: Path
+) -> ValidationReport:
+    """Run the Deepchecks suite on a fitted pipeline; write its report into `report_dir`."""
+    from telescore.core.features import linear_feature_importance
+    from telescore.validation.deepchecks import DeepchecksValidator, labelled_rows
+
+    validator = DeepchecksValidator(
+        pipeline, params.validation, feature_importance=linear_feature_importance(pipeline)
+    )
+    return validator.validate(
+        labelled_rows(*holdout), reference=labelled_rows(*train), report_dir=report_dir
+    )
+
+
+def require_passed(report: ValidationReport) -> ValidationReport:
+    """Return the report of a gate that passed; raise `ValidationFailedError` otherwise."""
+    if not report.passed:
+        raise ValidationFailedError(report)
+    return report
+
+
+# -- the steps of a run: each logs to it ----------------------------------------------------------
 
 
 def validate_data(
     dataset: Dataset, registry: Registry, run_id: str, report_dir: Path
 ) -> ValidationReport:
     """Validate the rows with Great Expectations; log the report; raise if they fail."""
-    report = gx_validator.validate_rows(dataset.frame, report_dir)
+    report = check_data(dataset, report_dir)
     snapshot = write_snapshot(dataset, report_dir / Path(SNAPSHOT_ARTIFACT).name)
     registry.log(
         run_id,
@@ -110,56 +186,28 @@ def validate_data(
             *([("validation", report.artifact_path)] if report.artifact_path else []),
         ],
     )
-    if not report.passed:
-        raise ValidationFailedError(report)
-    return report
+    return require_passed(report)
 
 
 def train(
     dataset: Dataset, params: TrainingParams, registry: Registry, run_id: str, plot_dir: Path
 ) -> TrainedModel:
     """Fit on the earlier rows, evaluate on the most recent period, log metrics and plots."""
-    train_rows, holdout_rows = chronological_split(dataset.frame, params.split)
-    train_xy = split_features_label(train_rows)
-    holdout_xy = split_features_label(holdout_rows)
-    pipeline = build_pipeline(params.model)
-    started = time.perf_counter()
-    pipeline.fit(*train_xy)
-    fit_seconds = time.perf_counter() - started
-
-    holdout_scores = pipeline.predict_proba(holdout_xy[0])[:, 1]
-    metrics = {
-        f"holdout_{k}": v for k, v in classification_metrics(holdout_xy[1], holdout_scores).items()
-    }
-    train_scores = pipeline.predict_proba(train_xy[0])[:, 1]
-    metrics |= {
-        f"train_{k}": v for k, v in classification_metrics(train_xy[1], train_scores).items()
-    }
-    metrics["fit_seconds"] = fit_seconds
+    trained = fit(dataset, params)
     registry.log(
         run_id,
         params=params.flat(),
-        metrics=metrics,
-        artifacts=[
-            ("plots", path)
-            for path in save_evaluation_plots(holdout_xy[1], holdout_scores, plot_dir)
-        ],
+        metrics=trained.metrics,
+        artifacts=[("plots", path) for path in save_plots(trained, plot_dir)],
     )
-    return TrainedModel(pipeline, train_xy, holdout_xy, metrics, fit_seconds)
+    return trained
 
 
 def validate_model(
     trained: TrainedModel, params: TrainingParams, registry: Registry, run_id: str, report_dir: Path
 ) -> ValidationReport:
     """Run the Deepchecks gate on the fitted model; log the report; raise if it fails."""
-    report = deepchecks_validator.validate_model(
-        trained.pipeline,
-        trained.train,
-        trained.holdout,
-        params.validation,
-        report_dir,
-        feature_importance=linear_feature_importance(trained.pipeline),
-    )
+    report = check_model(trained.pipeline, trained.train, trained.holdout, params, report_dir)
     registry.log(
         run_id,
         metrics=report.metrics,
@@ -169,9 +217,7 @@ def validate_model(
         },
         artifacts=[("validation", report.artifact_path)] if report.artifact_path else (),
     )
-    if not report.passed:
-        raise ValidationFailedError(report)
-    return report
+    return require_passed(report)
 
 
 def score_champion(
@@ -187,8 +233,10 @@ def score_champion(
     saw the holdout. A champion trained on production rows saw those up to its last
     prediction id, so those rows are left out of both scores.
     """
+    from telescore.core.metrics import classification_metrics
+
     features, labels = trained.holdout
-    candidate_scores = trained.pipeline.predict_proba(features)[:, 1]
+    candidate_scores = trained.holdout_scores
     if champion is None:
         return None, classification_metrics(labels, candidate_scores)[metric]
     last_seen = registry.version_tags(champion).get("data_last_prediction_id")
@@ -252,6 +300,9 @@ def registration_offset(pipeline: Any, dataset: Dataset, params: TrainingParams)
     labelled predictions, as the monitor fits it), so that a promoted model serves the
     current base rate from its first request rather than from the monitor's next run.
     """
+    from telescore.core.features import split_features_label
+    from telescore.core.scoring import LOGIT_OFFSET_TAG, fit_logit_offset
+
     calibration = params.calibration
     if not calibration.enabled:
         return {}
@@ -277,9 +328,12 @@ def register(
     registry: Registry,
     run_id: str,
     code_root: Path = Path(),
-    trigger: dict[str, Any] | None = None,
+    trigger: Mapping[str, Any] | None = None,
 ) -> TrainingResult:
     """Log and register the model, set `challenger`, and move `champion` if it wins."""
+    from telescore.core.features import feature_ranges
+    from telescore.io.registry import CHALLENGER, CHAMPION, PREVIOUS, git_commit
+
     features = trained.train[0]
     model_uri = registry.log_model(
         run_id,
@@ -340,7 +394,74 @@ def register(
             "registered.version": version.version,
         },
     )
-    return TrainingResult(run_id, version, decision.promote, decision.reason, trained.metrics)
+    return TrainingResult(
+        run_id,
+        version,
+        decision.promote,
+        decision.reason,
+        trained.metrics,
+        dataset.production_rows,
+    )
+
+
+# -- the composition ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingSteps:
+    """The steps `run_training` composes: these functions, or a flow's tasks wrapping them."""
+
+    ingest: Callable[..., Dataset] = ingest
+    validate_data: Callable[..., ValidationReport] = validate_data
+    train: Callable[..., TrainedModel] = train
+    validate_model: Callable[..., ValidationReport] = validate_model
+    register: Callable[..., TrainingResult] = register
+
+
+STEPS = TrainingSteps()
+
+
+def run_training(
+    ctx: Context,
+    params: TrainingParams,
+    root: Path,
+    *,
+    trigger: Mapping[str, Any] | None = None,
+    steps: TrainingSteps = STEPS,
+    logger: logging.Logger | logging.LoggerAdapter[Any] = LOGGER,
+) -> TrainingResult:
+    """Ingest, validate the data, train, validate the model and register, in one MLflow run.
+
+    `trigger` says who asked and why (the monitor: its decision, window and reason); it is
+    kept as tags on the run and the model version. A failed gate raises
+    `ValidationFailedError`, and the run is recorded as failed.
+    """
+    registry = ctx.registry
+    outcomes = None
+    if params.data.production.enabled:
+        from telescore.io.outcome_store import OutcomeStore
+
+        outcomes = ctx.store(OutcomeStore)
+    run_id = registry.start_run(
+        "train-telemarketing",
+        tags={f"trigger.{key}": str(value) for key, value in (trigger or {}).items()},
+    )
+    logger.info("MLflow run %s at %s", run_id, registry.tracking_uri)
+    succeeded = False
+    try:
+        with tempfile.TemporaryDirectory(prefix="telescore-reports-") as work:
+            reports = Path(work)
+            dataset = steps.ingest(params, root, outcomes)
+            data_report = steps.validate_data(dataset, registry, run_id, reports)
+            trained = steps.train(dataset, params, registry, run_id, reports / "plots")
+            model_report = steps.validate_model(trained, params, registry, run_id, reports)
+            result = steps.register(
+                trained, dataset, data_report, model_report, params, registry, run_id, root, trigger
+            )
+        succeeded = True
+    finally:
+        registry.end_run(run_id, succeeded)
+    return result
 
 
 def resolve_params(base: TrainingParams, overrides: dict[str, Any] | None) -> TrainingParams:

@@ -12,7 +12,6 @@ import logging
 import time
 from typing import Any, Final
 
-import mlflow
 import numpy as np
 import orjson
 import pandas as pd
@@ -40,7 +39,7 @@ from telescore.core.requests import (
 from telescore.core.schema import FEATURES
 from telescore.core.scoring import Scorer, compile_scorer, with_logit_offset
 from telescore.io.journal import JournalWriter
-from telescore.io.registry import ModelVersionRef, resolve_model_uri
+from telescore.io.registry import ModelVersionRef, load_pyfunc, resolve_model_uri
 from telescore.serving.options import RuntimeOptions
 from telescore.serving.shipper import ShipperConfig
 from telescore.serving.shipping import (
@@ -331,7 +330,7 @@ class TelescoreRuntime(MLflowRuntime):
 
 def _load_registered(uri: str) -> tuple[ModelVersionRef, Any]:
     registered = resolve_model_uri(uri)
-    return registered, mlflow.pyfunc.load_model(registered.uri)
+    return registered, load_pyfunc(registered)
 
 
 def _route(configured: Route | None, alias: str | None) -> Route:

@@ -1,4 +1,4 @@
-"""Validation tools behind one interface: each adapter returns a `ValidationReport`.
+"""Validation tools behind one interface (`base.Validator`): each adapter returns a report.
 
-Each tool is imported only inside its own adapter module: their APIs break between releases.
+Each tool is imported only inside its own adapter modules: their APIs break between releases.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,31 +56,50 @@ def _suite(params: ValidationParams) -> Any:
     )
 
 
-def validate_model(
-    model: Any,
-    train: tuple[pd.DataFrame, np.ndarray],
-    holdout: tuple[pd.DataFrame, np.ndarray],
-    params: ValidationParams,
-    report_dir: Path,
-    feature_importance: dict[str, float] | None = None,
-) -> ValidationReport:
-    """Run the checks on a fitted model; any failed condition or errored check fails the report."""
-    from deepchecks.core.check_result import CheckFailure, CheckResult
-    from deepchecks.tabular import Dataset
+def labelled_rows(features: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
+    """Return model inputs with their 0/1 label in a `label` column, as the validator takes them."""
+    return features.assign(**{LABEL: labels})
 
-    def dataset(features: pd.DataFrame, labels: np.ndarray) -> Any:
-        return Dataset(
-            features.assign(**{LABEL: labels}), label=LABEL, cat_features=list(CATEGORICAL_FEATURES)
+
+@dataclass(frozen=True)
+class DeepchecksValidator:
+    """A fitted model on its holdout (current) against its training rows (reference).
+
+    Rows are the model inputs and a 0/1 `label` column (`labelled_rows`). Any failed condition
+    or errored check fails the report.
+    """
+
+    model: Any
+    params: ValidationParams
+    feature_importance: dict[str, float] | None = None
+    """Importances to use; without them the checks skip the permutation fallback (a minute)."""
+
+    def validate(
+        self, current: pd.DataFrame, *, reference: pd.DataFrame | None = None, report_dir: Path
+    ) -> ValidationReport:
+        """Run the checks on the model; write the HTML report under `report_dir`."""
+        if reference is None:
+            raise ValueError("Deepchecks compares the holdout with the training rows: none given")
+        from deepchecks.tabular import Dataset
+
+        def dataset(rows: pd.DataFrame) -> Any:
+            return Dataset(rows, label=LABEL, cat_features=list(CATEGORICAL_FEATURES))
+
+        importance = self.feature_importance
+        result = _suite(self.params).run(
+            train_dataset=dataset(reference),
+            test_dataset=dataset(current),
+            model=self.model,
+            feature_importance=pd.Series(importance) if importance else None,
+            # Without given importances, skip the permutation fallback: it alone takes about a
+            # minute.
+            feature_importance_timeout=120 if importance else 0,
         )
+        return _report(result, report_dir)
 
-    result = _suite(params).run(
-        train_dataset=dataset(*train),
-        test_dataset=dataset(*holdout),
-        model=model,
-        feature_importance=pd.Series(feature_importance) if feature_importance else None,
-        # Without given importances, skip the permutation fallback: it alone takes about a minute.
-        feature_importance_timeout=120 if feature_importance else 0,
-    )
+
+def _report(result: Any, report_dir: Path) -> ValidationReport:
+    from deepchecks.core.check_result import CheckFailure, CheckResult
 
     failures: list[str] = []
     passed_conditions = 0

@@ -1,17 +1,15 @@
 """Evidently (0.7) adapter: drift and quality of one monitoring window, as a report and a snapshot.
 
 Evidently is imported inside functions only: importing it takes seconds, and its API breaks
-between releases (0.4 to 0.7). This module and `evidently_dashboards` are the only ones that
-touch it.
+between releases (0.4 to 0.7). This module, `evidently_metrics` (our own metrics, imported only
+where they are used) and `evidently_dashboards` are the only ones that touch it.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Final, Literal, get_args
 
 import numpy as np
@@ -35,15 +33,6 @@ QualityStatistic = Literal["roc_auc", "precision_top_decile", "positive_rate", "
 # are validated in core; the adapter takes them as they are.
 DriftOptions = DriftParams
 """How drift is measured: methods pinned, thresholds, dataset drift share."""
-
-
-@dataclass(frozen=True)
-class WindowEvaluation:
-    """The verdict and figures of one window, and the Evidently snapshot to store."""
-
-    report: ValidationReport
-    snapshot: Any
-    """`evidently.Snapshot`, dated to the window's start, for `MonitoringWorkspace.save_window`."""
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -74,29 +63,48 @@ def quality_statistic(frame: pd.DataFrame, statistic: QualityStatistic) -> float
     return float(roc_auc_score(labels, scores))
 
 
-def evaluate_window(
+@dataclass(frozen=True)
+class EvidentlyValidator:
+    """A window of logged predictions (current) against the champion's training rows (reference).
+
+    The report passes when neither the dataset (`drift_share` of the inputs) nor the score
+    drifted; quality figures come from the labelled rows only and never decide the verdict. Its
+    `tool_result` is the Evidently snapshot, dated to the window's start, for
+    `MonitoringWorkspace.save_window`.
+    """
+
+    window_start: datetime
+    window_end: datetime
+    options: DriftOptions = field(default_factory=DriftOptions)
+
+    def validate(
+        self, current: pd.DataFrame, *, reference: pd.DataFrame | None = None, report_dir: Path
+    ) -> ValidationReport:
+        """Evaluate the window; write the HTML report under `report_dir`."""
+        if reference is None:
+            raise ValueError("Evidently compares the window with the training rows: none given")
+        return _evaluate_window(
+            reference, current, self.window_start, self.window_end, report_dir, self.options
+        )
+
+
+def _evaluate_window(
     reference: pd.DataFrame,
     current: pd.DataFrame,
-    *,
     window_start: datetime,
     window_end: datetime,
     report_dir: Path,
-    options: DriftOptions | None = None,
-) -> WindowEvaluation:
-    """Compare a window of logged predictions with the champion's training rows.
-
-    The report passes when neither the dataset (`drift_share` of the inputs) nor the score
-    drifted; quality figures come from the labelled rows only and never decide the verdict.
-    """
+    options: DriftOptions,
+) -> ValidationReport:
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import MeanValue, QuantileValue, RowCount, ValueDrift
     from evidently.presets import DataDriftPreset
 
-    options = options or DriftOptions()
+    from telescore.validation.evidently_metrics import LabelCoverage, LabelledQuality
+
     start, end = as_utc(window_start), as_utc(window_end)
     if current.empty:
         raise ValueError(f"window {start.isoformat()} has no rows to evaluate")
-    custom = custom_metrics()
     definition = DataDefinition(
         numerical_columns=[*NUMERIC_FEATURES, SCORE, LABEL],
         categorical_columns=list(CATEGORICAL_FEATURES),
@@ -108,7 +116,7 @@ def evaluate_window(
     # Quality figures that are undefined on this window (no labels, one class) are left out of
     # the snapshot rather than stored as NaN: dashboards show a gap, not a fake value.
     quality = [
-        custom.LabelledQuality(statistic=statistic)
+        LabelledQuality(statistic=statistic)
         for statistic in get_args(QualityStatistic)
         if quality_statistic(current, statistic) is not None
     ]
@@ -130,7 +138,7 @@ def evaluate_window(
             MeanValue(column=SCORE, tests=[]),
             *(QuantileValue(column=SCORE, quantile=q, tests=[]) for q in PREDICTION_QUANTILES),
             RowCount(tests=[]),
-            custom.LabelCoverage(),
+            LabelCoverage(),
             *quality,
         ],
         # Drift verdicts per column and for the dataset, kept in the snapshot as test results.
@@ -149,7 +157,7 @@ def evaluate_window(
     artifact = report_dir / f"evidently-{start:%Y%m%dT%H%M%SZ}.html"
     # Not `snapshot.save_html(path)`: in 0.7.23 it silently writes nothing unless given a str.
     artifact.write_text(snapshot.get_html_str(as_iframe=False), encoding="utf-8")
-    return WindowEvaluation(_validation_report(snapshot, start, options, artifact), snapshot)
+    return _validation_report(snapshot, start, options, artifact)
 
 
 def snapshot_metrics(snapshot: Any) -> dict[str, float]:
@@ -221,81 +229,5 @@ def _validation_report(
         artifact_path=artifact,
         failures=tuple(failures),
         details={"drifted_features": inputs, "window_start": start.isoformat()},
-    )
-
-
-@functools.cache
-def custom_metrics() -> SimpleNamespace:
-    """Define the figures Evidently 0.7 lacks, as metrics, so that they live in the snapshot.
-
-    Built once on first use: a metric must subclass Evidently's classes, which are imported
-    lazily. The UI reads their values without this code: a snapshot stores plain results.
-    """
-    from evidently.core.metric_types import (
-        CountCalculation,
-        CountMetric,
-        SingleValueCalculation,
-        SingleValueMetric,
-    )
-
-    class LabelledQuality(SingleValueMetric):
-        """One quality figure of the ranking on the labelled rows of the window."""
-
-        statistic: str
-
-    class LabelledQualityCalculation(SingleValueCalculation[LabelledQuality]):
-        def calculate(self, context: Any, current_data: Any, reference_data: Any) -> Any:
-            value = quality_statistic(current_data.as_dataframe(), self.metric.statistic)
-            if value is None:
-                raise ValueError(f"{self.metric.statistic} is undefined on this window")
-            reference = (
-                None
-                if reference_data is None
-                else quality_statistic(reference_data.as_dataframe(), self.metric.statistic)
-            )
-            return self.result(value), None if reference is None else self.result(reference)
-
-        def display_name(self) -> str:
-            return f"{self.metric.statistic} (labelled rows)"
-
-    class LabelCoverage(CountMetric):
-        """How many rows of the window have a known outcome, and their share."""
-
-    class LabelCoverageCalculation(CountCalculation[LabelCoverage]):
-        def calculate(self, context: Any, current_data: Any, reference_data: Any) -> Any:
-            frame = current_data.as_dataframe()
-            labelled = int(frame[LABEL].notna().sum())
-            return self.result(labelled, labelled / len(frame) if len(frame) else 0.0)
-
-        def display_name(self) -> str:
-            return "Labelled rows"
-
-    class RetrainingDecision(SingleValueMetric):
-        """1 when the window led to retraining, else 0; the reason is in the snapshot metadata."""
-
-    class RetrainingDecisionCalculation(SingleValueCalculation[RetrainingDecision]):
-        def calculate(self, context: Any, current_data: Any, reference_data: Any) -> Any:
-            raise NotImplementedError("recorded after the window's evaluation, never computed")
-
-        def display_name(self) -> str:
-            return "Retraining decision"
-
-    class ReleaseDecision(SingleValueMetric):
-        """1 promote, 0 wait, -1 roll back: what the promotion flow decided on a release.
-
-        The reason, the versions and the routing mode are in the snapshot metadata.
-        """
-
-    class ReleaseDecisionCalculation(SingleValueCalculation[ReleaseDecision]):
-        def calculate(self, context: Any, current_data: Any, reference_data: Any) -> Any:
-            raise NotImplementedError("recorded when the promotion flow decides, never computed")
-
-        def display_name(self) -> str:
-            return "Release decision"
-
-    return SimpleNamespace(
-        LabelledQuality=LabelledQuality,
-        LabelCoverage=LabelCoverage,
-        RetrainingDecision=RetrainingDecision,
-        ReleaseDecision=ReleaseDecision,
+        tool_result=snapshot,
     )

@@ -28,7 +28,6 @@ from telescore.validation.evidently import (
     PREDICTION_QUANTILES,
     SCORE,
     as_utc,
-    custom_metrics,
 )
 
 PROJECT_NAME: Final = "telemarketing"
@@ -42,12 +41,12 @@ RELEASE_TAGS: Final = {action: f"release-{action}" for action in RELEASE_VALUES}
 
 def window_snapshot_id(window_start: datetime) -> uuid.UUID:
     """Return the id of a window's snapshot: the same window start always gives the same id."""
-    return uuid.uuid5(PROJECT_ID, f"window/{as_utc(window_start).isoformat()}")
+    return _fixed_id("window", as_utc(window_start).isoformat())
 
 
 def release_snapshot_id(decision_id: str) -> uuid.UUID:
     """Return the id of a release decision's snapshot: one decision, one snapshot."""
-    return uuid.uuid5(PROJECT_ID, f"release/{decision_id}")
+    return _fixed_id("release", decision_id)
 
 
 def _fixed_id(kind: str, key: str) -> uuid.UUID:
@@ -247,6 +246,8 @@ class MonitoringWorkspace:
         from evidently.core.serialization import ReportModel, SnapshotModel
         from evidently.legacy.renderers.html_widgets import CounterData, counter
 
+        from telescore.validation.evidently_metrics import ReleaseDecision
+
         # Every field `Snapshot.to_snapshot_model` fills, nothing computed: no report items (it
         # writes none either), no tests; the figure and its widget are added below.
         model = SnapshotModel(
@@ -277,7 +278,7 @@ class MonitoringWorkspace:
                 ),
             ],
         )
-        _put_figure(model, custom_metrics().ReleaseDecision(), RELEASE_VALUES[action], widget)
+        _put_figure(model, ReleaseDecision(), RELEASE_VALUES[action], widget)
         # Every time, not only for a new workspace: one written before releases had a tab
         # gets it with the first decision recorded.
         self.write_dashboard()
@@ -359,11 +360,13 @@ def _set_decision(model: Any, retrain: bool, reason: str) -> None:
     """Put a decision in a snapshot: a 1/0 figure the dashboard plots, the reason in metadata."""
     from evidently.legacy.renderers.html_widgets import CounterData, counter
 
+    from telescore.validation.evidently_metrics import RetrainingDecision
+
     widget = counter(
         title="Retraining decision",
         counters=[CounterData(label=reason, value="retrain" if retrain else "keep")],
     )
-    _put_figure(model, custom_metrics().RetrainingDecision(), 1 if retrain else 0, widget)
+    _put_figure(model, RetrainingDecision(), 1 if retrain else 0, widget)
     # The UI reads metadata as str -> str.
     model.metadata["retrain"] = "true" if retrain else "false"
     model.metadata["retrain_reason"] = reason

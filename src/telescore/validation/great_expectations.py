@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,41 +38,49 @@ def _describe_failure(result: Any) -> str:
     return f"{config.type} on {where}{detail}"
 
 
-def validate_rows(
-    frame: pd.DataFrame, report_dir: Path, suite_path: Path = SUITE_PATH
-) -> ValidationReport:
-    """Validate `frame` with the suite; write the HTML report under `report_dir`."""
-    import great_expectations as gx
-    from great_expectations.render.renderer import ValidationResultsPageRenderer
-    from great_expectations.render.view import DefaultJinjaPageView
+@dataclass(frozen=True)
+class GreatExpectationsValidator:
+    """Rows against the expectation suite kept in the repo: the suite is their reference."""
 
-    context = gx.get_context(mode="ephemeral")
-    batch_definition = (
-        context.data_sources.add_pandas("training")
-        .add_dataframe_asset("rows")
-        .add_batch_definition_whole_dataframe("all")
-    )
-    suite = context.suites.add(gx.ExpectationSuite(**json.loads(suite_path.read_text())))
-    result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
-        suite, result_format="SUMMARY"
-    )
+    suite_path: Path = SUITE_PATH
 
-    report_dir.mkdir(parents=True, exist_ok=True)
-    artifact = report_dir / "great_expectations.html"
-    artifact.write_text(
-        DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
-    )
-    failures = tuple(_describe_failure(r) for r in result.results if not r.success)
-    statistics = result.statistics
-    return ValidationReport(
-        tool="great_expectations",
-        passed=bool(result.success),
-        metrics={
-            "gx_evaluated_expectations": float(statistics["evaluated_expectations"]),
-            "gx_successful_expectations": float(statistics["successful_expectations"]),
-            "gx_success_percent": float(statistics["success_percent"] or 0.0),
-        },
-        artifact_path=artifact,
-        failures=failures,
-        details={"suite_sha256": suite_hash(suite_path), "rows": len(frame)},
-    )
+    def validate(
+        self, current: pd.DataFrame, *, reference: pd.DataFrame | None = None, report_dir: Path
+    ) -> ValidationReport:
+        """Validate `current` with the suite; write the HTML report under `report_dir`."""
+        if reference is not None:
+            raise ValueError("Great Expectations checks rows against its suite, not other rows")
+        import great_expectations as gx
+        from great_expectations.render.renderer import ValidationResultsPageRenderer
+        from great_expectations.render.view import DefaultJinjaPageView
+
+        context = gx.get_context(mode="ephemeral")
+        batch_definition = (
+            context.data_sources.add_pandas("training")
+            .add_dataframe_asset("rows")
+            .add_batch_definition_whole_dataframe("all")
+        )
+        suite = context.suites.add(gx.ExpectationSuite(**json.loads(self.suite_path.read_text())))
+        result = batch_definition.get_batch(batch_parameters={"dataframe": current}).validate(
+            suite, result_format="SUMMARY"
+        )
+
+        report_dir.mkdir(parents=True, exist_ok=True)
+        artifact = report_dir / "great_expectations.html"
+        artifact.write_text(
+            DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+        )
+        failures = tuple(_describe_failure(r) for r in result.results if not r.success)
+        statistics = result.statistics
+        return ValidationReport(
+            tool="great_expectations",
+            passed=bool(result.success),
+            metrics={
+                "gx_evaluated_expectations": float(statistics["evaluated_expectations"]),
+                "gx_successful_expectations": float(statistics["successful_expectations"]),
+                "gx_success_percent": float(statistics["success_percent"] or 0.0),
+            },
+            artifact_path=artifact,
+            failures=failures,
+            details={"suite_sha256": suite_hash(self.suite_path), "rows": len(current)},
+        )

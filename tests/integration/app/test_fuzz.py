@@ -40,11 +40,11 @@ from tests.integration.app.conftest import Keys
 from tests.integration.serving_fixtures import ServedMLServer
 
 from telescore.app.main import create_app
-from telescore.app.security import API_KEY_HEADER
+from telescore.core.access import API_KEY_HEADER
 from telescore.core.routing import RoutingConfig
 from telescore.io.prospect_store import ProspectStore
 from telescore.io.release_store import ReleaseStore
-from telescore.jobs.ranking import read_indicators, set_indicators
+from telescore.jobs.indicators import read_indicators, set_indicators
 from telescore.jobs.releases import set_routing
 from telescore.settings import Settings
 

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from telescore.app.main import create_app
 from telescore.app.routes.outcomes import MAX_BATCH
-from telescore.app.security import API_KEY_HEADER
 from telescore.cli import app as cli_app
+from telescore.core.access import API_KEY_HEADER
 from telescore.core.outcomes import Outcome
 from telescore.core.prediction_ids import PredictionIds
 from telescore.core.predictions import ServedModel, prediction_records

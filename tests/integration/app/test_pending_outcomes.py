@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from tests.integration.serving_fixtures import RegisteredVersions, mlserver_on_free_ports
 
 from telescore.app.main import create_app
-from telescore.app.security import API_KEY_HEADER
+from telescore.core.access import API_KEY_HEADER
 from telescore.io.access_store import AccessStore
 from telescore.io.journal import shipper_lock
 from telescore.io.outcome_store import OutcomeStore

@@ -21,6 +21,7 @@ from tests.integration.serving_fixtures import RegisteredVersions, ServedMLServe
 
 from telescore.core.outcomes import Outcome
 from telescore.core.release import ReleaseRules
+from telescore.io.context import Context
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.registry import PREVIOUS
 from telescore.io.release_store import ReleaseStore
@@ -47,11 +48,12 @@ RULES = ReleaseRules(
 
 
 @pytest.fixture
-def release_settings(settings: Settings, mlserver: ServedMLServer) -> Settings:
+def release_context(settings: Settings, mlserver: ServedMLServer) -> Iterator[Context]:
+    """The promotion's context: the app's settings, with the session's MLServer to reload."""
     metrics_port = int(mlserver.metrics_url.rsplit(":", 1)[1].split("/")[0])
-    return settings.model_copy(
-        update={"serving": ServingSettings(url=mlserver.rest_url, metrics_port=metrics_port)}
-    )
+    serving = ServingSettings(url=mlserver.rest_url, metrics_port=metrics_port)
+    with Context(settings.model_copy(update={"serving": serving})) as ctx:
+        yield ctx
 
 
 @pytest.fixture
@@ -74,7 +76,7 @@ def test_a_truly_better_challenger_is_promoted_and_a_rollback_undoes_it(
     keys: Keys,
     mlserver: ServedMLServer,
     registered_versions: RegisteredVersions,
-    release_settings: Settings,
+    release_context: Context,
     mlflow_tracking_uri: str,
     restore_aliases: None,
 ) -> None:
@@ -86,7 +88,7 @@ def test_a_truly_better_challenger_is_promoted_and_a_rollback_undoes_it(
     warm_up = {"prospect_ids": [f"P{n:05d}" for n in range(1, 60)]}
     for _ in range(3):
         client.post("/prospects/score", json=warm_up, headers=_key(keys.caller))
-    client.app.state.scoring.wait_for_shadow()  # type: ignore[attr-defined]
+    client.app.state.services.scoring.wait_for_shadow()  # type: ignore[attr-defined]
     release = client.put("/routing", json={"mode": "shadow"}, headers=_key(keys.ops)).json()
     # (the evidence starts at the release's first whole second)
     began = datetime.fromisoformat(release["updated_at"])
@@ -117,7 +119,7 @@ def test_a_truly_better_challenger_is_promoted_and_a_rollback_undoes_it(
     _wait_counted(mlserver, requests=len(request_ids))
 
     # when the promotion job judges the release
-    outcome = run_promotion(release_settings, RULES, by="tests")
+    outcome = run_promotion(release_context, RULES, by="tests")
 
     # then the challenger is promoted: aliases flipped, champion only, the decision recorded
     assert outcome.action == "promote", outcome
@@ -130,7 +132,7 @@ def test_a_truly_better_challenger_is_promoted_and_a_rollback_undoes_it(
         assert releases.current_routing()["mode"] == "champion", "a promotion ends the release"
         decision = releases.latest_decisions(1)[0]
     assert decision["action"] == "promote" and decision["decision"]["paired"] is True, decision
-    workspace = MonitoringWorkspace(release_settings.project.state_dir.resolve() / "evidently")
+    workspace = MonitoringWorkspace(release_context.state_dir / "evidently")
     on_dashboard = workspace.load_release(decision["_id"])
     assert on_dashboard is not None and on_dashboard.metadata["release_action"] == "promote", (
         "the decision should be on the monitoring dashboard"
@@ -139,7 +141,7 @@ def test_a_truly_better_challenger_is_promoted_and_a_rollback_undoes_it(
         assert serving.served_version("telemarketing") == registered_versions.challenger
 
     # and one command puts the previous champion back, served at once
-    old, new = rollback_to_previous(release_settings, "tests")
+    old, new = rollback_to_previous(release_context, "tests")
     assert (old, new) == (registered_versions.challenger, registered_versions.champion)
     with ServingClient(mlserver.rest_url) as serving:
         assert serving.served_version("telemarketing") == registered_versions.champion
@@ -169,6 +171,8 @@ def _wait_counted(mlserver: ServedMLServer, requests: int) -> None:
         _wait_for(counted, f"{requests} requests of each arm counted")
 
 
-def test_no_release_under_way_is_idle(release_settings: Settings, client: TestClient) -> None:
-    outcome = run_promotion(release_settings, RULES, by="tests")
+def test_no_release_under_way_is_idle(release_context: Context, client: TestClient) -> None:
+    # given the app's routing: champion only (no release under way)
+    # when the promotion job runs, then it judges nothing and changes nothing
+    outcome = run_promotion(release_context, RULES, by="tests")
     assert outcome.action == "idle", outcome

@@ -18,7 +18,7 @@ from telescore.core.prospects import MAX_PAGE_SIZE
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.prospect_store import ProspectStore
 from telescore.io.serving_client import read_metrics
-from telescore.jobs.ranking import read_indicators, set_indicators
+from telescore.jobs.indicators import read_indicators, set_indicators
 from telescore.services.processes import wait_until
 
 pytestmark = pytest.mark.integration

@@ -205,15 +205,19 @@ def test_known_predictions_and_outcomes_are_found_by_id(
     assert store.get(logged[1]) is None, "no outcome recorded yet"
 
 
-def test_outcomes_recorded_since_a_time_are_counted(
+def test_outcomes_recorded_since_a_time_are_found_from_that_time_on(
     predictions: PredictionStore, store: OutcomeStore
 ) -> None:
+    # Given one outcome recorded at 1 h and two at 2 h
     ids = _log(predictions, [0, 1, 2])
     store.record([_outcome(ids[0], True)], recorded_at=START + timedelta(hours=1))
     store.record([_outcome(ids[1], False), _outcome(ids[2], True)], START + timedelta(hours=2))
 
-    counts = [store.count_recorded_since(START + timedelta(hours=hours)) for hours in (0, 2, 3)]
-    assert counts == [3, 2, 0], f"counts by recorded_at: {counts}"
+    # When asked from 0 h, 2 h (the second record's own time) and 3 h
+    found = [store.recorded_since(START + timedelta(hours=hours)) for hours in (0, 2, 3)]
+
+    # Then each time finds the outcomes recorded at or after it
+    assert found == [sorted(ids), sorted(ids[1:]), []], f"found by recorded_at: {found}"
 
 
 def test_indexes_are_made_on_the_first_write(

@@ -11,10 +11,10 @@ import pytest
 from mlflow.tracking._model_registry import utils as registry_utils
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
+from telescore.io.context import Context
 from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.jobs import platform, replay
-from telescore.settings import load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,15 +58,16 @@ def test_a_replay_on_a_slice_scores_monitors_and_reports(
         result = replay.run_replay(
             config, tmp_path / "replay", ROOT, lambda what, *_: steps.append(what)
         )
-        settings = load_settings()
-        uri, database = settings.mongodb.resolved_uri(), settings.mongodb.database
-        with OutcomeStore(uri, database) as outcomes, MonitoringStore(uri, database) as records:
+        # (the replay pointed this process's environment at its own platform)
+        with Context.from_environment() as ctx:
+            outcomes, records = ctx.store(OutcomeStore), ctx.store(MonitoringStore)
             predictions = outcomes.predictions.count_documents({"route": "champion"})
             reported = outcomes.count()
             windows = records.runs.count_documents({})
             decisions = records.decisions.count_documents({})
     finally:
-        platform.bring_down(load_settings())
+        with Context.from_environment() as ctx:
+            platform.bring_down(ctx)
 
     # then every streamed row went through MLServer into the log, and outcomes came back late
     assert predictions == STREAMED, f"{predictions} of {STREAMED} replayed rows were logged"

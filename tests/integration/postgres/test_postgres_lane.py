@@ -12,25 +12,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from mlflow import MlflowClient
 from pipelines.monitoring import monitor_telemarketing
 from pipelines.promotion import promote_telemarketing
 from pipelines.training import train_telemarketing
 from prefect.states import State
 from tests.integration.jobs.test_monitoring import log_window, params_file, recent_rows
 from tests.integration.postgres.conftest import PostgresPlatform
-from tests.integration.serving_fixtures import MAX_ROWS, _register
+from tests.integration.serving_fixtures import MAX_ROWS, register_version
 
 from telescore.core.features import split_features_label
 from telescore.core.outcomes import Outcome
 from telescore.core.params import ModelParams
 from telescore.core.routing import RoutingConfig
 from telescore.io import orchestrator
+from telescore.io.context import Context
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
@@ -49,7 +48,6 @@ from telescore.jobs.scoring import ScoringService, read_routing
 from telescore.services.mlserver import mlserver_process
 from telescore.services.processes import ServiceProcess, free_port
 from telescore.serving.options import RuntimeOptions
-from telescore.settings import load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -265,22 +263,21 @@ def postgres_release(
     The model repository is the state folder's, where a promotion rewrites it before reloading
     MLServer; the settings the promotion reads point at this MLServer and this database.
     """
-    name = postgres_registry.model_name
-    mlflow.set_experiment(postgres_registry.experiment)
     features, labels = split_features_label(bank_sample)
-    champion = _register(features, labels, ModelParams(ignore_features=HISTORY), name)
-    challenger = _register(features, labels, ModelParams(C=0.01), name)
+    champion = register_version(
+        postgres_registry, features, labels, ModelParams(ignore_features=HISTORY)
+    )
+    challenger = register_version(postgres_registry, features, labels, ModelParams(C=0.01))
     postgres_registry.set_alias(CHAMPION, champion)
     postgres_registry.set_alias(CHALLENGER, challenger)
     state = tmp_path / "state"
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     write_registry_repository(
         state / "mlserver",
+        postgres_registry,
         ServerOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port),
         # Rows ship at once, even while the machine is busy: the test waits for them.
         RuntimeOptions(max_rows=MAX_ROWS, journal_dir=state / "journal", ship_max_defer=0),
-        registered_model=name,
-        client=MlflowClient(postgres_platform.mlflow_uri),
     )
     connection = {
         "TELESCORE_MONGODB_URI": mongodb.uri,  # type: ignore[attr-defined]
@@ -434,7 +431,8 @@ def test_a_shadow_release_is_promoted_and_rolled_back_in_the_postgres_backed_reg
     ), "the promotion's flow run is not completed in PostgreSQL"
 
     # when the release is rolled back
-    old, new = rollback_to_previous(load_settings(), "tests")
+    with Context.from_environment() as ctx:
+        old, new = rollback_to_previous(ctx, "tests")
 
     # then the previous champion is the champion again, served at once
     assert (old, new) == (release.challenger, release.champion), "rolled back the wrong versions"

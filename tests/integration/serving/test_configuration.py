@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from telescore.io.context import Context
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.serving_client import ServingClient
 from telescore.jobs import platform
 from telescore.jobs.serving import start_serving
 from telescore.services.processes import ServiceProcess, free_port, wait_until
-from telescore.settings import load_settings
 
 if TYPE_CHECKING:  # fixture types; conftest modules are not importable at run time
     from tests.integration.serving_fixtures import RegisteredVersions
@@ -44,30 +44,30 @@ def test_a_prediction_lands_in_the_database_the_project_env_file_names(
     (project / ".env").write_text("".join(f"{k}={v}\n" for k, v in settings_lines.items()))
     monkeypatch.chdir(project)
     monkeypatch.delenv("TELESCORE_ENV_FILE", raising=False)
-    settings = load_settings()  # as the CLI does, from the project folder
-    assert settings.mongodb.database == database, "the CLI reads the project's .env"
+    ctx = Context.from_environment()  # as the CLI does, from the project folder
+    assert ctx.mongodb_database == database, "the CLI reads the project's .env"
 
     try:
         # when the control plane starts MLServer, as `telescore serve start` does, and it scores
-        served = start_serving(settings)
-        assert platform.running_pid(settings, "mlserver-reconciler") is not None, (
+        served = start_serving(ctx)
+        assert platform.running_pid(ctx, "mlserver-reconciler") is not None, (
             "MLServer's reconciler should run next to it, recorded for `telescore down`"
         )
         with ServingClient(served.url) as client:
             scored = client.infer(registered_versions.features.head(2))
 
         # then the predictions land where the CLI reads: the database the .env names
-        uri = settings.mongodb.resolved_uri(settings.project.host)
-        with PredictionStore(uri, settings.mongodb.database) as store:
-            wait_until(
-                lambda: store.count({"_id": {"$in": scored.prediction_ids}}) == 2,
-                60,
-                what="the predictions in the .env's database",
-            )
-        with PredictionStore(uri, "telescore") as default:
+        store = ctx.store(PredictionStore)
+        wait_until(
+            lambda: store.count({"_id": {"$in": scored.prediction_ids}}) == 2,
+            60,
+            what="the predictions in the .env's database",
+        )
+        with PredictionStore(ctx.mongodb_uri, "telescore") as default:
             assert default.count({"_id": {"$in": scored.prediction_ids}}) == 0, (
                 "the runtime wrote to the default database, not the .env's"
             )
     finally:
-        stopped = platform.bring_down(settings)
+        stopped = platform.bring_down(ctx)
+        ctx.close()
     assert "mlserver-reconciler" in stopped, f"`telescore down` left the reconciler: {stopped}"

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
-from telescore.io.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
+from telescore.io.context import Context
+from telescore.io.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry, RegistryError
 from telescore.io.serving_client import ServingClient
 from telescore.jobs.model_repository import (
     CHALLENGER_MODEL,
@@ -119,10 +119,9 @@ def _replica(root: Path, tracking_uri: str, model_name: str) -> Replica:
     repository = root / "mlserver"
     write_registry_repository(
         repository,
+        Registry(tracking_uri, model_name, "reconciler-tests"),
         ServerOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port),
         RuntimeOptions(prediction_log=False),
-        model_name,
-        MlflowClient(tracking_uri),
     )
     url = f"http://127.0.0.1:{http_port}"
     settings_env = {
@@ -147,15 +146,16 @@ def _replica(root: Path, tracking_uri: str, model_name: str) -> Replica:
     return Replica(root.name, url, repository, mlserver, reconciler)
 
 
-def _settings(replicas: Replicas, mongodb_uri: str, state_dir: Path) -> Settings:
-    """The control plane's settings: it knows the registry, and no MLServer at all."""
-    return Settings(
+def _control_plane(replicas: Replicas, mongodb_uri: str, state_dir: Path) -> Context:
+    """The control plane's context: it knows the registry, and no MLServer at all."""
+    settings = Settings(
         project=ProjectSettings(state_dir=state_dir),
         mongodb=MongoSettings(uri=mongodb_uri, database="reconciler_tests"),
         mlflow=MlflowSettings(tracking_uri=replicas.tracking_uri, model_name=replicas.model_name),
         # Nothing reloads a replica: correctness must come from the reconcilers alone.
         serving=ServingSettings(reload_on_release=False, http_port=free_port()),
     )
+    return Context(settings)
 
 
 def _served(replica: Replica) -> dict[str, tuple[str | None, float | None]]:
@@ -245,8 +245,8 @@ def test_a_promotion_and_its_rollback_reach_every_replica(
     _wait_for_all(replicas, {CHAMPION_MODEL: (new, 0.0)}, "the promoted champion")
 
     # when it is rolled back (`telescore rollback`), by a control plane that knows no MLServer
-    settings = _settings(replicas, mongodb.uri, tmp_path)  # type: ignore[attr-defined]
-    assert rollback_to_previous(settings, "tests") == (new, old), "the rollback's versions"
+    with _control_plane(replicas, mongodb.uri, tmp_path) as ctx:  # type: ignore[attr-defined]
+        assert rollback_to_previous(ctx, "tests") == (new, old), "the rollback's versions"
 
     # then every replica serves the previous champion again
     _wait_for_all(replicas, {CHAMPION_MODEL: (old, 0.0)}, "the rolled-back champion")
@@ -263,10 +263,10 @@ def test_a_refitted_offset_reaches_every_replica(
     rows = registered_versions.features.head(5)
     with ServingClient(replicas.replicas[0].url) as client:
         own = client.infer(rows).scores
-    settings = _settings(replicas, mongodb.uri, tmp_path)  # type: ignore[attr-defined]
 
     # when the monitor's recalibration serves an offset of log(3) for the champion version
-    published = serve_logit_offset(settings, LogitOffset(math.log(3.0), champion))
+    with _control_plane(replicas, mongodb.uri, tmp_path) as ctx:  # type: ignore[attr-defined]
+        published = serve_logit_offset(ctx, LogitOffset(math.log(3.0), champion))
 
     # then nothing was reloaded by it, yet every replica serves it: tripled odds, same version
     assert published is None, "the control plane must not have reloaded anything itself"
@@ -284,7 +284,7 @@ def test_a_refitted_offset_reaches_every_replica(
 
 
 def test_an_unreachable_registry_leaves_the_replica_serving_what_it_has(
-    initial_state: Replicas, monkeypatch: pytest.MonkeyPatch
+    initial_state: Replicas, monkeypatch: pytest.MonkeyPatch, mlflow_uris_restored: None
 ) -> None:
     replicas = initial_state
     replica = replicas.replicas[0]
@@ -293,9 +293,9 @@ def test_an_unreachable_registry_leaves_the_replica_serving_what_it_has(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     nowhere = f"http://127.0.0.1:{free_port()}"
-    unreachable = MlflowClient(tracking_uri=nowhere, registry_uri=nowhere)
+    unreachable = Registry(nowhere, replicas.model_name, "reconciler-tests")
 
     # when a reconciliation runs against it, then it fails and changes nothing
-    with ServingClient(replica.url, timeout=30.0) as serving, pytest.raises(MlflowException):
-        reconcile(replica.repository, serving, unreachable, replicas.model_name)
+    with ServingClient(replica.url, timeout=30.0) as serving, pytest.raises(RegistryError):
+        reconcile(replica.repository, serving, unreachable)
     assert _served(replica) == before, "a replica must keep serving what it has loaded"

@@ -21,6 +21,7 @@ from mlserver.grpc import dataplane_pb2_grpc
 from telescore.core.prediction_ids import is_prediction_id
 from telescore.core.schema import CATEGORICAL_VALUES, FEATURES, INTEGER_FEATURES, NUMERIC_BOUNDS
 from telescore.io.prediction_store import PredictionStore
+from telescore.io.registry import Registry
 from telescore.io.serving_client import ServingClient, ServingError, inference_request
 from telescore.jobs.model_repository import (
     CHALLENGER_MODEL,
@@ -405,6 +406,11 @@ def test_challenger_is_served_when_the_alias_exists(
     assert scored.scores != champion.scores, "challenger should be a different model"
 
 
+def _registry(tracking_uri: str) -> Registry:
+    """The session's registered model, as the serving jobs reach it."""
+    return Registry(tracking_uri, "telemarketing", "serving-tests")
+
+
 @contextlib.contextmanager
 def _champion_moved_to(
     version: str, registered: RegisteredVersions, registry: MlflowClient, client: ServingClient
@@ -482,7 +488,7 @@ def test_sync_follows_the_challenger_alias_going_and_coming_back(
         registry.delete_registered_model_alias(registered_versions.name, "challenger")
 
         # when syncing the server with the registry
-        sync_served_models(mlserver.repository, client, client=registry)
+        sync_served_models(mlserver.repository, client, _registry(mlflow_tracking_uri))
 
         # then the challenger is no longer served, the champion still is
         with pytest.raises(ServingError) as caught:
@@ -493,7 +499,7 @@ def test_sync_follows_the_challenger_alias_going_and_coming_back(
         registry.set_registered_model_alias(
             registered_versions.name, "challenger", registered_versions.challenger
         )
-        sync_served_models(mlserver.repository, client, client=registry)
+        sync_served_models(mlserver.repository, client, _registry(mlflow_tracking_uri))
     # and once the alias is back, so is the challenger
     assert (
         client.infer(rows, model=CHALLENGER_MODEL).model_version == registered_versions.challenger
@@ -530,7 +536,7 @@ def test_a_refitted_offset_is_served_by_reloading_the_champion_only(
         assert client.infer(rows).scores == pytest.approx(expected, rel=1e-12)
         assert client.infer(rows, model=CHALLENGER_MODEL).scores == challenger
         # and a rewrite of the repository from the registry keeps the offset
-        sync_served_models(mlserver.repository, client, client=registry)
+        sync_served_models(mlserver.repository, client, _registry(mlflow_tracking_uri))
         assert client.infer(rows).scores == pytest.approx(expected, rel=1e-12), "offset lost"
     finally:
         registry.delete_model_version_tag(

@@ -14,7 +14,8 @@ import pytest
 
 from telescore.services.embedded import evidently_ui
 from telescore.services.processes import free_port, wait_until
-from telescore.validation.evidently import WindowEvaluation, evaluate_window, snapshot_metrics
+from telescore.validation.base import ValidationReport
+from telescore.validation.evidently import EvidentlyValidator, snapshot_metrics
 from telescore.validation.evidently_dashboards import (
     PROJECT_ID,
     MonitoringWorkspace,
@@ -63,47 +64,55 @@ def _sample(
 
 def _evaluate(
     reference: pd.DataFrame, current: pd.DataFrame, start: datetime, report_dir: Path
-) -> WindowEvaluation:
-    return evaluate_window(
-        reference, current, window_start=start, window_end=start + WEEK, report_dir=report_dir
-    )
+) -> ValidationReport:
+    validator = EvidentlyValidator(window_start=start, window_end=start + WEEK)
+    return validator.validate(current, reference=reference, report_dir=report_dir)
 
 
 def test_a_shifted_macro_indicator_drifts_and_a_same_period_sample_does_not(
     bank: pd.DataFrame, reference: pd.DataFrame, tmp_path: Path
 ) -> None:
-    shifted = _evaluate(reference, _sample(bank, 2010, 1000), START, tmp_path).report
-    same = _evaluate(
-        reference, _sample(bank, 2008, 1000, exclude=reference.index), START, tmp_path
-    ).report
+    # given a reference of 2008 rows, rows of 2010 (rates fell) and other rows of 2008
+    later = _sample(bank, 2010, 1000)
+    same_period = _sample(bank, 2008, 1000, exclude=reference.index)
 
+    # when each is evaluated against the reference
+    shifted = _evaluate(reference, later, START, tmp_path)
+    same = _evaluate(reference, same_period, START, tmp_path)
+
+    # then the 2010 rates drift, and so does the score built on them, failing the window
     assert shifted.metrics["drift.euribor3m"] >= 0.1, "2010 rates vs 2008 rates: no drift"
-    assert "euribor3m" in shifted.details["drifted_features"], shifted.details
+    drifted = shifted.details["drifted_features"]
+    assert "euribor3m" in drifted, f"euribor3m is not among the drifted inputs: {drifted}"
     assert shifted.metrics["prediction_drift"] >= 0.1, "a score built on rates must drift too"
     assert not shifted.passed and any("prediction drift" in f for f in shifted.failures), (
-        shifted.summary()
+        f"a drifted score should fail the window: {shifted.summary()}"
     )
-    assert same.metrics["drift.euribor3m"] < 0.1, "a sample of the same period drifted"
-    assert same.details["drifted_features"] == [], same.details
-    assert same.passed, same.summary()
     assert shifted.artifact_path is not None and shifted.artifact_path.stat().st_size > 0, (
         "HTML report missing"
     )
+    # and rows of the same period drift on nothing and pass
+    assert same.metrics["drift.euribor3m"] < 0.1, "a sample of the same period drifted"
+    assert same.details["drifted_features"] == [], f"same period, yet drift: {same.details}"
+    assert same.passed, f"a sample of the same period failed: {same.summary()}"
 
 
 def test_quality_figures_follow_the_labels_present(
     bank: pd.DataFrame, reference: pd.DataFrame, tmp_path: Path
 ) -> None:
+    # given 600 rows of 2009: labelled one in three, labelled 0 on 100 rows only, or unlabelled
     current = _sample(bank, 2009, 600)
     some = current.assign(label=current["label"].where(np.arange(600) % 3 == 0))
     one_class = current.assign(label=np.where(np.arange(600) < 100, 0.0, np.nan))
     none = current.assign(label=np.nan)
 
+    # when each is evaluated
     figures = {
-        name: _evaluate(reference, frame, START, tmp_path).report.metrics
+        name: _evaluate(reference, frame, START, tmp_path).metrics
         for name, frame in {"some": some, "one-class": one_class, "none": none}.items()
     }
 
+    # then quality is figured on the labelled rows, only where it is defined
     assert set(QUALITY) <= set(figures["some"]), f"quality missing: {sorted(figures['some'])}"
     assert figures["some"]["label_coverage"] == pytest.approx(200 / 600), "wrong coverage"
     assert figures["some"]["labelled_rows"] == 200 and figures["some"]["rows"] == 600, "wrong rows"
@@ -116,7 +125,7 @@ def test_quality_figures_follow_the_labels_present(
 @pytest.fixture(scope="module")
 def windows(
     bank: pd.DataFrame, reference: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory
-) -> list[WindowEvaluation]:
+) -> list[ValidationReport]:
     """Three weekly windows of 2009 rows, the last without labels yet."""
     report_dir = tmp_path_factory.mktemp("reports")
     rows = _sample(bank, 2009, 900)
@@ -128,14 +137,18 @@ def windows(
 
 
 def test_saving_a_window_again_replaces_its_snapshot(
-    windows: list[WindowEvaluation], tmp_path: Path
+    windows: list[ValidationReport], tmp_path: Path
 ) -> None:
+    # given a window saved with a retraining decision, and a second evaluation of other figures
     workspace = MonitoringWorkspace(tmp_path / "evidently")
-    workspace.save_window(windows[0].snapshot, START)
+    workspace.save_window(windows[0].tool_result, START)
     workspace.record_decision(START, retrain=True, reason="ROC AUC under 0.7")
-    # Late labels: the window is evaluated again and saved again, still dated to its start.
-    workspace.save_window(windows[1].snapshot, START)
+    assert windows[1].metrics != windows[0].metrics, "the two evaluations cannot be told apart"
 
+    # when late labels come: the window is evaluated again and saved again, dated to its start
+    workspace.save_window(windows[1].tool_result, START)
+
+    # then it has one snapshot, with the new figures and the decision kept
     assert workspace.snapshot_ids() == [window_snapshot_id(START)], "a window got two snapshots"
     stored = workspace.load_window(START)
     assert stored is not None, "the window's snapshot is gone"
@@ -143,8 +156,12 @@ def test_saving_a_window_again_replaces_its_snapshot(
     assert stored.metadata["retrain_reason"] == "ROC AUC under 0.7", "the decision was lost"
     figures = snapshot_metrics(stored)
     assert figures.pop("retrain") == 1.0, "the decision's figure was lost"
-    assert figures == windows[1].report.metrics, "stored figures differ from the evaluation's"
+    assert figures == windows[1].metrics, "stored figures differ from the evaluation's"
+
+    # when another decision is recorded for the window
     workspace.record_decision(START, retrain=False, reason="labels back to normal")
+
+    # then it replaces the first: one decision, keep, and the retrain tag gone
     stored = workspace.load_window(START)
     assert stored is not None, "the window's snapshot is gone"
     decisions = [
@@ -157,12 +174,16 @@ def test_saving_a_window_again_replaces_its_snapshot(
 
 
 def test_writing_the_dashboard_again_does_not_duplicate_panels(tmp_path: Path) -> None:
+    # given a workspace with its dashboard written
     workspace = MonitoringWorkspace(tmp_path / "evidently")
     workspace.write_dashboard()
     first = workspace.dashboard()
+
+    # when the dashboard is written again
     workspace.write_dashboard()
     again = workspace.dashboard()
 
+    # then it has the same panels, each in one tab
     assert [p.id for p in again.panels] == [p.id for p in first.panels], "panels changed"
     assert len(again.panels) == len(dashboard_model().panels), "panels duplicated"
     placed = [panel for tab in again.tabs for panel in tab.panels]
@@ -224,21 +245,25 @@ def _served(port: int) -> tuple[int, list[str]]:
 
 @pytest.mark.slow
 def test_the_ui_serves_the_project_and_keeps_it_across_a_restart(
-    windows: list[WindowEvaluation], tmp_path: Path
+    windows: list[ValidationReport], tmp_path: Path
 ) -> None:
+    # given a workspace with its dashboard, two windows and a retraining decision on the second
     workspace = MonitoringWorkspace(tmp_path / "evidently")
     workspace.write_dashboard()
     for i, window in enumerate(windows[:2]):
-        workspace.save_window(window.snapshot, START + i * WEEK)
+        workspace.save_window(window.tool_result, START + i * WEEK)
     workspace.record_decision(START + WEEK, retrain=True, reason="share drifted over 0.5")
     panels = dashboard_model().panels
 
+    # when the Evidently UI serves the workspace
     port = free_port()
     with evidently_ui(tmp_path, port).running():
         count, before = _served(port)
+        series = _panel_series(f"http://127.0.0.1:{port}")
+
+        # then it shows every panel, both windows, and a point per window and decision
         assert count == len(panels), f"the UI shows {count} panels, not {len(panels)}"
         assert len(before) == 2, f"the UI lists {len(before)} snapshots, not 2"
-        series = _panel_series(f"http://127.0.0.1:{port}")
         # No release decided here: the Releases panel is checked with decisions of its own below.
         empty = [title for title, found in series.items() if not found and title != RELEASES_PANEL]
         assert not empty, f"panels whose values match nothing in the snapshots: {empty}"
@@ -246,25 +271,31 @@ def test_the_ui_serves_the_project_and_keeps_it_across_a_restart(
         assert [len(points) for points in share] == [2], f"one point a window expected: {share}"
         decisions = series["Retraining decisions"]
         assert decisions == [[1.0]], f"the recorded decision is not plotted: {decisions}"
-        # A window saved while the UI runs shows up without a restart (the UI watches the folder).
-        workspace.save_window(windows[2].snapshot, START + 2 * WEEK)
+
+        # when a window is saved while the UI runs
+        workspace.save_window(windows[2].tool_result, START + 2 * WEEK)
+
+        # then it shows up without a restart (the UI watches the folder)
         wait_until(lambda: len(_served(port)[1]) == 3, 30, what="the third window in the UI")
         _, before = _served(port)
 
+    # when the UI is started again on the same workspace
     port = free_port()
     with evidently_ui(tmp_path, port).running():
         count, after = _served(port)
-        assert count == len(panels), (
-            f"after a restart the UI shows {count} panels, not {len(panels)}"
-        )
-        assert after == before, f"snapshots changed across the restart: {before} -> {after}"
+
+    # then it serves the same panels and snapshots
+    assert count == len(panels), f"after a restart the UI shows {count} panels, not {len(panels)}"
+    assert after == before, f"snapshots changed across the restart: {before} -> {after}"
 
 
 def test_recording_a_release_decision_again_replaces_its_snapshot(tmp_path: Path) -> None:
+    # given a workspace, and a decision to wait on a challenger in shadow
     workspace = MonitoringWorkspace(tmp_path / "evidently")
     decided_at = datetime(2010, 3, 3, 9, 30, 15, 250_000, tzinfo=UTC)
     decision = {"champion": "3", "challenger": "4", "mode": "shadow"}
 
+    # when the decision is recorded twice, its reason updated, then a promotion a week later
     workspace.record_release(
         "d-1", decided_at, action="wait", reason="120 labelled rows of 500", **decision
     )
@@ -275,6 +306,7 @@ def test_recording_a_release_decision_again_replaces_its_snapshot(tmp_path: Path
         "d-2", decided_at + WEEK, action="promote", reason="ROC AUC better", **decision
     )
 
+    # then each decision has one snapshot, dated when it was decided, holding its latest record
     assert sorted(workspace.snapshot_ids()) == sorted(
         [release_snapshot_id("d-1"), release_snapshot_id("d-2")]
     ), "recording a decision again added a snapshot"
@@ -290,7 +322,7 @@ def test_recording_a_release_decision_again_replaces_its_snapshot(tmp_path: Path
         "challenger_version": "4",
         "routing_mode": "shadow",
     }, f"metadata not that of the latest recording: {stored.metadata}"
-    assert stored.tags == ["release-wait"], stored.tags
+    assert stored.tags == ["release-wait"], f"the wait is not tagged as one: {stored.tags}"
     [counter] = stored.widgets
     assert counter.params["counters"][0] == {
         "value": "wait",
@@ -300,16 +332,18 @@ def test_recording_a_release_decision_again_replaces_its_snapshot(tmp_path: Path
     assert promoted is not None and snapshot_metrics(promoted) == {"release": 1.0}, (
         "a promotion must be plotted at 1"
     )
+    # and the dashboard is written with its Releases tab
     tabs = [tab.title for tab in workspace.dashboard().tabs]
     assert "Releases" in tabs, f"recording a release did not write the dashboard: {tabs}"
 
 
 @pytest.mark.slow
 def test_the_ui_plots_release_decisions_beside_the_windows(
-    windows: list[WindowEvaluation], tmp_path: Path
+    windows: list[ValidationReport], tmp_path: Path
 ) -> None:
+    # given a workspace with a window kept, then a promotion and a rollback a week apart
     workspace = MonitoringWorkspace(tmp_path / "evidently")
-    workspace.save_window(windows[0].snapshot, START)
+    workspace.save_window(windows[0].tool_result, START)
     workspace.record_decision(START, retrain=False, reason="no drift")
     promoted_at = START + timedelta(days=2, hours=9, microseconds=123_456)
     rolled_back_at = START + timedelta(days=9, hours=15)
@@ -321,23 +355,27 @@ def test_the_ui_plots_release_decisions_beside_the_windows(
         "rollback-1", rolled_back_at, action="rollback", reason="errors 2.1% > 1%", **decision
     )
 
+    # when the Evidently UI serves the workspace
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with evidently_ui(tmp_path, port).running():
         snapshots = {s["id"]: s for s in _api(base, f"/api/projects/{PROJECT_ID}/snapshots")}
         promote_id = str(release_snapshot_id("promote-1"))
+        # The report page's widgets (served as text/plain, but JSON).
+        shown = _api(base, f"/api/projects/{PROJECT_ID}/{promote_id}/data")
+        batches = _panel_batches(base)
+
+        # then it lists the window and both decisions, each decision's report saying why
         assert sorted(snapshots) == sorted(
             [str(window_snapshot_id(START)), promote_id, str(release_snapshot_id("rollback-1"))]
         ), f"the UI does not list the window and both decisions: {sorted(snapshots)}"
-        assert snapshots[promote_id]["tags"] == ["release-promote"], snapshots[promote_id]
-        # The report page's widgets (served as text/plain, but JSON).
-        shown = _api(base, f"/api/projects/{PROJECT_ID}/{promote_id}/data")
+        assert snapshots[promote_id]["tags"] == ["release-promote"], (
+            f"the promotion is not tagged as one: {snapshots[promote_id]}"
+        )
         assert [w["params"]["counters"][0] for w in shown["widgets"]] == [
             {"value": "promote", "label": "ROC AUC 0.79 vs 0.75"}
         ], f"the decision's report does not show its action and reason: {shown['widgets']}"
-
-        # Every panel answers; those of the window plot the window alone.
-        batches = _panel_batches(base)
+        # and every panel answers: the decisions when decided, the window's alone
         releases = batches[RELEASES_PANEL]
         assert [series["values"] for series in releases["series"]] == [[1.0, -1.0]], (
             f"expected promote (1) then rollback (-1): {releases['series']}"
@@ -352,7 +390,7 @@ def test_the_ui_plots_release_decisions_beside_the_windows(
         empty = [title for title, batch in batches.items() if not batch["series"]]
         assert not empty, f"window panels lost their point beside the decisions: {empty}"
 
-        # The same decision recorded again, say with its reason reworded, replaces its point.
+        # when the same decision is recorded again, its reason reworded
         workspace.record_release(
             "promote-1", promoted_at, action="promote", reason="ROC AUC 0.79 vs 0.74", **decision
         )
@@ -364,9 +402,12 @@ def test_the_ui_plots_release_decisions_beside_the_windows(
                 for s in listed
             )
 
+        # then the UI shows the new reason, and the same points at the same times
         wait_until(reworded, 30, what="the decision recorded again, in the UI")
         releases = _panel_batches(base)[RELEASES_PANEL]
         assert [series["values"] for series in releases["series"]] == [[1.0, -1.0]], (
             f"recording a decision again changed the points: {releases['series']}"
         )
-        assert _timestamps(releases) == [promoted_at, rolled_back_at], _timestamps(releases)
+        assert _timestamps(releases) == [promoted_at, rolled_back_at], (
+            f"recording a decision again moved the points: {_timestamps(releases)}"
+        )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from telescore.validation.great_expectations import validate_rows
+from telescore.validation.great_expectations import GreatExpectationsValidator
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,10 @@ def _with(column: str, value: object) -> Callable[[pd.DataFrame], pd.DataFrame]:
 
 
 def test_clean_rows_pass(rows: pd.DataFrame, tmp_path: Path) -> None:
-    report = validate_rows(rows, tmp_path)
+    # Given the most recent rows as they are / When validated
+    report = GreatExpectationsValidator().validate(rows, report_dir=tmp_path)
+
+    # Then they pass, and the HTML report is written
     assert report.passed, report.summary()
     assert report.artifact_path is not None and report.artifact_path.exists(), "HTML report missing"
 
@@ -64,6 +67,9 @@ def test_corruption_fails_naming_the_column(
     corrupt: Callable[[pd.DataFrame], pd.DataFrame],
     expected: str,
 ) -> None:
-    report = validate_rows(corrupt(rows), tmp_path)
+    # Given rows with one corruption / When validated
+    report = GreatExpectationsValidator().validate(corrupt(rows), report_dir=tmp_path)
+
+    # Then they fail, and a failure names the column at fault
     assert not report.passed, "corrupted rows must fail"
     assert any(expected in failure for failure in report.failures), report.summary()

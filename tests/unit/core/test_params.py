@@ -1,35 +1,39 @@
-from pathlib import Path
+"""Training parameters: the rules of our own that a params file must meet."""
+
+from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from telescore.core.params import TrainingParams, load_params
-from telescore.core.schema import FEATURES, FLOAT_FEATURES
+from telescore.core.params import TrainingParams
+from telescore.core.schema import FEATURES
 from telescore.jobs.training import resolve_params
 
-ROOT = Path(__file__).resolve().parents[3]
 
-
-def test_repo_params_file_is_valid() -> None:
-    params = load_params(ROOT / "params.yaml")
-    assert "duration" in params.data.drop_columns, "the leaking column must be dropped by default"
-    assert params.split.holdout_rows > 0, "a holdout period is required"
+def _params(values: dict[str, object]) -> TrainingParams:
+    # As a params file is read: lax, so that YAML's numbers are taken.
+    return TrainingParams.model_validate(values, strict=False)
 
 
 def test_unknown_field_is_rejected() -> None:
+    # Given a misspelt hyper-parameter / When validated / Then it is refused by name
     with pytest.raises(ValidationError, match="learning_rat"):
-        TrainingParams.model_validate({"model": {"learning_rat": 0.1}}, strict=False)
+        _params({"model": {"learning_rat": 0.1}})
 
 
 def test_sample_must_exceed_holdout() -> None:
-    with pytest.raises(ValidationError, match="sample_rows"):
-        TrainingParams.model_validate(
-            {"data": {"sample_rows": 100}, "split": {"holdout_rows": 200}}, strict=False
-        )
+    # Given a sample no larger than the holdout / When validated / Then nothing is left to fit on
+    with pytest.raises(ValidationError, match="sample_rows must exceed split.holdout_rows"):
+        _params({"data": {"sample_rows": 200}, "split": {"holdout_rows": 200}})
+    # And one row more is enough
+    assert _params({"data": {"sample_rows": 201}, "split": {"holdout_rows": 200}}).data.sample_rows
 
 
 def test_overrides_are_validated_again() -> None:
+    # Given the defaults
     base = TrainingParams()
+
+    # When overridden / Then the override changes the value, and a bad one is refused
     assert resolve_params(base, {"split": {"holdout_rows": 10}}).split.holdout_rows == 10, (
         "an override must change the value"
     )
@@ -39,37 +43,45 @@ def test_overrides_are_validated_again() -> None:
         resolve_params(base, {"nonsense": {}})
 
 
-def test_params_are_frozen() -> None:
-    params = TrainingParams()
-    with pytest.raises(ValidationError):
-        params.split.holdout_rows = 5  # type: ignore[misc]
-
-
 def test_ignored_features_must_be_model_inputs() -> None:
+    # Given names that are not inputs, or every input / When validated / Then refused
     with pytest.raises(ValidationError, match="not model inputs"):
-        TrainingParams.model_validate({"model": {"ignore_features": ["euribor"]}}, strict=False)
+        _params({"model": {"ignore_features": ["euribor"]}})
     with pytest.raises(ValidationError, match="at least one input"):
-        TrainingParams.model_validate({"model": {"ignore_features": list(FEATURES)}}, strict=False)
+        _params({"model": {"ignore_features": list(FEATURES)}})
 
 
-def test_the_replay_params_ignore_the_macro_indicators_and_recalibrate() -> None:
-    params = load_params(ROOT / "params.replay.yaml")
+def test_ignored_features_keep_one_of_each_in_the_order_given() -> None:
+    # Given a list naming an input twice
+    params = _params({"model": {"ignore_features": ["euribor3m", "age", "euribor3m"]}})
 
-    assert set(params.model.ignore_features) == set(FLOAT_FEATURES), params.model
-    assert params.calibration.enabled, "the replay serves a refitted log-odds offset"
-    assert not load_params(ROOT / "params.yaml").calibration.enabled, "off unless asked for"
-    # and they survive the JSON round trip of the registry's `params` tag
-    again = TrainingParams.model_validate_json(params.model_dump_json(), strict=False)
-    assert again == params, "the params tag must give the same params back"
+    # When validated / Then each input is kept once, where it first appears
+    assert params.model.ignore_features == ("euribor3m", "age"), params.model.ignore_features
 
 
 def test_a_negative_min_improvement_lets_every_gated_candidate_through() -> None:
-    params = TrainingParams.model_validate({"promotion": {"min_improvement": -1}}, strict=False)
-    assert params.promotion.min_improvement == -1.0
+    # Given -1, the lowest a metric in [0, 1] can fall / Then it is taken, and below it refused
+    assert _params({"promotion": {"min_improvement": -1}}).promotion.min_improvement == -1.0
     with pytest.raises(ValidationError, match="min_improvement"):
-        TrainingParams.model_validate({"promotion": {"min_improvement": -1.5}}, strict=False)
+        _params({"promotion": {"min_improvement": -1.5}})
 
 
 def test_calibration_needs_at_least_its_minimum_of_rows() -> None:
-    with pytest.raises(ValidationError, match="min_rows"):
-        TrainingParams.model_validate({"calibration": {"rows": 400, "min_rows": 500}}, strict=False)
+    # Given a minimum above the rows the offset is fitted on / Then refused
+    with pytest.raises(ValidationError, match="min_rows cannot exceed calibration.rows"):
+        _params({"calibration": {"rows": 400, "min_rows": 500}})
+
+
+def test_flat_params_name_each_value_by_its_section() -> None:
+    # Given params with one value changed
+    params = _params({"model": {"C": 0.5}})
+
+    # When flattened for MLflow
+    flat = params.flat()
+
+    # Then each value is under `section.name`, one key per field of every section
+    assert flat["model.C"] == 0.5, flat
+    assert flat["split.holdout_rows"] == 4000, flat
+    sections = TrainingParams.model_fields
+    expected = sum(len(type(getattr(params, name)).model_fields) for name in sections)
+    assert len(flat) == expected, f"{len(flat)} keys for {expected} fields"

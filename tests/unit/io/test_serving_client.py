@@ -16,17 +16,22 @@ ROW = PROSPECT
 
 
 def test_requests_carry_one_typed_input_per_feature_from_frames_and_dicts() -> None:
+    # given two prospects, once as a frame with columns the model does not take, once as dicts
     frame = pd.DataFrame([ROW, ROW]).assign(y="no", duration=100)
 
+    # when each is encoded as a V2 inference request
     from_frame = inference_request(frame, request_id="r1")
     from_dicts = inference_request([ROW, ROW], request_id="r1")
 
+    # then both encode alike: one typed input per feature, a value per row, and the id
     assert from_frame == from_dicts, "a DataFrame and dicts must encode the same"
     assert [each["name"] for each in from_frame["inputs"]] == list(FEATURES), "extra columns sent"
     types = {each["name"]: each["datatype"] for each in from_frame["inputs"]}
-    assert (types["age"], types["job"], types["euribor3m"]) == ("INT64", "BYTES", "FP64")
-    assert from_frame["inputs"][0]["shape"] == [2]
-    assert from_frame["id"] == "r1"
+    assert (types["age"], types["job"], types["euribor3m"]) == ("INT64", "BYTES", "FP64"), (
+        f"wrong V2 datatypes: {types}"
+    )
+    assert from_frame["inputs"][0]["shape"] == [2], "an input's shape should be the row count"
+    assert from_frame["id"] == "r1", "the request id is not sent"
 
 
 def _server(request: httpx.Request) -> httpx.Response:
@@ -57,30 +62,39 @@ def _server(request: httpx.Request) -> httpx.Response:
 
 
 def test_infer_returns_scores_version_flags_and_id() -> None:
+    # given a V2 server that scores 0.25 with model 3 and flags the age out of range
     with ServingClient("http://mlserver", transport=httpx.MockTransport(_server)) as client:
+        # when a row is scored under a request id
         scored = client.infer([ROW], request_id="abc")
 
-    assert scored.scores == [0.25]
-    assert scored.model_version == "3"
-    assert scored.request_id == "abc"
-    assert scored.out_of_range == [["age"]]
-    assert scored.latency_ms == pytest.approx(0.42)
-    assert scored.route == "champion"
+    # then the answer's score, version, id, flags, latency and route are all parsed
+    assert scored.scores == [0.25], f"wrong scores: {scored.scores}"
+    assert scored.model_version == "3", f"wrong model version: {scored.model_version}"
+    assert scored.request_id == "abc", f"the request id is not echoed: {scored.request_id}"
+    assert scored.out_of_range == [["age"]], f"out-of-range flags lost: {scored.out_of_range}"
+    assert scored.latency_ms == pytest.approx(0.42), "420 microseconds should read as 0.42 ms"
+    assert scored.route == "champion", f"wrong route: {scored.route}"
 
 
 def test_errors_carry_the_status_and_the_server_message() -> None:
+    # given a V2 server that refuses an age of 150 with a 400
     with ServingClient("http://mlserver", transport=httpx.MockTransport(_server)) as client:
+        # when such a row is scored
         with pytest.raises(ServingError) as caught:
             client.infer([{**ROW, "age": 150}])
-        assert client.served_version() == "3"
+        # then the client still answers afterwards
+        assert client.served_version() == "3", "the client is unusable after a refused request"
 
-    assert caught.value.status_code == 400
-    assert "'age'" in caught.value.message
+    # and the error carries the status and the server's message
+    assert caught.value.status_code == 400, f"wrong status: {caught.value.status_code}"
+    assert "'age'" in caught.value.message, f"the server's message is lost: {caught.value}"
 
 
 def test_ready_is_false_when_nothing_listens() -> None:
+    # given a server that refuses every connection
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
     with ServingClient("http://mlserver", transport=httpx.MockTransport(refuse)) as client:
-        assert client.ready() is False
+        # when readiness is asked / then it is False, not an exception
+        assert client.ready() is False, "a refused connection should read as not ready"

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
 from mlserver.settings import ModelSettings, Settings
 
+from telescore.io.registry import ModelVersionRef
 from telescore.jobs.model_repository import (
     RUNTIME,
     LogitOffset,
@@ -95,13 +95,8 @@ def _extra(root: Path, name: str) -> dict[str, object]:
     return json.loads((root / name / "model-settings.json").read_text())["parameters"]["extra"]
 
 
-def _version(number: str, **tags: str) -> ModelVersion:
-    return ModelVersion(
-        name="telemarketing",
-        version=number,
-        creation_timestamp=0,
-        tags=[ModelVersionTag(key, value) for key, value in tags.items()],
-    )
+def _version(number: str, **tags: str) -> ModelVersionRef:
+    return ModelVersionRef("telemarketing", number, tags=tags)
 
 
 def test_the_champions_offset_is_its_own_and_survives_a_rewrite(tmp_path: Path) -> None:

@@ -41,17 +41,29 @@ class LoggedWindow:
 
 @pytest.mark.parametrize(("rows", "max_rows"), [(50, 100), (1000, 100), (1001, 100), (4097, 64)])
 def test_a_window_is_sampled_evenly_and_never_above_the_bound(rows: int, max_rows: int) -> None:
-    frame, info = read_window(LoggedWindow(rows), WINDOW, max_rows)  # type: ignore[arg-type]
+    # given a window of `rows` champion predictions, scored n / rows in call order
+    logged = LoggedWindow(rows)
+
+    # when the monitor reads it with a bound of `max_rows`
+    frame, info = read_window(logged, WINDOW, max_rows)  # type: ignore[arg-type]
+
+    # then it keeps every k-th row, in order, as few as the bound needs gone, counting them all
     step = info["sampled_every"]
     assert len(frame) <= max_rows, f"{len(frame)} rows kept, over the bound {max_rows}"
     assert info["predictions"] == rows, "every row of the window should be counted"
     expected = [n / rows for n in range(0, rows, step)]
     assert frame["score"].tolist() == expected, "the sample should be every k-th row, in order"
     assert step == 1 or len(frame) > max_rows // 2, "the stride should not thin more than needed"
-    assert info["model_version"] == "7"
+    assert info["model_version"] == "7", f"the window's model version is lost: {info}"
 
 
 def test_other_routes_are_left_out_of_the_champions_window() -> None:
-    frame, info = read_window(LoggedWindow(100, shadow_every=4), WINDOW, 1000)  # type: ignore[arg-type]
+    # given 100 predictions, every fourth one by the shadow model
+    logged = LoggedWindow(100, shadow_every=4)
+
+    # when the monitor reads the champion's window
+    frame, info = read_window(logged, WINDOW, 1000)  # type: ignore[arg-type]
+
+    # then it keeps the champion's 75 rows, yet counts all 100 predictions
     assert len(frame) == 75, "the shadow's rows are not the champion's"
-    assert info["predictions"] == 100
+    assert info["predictions"] == 100, f"every prediction should be counted: {info}"

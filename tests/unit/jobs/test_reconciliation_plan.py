@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import pytest
-from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 
+from telescore.io.registry import ModelVersionRef
 from telescore.jobs.model_repository import (
     CHALLENGER_MODEL,
     CHAMPION_MODEL,
     RECALIBRATED_OFFSET_TAG,
     LogitOffset,
-    alias_versions,
     champion_offset,
     desired_models,
 )
 from telescore.jobs.reconciler import ServedState, plan
 
 
-def _version(number: str, **tags: str) -> ModelVersion:
-    return ModelVersion(
-        name="telemarketing",
-        version=number,
-        creation_timestamp=0,
-        tags=[ModelVersionTag(key, value) for key, value in tags.items()],
-    )
+def _version(number: str, **tags: str) -> ModelVersionRef:
+    return ModelVersionRef("telemarketing", number, tags=tags)
 
 
 def _served(version: str, route: str, offset: float = 0.0) -> ServedState:
@@ -94,25 +86,3 @@ def test_the_monitors_refit_tag_wins_over_the_offset_fitted_at_registration() ->
     assert champion_offset(tagged) == LogitOffset(-0.2, "3"), "the refit is the newer offset"
     assert champion_offset(_version("3", logit_offset="0.5")) == LogitOffset(0.5, "3")
     assert champion_offset(_version("3", **{RECALIBRATED_OFFSET_TAG: "nan"})) is None
-
-
-class _Registry:
-    """A registry client whose alias reads fail as told."""
-
-    def __init__(self, error_code: int) -> None:
-        self.error_code = error_code
-
-    def get_model_version_by_alias(self, name: str, alias: str) -> ModelVersion:
-        if alias == "champion":
-            return _version("3")
-        raise MlflowException(f"alias {alias}", self.error_code)
-
-
-def test_an_unreachable_registry_is_not_an_alias_that_is_gone() -> None:
-    # given a registry without a challenger alias, then only the champion is desired
-    gone = alias_versions("telemarketing", _Registry(INVALID_PARAMETER_VALUE))  # type: ignore[arg-type]
-    assert set(gone) == {"champion"}, gone
-
-    # given a registry that fails to answer, then the read fails (and nothing is unloaded)
-    with pytest.raises(MlflowException):
-        alias_versions("telemarketing", _Registry(TEMPORARILY_UNAVAILABLE))  # type: ignore[arg-type]

@@ -1,7 +1,8 @@
-"""Lineage tags the training job sets on a registered model version."""
+"""The training job: its composition, its fit, and the lineage tags it sets on a version."""
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -10,8 +11,9 @@ import pytest
 from telescore.core.params import TrainingParams
 from telescore.core.scoring import shift_log_odds
 from telescore.io.datasets import Dataset
+from telescore.jobs import training
 from telescore.jobs.training import registration_offset, validation_lineage
-from telescore.validation.base import ValidationReport
+from telescore.validation.base import ValidationFailedError, ValidationReport
 
 DATASET = Path(__file__).resolve().parents[3] / "data" / "bank-additional-full.csv.gz"
 
@@ -93,3 +95,116 @@ def test_a_new_model_gets_an_offset_fitted_on_the_newest_rows_when_calibration_i
     assert shift_log_odds([0.1], offset)[0] == pytest.approx(0.3, abs=1e-9), tags
     assert tags["logit_offset_rows"] == "1000", tags
     assert off == {}, "no offset unless the params ask for one"
+
+
+class _Registry:
+    """The two registry calls `run_training` makes itself: start and end of the MLflow run."""
+
+    tracking_uri = "http://mlflow.test"
+
+    def __init__(self) -> None:
+        self.started: dict[str, str] = {}
+        self.ended: list[bool] = []
+
+    def start_run(self, run_name: str, tags: dict[str, str]) -> str:
+        self.started = {"name": run_name, **tags}
+        return "run-1"
+
+    def end_run(self, run_id: str, succeeded: bool) -> None:
+        self.ended.append(succeeded)
+
+
+def _recording_steps(calls: list[str], failing: str = "") -> training.TrainingSteps:
+    """Steps that record their name and return a stand-in; the one named `failing` raises."""
+
+    def step(name: str, returned: Any) -> Any:
+        def call(*args: Any) -> Any:
+            calls.append(name)
+            if name == failing:
+                raise ValidationFailedError(ValidationReport(tool=name, passed=False))
+            return returned
+
+        return call
+
+    result = training.TrainingResult("run-1", None, promoted=False, reason="kept champion")
+    return training.TrainingSteps(
+        ingest=step("ingest", "dataset"),
+        validate_data=step("validate_data", "data report"),
+        train=step("train", "trained"),
+        validate_model=step("validate_model", "model report"),
+        register=step("register", result),
+    )
+
+
+def test_run_training_runs_the_steps_in_order_in_one_run_tagged_with_its_trigger() -> None:
+    # given a registry and steps that record their calls
+    registry, calls = _Registry(), list[str]()
+    ctx: Any = SimpleNamespace(registry=registry)
+
+    # when a training run composes them, triggered by the monitor
+    result = training.run_training(
+        ctx,
+        TrainingParams(),
+        Path(),
+        trigger={"source": "monitor"},
+        steps=_recording_steps(calls),
+    )
+
+    # then each step ran once, in order, inside one run that ended as succeeded
+    assert calls == ["ingest", "validate_data", "train", "validate_model", "register"], calls
+    assert registry.started == {"name": "train-telemarketing", "trigger.source": "monitor"}, (
+        "the run must be named and tagged with its trigger"
+    )
+    assert registry.ended == [True], "the run must end once, as succeeded"
+    assert result.reason == "kept champion", "the result must be what register decided"
+
+
+def test_a_failed_gate_stops_the_run_before_registration_and_marks_it_failed() -> None:
+    # given steps whose model gate fails
+    registry, calls = _Registry(), list[str]()
+    ctx: Any = SimpleNamespace(registry=registry)
+
+    # when a training run composes them, then the gate's error comes out
+    with pytest.raises(ValidationFailedError):
+        training.run_training(
+            ctx, TrainingParams(), Path(), steps=_recording_steps(calls, failing="validate_model")
+        )
+
+    # and nothing after the gate ran, and the run ended as failed
+    assert calls == ["ingest", "validate_data", "train", "validate_model"], calls
+    assert registry.ended == [False], "a run stopped by a gate must be recorded as failed"
+
+
+def test_fit_evaluates_on_the_most_recent_rows_and_logs_each_metric_by_part() -> None:
+    # given the first 3,000 rows of the data, the last 1,000 held out
+    frame = pd.read_csv(DATASET, sep=";", nrows=3000).drop(columns=["duration"])
+    dataset = Dataset(frame=frame, fingerprint="f", source="test")
+    params = TrainingParams.model_validate({"split": {"holdout_rows": 1000}}, strict=False)
+
+    # when the model is fitted
+    trained = training.fit(dataset, params)
+
+    # then it is evaluated on exactly the newest 1,000 rows, which it did not train on
+    assert trained.evaluation["holdout"]["rows"] == 1000, "the holdout is not the last 1,000 rows"
+    assert trained.evaluation["train"]["rows"] == 2000, "the train rows are not the earlier ones"
+    assert trained.holdout[0].index.min() == 2000, "the holdout must be the most recent rows"
+    assert len(trained.holdout_scores) == 1000, "one holdout score per holdout row"
+    # and a run logs each part's metrics under its prefix, with the fit's time
+    metrics = trained.metrics
+    assert metrics["holdout_roc_auc"] == trained.evaluation["holdout"]["roc_auc"], metrics
+    assert metrics["train_brier"] == trained.evaluation["train"]["brier"], metrics
+    assert metrics["fit_seconds"] == trained.fit_seconds > 0, metrics
+
+
+def test_production_rows_need_the_outcome_store() -> None:
+    # given params that ask for production rows
+    params = TrainingParams.model_validate(
+        {
+            "data": {"path": str(DATASET), "sample_rows": 100, "production": {"enabled": True}},
+            "split": {"holdout_rows": 50},
+        },
+        strict=False,
+    )
+    # when the rows are ingested without an outcome store, then it says what is missing
+    with pytest.raises(ValueError, match="outcome store"):
+        training.ingest(params, Path())

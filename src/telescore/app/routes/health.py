@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 from pymongo.errors import PyMongoError
 
-from telescore.app.deps import SettingsDep
+from telescore.app.deps import ProspectStoreDep, ServingDep, SettingsDep
 
 router = APIRouter(tags=["health"])
 
@@ -33,14 +33,14 @@ def health(settings: SettingsDep) -> Health:
 
 
 @router.get("/ready", responses={503: {"model": Readiness}})
-def ready(request: Request, response: Response) -> Readiness:
+def ready(store: ProspectStoreDep, serving: ServingDep, response: Response) -> Readiness:
     """Say whether MongoDB and the served champion answer; 503 if either does not."""
     try:
-        request.app.state.prospect_store.ping()
+        store.ping()
         mongodb = True
     except PyMongoError:
         mongodb = False
-    mlserver = request.app.state.serving.model_ready()
+    mlserver = serving.model_ready()
     if not (mongodb and mlserver):
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return Readiness(ready=mongodb and mlserver, mongodb=mongodb, mlserver=mlserver)

@@ -21,7 +21,10 @@ from pymongo.errors import PyMongoError
 from telescore.app.deps import (
     AccessStoreDep,
     CallListDep,
+    CallsDep,
+    ExplainerDep,
     ReleaseStoreDep,
+    ScorerDep,
     ScoringDep,
     SessionDep,
     SessionsDep,
@@ -33,7 +36,8 @@ from telescore.core.schema import CATEGORICAL_VALUES
 from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingError
 from telescore.jobs.access import authenticate
-from telescore.jobs.ranking import NoIndicatorsError, UnknownProspectsError
+from telescore.jobs.indicators import NoIndicatorsError
+from telescore.jobs.prospect_scoring import UnknownProspectsError
 from telescore.jobs.scoring import ScoringService
 
 TEMPLATES: Final = Jinja2Templates(directory=Path(__file__).parents[1] / "templates")
@@ -90,6 +94,8 @@ def prospects_page(
     request: Request,
     session: SessionDep,
     call_list: CallListDep,
+    scorer: ScorerDep,
+    explainer: ExplainerDep,
     scoring: ScoringDep,
     releases: ReleaseStoreDep,
 ) -> Response:
@@ -122,7 +128,7 @@ def prospects_page(
     status_code = status.HTTP_200_OK
     try:
         page = call_list.page(query)
-        context["indicators"] = call_list.indicators.get()
+        context["indicators"] = scorer.indicators.get()
     except NoIndicatorsError as error:
         context["error"], status_code = str(error), status.HTTP_409_CONFLICT
     except (httpx.TransportError, ServingError):
@@ -137,7 +143,7 @@ def prospects_page(
             "pages": max(1, math.ceil(page.total / query.page_size)),
             "back": back,
             "page_url": lambda number: "/?" + urlencode({**raw, "page": number}),
-            "reasons": call_list.reasons(page.rows),
+            "reasons": explainer.reasons(page.rows),
         }
     return TEMPLATES.TemplateResponse(request, "prospects.html", context, status_code=status_code)
 
@@ -145,7 +151,7 @@ def prospects_page(
 @router.post("/calls")
 def record_call(
     session: SessionDep,
-    call_list: CallListDep,
+    calls: CallsDep,
     prospect_id: Annotated[str, Form(max_length=64)],
     prediction_id: Annotated[str, Form(max_length=64)],
     result: Annotated[CallResult, Form()],
@@ -158,7 +164,7 @@ def record_call(
     if csrf_token != session.csrf_token:
         return Response("CSRF token missing or wrong", status_code=status.HTTP_403_FORBIDDEN)
     try:
-        stored = call_list.record_call(prospect_id, prediction_id, result, session.user)
+        stored = calls.record_call(prospect_id, prediction_id, result, session.user)
     except UnknownProspectsError as error:
         return _back(back, f"Not recorded: {error}")
     if stored.outcome is not None and not stored.pending and stored.outcome.stored is None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from telescore.app.deps import CallerDep, CallListDep, requires
+from telescore.app.deps import CallerDep, CallListDep, CallsDep, ScorerDep, requires
 from telescore.app.errors import API_ERRORS, responses
 from telescore.app.routes.outcomes import raise_for_outcome
 from telescore.core.outcomes import PredictionId
@@ -119,15 +119,15 @@ def list_prospects(call_list: CallListDep, query: Annotated[RankingQuery, Query(
 
 
 @router.post("/score", responses=responses(404))
-async def score_prospects(request: ScoreByIds, call_list: CallListDep) -> list[Score]:
+async def score_prospects(request: ScoreByIds, scorer: ScorerDep) -> list[Score]:
     """Score prospects by id, now, with today's calendar and the indicators in force."""
     # One thread hop for the blocking work (MongoDB, MLServer), not one per dependency.
-    scored = await run_in_threadpool(call_list.score_prospects, request.prospect_ids)
+    scored = await run_in_threadpool(scorer.score_prospects, request.prospect_ids)
     return [_score(each.prospect_id, each.scored) for each in scored]
 
 
 @router.post("/score-profiles")
-async def score_profiles(request: ScoreProfiles, call_list: CallListDep) -> list[Score]:
+async def score_profiles(request: ScoreProfiles, scorer: ScorerDep) -> list[Score]:
     """Score posted profiles (prospects not in the campaign, or edited ones)."""
     profiles = [profile.model_dump(exclude={"prospect_id"}) for profile in request.profiles]
     # A profile without an id is routed by a fresh key: per request, not sticky.
@@ -135,7 +135,7 @@ async def score_profiles(request: ScoreProfiles, call_list: CallListDep) -> list
         profile.prospect_id or f"anonymous-{index}-{id(request)}"
         for index, profile in enumerate(request.profiles)
     ]
-    scored = await run_in_threadpool(call_list.score_rows, profiles, keys)
+    scored = await run_in_threadpool(scorer.score_profiles, profiles, keys)
     return [
         _score(profile.prospect_id, each)
         for profile, each in zip(request.profiles, scored, strict=True)
@@ -150,11 +150,11 @@ async def score_profiles(request: ScoreProfiles, call_list: CallListDep) -> list
 def record_call(
     prospect_id: Annotated[ProspectId, Path()],
     report: Annotated[CallReport, Body()],
-    call_list: CallListDep,
+    calls: CallsDep,
     principal: CallerDep,
 ) -> CallStored:
     """Record a call: its result, and (subscribed / declined) the prediction's outcome."""
-    stored = call_list.record_call(prospect_id, report.prediction_id, report.result, principal.name)
+    stored = calls.record_call(prospect_id, report.prediction_id, report.result, principal.name)
     if stored.outcome is not None and not stored.pending:
         raise_for_outcome(stored.outcome)
     return CallStored(

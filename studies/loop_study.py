@@ -1,6 +1,6 @@
 """Offline study of the retraining loop: retrain policies and cheap recalibration, side by side.
 
-    nice -n 19 .venv/bin/python -m benchmarks.loop_study [--events] [--windows]
+    nice -n 19 .venv/bin/python -m studies.loop_study [--events] [--windows]
         [--data PATH] [--params PATH]
 
 No services: plain pandas and scikit-learn on the 41,188 rows in time order, played as
@@ -59,8 +59,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from telescore.core.features import build_pipeline, split_features_label
 from telescore.core.metrics import lift_top_fraction
-from telescore.core.monitoring import load_monitoring_params
-from telescore.core.params import ModelParams, TrainingParams, load_params
+from telescore.core.params import ModelParams, TrainingParams
 from telescore.core.prequential import StreamQuality, stream_quality
 from telescore.core.retraining import (
     RetrainingPolicy,
@@ -70,6 +69,7 @@ from telescore.core.retraining import (
 )
 from telescore.core.schema import FLOAT_FEATURES, LEAKING_COLUMNS
 from telescore.core.scoring import fit_logit_offset
+from telescore.io.params_files import load_monitoring_params, load_training_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
@@ -144,6 +144,7 @@ class Recalibration:
 
     @property
     def label(self) -> str:
+        """Name the recalibration in the table ("" for none)."""
         if self.kind == "none":
             return ""
         name = {"intercept": "intercept", "platt": "Platt"}[self.kind]
@@ -209,6 +210,7 @@ class Stream:
 
     @property
     def streamed(self) -> int:
+        """Rows scored after the first champion."""
         return len(self.labels) - self.first
 
     def logits(self, learner: Learner, labelled_end: int) -> np.ndarray:
@@ -456,26 +458,18 @@ def configurations(training: TrainingParams, policy: RetrainingPolicy) -> list[C
             policy=policy,
             min_improvement=training.promotion.min_improvement,
         ),
-        Config(
-            "ref: HGB every window, all labels, instant (author)",
-            replace(hgb, holdout_rows=0),
-            "every",
-            label_delay_rows=0,
-            promotion="always",
-            budget=None,
-            reference=True,
-        ),
+        authors("ref: HGB every window, all labels, instant (author)", hgb),
         Config("ref: HGB every window", hgb, "every", budget=None, reference=True),
-        Config(
-            "ref: LR last 10k every window, instant (author)",
-            replace(lr_10k, holdout_rows=0),
-            "every",
-            label_delay_rows=0,
-            promotion="always",
-            budget=None,
-            reference=True,
-        ),
+        authors("ref: LR last 10k every window, instant (author)", lr_10k),
     ]
+
+
+def authors(label: str, learner: Learner) -> Config:
+    """The issue author's runs: a retrain before every window, on instant labels, no gate."""
+    instant = replace(learner, holdout_rows=0)
+    return Config(
+        label, instant, "every", label_delay_rows=0, promotion="always", budget=None, reference=True
+    )
 
 
 def met(outcome: Outcome) -> str:
@@ -515,6 +509,7 @@ def print_table(outcomes: Sequence[Outcome], out: Callable[[str], None] = print)
 
 
 def main() -> None:
+    """Run every configuration over the stream and print them side by side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="dataset; default params' path")
     parser.add_argument("--params", type=Path, default=ROOT / "params.replay.yaml")
@@ -522,7 +517,7 @@ def main() -> None:
     parser.add_argument("--events", action="store_true", help="print every retrain too")
     args = parser.parse_args()
 
-    training = load_params(args.params)
+    training = load_training_params(args.params)
     policy = load_monitoring_params(args.params).policy
     data = args.data or ROOT / training.data.path
     frame = pd.read_csv(data, sep=";").drop(columns=list(LEAKING_COLUMNS))

@@ -1,11 +1,14 @@
-"""`telescore` commands for the web app: seed prospects, users, API keys, indicators, routing."""
+"""`telescore` commands for operations: seed the web app, users, API keys, indicators, releases.
+
+It also holds `run_deployment_and_report`, which every command that runs a deployment uses.
+"""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,10 +18,13 @@ from telescore.core.prospects import Indicators
 from telescore.core.routing import RoutingConfig, RoutingMode
 from telescore.io import orchestrator
 from telescore.io.access_store import AccessStore, AlreadyExistsError
+from telescore.io.context import Context
+from telescore.io.datasets import DATASET_FILE
 from telescore.io.prospect_store import ProspectStore
 from telescore.io.release_store import ReleaseStore
-from telescore.jobs import access, campaign, ranking, releases, scoring
-from telescore.settings import Settings, load_settings
+from telescore.jobs import access, campaign, releases, scoring
+from telescore.jobs.indicators import read_indicators, set_indicators
+from telescore.settings import project_root
 
 console = Console()
 user_app = typer.Typer(help="People who log in to the app.", no_args_is_help=True)
@@ -26,22 +32,20 @@ apikey_app = typer.Typer(help="API keys for programs calling the app.", no_args_
 indicators_app = typer.Typer(help="The socio-economic indicators in force.", no_args_is_help=True)
 routing_app = typer.Typer(help="How requests split between champion and challenger.")
 
-DATASET = Path("data/bank-additional-full.csv.gz")
-
-
-def _mongo(settings: Settings) -> tuple[str, str]:
-    return settings.mongodb.resolved_uri(settings.project.host), settings.mongodb.database
-
 
 def seed(
     limit: Annotated[int | None, typer.Option(help="Seed only the first N rows.")] = None,
-    dataset: Annotated[Path, typer.Option(help="Dataset file (`;`-separated).")] = DATASET,
+    dataset: Annotated[
+        Path | None, typer.Option(help=f"Dataset file (`;`-separated); default {DATASET_FILE}.")
+    ] = None,
 ) -> None:
     """Load the prospects from the dataset's profile columns (replacing any), and indicators."""
+    dataset = dataset or project_root() / DATASET_FILE
     with (
-        ProspectStore(*_mongo(load_settings())) as store,
+        Context.from_environment() as ctx,
         console.status(f"Loading prospects from {dataset}..."),
     ):
+        store = ctx.store(ProspectStore, read_timeout_ms=campaign.SEED_READ_TIMEOUT_MS)
         stored, revision = campaign.seed_prospects(store, dataset, limit)
     console.print(f"{stored} prospects seeded; indicators in force: revision {revision}.")
 
@@ -53,9 +57,9 @@ def user_add(
     password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
 ) -> None:
     """Create a user who logs in to the page (the password is stored hashed, argon2id)."""
-    with AccessStore(*_mongo(load_settings())) as store:
+    with Context.from_environment() as ctx:
         try:
-            access.add_user(store, name, password, role)
+            access.add_user(ctx.store(AccessStore), name, password, role)
         except (ValueError, AlreadyExistsError) as error:
             console.print(f"[red]Not created:[/] {error}")
             raise typer.Exit(code=1) from None
@@ -68,8 +72,8 @@ def apikey_create(
     role: Annotated[Role, typer.Option(help="caller, or ops.")] = "caller",
 ) -> None:
     """Create an API key; it is printed once and stored only as a hash."""
-    with AccessStore(*_mongo(load_settings())) as store:
-        created = access.create_api_key(store, name, role)
+    with Context.from_environment() as ctx:
+        created = access.create_api_key(ctx.store(AccessStore), name, role)
     console.print(f"API key for {name} ({role}), shown once; send it as the X-API-Key header:")
     typer.echo(created.key)
 
@@ -77,8 +81,8 @@ def apikey_create(
 @indicators_app.command("show")
 def indicators_show() -> None:
     """Show the indicators every prospect is scored with now."""
-    with ProspectStore(*_mongo(load_settings())) as store:
-        record = ranking.read_indicators(store)
+    with Context.from_environment() as ctx:
+        record = read_indicators(ctx.store(ProspectStore))
     if record is None:
         console.print("No indicators entered yet: `telescore seed` or `telescore indicators set`.")
         raise typer.Exit(code=1)
@@ -104,8 +108,8 @@ def indicators_set(
         nr_employed=nr_employed,
     )
     day = date.fromisoformat(effective_from) if effective_from else datetime.now(UTC).date()
-    with ProspectStore(*_mongo(load_settings())) as store:
-        revision = ranking.set_indicators(store, indicators, day, by)
+    with Context.from_environment() as ctx:
+        revision = set_indicators(ctx.store(ProspectStore), indicators, day, by)
     console.print(f"Indicators revision {revision} in force from {day}.")
 
 
@@ -114,8 +118,9 @@ def routing_show(context: typer.Context) -> None:
     """Show the routing in force."""
     if context.invoked_subcommand is not None:
         return
-    with ReleaseStore(*_mongo(load_settings())) as store:
-        console.print_json(scoring.read_routing(store).model_dump_json())
+    with Context.from_environment() as ctx:
+        routing = scoring.read_routing(ctx.store(ReleaseStore))
+    console.print_json(routing.model_dump_json())
 
 
 @routing_app.command("set")
@@ -130,23 +135,29 @@ def routing_set(
     except ValueError as error:
         console.print(f"[red]Refused:[/] {error}")
         raise typer.Exit(code=1) from None
-    with ReleaseStore(*_mongo(load_settings())) as store:
-        stored = releases.set_routing(store, config, by)
+    with Context.from_environment() as ctx:
+        stored = releases.set_routing(ctx.store(ReleaseStore), config, by)
     console.print(
         f"Routing revision {stored.revision}: {stored.mode}"
         + (f" {stored.canary_weight:g}%" if stored.mode == "canary" else "")
     )
 
 
-def promote() -> None:
-    """Judge the release under way now: promote, roll back or wait (promote-telemarketing)."""
-    settings = load_settings()
-    api_url = settings.prefect.resolved_api_url(settings.project.host)
-    with console.status(f"Running {orchestrator.PROMOTION_DEPLOYMENT} on the worker..."):
-        outcome = orchestrator.run_deployment(orchestrator.PROMOTION_DEPLOYMENT, api_url)
+def run_deployment_and_report(
+    name: str, api_url: str, parameters: dict[str, Any] | None = None
+) -> None:
+    """Run a deployment on the worker and print its final state as JSON; exit 1 unless completed."""
+    with console.status(f"Running {name} on the worker..."):
+        outcome = orchestrator.run_deployment(name, api_url, parameters)
     console.print_json(json.dumps(outcome, default=str))
     if not outcome["completed"]:
         raise typer.Exit(code=1)
+
+
+def promote() -> None:
+    """Judge the release under way now: promote, roll back or wait (promote-telemarketing)."""
+    with Context.from_environment() as ctx:
+        run_deployment_and_report(orchestrator.PROMOTION_DEPLOYMENT, ctx.prefect_api_url)
 
 
 def rollback(
@@ -154,7 +165,8 @@ def rollback(
 ) -> None:
     """Serve the `previous` champion again, now: champion only, on every MLServer in seconds."""
     try:
-        old, new = releases.rollback_to_previous(load_settings(), by)
+        with Context.from_environment() as ctx:
+            old, new = releases.rollback_to_previous(ctx, by)
     except LookupError as error:
         console.print(f"[red]No rollback:[/] {error}")
         raise typer.Exit(code=1) from None

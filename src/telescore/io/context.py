@@ -1,0 +1,131 @@
+"""One context per entry point: the clients a job works with, opened once and closed once.
+
+The CLI, each flow, the app's lifespan, a benchmark's stack and the test fixtures each open one
+`Context` from the settings; jobs take it (or the clients it opened), never `Settings`. Clients
+are created on first use, so an entry point that only needs the registry never dials MongoDB,
+and all of them are closed when the context closes.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+from telescore.io.mongodb import MongoStore
+from telescore.io.registry import Registry
+from telescore.io.serving_client import ServingClient
+from telescore.settings import Settings, load_settings
+
+StoreT = TypeVar("StoreT", bound=MongoStore)
+DEFAULT_SERVING_TIMEOUT = 10.0
+"""Seconds a request to MLServer may take by default (`ServingClient`'s own default)."""
+
+
+class Context:
+    """The clients of one entry point (registry, MongoDB stores, MLServer), closed together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        """What launches processes (ports, the state folder) reads; clients come from below."""
+        self._stack = ExitStack()
+        self._stores: dict[tuple[type[MongoStore], tuple[tuple[str, Any], ...]], MongoStore] = {}
+        self._serving: dict[float, ServingClient] = {}
+
+    @classmethod
+    def from_environment(cls) -> Context:
+        """Open a context on the settings of the environment and the env file."""
+        return cls(load_settings())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every client this context opened."""
+        self._stack.close()
+        self._stores.clear()
+        self._serving.clear()
+        self.__dict__.pop("registry", None)
+
+    # Where things are: resolved once, the embedded defaults on `project.host` when unset.
+
+    @property
+    def host(self) -> str:
+        """Address the embedded services bind to and are reached on."""
+        return self.settings.project.host
+
+    @property
+    def state_dir(self) -> Path:
+        """The state folder, absolute."""
+        return self.settings.project.state_dir.resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow's tracking and registry URI."""
+        return self.settings.mlflow.resolved_tracking_uri(self.host)
+
+    @property
+    def prefect_api_url(self) -> str:
+        """Prefect's API URL."""
+        return self.settings.prefect.resolved_api_url(self.host)
+
+    @property
+    def mongodb_uri(self) -> str:
+        """MongoDB's URI (it may hold credentials: never log it)."""
+        return self.settings.mongodb.resolved_uri(self.host)
+
+    @property
+    def mongodb_database(self) -> str:
+        """MongoDB's database."""
+        return self.settings.mongodb.database
+
+    @property
+    def serving_url(self) -> str:
+        """MLServer's REST base URL (behind a load balancer, any replica)."""
+        return self.settings.serving.resolved_url(self.host)
+
+    @property
+    def pending_outcome_expiry(self) -> timedelta:
+        """How long an outcome reported before its prediction waits for it."""
+        return self.settings.mongodb.pending_outcome_expiry
+
+    # The clients, created on first use.
+
+    @cached_property
+    def registry(self) -> Registry:
+        """The MLflow registry and tracking server."""
+        return Registry.from_settings(self.settings.mlflow, self.host)
+
+    @property
+    def serving(self) -> ServingClient:
+        """A client of MLServer's V2 REST API at `serving_url` (requests time out after 10 s)."""
+        return self.serving_client()
+
+    def serving_client(self, timeout: float = DEFAULT_SERVING_TIMEOUT) -> ServingClient:
+        """Return the open client of MLServer at `serving_url` whose requests wait `timeout` s.
+
+        One per timeout: a probe gives up after 2 s, a reload waits minutes for a model to load.
+        """
+        if timeout not in self._serving:
+            client = ServingClient(self.serving_url, timeout=timeout)
+            self._serving[timeout] = self._stack.enter_context(client)
+        return self._serving[timeout]
+
+    def store(self, kind: type[StoreT], **timeouts: int) -> StoreT:
+        """Return the open store of `kind` on the configured MongoDB (one per kind and timeouts).
+
+        `timeouts` are the store's own keyword arguments (`timeout_ms`, `read_timeout_ms`): a
+        monitor reading a million rows waits longer for an answer than a web request does.
+        """
+        key = (kind, tuple(sorted(timeouts.items())))
+        if key not in self._stores:
+            store = kind(self.mongodb_uri, self.mongodb_database, **timeouts)
+            self._stores[key] = self._stack.enter_context(store)
+        opened = self._stores[key]
+        assert isinstance(opened, kind)  # noqa: S101 - the key's first element is its type
+        return opened

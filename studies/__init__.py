@@ -1,0 +1,1 @@
+"""Offline studies: research tools that start no services (see studies/README.md)."""
