@@ -37,6 +37,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROWS_PER_REQUEST = 3
 REQUESTS_PER_PHASE = 40
 WAIT = 90.0  # a bound on a state, not a timing: a busy machine is slow, not wrong
+READER_TIMEOUT_MS = 15_000
+"""How long the test's own reads wait for nx-27017, busy ingesting the shipper's batches on a
+loaded machine (the store's 2 s default is for requests that must fail fast)."""
 
 
 def _metric(mlserver: ServedMLServer, name: str) -> float:
@@ -84,7 +87,9 @@ def _assert_answered_predictions_stored(
     scores = dict(zip(ids, [s for scored in answered for s in scored.scores], strict=True))
     rows = sum(len(scored.scores) for scored in answered)
     assert len(set(ids)) == rows, f"{rows} rows answered under {len(set(ids))} distinct ids"
-    with PredictionStore(mlserver.mongodb_uri, mlserver.database) as store:
+    with PredictionStore(
+        mlserver.mongodb_uri, mlserver.database, timeout_ms=READER_TIMEOUT_MS
+    ) as store:
         query = {"_id": {"$in": ids}}
         wait_until(lambda: store.count(query) == len(ids), timeout, what="answered predictions")
         stored = {record["_id"]: record["score"] for record in store.find(query)}
@@ -194,7 +199,9 @@ def test_a_record_mongodb_refuses_is_set_aside_and_later_ones_land(
     request_id = f"clash-{uuid.uuid4()}"
     letters = mlserver.journal / DEAD_LETTER_DIR / DEAD_LETTER_FILE
     set_aside_before = _metric(mlserver, "dead_lettered_total")
-    with PredictionStore(mlserver.mongodb_uri, mlserver.database) as store:
+    with PredictionStore(
+        mlserver.mongodb_uri, mlserver.database, timeout_ms=READER_TIMEOUT_MS
+    ) as store:
         # given an operator's unique index that refuses a second row with one client id on one
         # route (a shadow logs the shown request's id again, on its own route; tests that reuse
         # a client id delete their records, or the index could not be built)
@@ -256,7 +263,9 @@ def test_a_journal_left_by_a_model_no_longer_served_is_shipped_and_counted(
         mongodb.start()
 
     # and ships them once MongoDB is back
-    with PredictionStore(mlserver.mongodb_uri, mlserver.database) as store:
+    with PredictionStore(
+        mlserver.mongodb_uri, mlserver.database, timeout_ms=READER_TIMEOUT_MS
+    ) as store:
         wait_until(
             lambda: store.count({"_id": {"$in": prediction_ids}}) == 4, WAIT, what="left-overs"
         )
