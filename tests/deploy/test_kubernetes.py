@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 from deploy_checks import (
@@ -295,7 +296,7 @@ def mongodb_uris(objects: list[dict]) -> dict[str, str]:
 def test_no_workload_logs_in_to_mongodb_as_root(overlay, objects):
     # given the user MongoDB's image makes root, and each container's MongoDB URI
     name, _ = overlay
-    (mongodb,) = [c for w, _, c in containers(objects) if w == "mongodb"]
+    (mongodb,) = [c for w, _, c in containers(objects) if w == c["name"] == "mongodb"]
     root = env_value(
         next(v for v in mongodb["env"] if v["name"] == "MONGO_INITDB_ROOT_USERNAME"),
         secret_data(objects),
@@ -354,3 +355,23 @@ def test_the_work_pool_template_names_objects_the_overlay_creates(objects):
     find(objects, "PersistentVolumeClaim", pod["volumes"][0]["persistentVolumeClaim"]["claimName"])
     default_account = template["variables"]["properties"]["service_account_name"]["default"]
     find(objects, "ServiceAccount", default_account)
+
+
+def test_the_data_stores_wait_for_every_secret_to_be_checked(objects):
+    # given the Secret's keys that hold a secret (a password, a key, a URI with a password)
+    secrets = {
+        key
+        for key in find(objects, "Secret", "telescore-secrets")["data"]
+        if re.search(r"PASSWORD|SECRET|_URI$|_URL$", key)
+    }
+    for each in objects:
+        if each["kind"] != "StatefulSet":
+            continue
+        # when a data store's pod starts / then its first init container checks them all
+        pod = each["spec"]["template"]["spec"]
+        first = pod.get("initContainers", [{}])[0]
+        where = f"StatefulSet {each['metadata']['name']}"
+        assert first.get("command", [None])[0] == "telescore-check-secrets", f"{where}: {first}"
+        assert set(first["command"][1:]) == secrets, (
+            f"{where} checks {sorted(first['command'][1:])}, the Secret holds {sorted(secrets)}"
+        )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Mapping
 
 import pytest
@@ -143,3 +145,67 @@ def test_k8s_workloads_refuse_the_secrets_env_example(rendered_examples, monkeyp
             assert refusal is not None, f"{where} started with the example's secrets"
             for variable in ("TELESCORE_API_SECRET_KEY", "TELESCORE_MONGODB_URI"):
                 assert variable in refusal, f"{where}: the refusal does not name {variable}"
+
+
+CHECK_SECRETS = REPO / "docker" / "check-secrets.py"
+
+
+def check_secrets(names: list[str], environment: Mapping[str, str]) -> subprocess.CompletedProcess:
+    """Run docker/check-secrets.py (the image's telescore-check-secrets) on `environment`."""
+    return subprocess.run(
+        [sys.executable, str(CHECK_SECRETS), *names],
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+        | dict(environment),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_compose_checks_every_secret_before_the_data_stores_start():
+    # given every secret compose requires (`${VAR:?}`, named like a password or a secret)
+    compose = load_compose(COMPOSE_FILE)
+    required = {
+        name
+        for name in re.findall(r"\$\{(\w+):\?", COMPOSE_FILE.read_text())
+        if re.search(r"PASSWORD|SECRET", name)
+    }
+    # then the one-shot secrets-check names each, and the data stores wait for its success
+    check = compose["services"]["secrets-check"]
+    assert set(check["command"][1:]) == required, f"secrets-check checks {check['command']}"
+    for store in ("mongodb", "postgres", "minio"):
+        condition = compose["services"][store]["depends_on"]["secrets-check"]["condition"]
+        assert condition == "service_completed_successfully", f"{store} does not wait for it"
+
+
+def test_the_check_refuses_the_env_example_as_copied():
+    # given .env.example copied as it is (its secrets empty or commented out)
+    names = load_compose(COMPOSE_FILE)["services"]["secrets-check"]["command"][1:]
+    example = example_values((REPO / ".env.example").read_text())
+    # when the compose check runs on it
+    result = check_secrets(names, {name: example.get(name, "") for name in names})
+    # then it fails, naming every secret
+    assert result.returncode == 1, f"the check passed the example:\n{result.stdout}"
+    for name in names:
+        assert name in result.stderr, f"the refusal does not name {name}:\n{result.stderr}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_check_refuses_each_secrets_env_example_placeholder(overlay):
+    # given an overlay's secrets.env.example, every secret filled in but one at a time
+    example = example_values(
+        (REPO / "k8s" / "overlays" / overlay / "secrets.env.example").read_text()
+    )
+    names = [name for name in example if re.search(r"PASSWORD|SECRET|_URI$|_URL$", name)]
+    good = {
+        name: re.sub(r"changeme", GOOD, value) if "://" in value else GOOD
+        for name, value in example.items()
+    }
+    assert check_secrets(names, good).returncode == 0, "the check refused good secrets"
+    for name in names:
+        # when the check runs with that one as the example has it
+        result = check_secrets(names, good | {name: example[name]})
+        # then it fails, naming it
+        assert result.returncode == 1, f"{overlay}: the check passed {name}={example[name]!r}"
+        assert name in result.stderr, f"{overlay}: the refusal does not name {name}"
