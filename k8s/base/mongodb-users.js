@@ -32,6 +32,7 @@ const services = [
       readWrite: [
         "users", "api_keys", "prospects", "indicators", "calls", "call_lists",
         "call_list_chunks", "outcomes", "outcomes_expired", "routing", "release_decisions",
+        "serving_baselines",
       ],
       readOnly: ["predictions", "serving_counters", "monitoring_runs", "retraining_decisions"],
     },
@@ -56,7 +57,7 @@ const services = [
     grants: {
       readWrite: [
         "prospects", "indicators", "calls", "call_lists", "call_list_chunks", "outcomes",
-        "outcomes_expired", "routing", "release_decisions", "monitoring_runs",
+        "outcomes_expired", "routing", "release_decisions", "serving_baselines", "monitoring_runs",
         "retraining_decisions",
       ],
       readOnly: ["predictions"],
