@@ -331,10 +331,22 @@ def test_mongodb_runs_the_users_script_on_first_start(objects):
     assert mounts.get(volume["name"]) == "/docker-entrypoint-initdb.d", f"mounts: {mounts}"
 
 
-def test_mongodb_is_reachable_only_from_inside_the_namespace(objects):
-    policy = find(objects, "NetworkPolicy", "mongodb-from-namespace")
+def test_mongodb_is_reachable_only_by_its_clients(objects):
+    # given the policy that admits connections to MongoDB, and every pod the overlay runs
+    policy = find(objects, "NetworkPolicy", "mongodb-from-clients")
     peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
-    assert peers == [{"podSelector": {}}], f"MongoDB is open to {peers}"
+    assert all(set(peer) == {"podSelector"} for peer in peers), f"MongoDB is open to {peers}"
+    # when the pods its peers select are listed
+    reaching = {
+        pod
+        for pod, labels in pod_labels(objects).items()
+        for peer in peers
+        if peer["podSelector"]["matchLabels"].items() <= labels.items()
+    }
+    # then they are its three clients: the app, MLServer (its shipper), the flow runs
+    assert reaching == {"web", "mlserver-champion", "mlserver-challenger", "telescore-flow-run"}, (
+        f"pods reaching MongoDB: {sorted(reaching)}"
+    )
     find(objects, "StatefulSet", "mongodb")
 
 
