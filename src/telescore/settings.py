@@ -16,6 +16,9 @@ sets it for the processes it starts, and the image sets it to `/app`.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Final, Literal
@@ -24,7 +27,12 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "secret", "password"})
+PLACEHOLDER_PATTERN: Final = re.compile(r"change[-_]?(me|this)|^<.*>$|^x+$", re.IGNORECASE)
+"""Also placeholders: anything saying `changeme`, `<password>`-style blanks, `xxxx`."""
 MIN_SECRET_LENGTH: Final = 32
+"""Keys that sign or encrypt (the session key): random, at least this long."""
+MIN_PASSWORD_LENGTH: Final = 16
+"""Passwords of the services telescore logs in to (in URIs): at least this long."""
 ENV_FILE_VARIABLE: Final = "TELESCORE_ENV_FILE"
 DEFAULT_ENV_FILE: Final = ".env"
 PROJECT_ROOT_VARIABLE: Final = "TELESCORE_PROJECT_ROOT"
@@ -189,23 +197,61 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     evidently: EvidentlySettings = Field(default_factory=EvidentlySettings)
 
+    def production_secrets(self) -> list[ProductionSecret]:
+        """Every secret these settings hold: production refuses each one weak or missing."""
+        # A secret field added to any settings class belongs in this list.
+        return [
+            ProductionSecret(
+                "TELESCORE_API_SECRET_KEY", self.api.secret_key, min_length=MIN_SECRET_LENGTH
+            ),
+            ProductionSecret("TELESCORE_MONGODB_URI", self.mongodb.uri, in_uri=True),
+        ]
+
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:
         if self.project.environment != "production":
             return self
         if self.mongodb.uri is None:
             raise ValueError("TELESCORE_MONGODB_URI must be set in production")
-        secret = self.api.secret_key.get_secret_value() if self.api.secret_key else ""
-        if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < MIN_SECRET_LENGTH:
-            raise ValueError(
-                f"TELESCORE_API_SECRET_KEY must be set in production: {MIN_SECRET_LENGTH}+ "
-                "random characters, not a placeholder"
-            )
-        uri = self.mongodb.uri.get_secret_value()
-        password = uri.split("://", 1)[-1].split("@", 1)[0].partition(":")[2] if "@" in uri else ""
-        if "@" in uri and password.lower() in PLACEHOLDER_SECRETS:
-            raise ValueError("TELESCORE_MONGODB_URI holds a placeholder password in production")
+        refuse_weak_secrets(self.production_secrets())
         return self
+
+
+@dataclass(frozen=True)
+class ProductionSecret:
+    """A secret production refuses when missing, short or a placeholder."""
+
+    variable: str
+    """The environment variable that sets it, named in the refusal."""
+    value: SecretStr | None
+    min_length: int = MIN_PASSWORD_LENGTH
+    in_uri: bool = False
+    """The secret is the password of a URI (`scheme://user:password@host`)."""
+
+    def problem(self) -> str | None:
+        """Say why the secret is refused, or None if it is not."""
+        value = self.value.get_secret_value() if self.value is not None else ""
+        what = "password" if self.in_uri else "value"
+        if self.in_uri:
+            credentials = value.split("://", 1)[-1].split("/", 1)[0]
+            userinfo, at, _ = credentials.rpartition("@")
+            value = userinfo.partition(":")[2] if at else ""
+        if value.lower() in PLACEHOLDER_SECRETS or PLACEHOLDER_PATTERN.search(value):
+            kind = "no" if not value else "a placeholder"
+            return f"{self.variable} holds {kind} {what} in production"
+        if len(value) < self.min_length:
+            return (
+                f"{self.variable} holds a short {what} in production: "
+                f"{self.min_length}+ random characters"
+            )
+        return None
+
+
+def refuse_weak_secrets(secrets: Iterable[ProductionSecret]) -> None:
+    """Raise ValueError naming every secret that is missing, short or a placeholder."""
+    problems = [problem for secret in secrets if (problem := secret.problem())]
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def env_file() -> Path:

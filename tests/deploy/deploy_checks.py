@@ -27,6 +27,9 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 OVERLAYS = ("dev", "prod")
 JOB_TEMPLATE = REPO / "k8s" / "prefect" / "base-job-template.json"
+# Creates one MongoDB user per service with roles on its collections only (compose mounts it in
+# the mongo image's init directory; k8s/base makes a ConfigMap of it for the StatefulSet).
+MONGODB_USERS_SCRIPT = REPO / "k8s" / "base" / "mongodb-users.js"
 # kubectl's client is 1.32 (Debian's package); kubernetes-validate ships schemas up to 1.37.
 KUBERNETES_VERSION = "1.32.0"
 # The tools of the environment pytest runs in (.venv/bin under `make test`).
@@ -235,8 +238,12 @@ def locked_extras(project: str = "telescore") -> set[str]:
 
 # --- docker-compose -----------------------------------------------------------------------
 
-# Services that may publish a port: the web app and the operators' UIs. Everything else is
-# internal (MongoDB, PostgreSQL, MinIO, MLServer, the worker...), whatever it is called.
+# Services that may publish a port: the web app (callers and integrations) and the operators'
+# UIs, the three tools an operator opens in a browser to do their job: MLflow (runs, the
+# registry's versions and aliases), Prefect's server (its UI and the API its CLI uses to start
+# training) and the Evidently UI (the monitor's reports). MinIO's console, MongoDB, PostgreSQL,
+# MLServer and the worker have no operator task that needs a browser: they stay internal,
+# whatever they are called. Published ports bind to loopback by default (DEFAULT_BIND).
 PUBLISHING_SERVICES = frozenset({"app", "mlflow", "prefect-server", "evidently"})
 DEFAULT_BIND = "${TELESCORE_BIND:-127.0.0.1}"
 ONE_SHOT_LABEL = "telescore.one-shot"
@@ -316,3 +323,170 @@ def _strings(value: Any) -> Iterable[str]:
     elif isinstance(value, list):
         for item in value:
             yield from _strings(item)
+
+
+# --- The control plane: who reaches MLServer, which database user, where secrets sit ------
+
+MLSERVER = "mlserver"
+# Who may open a connection to MLServer (issue 21): the web app (it scores), the jobs (the
+# Prefect worker runs the monitor and the promotion) and its reconciler sidecar, which shares
+# MLServer's network namespace (`network_mode: service:mlserver`) and so needs no network.
+MLSERVER_CLIENTS = frozenset({"app", "prefect-worker"})
+# The servers MLServer itself calls (its shipper writes MongoDB; its reconciler and runtime
+# read MLflow). Compose networks are symmetric, so they share a network with MLServer; they
+# run no client of it (docs/security.md says what that leaves).
+MLSERVER_DEPENDENCIES = frozenset({"mongodb", "mlflow"})
+# A password is plain, or a compose variable (`${VAR:?message}`, which may hold spaces).
+MONGODB_URI = re.compile(
+    r"mongodb(?:\+srv)?://(?:(?P<user>[^:@/\s]+)(?::(?:\$\{[^}]*\}|[^@/\s])*)?@)?"
+)
+CREDENTIALS_IN_URI = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
+SECRET_KEY_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|AUTH", re.I)
+MLSERVER_PATHS = ("/v2", "/metrics")
+
+
+def network_peers(compose: Mapping[str, Any], service: str) -> set[str]:
+    """Return the services that share a compose network with `service` (it excluded).
+
+    A service without `networks` is on `default`; one with `network_mode: service:X` shares
+    X's network namespace, so it counts as X itself (it reaches X on 127.0.0.1).
+    """
+    services: Mapping[str, Mapping[str, Any]] = compose.get("services", {})
+
+    def networks(name: str) -> set[str]:
+        each = services[name]
+        mode = str(each.get("network_mode", ""))
+        if mode.startswith("service:"):
+            return networks(mode.removeprefix("service:"))
+        declared = each.get("networks", ["default"])
+        return set(declared if isinstance(declared, list) else dict(declared))
+
+    own = networks(service)
+    shares_namespace = {
+        name
+        for name, each in services.items()
+        if str(each.get("network_mode", "")) == f"service:{service}"
+    }
+    return {
+        name for name in services if name != service and networks(name) & own
+    } - shares_namespace
+
+
+def mlserver_network_problems(compose: Mapping[str, Any]) -> list[str]:
+    """Say who, besides its clients and the servers it calls, can reach MLServer in compose."""
+    problems = []
+    allowed = MLSERVER_CLIENTS | MLSERVER_DEPENDENCIES
+    for peer in sorted(network_peers(compose, MLSERVER) - allowed):
+        problems.append(f"{peer} shares a network with {MLSERVER} (only {sorted(allowed)} may)")
+    for name in sorted(MLSERVER_CLIENTS - network_peers(compose, MLSERVER)):
+        problems.append(f"{name} cannot reach {MLSERVER}: it shares no network with it")
+    declared = compose.get("networks", {}) or {}
+    service = compose["services"][MLSERVER]
+    for network in service.get("networks", ["default"]):
+        if not (declared.get(network) or {}).get("internal"):
+            problems.append(f"{MLSERVER} is on network {network}, which is not internal")
+    return problems
+
+
+def mongodb_users(text: str) -> list[str | None]:
+    """Return the user of each MongoDB URI in `text` (None: a URI without credentials)."""
+    return [match.group("user") for match in MONGODB_URI.finditer(text)]
+
+
+def uri_user_problems(uris: Mapping[str, str], root_user: str, created: str) -> list[str]:
+    """Say which service's MongoDB URI logs in as root, or as a user the init script lacks.
+
+    `uris` maps each service to its URI, `root_user` is MongoDB's root (MONGO_INITDB_ROOT_
+    USERNAME) and `created` the text of the script that creates the services' users. Each
+    service must log in as its own user: two services sharing one could not be told apart.
+    """
+    problems = []
+    owners: dict[str, str] = {}
+    for service, uri in sorted(uris.items()):
+        users = mongodb_users(uri)
+        if not users:
+            problems.append(f"{service}: no MongoDB URI")
+        for user in users:
+            if user is None:
+                problems.append(f"{service}: its MongoDB URI logs in as nobody")
+            elif user == root_user:
+                problems.append(f"{service}: logs in to MongoDB as the root user {user!r}")
+            elif f'"{user}"' not in created:
+                problems.append(f"{service}: MongoDB user {user!r} is not created by the script")
+            elif owners.setdefault(user, service) != service:
+                problems.append(f"{service}: shares MongoDB user {user!r} with {owners[user]}")
+    return problems
+
+
+def configmap_secret_problems(objects: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Say which ConfigMap holds what looks like a secret (by key name or in a URI)."""
+    problems = []
+    for each in objects:
+        if each.get("kind") != "ConfigMap":
+            continue
+        name = each["metadata"]["name"]
+        for key, value in (each.get("data") or {}).items():
+            if SECRET_KEY_NAME.search(key):
+                problems.append(f"ConfigMap {name}: key {key} looks like a secret")
+            if CREDENTIALS_IN_URI.search(str(value)):
+                problems.append(f"ConfigMap {name}: {key} holds a URI with credentials")
+    return problems
+
+
+def ingress_problems(objects: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Say which Ingress routes to MLServer, or routes one of MLServer's paths anywhere."""
+    problems = []
+    for each in objects:
+        if each.get("kind") != "Ingress":
+            continue
+        name = each["metadata"]["name"]
+        spec = each.get("spec", {})
+        backends = [(None, spec["defaultBackend"])] if "defaultBackend" in spec else []
+        for rule in spec.get("rules", []):
+            for path in (rule.get("http") or {}).get("paths", []):
+                backends.append((path.get("path", "/"), path["backend"]))
+        for path, backend in backends:
+            service = backend.get("service", {}).get("name", "")
+            if MLSERVER in service:
+                problems.append(f"Ingress {name}: routes {path or 'everything'} to {service}")
+            elif path and path.startswith(MLSERVER_PATHS):
+                problems.append(f"Ingress {name}: routes MLServer's path {path} to {service}")
+    return problems
+
+
+def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Whether a label selector (matchLabels only; matchExpressions refused) selects `labels`."""
+    if selector.get("matchExpressions"):
+        pytest.fail(f"the check reads matchLabels only, not {selector}")
+    return dict(selector.get("matchLabels") or {}).items() <= dict(labels).items()
+
+
+def mlserver_policy_problems(
+    objects: list[Mapping[str, Any]], pods: Mapping[str, Mapping[str, str]], allowed: set[str]
+) -> list[str]:
+    """Say which NetworkPolicy lets a pod other than `allowed` (names in `pods`) reach MLServer.
+
+    `pods` maps each pod template's name to its labels (the overlay's workloads and the flow
+    runs of the Prefect job template). A rule with no `from`, a namespace selector or an IP
+    block lets in pods the overlay does not know of, so it is a problem in itself.
+    """
+    problems = []
+    mlserver_labels = {"app.kubernetes.io/name": MLSERVER}
+    for policy in objects:
+        if policy.get("kind") != "NetworkPolicy":
+            continue
+        name = policy["metadata"]["name"]
+        if not selects(policy["spec"].get("podSelector", {}), mlserver_labels):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            peers = rule.get("from")
+            if not peers:
+                problems.append(f"NetworkPolicy {name}: lets every pod reach MLServer")
+            for peer in peers or []:
+                if set(peer) != {"podSelector"}:
+                    problems.append(f"NetworkPolicy {name}: lets {peer} reach MLServer")
+                    continue
+                for pod, labels in pods.items():
+                    if pod not in allowed and selects(peer["podSelector"], labels):
+                        problems.append(f"NetworkPolicy {name}: lets {pod} reach MLServer")
+    return problems

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 
 import pytest
 from deploy_checks import (
     FIXTURES,
     JOB_TEMPLATE,
+    MONGODB_USERS_SCRIPT,
     OVERLAYS,
+    REPO,
+    configmap_secret_problems,
     find,
+    ingress_problems,
     manifests,
+    mlserver_policy_problems,
     render,
     render_overlay,
+    uri_user_problems,
     validate_manifests,
 )
 
@@ -117,49 +125,229 @@ def test_only_the_web_app_is_reachable_from_the_ingress_controller(overlay, obje
         for peer in rule.get("from", [])
         if peer.get("namespaceSelector", {}).get("matchLabels") == INGRESS_CONTROLLER
     }
-    # The dev overlay switches the MLServer canary on, which opens MLServer to the ingress too.
-    expected = {"web-from-ingress-controller"} | (
-        {"mlserver-from-ingress-controller"} if name == "dev" else set()
+    assert opened == {"web-from-ingress-controller"}, (
+        f"overlay {name}: open to the ingress: {opened}"
     )
-    assert opened == expected, f"overlay {name}: policies open to the ingress: {opened}"
 
 
-def test_mlserver_is_reachable_only_by_scoring_clients(objects):
+def pod_labels(objects: list[dict]) -> dict[str, dict[str, str]]:
+    """Labels of every pod the overlay runs, and of the flow runs' pods (the job template)."""
+    pods = {
+        each["metadata"]["name"]: each["spec"]["template"]["metadata"].get("labels", {})
+        for each in objects
+        if each["kind"] in WORKLOADS
+    }
+    flow_runs = json.loads(JOB_TEMPLATE.read_text())["job_configuration"]["job_manifest"]
+    pods["telescore-flow-run"] = flow_runs["spec"]["template"]["metadata"]["labels"]
+    return pods
+
+
+def test_mlserver_is_reachable_only_by_the_app_and_the_jobs(overlay, objects):
+    # given every NetworkPolicy that selects MLServer's pods, and every pod the overlay runs
+    name, _ = overlay
+    pods = pod_labels(objects)
+    # when the pods their rules let in are listed
+    problems = mlserver_policy_problems(objects, pods, {"web", "telescore-flow-run"})
+    # then only the web app and the flow runs (the monitor, the promotion) reach it
+    assert problems == [], f"overlay {name}:\n" + "\n".join(problems)
     policy = find(objects, "NetworkPolicy", "mlserver-from-scoring-clients")
     peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
-    assert peers == [{"podSelector": {"matchLabels": {"telescore.io/scoring-client": "true"}}}]
-    web = find(objects, "Deployment", "web")["spec"]["template"]["metadata"]["labels"]
-    assert web.get("telescore.io/scoring-client") == "true", "the web app cannot reach MLServer"
-    flow_runs = json.loads(JOB_TEMPLATE.read_text())["job_configuration"]["job_manifest"]
-    labels = flow_runs["spec"]["template"]["metadata"]["labels"]
-    assert labels.get("telescore.io/scoring-client") == "true", "flow runs cannot reach MLServer"
+    reaching = {
+        pod
+        for pod, labels in pods.items()
+        for peer in peers
+        if peer["podSelector"]["matchLabels"].items() <= labels.items()
+    }
+    assert reaching == {"web", "telescore-flow-run"}, f"MLServer's clients: {reaching}"
 
 
-def test_mongodb_is_reachable_only_from_inside_the_namespace(objects):
-    policy = find(objects, "NetworkPolicy", "mongodb-from-namespace")
-    peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
-    assert peers == [{"podSelector": {}}], f"MongoDB is open to {peers}"
-    find(objects, "StatefulSet", "mongodb")
-
-
-def test_the_canary_splits_by_ingress_nginx_weight_in_dev_only(overlay, objects):
-    name, _ = overlay
-    canaries = [
-        each
-        for each in objects
-        if each["kind"] == "Ingress"
-        and each["metadata"].get("annotations", {}).get("nginx.ingress.kubernetes.io/canary")
+def test_the_policy_check_catches_mlserver_opened_to_others():
+    # given policies that open MLServer to the ingress controller, to all, and to one more pod
+    mlserver = {"matchLabels": {"app.kubernetes.io/name": "mlserver"}}
+    policies = [
+        {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "to-ingress"},
+            "spec": {
+                "podSelector": mlserver,
+                "ingress": [{"from": [{"namespaceSelector": {"matchLabels": INGRESS_CONTROLLER}}]}],
+            },
+        },
+        {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "to-all"},
+            "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 8080}]}]},
+        },
+        {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "to-label"},
+            "spec": {
+                "podSelector": mlserver,
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"scorer": "true"}}}]}],
+            },
+        },
     ]
-    if name == "prod":
-        assert canaries == [], "prod exposes MLServer through the ingress"
-        return
-    (canary,) = canaries
-    weight = canary["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"]
-    assert 0 < int(weight) < 100, f"canary weight {weight}"
-    backend = canary["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
-    assert backend == "mlserver-challenger", f"the canary goes to {backend}"
-    main = find(objects, "Ingress", "mlserver")
-    assert main["spec"]["rules"][0]["host"] == canary["spec"]["rules"][0]["host"], "hosts differ"
+    pods = {"web": {"scorer": "true"}, "evidently": {"scorer": "true"}}
+    # when checked / then each opening is named
+    problems = "\n".join(mlserver_policy_problems(policies, pods, {"web"}))
+    for expected in (
+        "to-ingress: lets {'namespaceSelector'",
+        "to-all: lets every pod",
+        "to-label: lets evidently",
+    ):
+        assert expected in problems, f"the policy check missed {expected!r}:\n{problems}"
+    assert "lets web" not in problems, f"the check refused an allowed pod:\n{problems}"
+
+
+def test_no_ingress_routes_mlserver(overlay, objects):
+    # given the overlay's Ingresses / then none reaches MLServer or routes one of its paths
+    name, _ = overlay
+    problems = ingress_problems(objects)
+    assert problems == [], f"overlay {name} exposes MLServer:\n" + "\n".join(problems)
+
+
+def test_no_ingress_in_the_k8s_folder_routes_mlserver():
+    # given every manifest under k8s/, components an overlay might switch on included
+    objects = [
+        doc
+        for path in sorted((REPO / "k8s").rglob("*.yaml"))
+        for doc in manifests(path.read_text())
+    ]
+    # then no Ingress in any of them routes to MLServer
+    problems = ingress_problems(objects)
+    assert problems == [], "k8s/ has an MLServer route:\n" + "\n".join(problems)
+
+
+def test_the_ingress_check_catches_a_v2_route():
+    # given the canary Ingress the dev overlay had before issue 21, and a /v2 path elsewhere
+    route = {"path": "/v2", "backend": {"service": {"name": "mlserver-challenger"}}}
+    proxy = {"path": "/v2/models", "backend": {"service": {"name": "gateway"}}}
+    ingresses = [
+        {
+            "kind": "Ingress",
+            "metadata": {"name": "canary"},
+            "spec": {"rules": [{"http": {"paths": [route, proxy]}}]},
+        }
+    ]
+    # when checked / then both routes are named
+    problems = "\n".join(ingress_problems(ingresses))
+    assert "routes /v2 to mlserver-challenger" in problems, problems
+    assert "MLServer's path /v2/models to gateway" in problems, problems
+
+
+def test_no_configmap_holds_a_secret(overlay, objects):
+    # given the overlay's ConfigMaps / then no key or value looks like a secret
+    name, _ = overlay
+    problems = configmap_secret_problems(objects)
+    assert problems == [], f"overlay {name}:\n" + "\n".join(problems)
+
+
+def test_the_configmap_check_catches_secrets():
+    # given a ConfigMap with a password, a key and a URI with credentials
+    config = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "leaky"},
+        "data": {
+            "POSTGRES_PASSWORD": "x",
+            "TELESCORE_API_SECRET_KEY": "y",
+            "TELESCORE_MONGODB_URI": "mongodb://app:hunter2@mongodb:27017/",
+            "TELESCORE_MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        },
+    }
+    # when checked / then the three are named, the plain URI is not
+    problems = "\n".join(configmap_secret_problems([config]))
+    for expected in (
+        "key POSTGRES_PASSWORD",
+        "key TELESCORE_API_SECRET_KEY",
+        "TELESCORE_MONGODB_URI holds a URI with credentials",
+    ):
+        assert expected in problems, f"the ConfigMap check missed {expected!r}:\n{problems}"
+    assert "TRACKING_URI" not in problems, problems
+
+
+def secret_data(objects: list[dict], name: str = "telescore-secrets") -> dict[str, str]:
+    """The decoded data of a rendered Secret (rendered from secrets.env.example)."""
+    secret = find(objects, "Secret", name)
+    return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+
+def env_value(variable: dict, secrets: dict[str, str]) -> str:
+    """A container variable's value, read from the Secret where it refers to one."""
+    reference = variable.get("valueFrom", {}).get("secretKeyRef")
+    return secrets[reference["key"]] if reference else variable.get("value", "")
+
+
+def mongodb_uris(objects: list[dict]) -> dict[str, str]:
+    """TELESCORE_MONGODB_URI of every container (workload/container), flow runs included."""
+    secrets = secret_data(objects)
+    uris = {}
+    for workload, _, container in containers(objects):
+        for variable in container.get("env", []):
+            if variable["name"] == "TELESCORE_MONGODB_URI":
+                uris[f"{workload}/{container['name']}"] = env_value(variable, secrets)
+    manifest = json.loads(JOB_TEMPLATE.read_text())["job_configuration"]["job_manifest"]
+    (flow_run,) = manifest["spec"]["template"]["spec"]["containers"]
+    for variable in flow_run["env"]:
+        if variable["name"] == "TELESCORE_MONGODB_URI":
+            uris["telescore-flow-run"] = env_value(variable, secrets)
+    return uris
+
+
+def test_no_workload_logs_in_to_mongodb_as_root(overlay, objects):
+    # given the user MongoDB's image makes root, and each container's MongoDB URI
+    name, _ = overlay
+    (mongodb,) = [c for w, _, c in containers(objects) if w == c["name"] == "mongodb"]
+    root = env_value(
+        next(v for v in mongodb["env"] if v["name"] == "MONGO_INITDB_ROOT_USERNAME"),
+        secret_data(objects),
+    )
+    uris = mongodb_uris(objects)
+    # when the services' users are read: an MLServer pod's containers are one service (the
+    # shipper), so they are checked under one name
+    by_service = {
+        ("mlserver" if key.startswith("mlserver-") else key.split("/")[0]): uri
+        for key, uri in uris.items()
+    }
+    problems = uri_user_problems(by_service, root, MONGODB_USERS_SCRIPT.read_text())
+    # then none is root, and each is a user the init script creates, one per service
+    assert problems == [], f"overlay {name}:\n" + "\n".join(problems)
+    users = {key: uri.split("://", 1)[1].split(":", 1)[0] for key, uri in uris.items()}
+    assert {users["web/web"], users["telescore-flow-run"], users["mlserver-champion/mlserver"]} == {
+        "telescore-app",
+        "telescore-jobs",
+        "telescore-shipper",
+    }, f"users: {users}"
+
+
+def test_mongodb_runs_the_users_script_on_first_start(objects):
+    # given MongoDB's StatefulSet / then the users script is mounted in its init directory
+    pod = find(objects, "StatefulSet", "mongodb")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "configMap" in v]
+    config = find(objects, "ConfigMap", volume["configMap"]["name"])
+    assert config["data"].get(MONGODB_USERS_SCRIPT.name) == MONGODB_USERS_SCRIPT.read_text(), (
+        "the ConfigMap does not hold k8s/base/mongodb-users.js as it is"
+    )
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts.get(volume["name"]) == "/docker-entrypoint-initdb.d", f"mounts: {mounts}"
+
+
+def test_mongodb_is_reachable_only_by_its_clients(objects):
+    # given the policy that admits connections to MongoDB, and every pod the overlay runs
+    policy = find(objects, "NetworkPolicy", "mongodb-from-clients")
+    peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
+    assert all(set(peer) == {"podSelector"} for peer in peers), f"MongoDB is open to {peers}"
+    # when the pods its peers select are listed
+    reaching = {
+        pod
+        for pod, labels in pod_labels(objects).items()
+        for peer in peers
+        if peer["podSelector"]["matchLabels"].items() <= labels.items()
+    }
+    # then they are its three clients: the app, MLServer (its shipper), the flow runs
+    assert reaching == {"web", "mlserver-champion", "mlserver-challenger", "telescore-flow-run"}, (
+        f"pods reaching MongoDB: {sorted(reaching)}"
+    )
+    find(objects, "StatefulSet", "mongodb")
 
 
 def test_the_work_pool_template_names_objects_the_overlay_creates(objects):
@@ -179,3 +367,23 @@ def test_the_work_pool_template_names_objects_the_overlay_creates(objects):
     find(objects, "PersistentVolumeClaim", pod["volumes"][0]["persistentVolumeClaim"]["claimName"])
     default_account = template["variables"]["properties"]["service_account_name"]["default"]
     find(objects, "ServiceAccount", default_account)
+
+
+def test_the_data_stores_wait_for_every_secret_to_be_checked(objects):
+    # given the Secret's keys that hold a secret (a password, a key, a URI with a password)
+    secrets = {
+        key
+        for key in find(objects, "Secret", "telescore-secrets")["data"]
+        if re.search(r"PASSWORD|SECRET|_URI$|_URL$", key)
+    }
+    for each in objects:
+        if each["kind"] != "StatefulSet":
+            continue
+        # when a data store's pod starts / then its first init container checks them all
+        pod = each["spec"]["template"]["spec"]
+        first = pod.get("initContainers", [{}])[0]
+        where = f"StatefulSet {each['metadata']['name']}"
+        assert first.get("command", [None])[0] == "telescore-check-secrets", f"{where}: {first}"
+        assert set(first["command"][1:]) == secrets, (
+            f"{where} checks {sorted(first['command'][1:])}, the Secret holds {sorted(secrets)}"
+        )

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from telescore.settings import ApiSettings, MongoSettings, ProjectSettings, Settings
+from telescore.settings import (
+    ApiSettings,
+    MongoSettings,
+    ProductionSecret,
+    ProjectSettings,
+    Settings,
+    refuse_weak_secrets,
+)
 
 GOOD_SECRET = "k" * 16 + "3f9a1c7e5b2d8046"
-MONGODB = MongoSettings(uri="mongodb://telescore:s3cr3t-pa55@mongo:27017")
+MONGODB = MongoSettings(uri="mongodb://telescore-app:9f3a1c7e5b2d8046aa71@mongo:27017")
 
 
 def _production(secret: str | None) -> Settings:
@@ -48,6 +55,41 @@ def test_production_refuses_a_placeholder_mongodb_password() -> None:
             mongodb=placeholder,
             api=ApiSettings(secret_key=GOOD_SECRET),
         )
+
+
+@pytest.mark.parametrize(
+    ("uri", "refusal"),
+    [
+        ("mongodb://telescore-app:short9f3a@mongo:27017", "a short password"),
+        ("mongodb://telescore-app:<password>@mongo:27017", "a placeholder password"),
+        ("mongodb://telescore-app:CHANGEME-please-0123@mongo:27017", "a placeholder password"),
+        ("mongodb://telescore-app:@mongo:27017", "no password"),
+        ("mongodb://mongo:27017/telescore", "no password"),
+    ],
+)
+def test_production_refuses_a_weak_or_missing_mongodb_password(uri: str, refusal: str) -> None:
+    # given production settings with a good session key and a MongoDB URI whose password is
+    # short, a blank to fill in, says changeme, is empty or absent
+    # when they are validated / then they are refused, naming the variable and why
+    with pytest.raises(ValidationError, match=f"TELESCORE_MONGODB_URI holds {refusal}"):
+        Settings(
+            project=ProjectSettings(environment="production"),
+            mongodb=MongoSettings(uri=uri),
+            api=ApiSettings(secret_key=GOOD_SECRET),
+        )
+
+
+def test_every_weak_secret_is_named_at_once() -> None:
+    # given two weak secrets of a list, one good
+    secrets = [
+        ProductionSecret("A_KEY", None),
+        ProductionSecret("GOOD_KEY", SecretStr(GOOD_SECRET)),
+        ProductionSecret("B_URI", SecretStr("postgresql://u:changeme@db/x"), in_uri=True),
+    ]
+    # when they are checked / then one refusal names both weak ones, not the good one
+    with pytest.raises(ValueError, match="A_KEY holds no value.*B_URI holds a placeholder") as e:
+        refuse_weak_secrets(secrets)
+    assert "GOOD_KEY" not in str(e.value), f"a good secret was refused: {e.value}"
 
 
 def test_development_needs_no_secret() -> None:
