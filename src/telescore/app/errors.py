@@ -11,7 +11,7 @@ import logging
 from typing import Any, Final
 
 import httpx
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pymongo.errors import ConnectionFailure, PyMongoError
@@ -112,17 +112,28 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise _TooLargeError
+                raise _TooLargeError(self.max_bytes)
             return message
 
         try:
             await self.app(scope, counting_receive, send)
         except _TooLargeError:
+            # Read outside a route (no handler answered it): answer here.
             await _too_large(self.max_bytes)(scope, receive, send)
 
 
-class _TooLargeError(Exception):
-    pass
+class _TooLargeError(HTTPException):
+    """Raised from `receive` once a streamed body is over the limit.
+
+    An HTTPException: FastAPI passes it on while it reads a body (any other error there becomes
+    a 400), and its handler answers 413.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"request body over {max_bytes} bytes: refused",
+        )
 
 
 def _too_large(max_bytes: int) -> JSONResponse:

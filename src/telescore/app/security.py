@@ -10,6 +10,7 @@ working within that time).
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import threading
 import time
@@ -27,6 +28,8 @@ from telescore.settings import Settings
 SESSION_COOKIE: Final = "telescore_session"
 LOGIN_CSRF_COOKIE: Final = "telescore_login_csrf"
 KEY_CACHE_SECONDS: Final = 30.0
+NOTICE_SECONDS: Final = 600
+"""How long the page shows a notice its URL carries (signed: a link cannot make up one)."""
 SECRET_FILE: Final = "app-secret"  # noqa: S105 - a file name, not a secret
 
 
@@ -45,6 +48,7 @@ class Sessions:
     def __init__(self, secret: str, max_age_seconds: int) -> None:
         self._sessions = URLSafeTimedSerializer(secret, salt="telescore-session")
         self._login = URLSafeTimedSerializer(secret, salt="telescore-login-csrf")
+        self._notices = URLSafeTimedSerializer(secret, salt="telescore-notice")
         self.max_age_seconds = max_age_seconds
 
     def new(self, principal: Principal) -> tuple[str, Session]:
@@ -67,6 +71,20 @@ class Sessions:
             return None
         return Session(str(data["u"]), data["r"], str(data["c"]))
 
+    def sign_notice(self, notice: str) -> str:
+        """Return a notice signed for the URL of the page that shows it."""
+        return self._notices.dumps(notice)
+
+    def read_notice(self, signed: str | None) -> str | None:
+        """Return a notice the app signed lately; None for any other text (never shown)."""
+        if not signed:
+            return None
+        try:
+            notice = self._notices.loads(signed, max_age=NOTICE_SECONDS)
+        except BadSignature:
+            return None
+        return notice if isinstance(notice, str) else None
+
     def new_login_token(self) -> tuple[str, str]:
         """Return (cookie value, form token) for a login form."""
         token = secrets.token_urlsafe(24)
@@ -80,7 +98,13 @@ class Sessions:
             token = self._login.loads(cookie, max_age=3600)
         except BadSignature:
             return False
-        return isinstance(token, str) and secrets.compare_digest(token, form_token)
+        return isinstance(token, str) and tokens_match(token, form_token)
+
+
+def tokens_match(expected: str, given: str) -> bool:
+    """Tell whether a form's CSRF token is the expected one, in constant time."""
+    # Bytes, not str: compare_digest refuses non-ASCII strings (a 500), and a form may send any.
+    return hmac.compare_digest(expected.encode(), given.encode())
 
 
 class ApiKeys:
