@@ -20,6 +20,7 @@ from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingClient
 from telescore.jobs.calls import CallRecorder
 from telescore.jobs.explanations import Explainer
+from telescore.jobs.logins import LoginGuard
 from telescore.jobs.prospect_scoring import ProspectScorer
 from telescore.jobs.ranking import CallListCache
 from telescore.jobs.scoring import ScoringService
@@ -73,6 +74,7 @@ get_call_list = part("call_list")
 get_calls = part("calls")
 get_explainer = part("explainer")
 get_api_keys = part("api_keys")
+get_logins = part("logins")
 
 
 async def get_session(
@@ -121,6 +123,7 @@ ScorerDep = Annotated[ProspectScorer, Depends(get_scorer)]
 CallListDep = Annotated[CallListCache, Depends(get_call_list)]
 CallsDep = Annotated[CallRecorder, Depends(get_calls)]
 ExplainerDep = Annotated[Explainer, Depends(get_explainer)]
+LoginsDep = Annotated[LoginGuard, Depends(get_logins)]
 SessionDep = Annotated[Session | None, Depends(get_session)]
 CallerDep = Annotated[Principal, Depends(requires("caller"))]
 OpsDep = Annotated[Principal, Depends(requires("ops"))]

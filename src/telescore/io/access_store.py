@@ -3,13 +3,17 @@
 `users`: `_id` = user name; an argon2 hash of the password and a role.
 `api_keys`: `_id` = the key's public id (the part before the secret); a SHA-256 of the whole key
 and a role. Nothing here can give back a password or a key.
+`login_failures`: one document per failed login and key it counts under (`key`, `at`), so every
+replica of the app counts the same failures. Plain finds, inserts and deletes (nx-27017 too).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, Final
 
+from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
@@ -17,6 +21,7 @@ from telescore.io.mongodb import Document, MongoStore
 
 USERS: Final = "users"
 API_KEYS: Final = "api_keys"
+LOGIN_FAILURES: Final = "login_failures"
 
 
 class AlreadyExistsError(ValueError):
@@ -64,3 +69,33 @@ class AccessStore(MongoStore):
     def api_key(self, key_id: str) -> Document | None:
         """Return an API key record by its public id."""
         return self.api_keys.find_one({"_id": key_id})
+
+    @property
+    def login_failures(self) -> Collection[Document]:
+        """The `login_failures` collection."""
+        return self._collection(LOGIN_FAILURES)
+
+    def ensure_indexes(self) -> None:
+        """Create the index failed logins are counted by (idempotent)."""
+        self.login_failures.create_index([("key", ASCENDING), ("at", ASCENDING)])
+
+    def failures_since(self, keys: Iterable[str], since: datetime) -> dict[str, list[datetime]]:
+        """Return the times of the failed logins counted under each key, since `since`."""
+        wanted = list(keys)
+        found: dict[str, list[datetime]] = {key: [] for key in wanted}
+        cursor = self.login_failures.find(
+            {"key": {"$in": wanted}, "at": {"$gt": since}}, {"_id": 0, "key": 1, "at": 1}
+        )
+        for failure in cursor:
+            found.setdefault(failure["key"], []).append(failure["at"])
+        return found
+
+    def add_failure(self, keys: Iterable[str], at: datetime, forget_before: datetime) -> None:
+        """Count a failed login under each key; forget failures older than `forget_before`."""
+        self.login_failures.insert_many([{"key": key, "at": at} for key in keys])
+        # Failures past the window count no more: cleaned up here, on failures only.
+        self.login_failures.delete_many({"at": {"$lt": forget_before}})
+
+    def forget_failures(self, key: str) -> None:
+        """Forget the failed logins counted under `key` (a user who just logged in)."""
+        self.login_failures.delete_many({"key": key})

@@ -19,10 +19,10 @@ from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
 from telescore.app.deps import (
-    AccessStoreDep,
     CallListDep,
     CallsDep,
     ExplainerDep,
+    LoginsDep,
     ReleaseStoreDep,
     ScorerDep,
     ScoringDep,
@@ -41,7 +41,6 @@ from telescore.core.prospects import AGE_BANDS, CallResult, RankingQuery
 from telescore.core.schema import CATEGORICAL_VALUES
 from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingError
-from telescore.jobs.access import authenticate
 from telescore.jobs.indicators import NoIndicatorsError
 from telescore.jobs.prospect_scoring import UnknownProspectsError
 from telescore.jobs.scoring import ScoringService
@@ -60,35 +59,56 @@ router = APIRouter(include_in_schema=False)
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, sessions: SessionsDep, error: str | None = None) -> Response:
     """Show the login form, with a fresh CSRF token (and the sentence of an error code)."""
-    cookie, token = sessions.new_login_token()
     # The URL is anyone's to write: it names a code, never the text shown.
-    message = LOGIN_ERRORS.get(error or "")
-    response = TEMPLATES.TemplateResponse(
-        request, "login.html", {"csrf_token": token, "error": message, "session": None}
-    )
-    _set_cookie(request, response, LOGIN_CSRF_COOKIE, cookie, 3600)
-    return response
+    return _login_form(request, sessions, LOGIN_ERRORS.get(error or ""))
 
 
 @router.post("/login")
-def login(
+async def login(
     request: Request,
     sessions: SessionsDep,
-    access: AccessStoreDep,
+    logins: LoginsDep,
     username: Annotated[str, Form(max_length=64)],
     password: Annotated[str, Form(max_length=256)],
     csrf_token: Annotated[str, Form(max_length=128)],
 ) -> Response:
-    """Log a caller in: check the form's token, then the password; start a session."""
+    """Log a caller in: check the form's token, then the password (throttled); start a session."""
     if not sessions.login_token_matches(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token):
         return _redirect("/login?error=expired")
-    principal = authenticate(access, username, password)
-    if principal is None:
+    address = request.client.host if request.client else "unknown"
+    attempt = await logins.log_in(username, password, address)
+    if attempt.retry_after is not None:
+        # Refused unchecked: said on the form, with the status and the wait a program reads.
+        if attempt.busy:
+            message = "Too many logins at once: please try again in a moment."
+            code = status.HTTP_503_SERVICE_UNAVAILABLE
+        else:
+            minutes = math.ceil(attempt.retry_after / 60)
+            message = f"Too many failed logins: try again in {minutes} minute(s)."
+            code = status.HTTP_429_TOO_MANY_REQUESTS
+        response = _login_form(request, sessions, message, code)
+        response.headers["Retry-After"] = str(attempt.retry_after)
+        return response
+    if attempt.principal is None:
         return _redirect("/login?error=wrong")
-    cookie, _ = sessions.new(principal)
+    cookie, _ = sessions.new(attempt.principal)
     response = _redirect("/")
     _set_cookie(request, response, SESSION_COOKIE, cookie, sessions.max_age_seconds)
     response.delete_cookie(LOGIN_CSRF_COOKIE)
+    return response
+
+
+def _login_form(
+    request: Request, sessions: Sessions, error: str | None, code: int = status.HTTP_200_OK
+) -> Response:
+    cookie, token = sessions.new_login_token()
+    response = TEMPLATES.TemplateResponse(
+        request,
+        "login.html",
+        {"csrf_token": token, "error": error, "session": None},
+        status_code=code,
+    )
+    _set_cookie(request, response, LOGIN_CSRF_COOKIE, cookie, 3600)
     return response
 
 
