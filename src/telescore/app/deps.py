@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
-from telescore.app.security import SESSION_COOKIE, ApiKeys, Session, Sessions
+from telescore.app.security import SESSION_COOKIE, ApiKeys, Session, SessionChecks, Sessions
 from telescore.app.services import Services
 from telescore.core.access import API_KEY_HEADER, Principal, Role, allows
 from telescore.io.access_store import AccessStore
@@ -75,13 +75,22 @@ get_calls = part("calls")
 get_explainer = part("explainer")
 get_api_keys = part("api_keys")
 get_logins = part("logins")
+get_session_checks = part("session_checks")
 
 
 async def get_session(
-    request: Request, sessions: Annotated[Sessions, Depends(get_sessions)]
+    request: Request,
+    sessions: Annotated[Sessions, Depends(get_sessions)],
+    checks: Annotated[SessionChecks, Depends(get_session_checks)],
 ) -> Session | None:
-    """Return the logged-in user's session, or None (no cookie, forged or expired)."""
-    return sessions.read(request.cookies.get(SESSION_COOKIE))
+    """Return the logged-in user's live session, or None (no cookie, forged, expired or ended)."""
+    cookie = sessions.read(request.cookies.get(SESSION_COOKIE))
+    if cookie is None:
+        return None
+    # A user read lately costs no thread hop; only a miss reads MongoDB, in a thread.
+    if (cached := checks.cached(cookie)) is not None:
+        return cached[0]
+    return await run_in_threadpool(checks.check, cookie)
 
 
 def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
@@ -124,6 +133,7 @@ CallListDep = Annotated[CallListCache, Depends(get_call_list)]
 CallsDep = Annotated[CallRecorder, Depends(get_calls)]
 ExplainerDep = Annotated[Explainer, Depends(get_explainer)]
 LoginsDep = Annotated[LoginGuard, Depends(get_logins)]
+SessionChecksDep = Annotated[SessionChecks, Depends(get_session_checks)]
 SessionDep = Annotated[Session | None, Depends(get_session)]
 CallerDep = Annotated[Principal, Depends(requires("caller"))]
 OpsDep = Annotated[Principal, Depends(requires("ops"))]

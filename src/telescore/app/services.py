@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from telescore.app.security import ApiKeys
+from telescore.app.security import ApiKeys, SessionChecks
 from telescore.core.login_throttle import LoginLimits
 from telescore.io.access_store import AccessStore
 from telescore.io.call_list_store import CallListStore
@@ -46,6 +46,9 @@ class Services:
     explainer: Explainer
     api_keys: ApiKeys
     logins: LoginGuard
+    """Password checks, throttled per user and address, bounded in parallel."""
+    session_checks: SessionChecks
+    """Which session cookies are live (users' epochs and roles, cached briefly)."""
     """Password checks, throttled per user and address, bounded in parallel."""
 
 
@@ -100,4 +103,5 @@ def build_services(
             ),
             max_parallel_hashes=api.max_parallel_password_checks,
         ),
+        session_checks=SessionChecks(access),
     )

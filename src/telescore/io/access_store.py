@@ -1,6 +1,7 @@
 """MongoDB adapter for the web app's credentials: `users` and `api_keys`, secrets hashed.
 
-`users`: `_id` = user name; an argon2 hash of the password and a role.
+`users`: `_id` = user name; an argon2 hash of the password, a role and a session epoch (raised
+to end every session of the user: logout, a new password, a new role).
 `api_keys`: `_id` = the key's public id (the part before the secret); a SHA-256 of the whole key
 and a role. Nothing here can give back a password or a key.
 `login_failures`: one document per failed login and key it counts under (`key`, `at`), so every
@@ -22,6 +23,8 @@ from telescore.io.mongodb import Document, MongoStore
 USERS: Final = "users"
 API_KEYS: Final = "api_keys"
 LOGIN_FAILURES: Final = "login_failures"
+SESSION_EPOCH: Final = "session_epoch"
+"""A user's count of ended sessions; a session cookie names the epoch it began in."""
 
 
 class AlreadyExistsError(ValueError):
@@ -51,9 +54,28 @@ class AccessStore(MongoStore):
             raise AlreadyExistsError(f"user {user['_id']!r} exists already") from None
 
     def set_password_hash(self, name: str, password_hash: str) -> bool:
-        """Replace a user's password hash; False if there is no such user."""
-        result = self.users.update_one({"_id": name}, {"$set": {"password_hash": password_hash}})
+        """Replace a user's password hash, ending their sessions; False if there is no such user."""
+        result = self.users.update_one(
+            {"_id": name},
+            {"$set": {"password_hash": password_hash}, "$inc": {SESSION_EPOCH: 1}},
+        )
         return result.matched_count == 1
+
+    def set_role(self, name: str, role: str) -> bool:
+        """Change a user's role, ending their sessions; False if there is no such user."""
+        result = self.users.update_one(
+            {"_id": name}, {"$set": {"role": role}, "$inc": {SESSION_EPOCH: 1}}
+        )
+        return result.matched_count == 1
+
+    def end_sessions(self, name: str) -> bool:
+        """End every session of a user (their cookies name an older epoch); False if none."""
+        result = self.users.update_one({"_id": name}, {"$inc": {SESSION_EPOCH: 1}})
+        return result.matched_count == 1
+
+    def session_state(self, name: str) -> Document | None:
+        """Return a user's role and session epoch (not the password hash), if the user exists."""
+        return self.users.find_one({"_id": name}, {"role": 1, SESSION_EPOCH: 1})
 
     def user(self, name: str) -> Document | None:
         """Return a user, if one has this name."""

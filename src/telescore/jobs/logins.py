@@ -16,10 +16,9 @@ from datetime import UTC, datetime
 
 from anyio import to_thread
 
-from telescore.core.access import Principal
 from telescore.core.login_throttle import LoginLimits, longest_wait, throttle_keys
 from telescore.io.access_store import AccessStore
-from telescore.jobs.access import authenticate
+from telescore.jobs.access import UserSession, authenticate
 
 BUSY_RETRY_SECONDS = 2
 """What a try refused because too many passwords are being checked is told to wait."""
@@ -27,9 +26,9 @@ BUSY_RETRY_SECONDS = 2
 
 @dataclass(frozen=True)
 class LoginAttempt:
-    """What became of a login: a principal, or none, and how long to wait if refused unchecked."""
+    """What became of a login: the user, or none, and how long to wait if refused unchecked."""
 
-    principal: Principal | None
+    user: UserSession | None
     retry_after: int | None = None
     """Seconds to wait: the password was not checked (throttled, or too busy)."""
     busy: bool = False
@@ -66,19 +65,19 @@ class LoginGuard:
         except TimeoutError:
             return LoginAttempt(None, retry_after=BUSY_RETRY_SECONDS, busy=True)
         try:
-            principal = await to_thread.run_sync(self._check, name, password, keys)
+            user = await to_thread.run_sync(self._check, name, password, keys)
         finally:
             self._hashing.release()
-        return LoginAttempt(principal)
+        return LoginAttempt(user)
 
     def _wait(self, keys: tuple[str, str]) -> int | None:
         now = self._clock()
         failures = self._store.failures_since(keys, now - self.limits.window)
         return longest_wait(failures, now, self.limits)
 
-    def _check(self, name: str, password: str, keys: tuple[str, str]) -> Principal | None:
-        principal = authenticate(self._store, name, password)
-        if principal is None:
+    def _check(self, name: str, password: str, keys: tuple[str, str]) -> UserSession | None:
+        user = authenticate(self._store, name, password)
+        if user is None:
             if not self._indexed:
                 self._store.ensure_indexes()
                 self._indexed = True
@@ -87,4 +86,4 @@ class LoginGuard:
         else:
             user_key, _ = keys
             self._store.forget_failures(user_key)
-        return principal
+        return user

@@ -43,7 +43,7 @@ def test_guessing_one_user_s_password_is_throttled(fast_app: FastApp) -> None:
     replica = LoginGuard(fast_app.services.access_store, limits)
     attempt = asyncio.run(replica.log_in(fast_app.caller_user, PASSWORD, "10.9.8.7"))
     assert attempt.retry_after is not None, "the count is shared through MongoDB"
-    assert attempt.principal is None, "a throttled try is not checked"
+    assert attempt.user is None, "a throttled try is not checked"
 
 
 def test_trying_many_names_from_one_address_is_throttled(fast_app: FastApp) -> None:

@@ -26,6 +26,7 @@ from telescore.app.deps import (
     ReleaseStoreDep,
     ScorerDep,
     ScoringDep,
+    SessionChecksDep,
     SessionDep,
     SessionsDep,
 )
@@ -89,9 +90,9 @@ async def login(
         response = _login_form(request, sessions, message, code)
         response.headers["Retry-After"] = str(attempt.retry_after)
         return response
-    if attempt.principal is None:
+    if attempt.user is None:
         return _redirect("/login?error=wrong")
-    cookie, _ = sessions.new(attempt.principal)
+    cookie = sessions.new(attempt.user)
     response = _redirect("/")
     _set_cookie(request, response, SESSION_COOKIE, cookie, sessions.max_age_seconds)
     response.delete_cookie(LOGIN_CSRF_COOKIE)
@@ -113,10 +114,16 @@ def _login_form(
 
 
 @router.post("/logout")
-def logout(session: SessionDep, csrf_token: Annotated[str, Form(max_length=128)]) -> Response:
-    """End the session (the form must carry the session's token)."""
+def logout(
+    session: SessionDep,
+    checks: SessionChecksDep,
+    csrf_token: Annotated[str, Form(max_length=128)],
+) -> Response:
+    """End the user's sessions, server-side (the form must carry the session's token)."""
     if session is None or not tokens_match(session.csrf_token, csrf_token):
         return _redirect("/login")
+    # Not only this browser's cookie: a copy kept elsewhere is refused from now on.
+    checks.end(session.user)
     response = _redirect("/login")
     response.delete_cookie(SESSION_COOKIE)
     return response
