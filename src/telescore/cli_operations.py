@@ -110,7 +110,9 @@ def _said_for_user(changed: bool, name: str, what: str) -> None:
 @apikey_app.command("create")
 def apikey_create(
     name: Annotated[str, typer.Argument(help="What the key is for, e.g. 'crm-sync'.")],
-    role: Annotated[Role, typer.Option(help="caller, or ops.")] = "caller",
+    role: Annotated[
+        Role, typer.Option(help="caller, integration (reports outcomes: a CRM), or ops.")
+    ] = "caller",
 ) -> None:
     """Create an API key; it is printed once and stored only as a hash."""
     with Context.from_environment() as ctx:

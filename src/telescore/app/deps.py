@@ -32,7 +32,7 @@ MONGODB_FAILED: Final = "MongoDB failed to answer: nothing was read or recorded;
 _api_key = APIKeyHeader(
     name=API_KEY_HEADER,
     auto_error=False,
-    description="An API key from `telescore apikey create` (role caller or ops).",
+    description="An API key from `telescore apikey create` (role caller, integration or ops).",
 )
 
 
@@ -93,8 +93,9 @@ async def get_session(
     return await run_in_threadpool(checks.check, cookie)
 
 
-def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
-    """Return a dependency admitting API keys of `role` or above: 401 without one, 403 below."""
+def requires(role: Role, *others: Role) -> Callable[..., Awaitable[Principal]]:
+    """Return a dependency admitting API keys allowed any of the roles: 401 without, 403 else."""
+    roles = (role, *others)
 
     async def check(
         keys: Annotated[ApiKeys, Depends(get_api_keys)],
@@ -110,10 +111,10 @@ def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
                 f"a valid API key is required in the {API_KEY_HEADER} header",
                 headers={"WWW-Authenticate": "ApiKey"},
             )
-        if not allows(principal.role, role):
+        if not any(allows(principal.role, each) for each in roles):
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
-                f"this needs the {role} role; the key has {principal.role}",
+                f"this needs the {' or '.join(roles)} role; the key has {principal.role}",
             )
         return principal
 

@@ -1,8 +1,9 @@
 """How failures are answered: a status and one clear sentence, never a stack trace.
 
 MongoDB down or failing → 503; MLServer unreachable or failing → 503; a request body over the
-size limit → 413; an unknown prospect → 404; no indicators entered yet → 409; the call list
-still being scored by another replica after the wait → 503.
+size limit → 413; an unknown prospect → 404; a call citing another prospect's prediction → 422;
+no indicators entered yet → 409; the call list still being scored by another replica after the
+wait → 503.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from telescore.app.deps import MONGODB_FAILED, MONGODB_UNREACHABLE
 from telescore.io.serving_client import ServingError
 from telescore.jobs.call_lists import CallListNotReadyError
+from telescore.jobs.calls import NotThisProspectsPredictionError
 from telescore.jobs.indicators import NoIndicatorsError
 from telescore.jobs.prospect_scoring import UnknownProspectsError
 
@@ -43,6 +45,7 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         status.HTTP_404_NOT_FOUND: "Unknown id",
         status.HTTP_409_CONFLICT: "Conflicts with what is stored",
         status.HTTP_413_REQUEST_ENTITY_TOO_LARGE: "Request body too large",
+        status.HTTP_422_UNPROCESSABLE_ENTITY: "Malformed, or cites another prospect's prediction",
         status.HTTP_503_SERVICE_UNAVAILABLE: "MongoDB or MLServer is unreachable",
     }
     return {code: {"model": Detail, "description": described[code]} for code in codes}
@@ -79,6 +82,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CallListNotReadyError)
     async def call_list_not_ready(request: Request, error: CallListNotReadyError) -> JSONResponse:
         return _answer(status.HTTP_503_SERVICE_UNAVAILABLE, str(error))
+
+    @app.exception_handler(NotThisProspectsPredictionError)
+    async def not_this_prospect(
+        request: Request, error: NotThisProspectsPredictionError
+    ) -> JSONResponse:
+        return _answer(status.HTTP_422_UNPROCESSABLE_ENTITY, str(error))
 
     @app.exception_handler(NoIndicatorsError)
     async def no_indicators(request: Request, error: NoIndicatorsError) -> JSONResponse:

@@ -144,3 +144,32 @@ def test_a_login_form_token_that_is_not_ascii_is_refused_not_a_500(fast_app: Fas
     # then it is refused as an expired form (tokens are compared as bytes, in constant time)
     assert answer.status_code == 303, f"should go back to the form: {answer.status_code}"
     assert answer.headers["location"] == "/login?error=expired", answer.headers
+
+
+def test_the_call_form_cannot_label_another_prospect_s_prediction(fast_app: FastApp) -> None:
+    # given a caller on the list, two rows of different jobs
+    client = fast_app.client
+    log_in(client, fast_app.caller_user)
+    page = client.get("/").text
+    rows = re.findall(
+        r'name="prospect_id" value="([^"]+)".*?name="prediction_id" value="([^"]+)"', page, re.S
+    )
+    profiles = fast_app.services.prospect_store.get_many([prospect for prospect, _ in rows])
+    first, shown = rows[0]
+    other = next(
+        prospect for prospect, _ in rows[1:] if profiles[prospect]["job"] != profiles[first]["job"]
+    )
+    # when the form records a subscription on `other`, citing `first`'s prediction
+    answer = client.post(
+        "/calls",
+        data={
+            "prospect_id": other,
+            "prediction_id": shown,
+            "result": "subscribed",
+            "csrf_token": form_token(page),
+        },
+    )
+    # then the page says it was not recorded, and nothing is stored
+    assert "Not recorded" in answer.text and shown in answer.text, "the page should say why"
+    assert fast_app.services.outcome_store.get(shown) is None, "no outcome should be stored"
+    assert not fast_app.services.prospect_store.calls_of(other), "no call should be stored"

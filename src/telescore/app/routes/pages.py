@@ -42,6 +42,7 @@ from telescore.core.prospects import AGE_BANDS, CallResult, RankingQuery
 from telescore.core.schema import CATEGORICAL_VALUES
 from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingError
+from telescore.jobs.calls import NotThisProspectsPredictionError
 from telescore.jobs.indicators import NoIndicatorsError
 from telescore.jobs.prospect_scoring import UnknownProspectsError
 from telescore.jobs.scoring import ScoringService
@@ -207,7 +208,7 @@ def record_call(
         return Response("CSRF token missing or wrong", status_code=status.HTTP_403_FORBIDDEN)
     try:
         stored = calls.record_call(prospect_id, prediction_id, result, session.user)
-    except UnknownProspectsError as error:
+    except (UnknownProspectsError, NotThisProspectsPredictionError) as error:
         return _back(sessions, back, f"Not recorded: {error}")
     if stored.outcome is not None and not stored.pending and stored.outcome.stored is None:
         return _back(sessions, back, f"Not recorded: {stored.outcome.message}")
