@@ -66,10 +66,53 @@ def user_add(
     console.print(f"User {name} ({role}) created.")
 
 
+@user_app.command("password")
+def user_password(
+    name: str,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Give a user a new password; their open sessions end, on every replica."""
+    with Context.from_environment() as ctx:
+        try:
+            changed = access.set_password(ctx.store(AccessStore), name, password)
+        except ValueError as error:
+            console.print(f"[red]Not changed:[/] {error}")
+            raise typer.Exit(code=1) from None
+    _said_for_user(changed, name, "password changed; their sessions are ended")
+
+
+@user_app.command("role")
+def user_role(
+    name: str,
+    role: Annotated[Role, typer.Option(help="caller, or ops.")],
+) -> None:
+    """Give a user another role; their open sessions end (they log in again with it)."""
+    with Context.from_environment() as ctx:
+        changed = access.set_role(ctx.store(AccessStore), name, role)
+    _said_for_user(changed, name, f"now {role}; their sessions are ended")
+
+
+@user_app.command("logout")
+def user_logout(name: str) -> None:
+    """End every session of a user (a stolen cookie stops working within seconds)."""
+    with Context.from_environment() as ctx:
+        changed = access.end_sessions(ctx.store(AccessStore), name)
+    _said_for_user(changed, name, "sessions ended")
+
+
+def _said_for_user(changed: bool, name: str, what: str) -> None:
+    if not changed:
+        console.print(f"[red]No user {name}.[/]")
+        raise typer.Exit(code=1)
+    console.print(f"User {name}: {what}.")
+
+
 @apikey_app.command("create")
 def apikey_create(
     name: Annotated[str, typer.Argument(help="What the key is for, e.g. 'crm-sync'.")],
-    role: Annotated[Role, typer.Option(help="caller, or ops.")] = "caller",
+    role: Annotated[
+        Role, typer.Option(help="caller, integration (reports outcomes: a CRM), or ops.")
+    ] = "caller",
 ) -> None:
     """Create an API key; it is printed once and stored only as a hash."""
     with Context.from_environment() as ctx:

@@ -173,6 +173,14 @@ class ApiSettings(BaseSettings):
     """Rows per MLServer request (at most the served models' `max_rows`)."""
     max_body_bytes: int = Field(default=1 << 20, gt=0)
     """Larger request bodies are refused (413) before they are read."""
+    login_window_minutes: float = Field(default=15.0, gt=0)
+    """Failed logins are counted over this sliding window (per user name and per address)."""
+    login_failures_per_user: int = Field(default=5, gt=0)
+    """Failed logins a user name may have in the window; more tries are refused (429)."""
+    login_failures_per_address: int = Field(default=20, gt=0)
+    """Failed logins a client address may have in the window; more tries are refused (429)."""
+    max_parallel_password_checks: int = Field(default=4, gt=0)
+    """Passwords checked at once by one app process (argon2id takes ~64 MiB each)."""
 
 
 class EvidentlySettings(BaseSettings):

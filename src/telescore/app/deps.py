@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
-from telescore.app.security import SESSION_COOKIE, ApiKeys, Session, Sessions
+from telescore.app.security import SESSION_COOKIE, ApiKeys, Session, SessionChecks, Sessions
 from telescore.app.services import Services
 from telescore.core.access import API_KEY_HEADER, Principal, Role, allows
 from telescore.io.access_store import AccessStore
@@ -20,6 +20,7 @@ from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingClient
 from telescore.jobs.calls import CallRecorder
 from telescore.jobs.explanations import Explainer
+from telescore.jobs.logins import LoginGuard
 from telescore.jobs.prospect_scoring import ProspectScorer
 from telescore.jobs.ranking import CallListCache
 from telescore.jobs.scoring import ScoringService
@@ -31,7 +32,7 @@ MONGODB_FAILED: Final = "MongoDB failed to answer: nothing was read or recorded;
 _api_key = APIKeyHeader(
     name=API_KEY_HEADER,
     auto_error=False,
-    description="An API key from `telescore apikey create` (role caller or ops).",
+    description="An API key from `telescore apikey create` (role caller, integration or ops).",
 )
 
 
@@ -73,17 +74,28 @@ get_call_list = part("call_list")
 get_calls = part("calls")
 get_explainer = part("explainer")
 get_api_keys = part("api_keys")
+get_logins = part("logins")
+get_session_checks = part("session_checks")
 
 
 async def get_session(
-    request: Request, sessions: Annotated[Sessions, Depends(get_sessions)]
+    request: Request,
+    sessions: Annotated[Sessions, Depends(get_sessions)],
+    checks: Annotated[SessionChecks, Depends(get_session_checks)],
 ) -> Session | None:
-    """Return the logged-in user's session, or None (no cookie, forged or expired)."""
-    return sessions.read(request.cookies.get(SESSION_COOKIE))
+    """Return the logged-in user's live session, or None (no cookie, forged, expired or ended)."""
+    cookie = sessions.read(request.cookies.get(SESSION_COOKIE))
+    if cookie is None:
+        return None
+    # A user read lately costs no thread hop; only a miss reads MongoDB, in a thread.
+    if (cached := checks.cached(cookie)) is not None:
+        return cached[0]
+    return await run_in_threadpool(checks.check, cookie)
 
 
-def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
-    """Return a dependency admitting API keys of `role` or above: 401 without one, 403 below."""
+def requires(role: Role, *others: Role) -> Callable[..., Awaitable[Principal]]:
+    """Return a dependency admitting API keys allowed any of the roles: 401 without, 403 else."""
+    roles = (role, *others)
 
     async def check(
         keys: Annotated[ApiKeys, Depends(get_api_keys)],
@@ -99,10 +111,10 @@ def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
                 f"a valid API key is required in the {API_KEY_HEADER} header",
                 headers={"WWW-Authenticate": "ApiKey"},
             )
-        if not allows(principal.role, role):
+        if not any(allows(principal.role, each) for each in roles):
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
-                f"this needs the {role} role; the key has {principal.role}",
+                f"this needs the {' or '.join(roles)} role; the key has {principal.role}",
             )
         return principal
 
@@ -121,6 +133,8 @@ ScorerDep = Annotated[ProspectScorer, Depends(get_scorer)]
 CallListDep = Annotated[CallListCache, Depends(get_call_list)]
 CallsDep = Annotated[CallRecorder, Depends(get_calls)]
 ExplainerDep = Annotated[Explainer, Depends(get_explainer)]
+LoginsDep = Annotated[LoginGuard, Depends(get_logins)]
+SessionChecksDep = Annotated[SessionChecks, Depends(get_session_checks)]
 SessionDep = Annotated[Session | None, Depends(get_session)]
 CallerDep = Annotated[Principal, Depends(requires("caller"))]
 OpsDep = Annotated[Principal, Depends(requires("ops"))]

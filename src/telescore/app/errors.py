@@ -1,8 +1,9 @@
 """How failures are answered: a status and one clear sentence, never a stack trace.
 
 MongoDB down or failing → 503; MLServer unreachable or failing → 503; a request body over the
-size limit → 413; an unknown prospect → 404; no indicators entered yet → 409; the call list
-still being scored by another replica after the wait → 503.
+size limit → 413; an unknown prospect → 404; a call citing another prospect's prediction → 422;
+no indicators entered yet → 409; the call list still being scored by another replica after the
+wait → 503.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 from typing import Any, Final
 
 import httpx
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pymongo.errors import ConnectionFailure, PyMongoError
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from telescore.app.deps import MONGODB_FAILED, MONGODB_UNREACHABLE
 from telescore.io.serving_client import ServingError
 from telescore.jobs.call_lists import CallListNotReadyError
+from telescore.jobs.calls import NotThisProspectsPredictionError
 from telescore.jobs.indicators import NoIndicatorsError
 from telescore.jobs.prospect_scoring import UnknownProspectsError
 
@@ -43,6 +45,7 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         status.HTTP_404_NOT_FOUND: "Unknown id",
         status.HTTP_409_CONFLICT: "Conflicts with what is stored",
         status.HTTP_413_REQUEST_ENTITY_TOO_LARGE: "Request body too large",
+        status.HTTP_422_UNPROCESSABLE_ENTITY: "Malformed, or cites another prospect's prediction",
         status.HTTP_503_SERVICE_UNAVAILABLE: "MongoDB or MLServer is unreachable",
     }
     return {code: {"model": Detail, "description": described[code]} for code in codes}
@@ -80,6 +83,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def call_list_not_ready(request: Request, error: CallListNotReadyError) -> JSONResponse:
         return _answer(status.HTTP_503_SERVICE_UNAVAILABLE, str(error))
 
+    @app.exception_handler(NotThisProspectsPredictionError)
+    async def not_this_prospect(
+        request: Request, error: NotThisProspectsPredictionError
+    ) -> JSONResponse:
+        return _answer(status.HTTP_422_UNPROCESSABLE_ENTITY, str(error))
+
     @app.exception_handler(NoIndicatorsError)
     async def no_indicators(request: Request, error: NoIndicatorsError) -> JSONResponse:
         return _answer(status.HTTP_409_CONFLICT, str(error))
@@ -112,17 +121,28 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise _TooLargeError
+                raise _TooLargeError(self.max_bytes)
             return message
 
         try:
             await self.app(scope, counting_receive, send)
         except _TooLargeError:
+            # Read outside a route (no handler answered it): answer here.
             await _too_large(self.max_bytes)(scope, receive, send)
 
 
-class _TooLargeError(Exception):
-    pass
+class _TooLargeError(HTTPException):
+    """Raised from `receive` once a streamed body is over the limit.
+
+    An HTTPException: FastAPI passes it on while it reads a body (any other error there becomes
+    a 400), and its handler answers 413.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"request body over {max_bytes} bytes: refused",
+        )
 
 
 def _too_large(max_bytes: int) -> JSONResponse:

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from telescore.app.errors import BodyLimit, install_error_handlers
+from telescore.app.headers import SecurityHeaders
 from telescore.app.routes import health, indicators, outcomes, pages, prospects, releases
 from telescore.app.security import Sessions, session_secret
 from telescore.app.services import build_services
@@ -57,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = Sessions(secret, round(resolved.api.session_hours * 3600))
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=resolved.api.max_body_bytes)
+    # Added last, so outermost: every answer gets the headers, the body limit's 413 too.
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for module in (pages, prospects, outcomes, indicators, releases, health):
         app.include_router(module.router)

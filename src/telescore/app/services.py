@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
-from telescore.app.security import ApiKeys
+from telescore.app.security import ApiKeys, SessionChecks
+from telescore.core.login_throttle import LoginLimits
 from telescore.io.access_store import AccessStore
 from telescore.io.call_list_store import CallListStore
 from telescore.io.context import Context
@@ -21,6 +23,7 @@ from telescore.io.serving_client import ServingClient
 from telescore.jobs.call_lists import SharedCallLists
 from telescore.jobs.calls import CallRecorder
 from telescore.jobs.explanations import Explainer
+from telescore.jobs.logins import LoginGuard
 from telescore.jobs.prospect_scoring import ProspectScorer
 from telescore.jobs.ranking import CallListCache
 from telescore.jobs.scoring import ScoringService
@@ -42,6 +45,11 @@ class Services:
     calls: CallRecorder
     explainer: Explainer
     api_keys: ApiKeys
+    logins: LoginGuard
+    """Password checks, throttled per user and address, bounded in parallel."""
+    session_checks: SessionChecks
+    """Which session cookies are live (users' epochs and roles, cached briefly)."""
+    """Password checks, throttled per user and address, bounded in parallel."""
 
 
 def build_services(
@@ -54,6 +62,7 @@ def build_services(
 
     `registry` opens the registry the explainer loads models from: the context's by default.
     """
+    api = ctx.settings.api
     prospects = ctx.store(ProspectStore)
     outcomes = ctx.store(OutcomeStore)
     access = ctx.store(AccessStore)
@@ -85,4 +94,14 @@ def build_services(
         ),
         explainer=explainer,
         api_keys=ApiKeys(access),
+        logins=LoginGuard(
+            access,
+            LoginLimits(
+                window=timedelta(minutes=api.login_window_minutes),
+                per_user=api.login_failures_per_user,
+                per_address=api.login_failures_per_address,
+            ),
+            max_parallel_hashes=api.max_parallel_password_checks,
+        ),
+        session_checks=SessionChecks(access),
     )

@@ -1,8 +1,11 @@
 """Who may do what in the web app: roles, principals and the shape of an API key (pure).
 
-Two roles: a `caller` scores prospects and records call outcomes; `ops` may also change the
-indicators and the release routing. A person logs in with a password (the page); a program
-presents an API key (the JSON API). Both resolve to a `Principal`.
+Three roles: a `caller` scores prospects and records the calls they made (each call's outcome is
+the outcome of the prediction shown); an `integration` (a CRM, a replay) reports outcomes in bulk
+through the outcomes API, and nothing else; `ops` may do all that, and change the indicators and
+the release routing. Outcomes decide promotions, so reporting them is not every caller's.
+A person logs in with a password (the page); a program presents an API key (the JSON API). Both
+resolve to a `Principal`.
 """
 
 from __future__ import annotations
@@ -11,9 +14,13 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
-Role = Literal["caller", "ops"]
+Role = Literal["caller", "integration", "ops"]
 ROLES: Final[tuple[str, ...]] = get_args(Role)
-_RANK: Final[dict[str, int]] = {"caller": 1, "ops": 2}
+_GRANTS: Final[dict[str, frozenset[str]]] = {
+    "caller": frozenset({"caller"}),
+    "integration": frozenset({"integration"}),
+    "ops": frozenset(ROLES),
+}
 
 API_KEY_HEADER: Final = "X-API-Key"
 """The header a program sends its API key in."""
@@ -35,8 +42,8 @@ class Principal:
 
 
 def allows(role: Role, needed: Role) -> bool:
-    """Tell whether `role` may do what needs `needed` (ops may do everything a caller may)."""
-    return _RANK[role] >= _RANK[needed]
+    """Tell whether `role` may do what needs `needed` (ops may do what every role may)."""
+    return needed in _GRANTS.get(role, frozenset())
 
 
 def api_key_id(key: str) -> str | None:

@@ -226,3 +226,11 @@ def rank(scored: pd.DataFrame, query: RankingQuery) -> tuple[pd.DataFrame, int]:
 def outcome_label(result: CallResult) -> bool | None:
     """Return the label a call result gives its prediction (None: no answer is no outcome)."""
     return {"subscribed": True, "declined": False, "no_answer": None}[result]
+
+
+def scored_this_profile(profile: Mapping[str, Any], features: Mapping[str, Any]) -> bool:
+    """Tell whether a logged prediction's inputs are this prospect's profile (its stable fields).
+
+    Only the profile (age, job, ...) is compared: the call history may have moved since.
+    """
+    return all(features.get(name) == profile.get(name) for name in PROFILE_FIELDS)

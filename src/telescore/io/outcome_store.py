@@ -28,7 +28,7 @@ from pymongo.errors import BulkWriteError, CursorNotFound
 
 from telescore.core import outcomes
 from telescore.core.outcomes import Outcome, RecordedOutcome, labelled_frame, utc_now
-from telescore.core.predictions import ID, TIMESTAMP
+from telescore.core.predictions import FEATURES, ID, TIMESTAMP
 from telescore.io.mongodb import Document, MongoStore
 from telescore.io.prediction_store import DUPLICATE_KEY, PREDICTIONS_COLLECTION
 
@@ -145,6 +145,11 @@ class OutcomeStore(MongoStore):
             return {}
         found = self.collection.find({ID: {"$in": list(set(prediction_ids))}})
         return {document[ID]: outcomes.read_outcome_document(document) for document in found}
+
+    def prediction_features(self, prediction_id: str) -> Document | None:
+        """Return the inputs a logged prediction was scored on; None if it is not logged (yet)."""
+        found = self.predictions.find_one({ID: prediction_id}, {FEATURES: 1})
+        return dict(found.get(FEATURES) or {}) if found is not None else None
 
     def known_predictions(self, prediction_ids: Sequence[str]) -> set[str]:
         """Return which of these prediction ids are in the prediction log (one query)."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -25,7 +26,7 @@ from telescore.core.access import (
     check_user_name,
     format_api_key,
 )
-from telescore.io.access_store import AccessStore
+from telescore.io.access_store import SESSION_EPOCH, AccessStore
 
 _hasher: Final = PasswordHasher()
 _DUMMY_HASH: Final = _hasher.hash("telescore: a password nobody has")
@@ -54,11 +55,29 @@ def add_user(store: AccessStore, name: str, password: str, role: Role) -> None:
 
 
 def set_password(store: AccessStore, name: str, password: str) -> bool:
-    """Change a user's password; False if there is no such user."""
+    """Change a user's password and end their sessions; False if there is no such user."""
     return store.set_password_hash(name, _hasher.hash(check_password(password)))
 
 
-def authenticate(store: AccessStore, name: str, password: str) -> Principal | None:
+def set_role(store: AccessStore, name: str, role: Role) -> bool:
+    """Change a user's role and end their sessions; False if there is no such user."""
+    return store.set_role(name, role)
+
+
+def end_sessions(store: AccessStore, name: str) -> bool:
+    """End every session of a user, on every replica; False if there is no such user."""
+    return store.end_sessions(name)
+
+
+@dataclass(frozen=True)
+class UserSession:
+    """A user as a session sees them: their role now, and the epoch their sessions must name."""
+
+    principal: Principal
+    epoch: int
+
+
+def authenticate(store: AccessStore, name: str, password: str) -> UserSession | None:
     """Return the user if the password is theirs, else None (no hint which part was wrong)."""
     user = store.user(name)
     try:
@@ -68,7 +87,18 @@ def authenticate(store: AccessStore, name: str, password: str) -> Principal | No
         return None
     if user is None:
         return None
-    return Principal(name=name, role=user["role"], kind="user")
+    return _user_session(user)
+
+
+def current_session(store: AccessStore, name: str) -> UserSession | None:
+    """Return a user's role and session epoch as stored now; None if the user is gone."""
+    user = store.session_state(name)
+    return _user_session(user) if user is not None else None
+
+
+def _user_session(user: Mapping[str, Any]) -> UserSession:
+    principal = Principal(name=str(user["_id"]), role=user["role"], kind="user")
+    return UserSession(principal, int(user.get(SESSION_EPOCH, 0)))
 
 
 def create_api_key(store: AccessStore, name: str, role: Role) -> NewApiKey:

@@ -4,6 +4,10 @@ A call's result is stored with the prospect (`calls` collection, read by every r
 "subscribed" and "declined" are also the outcome (label) of the prediction the caller was shown.
 A prediction scored moments ago may not be in MongoDB yet (MLServer's log ships within
 `ship_max_defer`): its outcome is stored pending, and joins the prediction once it lands.
+An outcome may cite only a prediction made for the prospect called: a logged prediction whose
+inputs are another profile is refused (`NotThisProspectsPredictionError`), so a caller cannot
+label predictions shown to other prospects. A pending one cannot be compared yet (see
+docs/security.md); a prediction log carrying the prospect id would close that.
 """
 
 from __future__ import annotations
@@ -15,11 +19,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from telescore.core.outcomes import PENDING_EXPIRY, Outcome
-from telescore.core.prospects import CallResult, outcome_label
+from telescore.core.prospects import CallResult, outcome_label, scored_this_profile
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prospect_store import ProspectStore
 from telescore.jobs.outcomes import REJECTED, RecordResult, Status, record_outcome
 from telescore.jobs.prospect_scoring import UnknownProspectsError
+
+
+class NotThisProspectsPredictionError(ValueError):
+    """The call cites a prediction made for another prospect: nothing is stored."""
+
+    def __init__(self, prospect_id: str, prediction_id: str) -> None:
+        super().__init__(
+            f"prediction_id {prediction_id} was not made for prospect {prospect_id}: "
+            "a call's outcome may cite only a prediction shown for that prospect"
+        )
 
 
 @dataclass(frozen=True)
@@ -57,12 +71,18 @@ class CallRecorder:
     ) -> CallRecorded:
         """Store a call, and its outcome (subscribed or declined) for the prediction shown.
 
-        Raises UnknownProspectsError for an unknown prospect. The outcome's status says if the
-        prediction expired or has another outcome already: then the call is not stored.
+        Raises UnknownProspectsError for an unknown prospect, NotThisProspectsPredictionError
+        for a prediction made for another one. The outcome's status says if the prediction
+        expired or has another outcome already: then the call is not stored.
         """
-        if not self._prospects.get_many([prospect_id]):
+        profile = self._prospects.get_many([prospect_id]).get(prospect_id)
+        if profile is None:
             raise UnknownProspectsError([prospect_id])
         label = outcome_label(result)
+        if label is not None:
+            features = self._outcomes.prediction_features(prediction_id)
+            if features is not None and not scored_this_profile(profile, features):
+                raise NotThisProspectsPredictionError(prospect_id, prediction_id)
         call: dict[str, Any] = {
             "_id": str(uuid.uuid4()),
             "prospect_id": prospect_id,

@@ -107,11 +107,11 @@ def wait_until_logged(
 
 
 def report_outcomes(ctx: Context, app: httpx.Client, sample: ScoredSample) -> int:
-    """Report the sample's outcomes through the app's outcomes API, with a new caller API key.
+    """Report the sample's outcomes through the app's outcomes API, with a new integration key.
 
     `app` is a client of the web app (its base URL). Returns how many outcomes it recorded.
     """
-    key = access.create_api_key(ctx.store(AccessStore), "demo", "caller").key
+    key = access.create_api_key(ctx.store(AccessStore), "demo", "integration").key
     batch = [
         {"prediction_id": prediction_id, "subscribed": subscribed, "source": "demo"}
         for prediction_id, subscribed in zip(

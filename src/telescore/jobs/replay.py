@@ -314,8 +314,8 @@ def _replay(
     offsets: list[dict[str, Any]] = []
     windows = range(0, len(stream), config.window_rows)
     api = f"http://{ctx.host}:{ctx.settings.api.port}"
-    # The replay reports outcomes as a caller program does: with a key of its own.
-    api_key = access.create_api_key(ctx.store(AccessStore), "replay", "caller").key
+    # The replay reports outcomes as a CRM does: with an integration key of its own.
+    api_key = access.create_api_key(ctx.store(AccessStore), "replay", "integration").key
     client = ctx.serving_client(timeout=60.0)
     # Patient: nx-27017 answers slowly while a training run shares the two cores.
     outcomes = ctx.store(OutcomeStore, timeout_ms=30_000)

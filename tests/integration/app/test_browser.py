@@ -171,6 +171,14 @@ def test_a_caller_logs_in_ranks_filters_records_a_call_and_logs_out(
 ) -> None:
     # given a caller who is not logged in: the list sends them to the login page
     page = pages.open()
+    # (the app's security headers must fit its own pages: the browser reports what they block)
+    blocked: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            blocked.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
     page.goto("/")
     expect(page, "the list needs a session").to_have_url(f"{app_url}/login")
 
@@ -247,6 +255,7 @@ def test_a_caller_logs_in_ranks_filters_records_a_call_and_logs_out(
     )
     page.goto("/")
     expect(page, "the list needs a session again").to_have_url(f"{app_url}/login")
+    assert not blocked, f"the Content-Security-Policy blocked parts of the pages: {blocked}"
 
 
 def _tampered(genuine: str, user: str) -> str:

@@ -66,9 +66,9 @@ def _log(uri: str, database: str, count: int, ids: list[str] | None = None) -> l
 
 
 def _caller(uri: str, database: str) -> dict[str, str]:
-    """Headers with a new caller API key of this database (the outcome routes need one)."""
+    """Headers with a new integration API key of this database (reporting outcomes needs one)."""
     with AccessStore(uri, database) as store:
-        return {API_KEY_HEADER: create_api_key(store, "tests", "caller").key}
+        return {API_KEY_HEADER: create_api_key(store, "tests", "integration").key}
 
 
 def _settings(uri: str, database: str) -> Settings:

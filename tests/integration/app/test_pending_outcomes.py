@@ -75,7 +75,7 @@ def test_an_outcome_posted_right_after_the_answer_is_kept_and_joined_once_shippe
 ) -> None:
     uri, database = held_back.mongodb_uri, held_back.database
     with AccessStore(uri, database) as access:
-        headers = {API_KEY_HEADER: create_api_key(access, "crm", "caller").key}
+        headers = {API_KEY_HEADER: create_api_key(access, "crm", "integration").key}
     settings = Settings(mongodb=MongoSettings(uri=uri, database=database))
     with (
         ServingClient(held_back.rest_url, timeout=60) as serving,

@@ -110,5 +110,5 @@ def test_the_demo_login_gets_a_fresh_password_each_time(mongodb_ctx: Context) ->
     old = access.authenticate(store, first.user, first.password)
     assert first.user == second.user == demo.DEMO_USER, "the demo logs in as its own user"
     assert user is not None, "the newest password should log the demo user in"
-    assert user.role == "ops", "the demo user should be allowed to change releases"
+    assert user.principal.role == "ops", "the demo user should be allowed to change releases"
     assert old is None, "the previous password should no longer work"

@@ -23,12 +23,10 @@ from telescore.jobs.outcomes import REJECTED, RecordResult, Status
 MAX_BATCH: Final = 1000
 """Most outcomes one batch request may carry: larger ones are refused (422), not split."""
 
-router = APIRouter(
-    prefix="/outcomes",
-    tags=["outcomes"],
-    dependencies=[Depends(requires("caller"))],
-    responses=API_ERRORS,
-)
+# Reporting outcomes needs an integration key (or ops): they decide promotions, so a caller's
+# key records only its own calls (`POST /prospects/{id}/calls`). Both may read one.
+router = APIRouter(prefix="/outcomes", tags=["outcomes"], responses=API_ERRORS)
+REPORTS: Final = [Depends(requires("integration"))]
 
 
 class Recorded(BaseModel):
@@ -64,6 +62,7 @@ class BatchRecorded(BaseModel):
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
+    dependencies=REPORTS,
     responses={
         status.HTTP_200_OK: {"model": Recorded, "description": "Already recorded, the same"},
         status.HTTP_202_ACCEPTED: {
@@ -93,7 +92,7 @@ def record_outcome(
     return Recorded(status=result.status, detail=result.message, outcome=_stored(result))
 
 
-@router.post("/batch")
+@router.post("/batch", dependencies=REPORTS)
 def record_outcomes(
     reported: Annotated[list[Outcome], Body(min_length=1, max_length=MAX_BATCH)],
     store: OutcomeStoreDep,
@@ -122,6 +121,7 @@ def record_outcomes(
 
 @router.get(
     "/{prediction_id}",
+    dependencies=[Depends(requires("caller", "integration"))],
     responses={
         status.HTTP_404_NOT_FOUND: {
             "model": Detail,

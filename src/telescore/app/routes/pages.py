@@ -19,71 +19,112 @@ from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
 from telescore.app.deps import (
-    AccessStoreDep,
     CallListDep,
     CallsDep,
     ExplainerDep,
+    LoginsDep,
     ReleaseStoreDep,
     ScorerDep,
     ScoringDep,
+    SessionChecksDep,
     SessionDep,
     SessionsDep,
 )
 from telescore.app.errors import MLSERVER_UNREACHABLE
-from telescore.app.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE
+from telescore.app.security import (
+    LOGIN_CSRF_COOKIE,
+    SESSION_COOKIE,
+    Sessions,
+    tokens_match,
+)
+from telescore.core.outcomes import PredictionId
 from telescore.core.prospects import AGE_BANDS, CallResult, RankingQuery
 from telescore.core.schema import CATEGORICAL_VALUES
 from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingError
-from telescore.jobs.access import authenticate
+from telescore.jobs.calls import NotThisProspectsPredictionError
 from telescore.jobs.indicators import NoIndicatorsError
 from telescore.jobs.prospect_scoring import UnknownProspectsError
 from telescore.jobs.scoring import ScoringService
 
 TEMPLATES: Final = Jinja2Templates(directory=Path(__file__).parents[1] / "templates")
 QUERY_FIELDS: Final = ("job", "age_band", "min_score", "not_called", "page")
+LOGIN_ERRORS: Final = {
+    "expired": "The form expired: please try again.",
+    "wrong": "Wrong user name or password.",
+}
+"""What `/login?error=<code>` may say: a code picks a fixed sentence; anything else says nothing."""
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, sessions: SessionsDep, error: str | None = None) -> Response:
-    """Show the login form, with a fresh CSRF token."""
-    cookie, token = sessions.new_login_token()
-    response = TEMPLATES.TemplateResponse(
-        request, "login.html", {"csrf_token": token, "error": error, "session": None}
-    )
-    _set_cookie(request, response, LOGIN_CSRF_COOKIE, cookie, 3600)
-    return response
+    """Show the login form, with a fresh CSRF token (and the sentence of an error code)."""
+    # The URL is anyone's to write: it names a code, never the text shown.
+    return _login_form(request, sessions, LOGIN_ERRORS.get(error or ""))
 
 
 @router.post("/login")
-def login(
+async def login(
     request: Request,
     sessions: SessionsDep,
-    access: AccessStoreDep,
+    logins: LoginsDep,
     username: Annotated[str, Form(max_length=64)],
     password: Annotated[str, Form(max_length=256)],
     csrf_token: Annotated[str, Form(max_length=128)],
 ) -> Response:
-    """Log a caller in: check the form's token, then the password; start a session."""
+    """Log a caller in: check the form's token, then the password (throttled); start a session."""
     if not sessions.login_token_matches(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token):
-        return _redirect("/login?" + urlencode({"error": "The form expired: please try again."}))
-    principal = authenticate(access, username, password)
-    if principal is None:
-        return _redirect("/login?" + urlencode({"error": "Wrong user name or password."}))
-    cookie, _ = sessions.new(principal)
+        return _redirect("/login?error=expired")
+    address = request.client.host if request.client else "unknown"
+    attempt = await logins.log_in(username, password, address)
+    if attempt.retry_after is not None:
+        # Refused unchecked: said on the form, with the status and the wait a program reads.
+        if attempt.busy:
+            message = "Too many logins at once: please try again in a moment."
+            code = status.HTTP_503_SERVICE_UNAVAILABLE
+        else:
+            minutes = math.ceil(attempt.retry_after / 60)
+            message = f"Too many failed logins: try again in {minutes} minute(s)."
+            code = status.HTTP_429_TOO_MANY_REQUESTS
+        response = _login_form(request, sessions, message, code)
+        response.headers["Retry-After"] = str(attempt.retry_after)
+        return response
+    if attempt.user is None:
+        return _redirect("/login?error=wrong")
+    cookie = sessions.new(attempt.user)
     response = _redirect("/")
     _set_cookie(request, response, SESSION_COOKIE, cookie, sessions.max_age_seconds)
     response.delete_cookie(LOGIN_CSRF_COOKIE)
     return response
 
 
+def _login_form(
+    request: Request, sessions: Sessions, error: str | None, code: int = status.HTTP_200_OK
+) -> Response:
+    cookie, token = sessions.new_login_token()
+    response = TEMPLATES.TemplateResponse(
+        request,
+        "login.html",
+        {"csrf_token": token, "error": error, "session": None},
+        status_code=code,
+    )
+    _set_cookie(request, response, LOGIN_CSRF_COOKIE, cookie, 3600)
+    return response
+
+
 @router.post("/logout")
-def logout(session: SessionDep, csrf_token: Annotated[str, Form(max_length=128)]) -> Response:
-    """End the session (the form must carry the session's token)."""
-    if session is None or csrf_token != session.csrf_token:
+def logout(
+    session: SessionDep,
+    checks: SessionChecksDep,
+    csrf_token: Annotated[str, Form(max_length=128)],
+) -> Response:
+    """End the user's sessions, server-side (the form must carry the session's token)."""
+    if session is None or not tokens_match(session.csrf_token, csrf_token):
         return _redirect("/login")
+    # Not only this browser's cookie: a copy kept elsewhere is refused from now on.
+    checks.end(session.user)
     response = _redirect("/login")
     response.delete_cookie(SESSION_COOKIE)
     return response
@@ -93,6 +134,7 @@ def logout(session: SessionDep, csrf_token: Annotated[str, Form(max_length=128)]
 def prospects_page(
     request: Request,
     session: SessionDep,
+    sessions: SessionsDep,
     call_list: CallListDep,
     scorer: ScorerDep,
     explainer: ExplainerDep,
@@ -111,7 +153,7 @@ def prospects_page(
         "age_bands": list(AGE_BANDS),
         "reasons": {},
         "page": None,
-        "notice": request.query_params.get("notice"),
+        "notice": sessions.read_notice(request.query_params.get("notice")),
         "error": None,
         "indicators": None,
         "routing": _routing_label(scoring),
@@ -151,9 +193,10 @@ def prospects_page(
 @router.post("/calls")
 def record_call(
     session: SessionDep,
+    sessions: SessionsDep,
     calls: CallsDep,
     prospect_id: Annotated[str, Form(max_length=64)],
-    prediction_id: Annotated[str, Form(max_length=64)],
+    prediction_id: Annotated[PredictionId, Form()],
     result: Annotated[CallResult, Form()],
     csrf_token: Annotated[str, Form(max_length=128)],
     back: Annotated[str, Form(max_length=2000)] = "",
@@ -161,21 +204,22 @@ def record_call(
     """Record a call from the page, then go back to the same list view."""
     if session is None:
         return _redirect("/login")
-    if csrf_token != session.csrf_token:
+    if not tokens_match(session.csrf_token, csrf_token):
         return Response("CSRF token missing or wrong", status_code=status.HTTP_403_FORBIDDEN)
     try:
         stored = calls.record_call(prospect_id, prediction_id, result, session.user)
-    except UnknownProspectsError as error:
-        return _back(back, f"Not recorded: {error}")
+    except (UnknownProspectsError, NotThisProspectsPredictionError) as error:
+        return _back(sessions, back, f"Not recorded: {error}")
     if stored.outcome is not None and not stored.pending and stored.outcome.stored is None:
-        return _back(back, f"Not recorded: {stored.outcome.message}")
-    return _back(back, f"{prospect_id}: {result.replace('_', ' ')} recorded.")
+        return _back(sessions, back, f"Not recorded: {stored.outcome.message}")
+    return _back(sessions, back, f"{prospect_id}: {result.replace('_', ' ')} recorded.")
 
 
-def _back(back: str, notice: str) -> Response:
+def _back(sessions: Sessions, back: str, notice: str) -> Response:
     # Only our own filter fields go back into the URL: no open redirect, no injected keys.
+    # The notice is signed: a link cannot make the page say what its author wants.
     kept = {k: v for k, v in parse_qsl(back) if k in QUERY_FIELDS}
-    return _redirect("/?" + urlencode({**kept, "notice": notice}))
+    return _redirect("/?" + urlencode({**kept, "notice": sessions.sign_notice(notice)}))
 
 
 def _routing_label(scoring: ScoringService) -> str:

@@ -145,7 +145,7 @@ async def score_profiles(request: ScoreProfiles, scorer: ScorerDep) -> list[Scor
 @router.post(
     "/{prospect_id}/calls",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(404, 409),
+    responses=responses(404, 409, 422),
 )
 def record_call(
     prospect_id: Annotated[ProspectId, Path()],
