@@ -30,7 +30,7 @@ const services = [
     password: "MONGO_APP_PASSWORD",
     grants: {
       readWrite: [
-        "users", "api_keys", "prospects", "indicators", "calls", "call_lists",
+        "users", "api_keys", "login_failures", "prospects", "indicators", "calls", "call_lists",
         "call_list_chunks", "outcomes", "outcomes_expired", "routing", "release_decisions",
         "serving_baselines",
       ],

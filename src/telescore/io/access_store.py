@@ -23,8 +23,9 @@ from telescore.io.mongodb import Document, MongoStore
 USERS: Final = "users"
 API_KEYS: Final = "api_keys"
 LOGIN_FAILURES: Final = "login_failures"
-SESSION_EPOCH: Final = "session_epoch"
-"""A user's count of ended sessions; a session cookie names the epoch it began in."""
+SESSION_EPOCH = "session_epoch"
+"""Field of a user document (not a collection): a user's count of ended sessions; a session
+cookie names the epoch it began in."""
 
 
 class AlreadyExistsError(ValueError):
