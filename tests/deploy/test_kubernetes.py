@@ -179,3 +179,21 @@ def test_the_work_pool_template_names_objects_the_overlay_creates(objects):
     find(objects, "PersistentVolumeClaim", pod["volumes"][0]["persistentVolumeClaim"]["claimName"])
     default_account = template["variables"]["properties"]["service_account_name"]["default"]
     find(objects, "ServiceAccount", default_account)
+
+
+def test_a_flow_run_cannot_change_the_command_of_its_pod():
+    # given the Kubernetes work pool's job template
+    template = json.loads(JOB_TEMPLATE.read_text())
+    variables = template["variables"]
+    container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    # then no job variable sets the command or the environment, and unknown ones are refused
+    locked = {"command", "env", "args", "working_dir"} & set(variables["properties"])
+    assert not locked, f"a run's job_variables may set {locked}"
+    assert variables.get("additionalProperties") is False, "unknown job variables are accepted"
+    # and nothing in the job configuration is filled from them: Prefect's worker starts the run
+    configuration = json.dumps(template["job_configuration"])
+    for placeholder in ("{{ command }}", "{{ env }}"):
+        assert placeholder not in configuration, f"{placeholder} reaches the pod"
+    assert not {"args", "command"} & set(container), f"the pod's command is set: {container}"
