@@ -89,7 +89,7 @@ def monitor_once(settings: Any, window: Any, cache_dir: Path) -> dict[str, Any]:
     with Context(settings) as ctx, tempfile.TemporaryDirectory() as work:
         # A dry run: it decides, but triggers no training and serves no offset.
         monitor = monitoring.open_monitor(ctx, params, "params.yaml")
-        monitor = replace(monitor, prefect_api_url=None, serve_offset=None, cache_dir=cache_dir)
+        monitor = replace(monitor, prefect_api=None, serve_offset=None, cache_dir=cache_dir)
         parts, rss_before = instrument(monitoring, monitor), memory_mib("VmRSS")
         began = time.perf_counter()
         result = monitoring.monitor_window(monitor, window, Path(work))

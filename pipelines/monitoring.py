@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from telescore.core.monitoring import Window
 from telescore.io.context import Context
-from telescore.io.params_files import load_monitoring_params
+from telescore.io.params_files import load_monitoring_params, resolve_params_file
 from telescore.jobs import monitoring
 from telescore.settings import project_root
 
@@ -37,15 +37,16 @@ def monitor_telemarketing(
 ) -> dict[str, Any]:
     """Monitor the champion on a window (default: the last complete one); decide on retraining."""
     logger = get_run_logger()
-    params = load_monitoring_params(project_root() / params_file)
-    if window_start is not None and window_end is not None:
-        window = Window(window_start.astimezone(UTC), window_end.astimezone(UTC))
-    else:
-        window = Window.last_complete(datetime.now(UTC), params.window_minutes)
     with (
         Context.from_environment() as ctx,
         tempfile.TemporaryDirectory(prefix="telescore-monitor-") as work,
     ):
+        path = resolve_params_file(params_file, project_root(), ctx.state_dir)
+        params = load_monitoring_params(path)
+        if window_start is not None and window_end is not None:
+            window = Window(window_start.astimezone(UTC), window_end.astimezone(UTC))
+        else:
+            window = Window.last_complete(datetime.now(UTC), params.window_minutes)
         monitor = monitoring.open_monitor(ctx, params, params_file)
         result = monitor_window(monitor, window, Path(work))
     decision = result.decision

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from telescore.core.release import ReleaseRules
 from telescore.io.context import Context
-from telescore.io.params_files import load_release_rules
+from telescore.io.params_files import load_release_rules, resolve_params_file
 from telescore.jobs import releases
 from telescore.settings import project_root
 
@@ -28,8 +28,8 @@ def judge_release(ctx: Context, rules: ReleaseRules) -> releases.ReleaseOutcome:
 @flow(name="promote-telemarketing", log_prints=True, persist_result=True)
 def promote_telemarketing(params_file: str = "params.yaml") -> dict[str, Any]:
     """Promote the challenger, roll it back, or wait for more outcomes."""
-    rules = load_release_rules(project_root() / params_file)
     with Context.from_environment() as ctx:
+        rules = load_release_rules(resolve_params_file(params_file, project_root(), ctx.state_dir))
         outcome = judge_release(ctx, rules)
     get_run_logger().info("Release: %s (%s)", outcome.action, outcome.reason)
     return asdict(outcome)

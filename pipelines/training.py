@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from telescore.io.context import Context
-from telescore.io.params_files import load_training_params
+from telescore.io.params_files import load_training_params, resolve_params_file
 from telescore.jobs import serving, training
 from telescore.settings import project_root
 
@@ -51,8 +51,9 @@ def train_telemarketing(
     """
     logger = get_run_logger()
     root = project_root()
-    params = training.resolve_params(load_training_params(root / params_file), overrides)
     with Context.from_environment() as ctx:
+        path = resolve_params_file(params_file, root, ctx.state_dir)
+        params = training.resolve_params(load_training_params(path), overrides)
         result = training.run_training(
             ctx, params, root, trigger=trigger, steps=TASKS, logger=logger
         )

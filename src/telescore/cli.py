@@ -44,6 +44,8 @@ def _print_urls(urls: platform.PlatformUrls, ctx: Context) -> None:
     table = Table(title="telescore is up", show_header=False)
     table.add_row("MLflow UI", urls.mlflow)
     table.add_row("Prefect UI", urls.prefect)
+    if urls.prefect_login:
+        table.add_row("Prefect UI login (paste it whole)", urls.prefect_login)
     table.add_row("Evidently UI (monitoring)", urls.evidently)
     table.add_row("Web app (callers)", urls.api)
     table.add_row("JSON API (OpenAPI)", f"{urls.api}/docs")
@@ -77,9 +79,14 @@ def up() -> None:
             urls = platform.bring_up(ctx, project_root())
         _start_serving(ctx)
         _print_urls(urls, ctx)
+    login = (
+        f" and PREFECT_API_AUTH_STRING=$(cat {ctx.state_dir / orchestrator.AUTH_FILE})"
+        if urls.prefect_login
+        else ""
+    )
     console.print(
         f"Train from any terminal: [bold]prefect deployment run "
-        f"'{orchestrator.TRAINING_DEPLOYMENT}'[/] (with PREFECT_API_URL={urls.prefect}/api)"
+        f"'{orchestrator.TRAINING_DEPLOYMENT}'[/] (with PREFECT_API_URL={urls.prefect}/api{login})"
     )
 
 
@@ -110,7 +117,7 @@ def train(
         parameters["overrides"] = {"promotion": {"auto_promote": False}}
     with Context.from_environment() as ctx:
         cli_operations.run_deployment_and_report(
-            orchestrator.TRAINING_DEPLOYMENT, ctx.prefect_api_url, parameters
+            orchestrator.TRAINING_DEPLOYMENT, ctx.prefect_api, parameters
         )
     console.print("A promoted champion is served by every MLServer's reconciler within seconds.")
 
@@ -127,7 +134,7 @@ def monitor(
     with Context.from_environment() as ctx:
         cli_operations.run_deployment_and_report(
             orchestrator.MONITOR_DEPLOYMENT,
-            ctx.prefect_api_url,
+            ctx.prefect_api,
             {key: value for key, value in window.items() if value},
         )
 
@@ -477,7 +484,7 @@ def demo() -> None:
         with console.status("Starting MLflow, Prefect, MongoDB (nx-27017) and a Prefect worker..."):
             urls = platform.bring_up(ctx, root)
         console.print("[green]Services up.[/] Running the training deployment (about a minute)...")
-        outcome = orchestrator.run_deployment(orchestrator.TRAINING_DEPLOYMENT, ctx.prefect_api_url)
+        outcome = orchestrator.run_deployment(orchestrator.TRAINING_DEPLOYMENT, ctx.prefect_api)
         _print_training(outcome, urls)
         if not outcome["completed"]:
             console.print(f"[red]Training did not complete[/]; see {ctx.state_dir / 'logs'}")

@@ -187,11 +187,11 @@ def routing_set(
 
 
 def run_deployment_and_report(
-    name: str, api_url: str, parameters: dict[str, Any] | None = None
+    name: str, api: orchestrator.PrefectApi, parameters: dict[str, Any] | None = None
 ) -> None:
     """Run a deployment on the worker and print its final state as JSON; exit 1 unless completed."""
     with console.status(f"Running {name} on the worker..."):
-        outcome = orchestrator.run_deployment(name, api_url, parameters)
+        outcome = orchestrator.run_deployment(name, api, parameters)
     console.print_json(json.dumps(outcome, default=str))
     if not outcome["completed"]:
         raise typer.Exit(code=1)
@@ -200,7 +200,7 @@ def run_deployment_and_report(
 def promote() -> None:
     """Judge the release under way now: promote, roll back or wait (promote-telemarketing)."""
     with Context.from_environment() as ctx:
-        run_deployment_and_report(orchestrator.PROMOTION_DEPLOYMENT, ctx.prefect_api_url)
+        run_deployment_and_report(orchestrator.PROMOTION_DEPLOYMENT, ctx.prefect_api)
 
 
 def rollback(

@@ -92,6 +92,22 @@ class PrefectSettings(BaseSettings):
     """Port of the embedded Prefect server."""
     work_pool: str = "telescore-process"
     """Process work pool the training deployment runs on."""
+    auth_string: SecretStr | None = None
+    """The Prefect API's credentials, `user:password`: what the server is given as
+    `PREFECT_SERVER_API_AUTH_STRING`, and clients send (as Prefect's `PREFECT_API_AUTH_STRING`
+    to the processes they start). In production, whatever talks to Prefect needs it (a
+    password of 32+ characters); the app and MLServer never do. Unset in development: the
+    embedded server's is generated and kept in `<state_dir>/prefect-auth`; a configured
+    `api_url` gets none."""
+
+    def checked_auth_string(self, environment: str) -> str | None:
+        """Return the auth string to send; in production, refuse a missing one."""
+        if self.auth_string is None and environment == "production":
+            raise ValueError(
+                "TELESCORE_PREFECT_AUTH_STRING must be set in production to talk to Prefect: "
+                f"`user:password`, the password {MIN_SECRET_LENGTH}+ random characters"
+            )
+        return self.auth_string.get_secret_value() if self.auth_string else None
 
     def resolved_api_url(self, host: str = "127.0.0.1") -> str:
         """Return the configured API URL, or the embedded server's."""
@@ -222,6 +238,18 @@ class Settings(BaseSettings):
         if self.mongodb.uri is None:
             raise ValueError("TELESCORE_MONGODB_URI must be set in production")
         refuse_weak_secrets(self.production_secrets())
+        # Checked when set: only what talks to Prefect is given it (`checked_auth_string`).
+        if self.prefect.auth_string is not None:
+            user, _, password = self.prefect.auth_string.get_secret_value().partition(":")
+            if (
+                not user
+                or password.lower() in PLACEHOLDER_SECRETS
+                or len(password) < MIN_SECRET_LENGTH
+            ):
+                raise ValueError(
+                    "TELESCORE_PREFECT_AUTH_STRING in production: `user:password`, the password "
+                    f"{MIN_SECRET_LENGTH}+ random characters, not a placeholder"
+                )
         return self
 
 

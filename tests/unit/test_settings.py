@@ -8,6 +8,7 @@ from pydantic import SecretStr, ValidationError
 from telescore.settings import (
     ApiSettings,
     MongoSettings,
+    PrefectSettings,
     ProductionSecret,
     ProjectSettings,
     Settings,
@@ -16,12 +17,14 @@ from telescore.settings import (
 
 GOOD_SECRET = "k" * 16 + "3f9a1c7e5b2d8046"
 MONGODB = MongoSettings(uri="mongodb://telescore-app:9f3a1c7e5b2d8046aa71@mongo:27017")
+PREFECT = PrefectSettings(auth_string=f"telescore:{GOOD_SECRET}")
 
 
 def _production(secret: str | None) -> Settings:
     return Settings(
         project=ProjectSettings(environment="production"),
         mongodb=MONGODB,
+        prefect=PREFECT,
         api=ApiSettings(secret_key=secret),
     )
 
@@ -101,3 +104,36 @@ def test_development_needs_no_secret() -> None:
 
     # then they are accepted without one (the app then keeps a random key of its own)
     assert settings.api.secret_key is None, "development should run with no secret set"
+
+
+@pytest.mark.parametrize(
+    "auth_string",
+    ["", "telescore", "telescore:changeme", f":{GOOD_SECRET}", "telescore:short-9f3a"],
+)
+def test_production_refuses_a_placeholder_or_short_prefect_auth_string(
+    auth_string: str | None,
+) -> None:
+    # given production settings, good but for the Prefect API's credentials
+    # when they are validated / then they are refused, naming the variable to set
+    with pytest.raises(ValidationError, match="TELESCORE_PREFECT_AUTH_STRING"):
+        Settings(
+            project=ProjectSettings(environment="production"),
+            mongodb=MONGODB,
+            prefect=PrefectSettings(auth_string=auth_string),
+            api=ApiSettings(secret_key=GOOD_SECRET),
+        )
+
+
+def test_production_refuses_to_talk_to_prefect_without_an_auth_string() -> None:
+    # given production settings without Prefect credentials (the app and MLServer need none)
+    settings = Settings(
+        project=ProjectSettings(environment="production"),
+        mongodb=MONGODB,
+        prefect=PrefectSettings(auth_string=None),
+        api=ApiSettings(secret_key=GOOD_SECRET),
+    )
+    # when something asks for the credentials to send Prefect, then it is refused by name
+    with pytest.raises(ValueError, match="TELESCORE_PREFECT_AUTH_STRING"):
+        settings.prefect.checked_auth_string(settings.project.environment)
+    # and with them it gets them
+    assert PREFECT.checked_auth_string("production") == f"telescore:{GOOD_SECRET}", "not sent"

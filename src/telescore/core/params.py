@@ -165,3 +165,98 @@ class TrainingParams(FrozenModel):
             for section, values in self.model_dump().items()
             for key, value in values.items()
         }
+
+
+class GuardLoweredError(ValueError):
+    """A run's overrides that would relax a guard, or name a field the params do not have."""
+
+
+# The guards a retrain must respect, each with the direction that makes it stricter. A flow
+# run's `overrides` (anyone who can create a flow run chooses them) may only tighten these;
+# relaxing one takes a committed params.yaml change, which review and DVC see.
+#   "higher": a larger value is stricter; "lower": a smaller value is stricter;
+#   "superset": the new value must keep every item of the committed one;
+#   "false": may only be turned off; "pinned": may not change at all.
+GUARDS: dict[tuple[str, str], str] = {
+    # The data gate: what the model may see. Dropping fewer columns lets `duration` (known only
+    # after the call) leak the label; another data file trains on rows nobody reviewed.
+    ("data", "drop_columns"): "superset",
+    ("data", "path"): "pinned",
+    # The model gate (Deepchecks and the holdout bounds) a candidate must pass to be registered.
+    ("validation", "min_roc_auc"): "higher",
+    ("validation", "min_gain_over_constant"): "higher",
+    ("validation", "max_auc_degradation"): "lower",
+    ("validation", "max_categorical_drift"): "lower",
+    ("validation", "max_numeric_drift"): "lower",
+    ("validation", "drifting_features_allowed"): "lower",
+    ("validation", "max_new_category_ratio"): "lower",
+    ("validation", "max_samples_mix"): "lower",
+    # The promotion: how much better a candidate must be before it scores every prospect, on
+    # which metric, and whether it becomes champion without a canary or shadow release.
+    ("promotion", "min_improvement"): "higher",
+    ("promotion", "metric"): "pinned",
+    ("promotion", "auto_promote"): "false",
+}
+
+
+def _stricter_or_equal(rule: str, committed: Any, proposed: Any) -> bool:
+    if rule == "higher":
+        return bool(proposed >= committed)
+    if rule == "lower":
+        return bool(proposed <= committed)
+    if rule == "superset":
+        return set(proposed) >= set(committed)
+    if rule == "false":
+        return bool(proposed is False or proposed == committed)
+    return bool(proposed == committed)
+
+
+def _unknown_keys(schema: dict[str, Any], values: dict[str, Any], prefix: str) -> list[str]:
+    unknown = []
+    for key, value in values.items():
+        if key not in schema:
+            unknown.append(f"{prefix}{key}")
+        elif isinstance(schema[key], dict):
+            if not isinstance(value, dict):
+                unknown.append(f"{prefix}{key} (a section, not a value)")
+            else:
+                unknown.extend(_unknown_keys(schema[key], value, f"{prefix}{key}."))
+    return unknown
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return `base` with `overrides` laid over it, section by section, field by field."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = _merged(base[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_overrides(base: TrainingParams, overrides: dict[str, Any] | None) -> TrainingParams:
+    """Return `base` with a run's per-section overrides applied, refused if they relax a guard.
+
+    Every key must be a field of the params (unknown keys are refused, not ignored), the result
+    must validate, and each guard in `GUARDS` may only become stricter.
+    """
+    if not overrides:
+        return base
+    committed = base.model_dump()
+    unknown = _unknown_keys(committed, overrides, "")
+    if unknown:
+        raise GuardLoweredError(f"overrides: unknown params fields: {', '.join(sorted(unknown))}")
+    params = TrainingParams.model_validate(_merged(committed, overrides), strict=False)
+    proposed = params.model_dump()
+    relaxed = [
+        f"{section}.{name} ({rule}: {committed[section][name]!r} -> {proposed[section][name]!r})"
+        for (section, name), rule in GUARDS.items()
+        if not _stricter_or_equal(rule, committed[section][name], proposed[section][name])
+    ]
+    if relaxed:
+        raise GuardLoweredError(
+            "overrides may only make a guard stricter; relaxing one needs a committed params "
+            f"change: {'; '.join(relaxed)}"
+        )
+    return params

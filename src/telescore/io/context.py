@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from telescore.io.mongodb import MongoStore
+from telescore.io.orchestrator import PrefectApi, embedded_auth_string
 from telescore.io.registry import Registry
 from telescore.io.serving_client import ServingClient
 from telescore.settings import Settings, load_settings
@@ -73,6 +74,20 @@ class Context:
     def prefect_api_url(self) -> str:
         """Prefect's API URL."""
         return self.settings.prefect.resolved_api_url(self.host)
+
+    @cached_property
+    def prefect_api(self) -> PrefectApi:
+        """Prefect's API URL and the credentials its server asks for.
+
+        Configured (`TELESCORE_PREFECT_AUTH_STRING`, required in production), or, for the
+        embedded server, the one generated under the state folder; a configured server without
+        one gets none.
+        """
+        prefect = self.settings.prefect
+        auth = prefect.checked_auth_string(self.settings.project.environment)
+        if auth is None and prefect.api_url is None:
+            auth = embedded_auth_string(self.state_dir)
+        return PrefectApi(self.prefect_api_url, auth)
 
     @property
     def mongodb_uri(self) -> str:

@@ -26,6 +26,31 @@ class ParamsFileError(ValueError):
     """A params file that is not YAML, or whose section does not validate."""
 
 
+def resolve_params_file(name: str, root: Path, *also: Path) -> Path:
+    """Return the params file a flow run names, refused unless it lies inside the project.
+
+    A flow run's `params_file` is chosen by whoever creates the run, so it must name a file
+    under `root` by a relative path: an absolute path, a `..` escape or a symlink leading out
+    is refused. `also` lists further folders an absolute path may point into (the platform's
+    own state folder, where the replay writes its params).
+    """
+    path = Path(name)
+    inside = [root.resolve(), *(folder.resolve() for folder in also)]
+    if path.is_absolute():
+        if not also:
+            raise ParamsFileError(
+                f"params_file {name!r}: must be a path relative to the project root {root}"
+            )
+        resolved = path.resolve()
+    else:
+        resolved = (root / path).resolve()
+    if not any(resolved.is_relative_to(folder) for folder in inside):
+        raise ParamsFileError(
+            f"params_file {name!r}: resolves to {resolved}, outside the project root {root}"
+        )
+    return resolved
+
+
 def load_training_params(path: Path) -> TrainingParams:
     """Read the `training` section of a params file; a file without one is the section itself."""
     document = _read_document(path)

@@ -134,7 +134,7 @@ def monitor_recent(ctx: Context, now: datetime | None = None) -> MonitorVerdict:
     start, end = recent_window(now or datetime.now(UTC))
     outcome = orchestrator.run_deployment(
         orchestrator.MONITOR_DEPLOYMENT,
-        ctx.prefect_api_url,
+        ctx.prefect_api,
         {"window_start": start.isoformat(), "window_end": end.isoformat()},
     )
     result = outcome.get("result") or {}

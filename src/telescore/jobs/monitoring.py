@@ -77,7 +77,7 @@ class Monitor:
     workspace: MonitoringWorkspace
     cache_dir: Path
     """Champion reference rows, kept by data fingerprint."""
-    prefect_api_url: str | None
+    prefect_api: orchestrator.PrefectApi | str | None
     """None: decide, but never trigger (a dry run)."""
     training_deployment: str = orchestrator.TRAINING_DEPLOYMENT
     params_file: str = "params.yaml"
@@ -101,7 +101,7 @@ def open_monitor(ctx: Context, params: MonitoringParams, params_file: str) -> Mo
         # The Evidently UI that `telescore up` starts serves this folder.
         workspace=MonitoringWorkspace(ctx.state_dir / "evidently"),
         cache_dir=ctx.state_dir / "monitoring" / "reference",
-        prefect_api_url=ctx.prefect_api_url,
+        prefect_api=ctx.prefect_api,
         params_file=params_file,
         serve_offset=functools.partial(serving.serve_logit_offset, ctx),
         pending_outcome_expiry=ctx.pending_outcome_expiry,
@@ -289,8 +289,8 @@ def previous_run_started(records: MonitoringStore) -> datetime | None:
 def run_state(monitor: Monitor, history: list[dict[str, Any]]) -> RunState:
     """Return what the orchestrator and the decision log say about training now."""
     in_flight = bool(
-        monitor.prefect_api_url
-        and orchestrator.runs_in_flight(monitor.training_deployment, monitor.prefect_api_url)
+        monitor.prefect_api
+        and orchestrator.runs_in_flight(monitor.training_deployment, monitor.prefect_api)
     )
     last = monitor.records.last_retrain()
     since: int | None = None
@@ -419,10 +419,10 @@ def decide(
     if decision.retrain and decision.episode_start is not None:
         key = f"retrain-{champion.version}-{decision.episode_start.astimezone(UTC).isoformat()}"
         record["idempotency_key"] = key
-        if monitor.prefect_api_url:
+        if monitor.prefect_api:
             record |= orchestrator.trigger_deployment(
                 monitor.training_deployment,
-                monitor.prefect_api_url,
+                monitor.prefect_api,
                 parameters={
                     "params_file": monitor.params_file,
                     "overrides": monitor.params.retrain_overrides,
@@ -467,12 +467,12 @@ def offset_summary(recalibration: dict[str, Any] | None) -> str:
 
 def follow_training_runs(monitor: Monitor) -> None:
     """Record how the training runs earlier decisions triggered ended (validation included)."""
-    if not monitor.prefect_api_url:
+    if not monitor.prefect_api:
         return
     for decision in monitor.records.awaiting_training_outcome():
         if "flow_run_id" not in decision:
             continue
-        state = orchestrator.flow_run_state(decision["flow_run_id"], monitor.prefect_api_url)
+        state = orchestrator.flow_run_state(decision["flow_run_id"], monitor.prefect_api)
         if not state["final"]:
             continue
         result = state["result"] if isinstance(state["result"], dict) else {}

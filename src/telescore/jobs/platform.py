@@ -26,6 +26,8 @@ class PlatformUrls:
     mongodb: str
     evidently: str
     api: str
+    prefect_login: str | None = None
+    """What the Prefect UI asks for (`user:password`), when telescore generated it."""
 
 
 def _pid_file(ctx: Context, name: str) -> Path:
@@ -79,6 +81,7 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
     """Start every embedded service not already running, then register the deployments."""
     # Only what launches processes reads the settings: which services are embedded, ports.
     settings, state, host, api_url = ctx.settings, ctx.state_dir, ctx.host, ctx.prefect_api_url
+    auth = ctx.prefect_api.auth_string
     monitoring = load_monitoring_params(project_root / "params.yaml")
     env = service_env(ctx) | {
         "TELESCORE_PROJECT_ROOT": str(project_root.resolve()),
@@ -93,7 +96,9 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
     if settings.mlflow.tracking_uri is None:
         servers.append(embedded.mlflow_server(state, settings.mlflow.port, host))
     if settings.prefect.api_url is None:
-        servers.append(embedded.prefect_server(state, settings.prefect.port, host))
+        servers.append(
+            embedded.prefect_server(state, settings.prefect.port, host, auth_string=auth)
+        )
     if settings.mongodb.uri is None:
         servers.append(embedded.mongodb_server(state, settings.mongodb.port, host))
     servers.append(embedded.evidently_ui(state, settings.evidently.port, host))
@@ -104,7 +109,7 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
         service.wait_healthy()
         record_pid(ctx, service)
 
-    prefect_env = embedded.prefect_env(embedded.prefect_home(state), api_url) | env
+    prefect_env = embedded.prefect_env(embedded.prefect_home(state), api_url, auth) | env
     orchestrator.ensure_work_pool(settings.prefect.work_pool, prefect_env, project_root)
     worker = embedded.prefect_worker(
         state,
@@ -114,6 +119,7 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
         env,
         project_root,
         host,
+        auth_string=auth,
     )
     if not is_running(ctx, worker):
         worker.start()
@@ -125,6 +131,7 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
         mongodb=ctx.mongodb_uri,
         evidently=f"http://{host}:{settings.evidently.port}",
         api=f"http://{host}:{settings.api.port}",
+        prefect_login=auth if settings.prefect.auth_string is None else None,
     )
 
 

@@ -70,6 +70,8 @@ SHARED_SETTINGS = (
     "MLFLOW_REGISTRY_URI",
     "TELESCORE_PREFECT_API_URL",
     "PREFECT_API_URL",
+    "TELESCORE_PREFECT_AUTH_STRING",
+    "PREFECT_API_AUTH_STRING",
     "TELESCORE_MONGODB_URI",
     "TELESCORE_SERVING_URL",
 )
@@ -217,7 +219,9 @@ def wait_logged(outcomes: OutcomeStore, ids: list[str], timeout: float = 120) ->
     )
 
 
-def wait_training(api_url: str, flow_run_id: str, timeout: float = 900) -> dict[str, Any]:
+def wait_training(
+    api_url: orchestrator.PrefectApi, flow_run_id: str, timeout: float = 900
+) -> dict[str, Any]:
     """Wait for a training run the monitor triggered; return its final state."""
     deadline = time.monotonic() + timeout
     while True:
@@ -229,7 +233,9 @@ def wait_training(api_url: str, flow_run_id: str, timeout: float = 900) -> dict[
         time.sleep(1.0)
 
 
-def monitor_by_deployment(api_url: str, params_path: Path, window: Window) -> dict[str, Any]:
+def monitor_by_deployment(
+    api_url: orchestrator.PrefectApi, params_path: Path, window: Window
+) -> dict[str, Any]:
     """Run the monitor deployment on a window and wait; return its result."""
     monitored = orchestrator.run_deployment(
         orchestrator.MONITOR_DEPLOYMENT,
@@ -289,7 +295,7 @@ def _replay(
     params_path, stream = write_replay_inputs(config, ctx.state_dir)
     progress("starting MLflow, Prefect, nx-27017, the worker, the API and Evidently", 0, 1)
     platform.bring_up(ctx, project_root)
-    api_url = ctx.prefect_api_url
+    api_url = ctx.prefect_api
     # The replay's clock drives the monitor; the hourly schedule would look at wall-clock hours.
     orchestrator.set_schedules_active(orchestrator.MONITOR_DEPLOYMENT, api_url, active=False)
     progress("training the first champion on the earliest rows", 0, 1)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from telescore.core.params import TrainingParams
+from telescore.core.params import TrainingParams, apply_overrides
 from telescore.core.promotion import PromotionDecision, decide_promotion
 from telescore.core.splits import chronological_split
 from telescore.io.datasets import Dataset, source_from_params, with_production_rows, write_snapshot
@@ -465,12 +465,5 @@ def run_training(
 
 
 def resolve_params(base: TrainingParams, overrides: dict[str, Any] | None) -> TrainingParams:
-    """Return `base` with per-section overrides applied and validated again."""
-    if not overrides:
-        return base
-    merged = base.model_dump()
-    for section, values in overrides.items():
-        if section not in merged or not isinstance(values, dict):
-            raise ValueError(f"unknown params section {section!r}")
-        merged[section] |= values
-    return TrainingParams.model_validate(merged, strict=False)
+    """Return `base` with a run's overrides applied: known fields only, no guard relaxed."""
+    return apply_overrides(base, overrides)

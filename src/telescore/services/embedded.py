@@ -42,24 +42,35 @@ def mlflow_server(
 
 
 def prefect_server(
-    state_dir: Path, port: int, host: str = "127.0.0.1", database_url: str | None = None
+    state_dir: Path,
+    port: int,
+    host: str = "127.0.0.1",
+    database_url: str | None = None,
+    auth_string: str | None = None,
 ) -> ServiceProcess:
     """Prefect server (API and UI) on SQLite under the state folder.
 
-    `database_url` puts its database elsewhere (postgresql+asyncpg://...).
+    `database_url` puts its database elsewhere (postgresql+asyncpg://...). `auth_string`
+    (`user:password`) is asked of every API call but the health check; the UI asks for it once.
+    Cross-origin calls are allowed from the server's own UI only.
     """
     home = prefect_home(state_dir)
     database = {"PREFECT_API_DATABASE_CONNECTION_URL": database_url} if database_url else {}
+    auth = {"PREFECT_SERVER_API_AUTH_STRING": auth_string} if auth_string else {}
+    origin = f"http://{host}:{port}"
     return ServiceProcess(
         name="prefect",
         command=[console_script("prefect"), "server", "start", "--host", host, "--port", str(port)],
-        health=http_ok(f"http://{host}:{port}/api/health"),
+        health=http_ok(f"{origin}/api/health"),
         log_path=state_dir / "logs" / "prefect.log",
-        env=prefect_env(home, f"http://{host}:{port}/api")
+        env=prefect_env(home, f"{origin}/api", auth_string)
         | {
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_API_URL": f"http://{host}:{port}/api",
+            "PREFECT_UI_API_URL": f"{origin}/api",
+            # Prefect answers CORS `*` by default: any page could read the API's answers.
+            "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": origin,
         }
+        | auth
         | database,
     )
 
@@ -71,13 +82,17 @@ def prefect_home(state_dir: Path) -> Path:
     return home
 
 
-def prefect_env(home: Path, api_url: str) -> dict[str, str]:
-    """Environment that points Prefect clients and servers at one home folder and API."""
+def prefect_env(home: Path, api_url: str, auth_string: str | None = None) -> dict[str, str]:
+    """Environment that points Prefect clients and servers at one home folder and API.
+
+    `auth_string` is what clients send the server (`PREFECT_API_AUTH_STRING`).
+    """
+    auth = {"PREFECT_API_AUTH_STRING": auth_string} if auth_string else {}
     return {
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": api_url,
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-    }
+    } | auth
 
 
 def mongodb_server(state_dir: Path, port: int, host: str = "127.0.0.1") -> ServiceProcess:
@@ -112,8 +127,12 @@ def prefect_worker(
     env: dict[str, str],
     cwd: Path,
     host: str = "127.0.0.1",
+    auth_string: str | None = None,
 ) -> ServiceProcess:
-    """A Prefect process worker polling `pool`; flow runs inherit `env` (service URIs)."""
+    """A Prefect process worker polling `pool`; flow runs inherit `env` (service URIs).
+
+    `auth_string` is sent to the API by the worker and, inherited, by every flow run.
+    """
     home = prefect_home(state_dir)
     return ServiceProcess(
         name="prefect-worker",
@@ -129,7 +148,7 @@ def prefect_worker(
         ],
         health=http_ok(f"http://{host}:{health_port}/health"),
         log_path=state_dir / "logs" / "prefect-worker.log",
-        env=prefect_env(home, api_url)
+        env=prefect_env(home, api_url, auth_string)
         | env
         | {
             # The worker's health server defaults to 8080, MLServer's port.

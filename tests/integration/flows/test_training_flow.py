@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from pipelines.training import train_telemarketing
 
 from telescore.core.schema import FEATURES
@@ -18,6 +20,24 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLE = {"data": {"sample_rows": 12000}, "split": {"holdout_rows": 3000}}
+
+
+def committed_params(
+    state: Path, monkeypatch: pytest.MonkeyPatch, changes: dict[str, dict[str, Any]]
+) -> str:
+    """Write params.yaml with `changes` into a state folder of the test's own; return its path.
+
+    A run's overrides cannot relax a guard: a test that needs one relaxed does what an operator
+    does, a params change (here in the platform's state folder, which flows may read).
+    """
+    document = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in changes.items():
+        document["training"][section] = document["training"].get(section, {}) | values
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / "params.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    monkeypatch.setenv("TELESCORE_STATE_DIR", str(state))
+    return str(path)
 
 
 def _run_artifacts(registry: Registry, run_id: str) -> set[str]:
@@ -101,7 +121,7 @@ def test_second_run_that_does_not_beat_champion_leaves_it(registry: Registry) ->
 
 
 def test_corrupted_data_fails_at_gx_and_registers_nothing(
-    registry: Registry, tmp_path: Path
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given data with a wrong dtype (text in `age`)
     rows = pd.read_csv(ROOT / "data" / "bank-additional-full.csv.gz", sep=";").tail(6000)
@@ -112,7 +132,10 @@ def test_corrupted_data_fails_at_gx_and_registers_nothing(
     # when the flow runs on it, then it stops at the GX step naming the column
     with pytest.raises(ValidationFailedError, match="age") as failure:
         train_telemarketing(
-            overrides={"data": {"path": str(path)}, "split": {"holdout_rows": 2000}}
+            params_file=committed_params(
+                tmp_path / "state", monkeypatch, {"data": {"path": str(path)}}
+            ),
+            overrides={"split": {"holdout_rows": 2000}},
         )
     assert failure.value.report.tool == "great_expectations", "must fail at the GX step"
 
@@ -139,20 +162,45 @@ def test_model_failing_a_deepchecks_condition_is_not_registered(registry: Regist
 
 
 def test_a_challenger_only_run_leaves_the_champion_and_a_promotion_keeps_previous(
-    registry: Registry,
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given a champion
+    # given a champion, and params committed to promote any candidate that passes the gates
     first = train_telemarketing(overrides=SAMPLE)["version"]
-    always = {"min_improvement": -1.0}
+    always = committed_params(tmp_path, monkeypatch, {"promotion": {"min_improvement": -1.0}})
     # when a better-or-not candidate is trained as challenger only (for a canary release)
     second = train_telemarketing(
-        overrides={**SAMPLE, "promotion": {**always, "auto_promote": False}}
+        params_file=always, overrides={**SAMPLE, "promotion": {"auto_promote": False}}
     )
     # then the champion stays, and the candidate is the challenger, with the reason said
     assert not second["promoted"] and "auto_promote off" in second["reason"], second
     assert registry.alias_version(CHAMPION).version == first  # type: ignore[union-attr]
     assert registry.alias_version(CHALLENGER).version == second["version"]  # type: ignore[union-attr]
     # and when a later run is promoted directly, the champion it replaces becomes `previous`
-    third = train_telemarketing(overrides={**SAMPLE, "promotion": always})
+    third = train_telemarketing(params_file=always, overrides=SAMPLE)
     assert third["promoted"], third
     assert registry.alias_version(PREVIOUS).version == first  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("params_file", "overrides", "refusal"),
+    [
+        ("/etc/passwd", None, "params_file '/etc/passwd'"),
+        ("../../../../etc/hosts", None, "outside the project root"),
+        ("params.yaml", {"promotion": {"min_improvement": -1.0}}, "promotion.min_improvement"),
+        ("params.yaml", {"validation": {"min_roc_auc": 0.0}}, "validation.min_roc_auc"),
+        ("params.yaml", {"data": {"drop_columns": []}}, "data.drop_columns"),
+        ("params.yaml", {"deploy": {"command": "sh -c id"}}, "unknown params fields: deploy"),
+    ],
+)
+def test_a_run_cannot_choose_a_file_outside_or_relax_a_guard(
+    registry: Registry, params_file: str, overrides: dict[str, Any] | None, refusal: str
+) -> None:
+    # given a flow run's parameters, as anyone who can create a run may choose them
+    # when the flow runs, then it refuses before training, naming what was refused
+    with pytest.raises(ValueError, match="") as refused:
+        train_telemarketing(params_file=params_file, overrides=overrides)
+    assert refusal in str(refused.value), f"the refusal must name {refusal!r}: {refused.value}"
+    # and nothing was registered or logged as a run
+    assert registry.client.search_registered_models(f"name='{registry.model_name}'") == [], (
+        "a refused run registered a model"
+    )

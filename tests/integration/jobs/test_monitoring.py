@@ -95,7 +95,10 @@ def params_file(tmp_path: Path, **policy: Any) -> str:
         },
         "lookback_windows": 4,
     }
-    path = tmp_path / "params.yaml"
+    # In the state folder (the `platform` fixture's): a run's params_file must lie in the
+    # project or the platform's state folder.
+    (tmp_path / "state").mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "state" / "params.yaml"
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     path.write_text(yaml.safe_dump(base | {"monitoring": monitoring}))
     return str(path)

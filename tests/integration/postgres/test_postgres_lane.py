@@ -20,6 +20,7 @@ from pipelines.monitoring import monitor_telemarketing
 from pipelines.promotion import promote_telemarketing
 from pipelines.training import train_telemarketing
 from prefect.states import State
+from tests.integration.flows.test_training_flow import committed_params
 from tests.integration.jobs.test_monitoring import log_window, params_file, recent_rows
 from tests.integration.postgres.conftest import PostgresPlatform
 from tests.integration.serving_fixtures import MAX_ROWS, register_version
@@ -76,14 +77,16 @@ def flow_run_in_postgres(platform: PostgresPlatform, flow_run_id: str) -> tuple[
 
 
 def test_training_runs_and_a_promotion_are_stored_in_postgres(
-    postgres_platform: PostgresPlatform, postgres_registry: Registry
+    postgres_platform: PostgresPlatform,
+    postgres_registry: Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # given a fresh model name, when the training flow runs on a sample of the real data
     first, first_flow_run = run_flow(train_telemarketing, overrides=SAMPLE)
     # and a second training run is promoted over it (any candidate beats the champion)
-    second, second_flow_run = run_flow(
-        train_telemarketing, overrides=SAMPLE | {"promotion": {"min_improvement": -1.0}}
-    )
+    always = committed_params(tmp_path, monkeypatch, {"promotion": {"min_improvement": -1.0}})
+    second, second_flow_run = run_flow(train_telemarketing, params_file=always, overrides=SAMPLE)
 
     # then both were promoted, and the champion they replaced is kept as `previous`
     assert first["promoted"] and second["promoted"], (first["reason"], second["reason"])

@@ -39,7 +39,7 @@ def test_overrides_are_validated_again() -> None:
     )
     with pytest.raises(ValidationError):
         resolve_params(base, {"split": {"holdout_rows": -1}})
-    with pytest.raises(ValueError, match="unknown params section"):
+    with pytest.raises(ValueError, match="unknown params fields: nonsense"):
         resolve_params(base, {"nonsense": {}})
 
 
