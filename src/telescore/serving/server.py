@@ -70,7 +70,8 @@ class ControlPlaneGuard:
         if origin is not None and scope["method"] not in _SAFE_METHODS:
             await _refuse(send, 403, "cross-site requests are refused")
             return
-        if scope["path"].startswith(REPOSITORY_PATH) and not (
+        # `in`, not a prefix: the path includes MLServer's `root_path` when one is set.
+        if REPOSITORY_PATH in scope["path"] and not (
             authorization is not None and hmac.compare_digest(authorization, self._authorization)
         ):
             await _refuse(send, 401, "the model repository API needs the control plane's token")
@@ -82,6 +83,9 @@ class ControlPlaneGuard:
             if not length.isdigit() or int(length) > self._max_body_bytes:
                 await _refuse(send, 413, f"request bodies over {self._max_body_bytes} bytes")
                 return
+            await self._app(scope, receive, send)
+            return
+        if scope["method"] in _SAFE_METHODS:  # MLServer reads no body on these
             await self._app(scope, receive, send)
             return
         # No length: a streamed (chunked) body, or none. Read it up to the limit first.
