@@ -79,7 +79,10 @@ def start_reconciler(services: stack.Stack, server: stack.Server) -> None:
     home, tracking = server.repository.parent, services.context.tracking_uri
     env = {"TELESCORE_MLFLOW_TRACKING_URI": tracking, "TELESCORE_ENV_FILE": str(home / "no.env")}
     state = home / "reconciler.json"
-    process = reconciler_process(home, server.repository, server.url, state, env=env)
+    token = services.context.serving_control_token  # the one its MLServer was given
+    process = reconciler_process(
+        home, server.repository, server.url, state, control_token=token, env=env
+    )
     services.callback(process.stop)
     process.start()
 

@@ -218,7 +218,14 @@ class Stack(contextlib.ExitStack):
 
         ports = options.http_port, options.grpc_port, options.metrics_port
         repository, tracking = home / "repository", self.context.tracking_uri
-        process = mlserver_process(home, repository, *ports, tracking, env=SERVER_ENV | env)
+        process = mlserver_process(
+            home,
+            repository,
+            *ports,
+            tracking,
+            control_token=self.context.serving_control_token,
+            env=SERVER_ENV | env,
+        )
         metrics = f"http://{HOST}:{options.metrics_port}/metrics"
         url, grpc = f"http://{HOST}:{options.http_port}", f"{HOST}:{options.grpc_port}"
         return Server(label, process, url, grpc, metrics, repository)

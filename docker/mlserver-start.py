@@ -4,7 +4,8 @@
 `telescore serve start` writes the model repository (jobs.model_repository) and starts
 MLServer as a background process; a container needs MLServer as its main process instead.
 This writes the same repository, waiting until the registry has the alias to serve (a fresh
-platform has no model until the first training run), then replaces itself with `mlserver`.
+platform has no model until the first training run), then replaces itself with
+MLServer (`telescore.serving.server`).
 From then on the reconciler next to it (`telescore serve reconcile`, a sidecar container on the
 same repository volume) keeps it serving the registry's aliases and offsets.
 
@@ -71,7 +72,8 @@ def main() -> None:
     # The runtime resolves the alias through MLflow's own variables: the registry too, as
     # services.mlserver sets them for the embedded MLServer.
     os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = uri
-    os.execvp("mlserver", ["mlserver", "start", str(root)])  # noqa: S606, S607
+    # `mlserver start`, guarded: the repository API needs TELESCORE_SERVING_CONTROL_TOKEN.
+    os.execv(sys.executable, [sys.executable, "-m", "telescore.serving.server", str(root)])  # noqa: S606
 
 
 if __name__ == "__main__":

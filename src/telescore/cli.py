@@ -316,6 +316,7 @@ def serve_reconcile(
             slot="challenger" if slot == "challenger" else "all",
             interval=ctx.settings.serving.reconcile_interval,
             status_file=status_file,
+            control_token=ctx.serving_control_token,
         )
         reconciler.run_until_signalled(config, ctx.registry)
 

@@ -166,6 +166,15 @@ class ServingSettings(BaseSettings):
     load balancer, each with its reconciler (compose, Kubernetes): a reload through the Service
     reaches one replica only, and would race that replica's own reconciler."""
 
+    control_token: SecretStr | None = None
+    """Bearer token MLServer's model repository API (index, load, unload) requires: only the
+    control plane (each reconciler, `telescore serve`, a release's reload) holds it. MLServer
+    refuses to start without one. Unset in development: a random token kept in
+    `<state_dir>/mlserver-control-token`, given to the embedded MLServer it starts."""
+    max_body_bytes: int = Field(default=4 << 20, gt=0)
+    """MLServer refuses larger request bodies (413) before reading them; a batch of the most
+    rows a served model takes (1000) is well under 1 MiB."""
+
     def resolved_url(self, host: str = "127.0.0.1") -> str:
         """Return the configured REST base URL, or the embedded server's."""
         return self.url or f"http://{host}:{self.http_port}"

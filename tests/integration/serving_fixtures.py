@@ -5,6 +5,7 @@ Imported by `tests/integration/conftest.py`, so that serving, app and flow tests
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,8 @@ class ServedMLServer:
     metrics_url: str
     max_rows: int
     """Batch limit of the served models."""
+    control_token: str
+    """What the model repository API (index, load, unload) requires."""
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +111,7 @@ def mlserver_on_free_ports(
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     repository = folder / "mlserver-repository"
     journal = journal or folder / "journal"
+    control_token = secrets.token_urlsafe(32)
     write_registry_repository(
         repository,
         Registry(tracking_uri, REGISTERED_MODEL, "serving-tests"),
@@ -121,6 +125,7 @@ def mlserver_on_free_ports(
         grpc_port,
         metrics_port,
         tracking_uri,
+        control_token=control_token,
         ready_models=["telemarketing", "telemarketing-challenger"],
         # Connection settings reach the runtime as they reach the CLI: from the environment
         # (and no developer's .env: the named file does not exist).
@@ -141,6 +146,7 @@ def mlserver_on_free_ports(
         journal=journal,
         metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
         max_rows=MAX_ROWS,
+        control_token=control_token,
     )
 
 

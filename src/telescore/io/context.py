@@ -8,6 +8,7 @@ and all of them are closed when the context closes.
 
 from __future__ import annotations
 
+import secrets
 from contextlib import ExitStack
 from datetime import timedelta
 from functools import cached_property
@@ -21,6 +22,7 @@ from telescore.io.serving_client import ServingClient
 from telescore.settings import Settings, load_settings
 
 StoreT = TypeVar("StoreT", bound=MongoStore)
+CONTROL_TOKEN_FILE = "mlserver-control-token"  # noqa: S105 - a file name, not a secret
 DEFAULT_SERVING_TIMEOUT = 10.0
 """Seconds a request to MLServer may take by default (`ServingClient`'s own default)."""
 
@@ -121,13 +123,33 @@ class Context:
         """A client of MLServer's V2 REST API at `serving_url` (requests time out after 10 s)."""
         return self.serving_client()
 
+    @cached_property
+    def serving_control_token(self) -> str:
+        """The token of MLServer's repository API: configured, else a random one kept.
+
+        In development it is kept in `<state_dir>/mlserver-control-token`, and the embedded
+        MLServer and its reconciler are given it.
+        """
+        configured = self.settings.serving.control_token
+        if configured is not None and configured.get_secret_value():
+            return configured.get_secret_value()
+        path = self.state_dir / CONTROL_TOKEN_FILE
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Created readable by its owner only, before the token is written into it.
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
     def serving_client(self, timeout: float = DEFAULT_SERVING_TIMEOUT) -> ServingClient:
         """Return the open client of MLServer at `serving_url` whose requests wait `timeout` s.
 
         One per timeout: a probe gives up after 2 s, a reload waits minutes for a model to load.
         """
         if timeout not in self._serving:
-            client = ServingClient(self.serving_url, timeout=timeout)
+            client = ServingClient(
+                self.serving_url, timeout=timeout, control_token=self.serving_control_token
+            )
             self._serving[timeout] = self._stack.enter_context(client)
         return self._serving[timeout]
 

@@ -103,7 +103,11 @@ def parse_scores(body: Mapping[str, Any]) -> Scores:
 
 
 class ServingClient:
-    """Synchronous V2 REST client; use as a context manager (it owns a connection pool)."""
+    """Synchronous V2 REST client; use as a context manager (it owns a connection pool).
+
+    `control_token` is the control plane's: MLServer's model repository API (index, load,
+    unload) refuses requests without it. Only those requests carry it.
+    """
 
     def __init__(
         self,
@@ -111,8 +115,10 @@ class ServingClient:
         *,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        control_token: str | None = None,
     ) -> None:
         self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+        self._control = {"Authorization": f"Bearer {control_token}"} if control_token else {}
 
     def __enter__(self) -> ServingClient:
         return self
@@ -166,7 +172,7 @@ class ServingClient:
 
     def repository_index(self) -> list[RepositoryModel]:
         """List the models of the repository and their states."""
-        body = self._post("/v2/repository/index", {})
+        body = self._post("/v2/repository/index", {}, self._control)
         entries = body if isinstance(body, list) else []
         return [
             RepositoryModel(
@@ -177,14 +183,16 @@ class ServingClient:
 
     def load_model(self, model: str) -> None:
         """Load a model from the repository; on a loaded model this reloads it."""
-        self._post(f"/v2/repository/models/{model}/load", None)
+        self._post(f"/v2/repository/models/{model}/load", None, self._control)
 
     def unload_model(self, model: str) -> None:
         """Unload a model."""
-        self._post(f"/v2/repository/models/{model}/unload", None)
+        self._post(f"/v2/repository/models/{model}/unload", None, self._control)
 
-    def _post(self, path: str, payload: Mapping[str, Any] | None) -> Any:
-        return self._json(self._http.post(path, json=payload))
+    def _post(
+        self, path: str, payload: Mapping[str, Any] | None, headers: Mapping[str, str] | None = None
+    ) -> Any:
+        return self._json(self._http.post(path, json=payload, headers=headers))
 
     @staticmethod
     def _ok(call: Callable[[], httpx.Response]) -> bool:

@@ -198,6 +198,8 @@ class ReconcilerConfig:
     """Rewritten after every tick: when, what is desired and served, the last error."""
     load_timeout: float = 120.0
     """Seconds a (re)load through the repository API may take."""
+    control_token: str | None = None
+    """The bearer token the local MLServer's repository API requires."""
 
 
 def run(
@@ -218,7 +220,9 @@ def run(
         config.interval,
     )
     # This replica's own MLServer, never the context's `serving_url` (which may balance).
-    with ServingClient(config.serving_url, timeout=config.load_timeout) as serving:
+    with ServingClient(
+        config.serving_url, timeout=config.load_timeout, control_token=config.control_token
+    ) as serving:
         while not stop.is_set():
             wake.clear()
             tick, error = _tick(config, serving, registry, rewrite=rewrite)

@@ -134,6 +134,7 @@ def _process(ctx: Context, ready_models: list[str]) -> ServiceProcess:
         serving.grpc_port,
         serving.metrics_port,
         ctx.tracking_uri,
+        control_token=ctx.serving_control_token,
         host=ctx.host,
         ready_models=ready_models,
         # MLServer runs in the state folder: point it at the env file this process read, so
@@ -148,6 +149,7 @@ def _reconciler(ctx: Context) -> ServiceProcess:
         repository_dir(ctx),
         local_serving_url(ctx),
         reconciler_status_file(ctx),
+        control_token=ctx.serving_control_token,
         env={ENV_FILE_VARIABLE: str(env_file())},
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from telescore.services.processes import ServiceProcess, console_script, http_ok, tcp_open
@@ -179,8 +180,15 @@ def evidently_ui(state_dir: Path, port: int, host: str = "127.0.0.1") -> Service
         # request for projects (and fails there if a snapshot is malformed).
         health=http_ok(f"http://{host}:{port}/api/projects", timeout=30.0),
         log_path=state_dir / "logs" / "evidently.log",
-        # Evidently sends usage telemetry unless told not to.
-        env={"DO_NOT_TRACK": "1"},
+        env={
+            # Evidently sends usage telemetry unless told not to.
+            "DO_NOT_TRACK": "1",
+            # Without a secret its write API (create, change or delete a project or snapshot)
+            # answers anyone, a page's cross-site text/plain POST included. The monitor writes
+            # the workspace's files itself, so nobody needs this one: a new one each start,
+            # kept out of the arguments that `ps` shows.
+            "EVIDENTLY_SECRET": secrets.token_urlsafe(32),
+        },
     )
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from telescore.services.processes import HealthCheck, ServiceProcess, console_script, http_ok
 
 DEFAULT_READY_MODELS = ("telemarketing",)
+CONTROL_TOKEN_VARIABLE = "TELESCORE_SERVING_CONTROL_TOKEN"  # noqa: S105 - a variable's name
 
 
 def mlserver_process(
@@ -19,23 +21,25 @@ def mlserver_process(
     metrics_port: int,
     tracking_uri: str,
     *,
+    control_token: str,
     host: str = "127.0.0.1",
     ready_models: Sequence[str] = DEFAULT_READY_MODELS,
     env: Mapping[str, str] | None = None,
     startup_timeout: float = 120.0,
 ) -> ServiceProcess:
-    """MLServer on a repository written by `jobs.model_repository`, healthy once models load."""
+    """MLServer on a repository written by `jobs.model_repository`, healthy once models load.
+
+    Its model repository API answers only requests bearing `control_token`
+    (`telescore.serving.server` says what else it refuses).
+    """
     _check_ports(repository_dir, host, http_port, grpc_port, metrics_port)
     state_dir = state_dir.resolve()
     base = f"http://{host}:{http_port}"
     return ServiceProcess(
         name="mlserver",
         # Absolute: the process runs in the state folder, not the caller's working directory.
-        command=[
-            console_script("mlserver"),
-            "start",
-            str(repository_dir.resolve()),
-        ],
+        # `mlserver start`, guarded: MLServer itself has no authentication.
+        command=[sys.executable, "-m", "telescore.serving.server", str(repository_dir.resolve())],
         health=_all_ok(
             [http_ok(f"{base}/v2/health/ready")]
             + [http_ok(f"{base}/v2/models/{name}/ready") for name in ready_models]
@@ -54,6 +58,7 @@ def mlserver_process(
             # The runtime's default prediction spool lives under the state folder.
             "TELESCORE_STATE_DIR": str(state_dir),
             **(env or {}),
+            CONTROL_TOKEN_VARIABLE: control_token,
         },
         cwd=state_dir,
         startup_timeout=startup_timeout,
@@ -66,11 +71,15 @@ def reconciler_process(
     serving_url: str,
     status_file: Path,
     *,
+    control_token: str,
     slot: str = "all",
     env: Mapping[str, str] | None = None,
     startup_timeout: float = 60.0,
 ) -> ServiceProcess:
-    """The MLServer's reconciler (`telescore serve reconcile`), healthy once it has looked."""
+    """The MLServer's reconciler (`telescore serve reconcile`), healthy once it has looked.
+
+    It loads and unloads with `control_token`, the one its MLServer was started with.
+    """
     state_dir = state_dir.resolve()
     return ServiceProcess(
         name="mlserver-reconciler",
@@ -89,7 +98,11 @@ def reconciler_process(
         ],
         health=status_file.exists,
         log_path=state_dir / "logs" / "mlserver-reconciler.log",
-        env={"TELESCORE_STATE_DIR": str(state_dir), **(env or {})},
+        env={
+            "TELESCORE_STATE_DIR": str(state_dir),
+            **(env or {}),
+            CONTROL_TOKEN_VARIABLE: control_token,
+        },
         cwd=state_dir,
         startup_timeout=startup_timeout,
     )

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
+from pydantic import SecretStr
 from tests.integration.app.conftest import Keys
 from tests.integration.app.test_web_app import _key, _logged, _wait_for
 from tests.integration.serving_fixtures import RegisteredVersions, ServedMLServer
@@ -51,7 +52,11 @@ RULES = ReleaseRules(
 def release_context(settings: Settings, mlserver: ServedMLServer) -> Iterator[Context]:
     """The promotion's context: the app's settings, with the session's MLServer to reload."""
     metrics_port = int(mlserver.metrics_url.rsplit(":", 1)[1].split("/")[0])
-    serving = ServingSettings(url=mlserver.rest_url, metrics_port=metrics_port)
+    serving = ServingSettings(
+        url=mlserver.rest_url,
+        metrics_port=metrics_port,
+        control_token=SecretStr(mlserver.control_token),
+    )
     with Context(settings.model_copy(update={"serving": serving})) as ctx:
         yield ctx
 
@@ -66,7 +71,9 @@ def restore_aliases(
     name = registered_versions.name
     client.set_registered_model_alias(name, "champion", registered_versions.champion)
     client.set_registered_model_alias(name, "challenger", registered_versions.challenger)
-    with ServingClient(mlserver.rest_url, timeout=120) as serving:
+    with ServingClient(
+        mlserver.rest_url, timeout=120, control_token=mlserver.control_token
+    ) as serving:
         for model in ("telemarketing", "telemarketing-challenger"):
             serving.load_model(model)
 

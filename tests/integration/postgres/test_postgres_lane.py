@@ -4,6 +4,7 @@ store fell back to SQLite."""
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -288,6 +289,7 @@ def postgres_release(
         # No developer's .env: the named file does not exist.
         "TELESCORE_ENV_FILE": str(tmp_path / "no.env"),
     }
+    control_token = secrets.token_urlsafe(32)
     process = mlserver_process(
         state,
         state / "mlserver",
@@ -295,6 +297,7 @@ def postgres_release(
         grpc_port,
         metrics_port,
         postgres_platform.mlflow_uri,
+        control_token=control_token,
         ready_models=[CHAMPION_MODEL, CHALLENGER_MODEL],
         env=connection,
     )
@@ -305,6 +308,7 @@ def postgres_release(
     # No reconciler runs beside this MLServer: the promotion reloads it itself.
     monkeypatch.setenv("TELESCORE_SERVING_URL", rest_url)
     monkeypatch.setenv("TELESCORE_SERVING_RELOAD_ON_RELEASE", "true")
+    monkeypatch.setenv("TELESCORE_SERVING_CONTROL_TOKEN", control_token)
     with process.running():
         yield PostgresRelease(
             champion=champion,

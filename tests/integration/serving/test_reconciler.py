@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import secrets
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ class Replica:
     repository: Path
     mlserver: ServiceProcess
     reconciler: ServiceProcess
+    control_token: str
+    """What its model repository API requires (its reconciler has it)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ def _replica(root: Path, tracking_uri: str, model_name: str) -> Replica:
         # No developer's .env: the named file does not exist.
         "TELESCORE_ENV_FILE": str(root / "no.env"),
     }
+    control_token = secrets.token_urlsafe(32)
     mlserver = mlserver_process(
         root,
         repository,
@@ -137,13 +141,19 @@ def _replica(root: Path, tracking_uri: str, model_name: str) -> Replica:
         grpc_port,
         metrics_port,
         tracking_uri,
+        control_token=control_token,
         ready_models=[CHAMPION_MODEL, CHALLENGER_MODEL],
         env=settings_env,
     )
     reconciler = reconciler_process(
-        root, repository, url, root / "run" / "reconciler.json", env=settings_env
+        root,
+        repository,
+        url,
+        root / "run" / "reconciler.json",
+        control_token=control_token,
+        env=settings_env,
     )
-    return Replica(root.name, url, repository, mlserver, reconciler)
+    return Replica(root.name, url, repository, mlserver, reconciler, control_token)
 
 
 def _control_plane(replicas: Replicas, mongodb_uri: str, state_dir: Path) -> Context:
@@ -160,7 +170,7 @@ def _control_plane(replicas: Replicas, mongodb_uri: str, state_dir: Path) -> Con
 
 def _served(replica: Replica) -> dict[str, tuple[str | None, float | None]]:
     """Model name -> (version, log-odds offset) one replica serves now."""
-    with ServingClient(replica.url, timeout=5.0) as client:
+    with ServingClient(replica.url, timeout=5.0, control_token=replica.control_token) as client:
         served = {}
         for model in client.repository_index():
             if model.state == "READY":
@@ -296,6 +306,9 @@ def test_an_unreachable_registry_leaves_the_replica_serving_what_it_has(
     unreachable = Registry(nowhere, replicas.model_name, "reconciler-tests")
 
     # when a reconciliation runs against it, then it fails and changes nothing
-    with ServingClient(replica.url, timeout=30.0) as serving, pytest.raises(RegistryError):
+    with (
+        ServingClient(replica.url, timeout=30.0, control_token=replica.control_token) as serving,
+        pytest.raises(RegistryError),
+    ):
         reconcile(replica.repository, serving, unreachable)
     assert _served(replica) == before, "a replica must keep serving what it has loaded"

@@ -98,3 +98,27 @@ def test_ready_is_false_when_nothing_listens() -> None:
     with ServingClient("http://mlserver", transport=httpx.MockTransport(refuse)) as client:
         # when readiness is asked / then it is False, not an exception
         assert client.ready() is False, "a refused connection should read as not ready"
+
+
+def test_only_repository_calls_carry_the_control_token() -> None:
+    # given a client holding the control plane's token, and a server that notes what it gets
+    seen: dict[str, str | None] = {}
+
+    def note(request: httpx.Request) -> httpx.Response:
+        seen[request.url.path] = request.headers.get("Authorization")
+        if request.url.path.endswith("/infer"):
+            return _server(request)
+        return httpx.Response(200, json=[] if request.url.path.endswith("/index") else None)
+
+    transport = httpx.MockTransport(note)
+    with ServingClient("http://mlserver", transport=transport, control_token="t0ken") as client:
+        # when it scores, lists, loads and unloads
+        client.infer([ROW])
+        client.repository_index()
+        client.load_model("telemarketing")
+        client.unload_model("telemarketing")
+
+    # then the repository calls carry it as a bearer token, and scoring does not
+    assert seen.pop("/v2/models/telemarketing/infer") is None, "scoring must not carry the token"
+    assert set(seen.values()) == {"Bearer t0ken"}, f"repository calls without the token: {seen}"
+    assert len(seen) == 3, f"index, load and unload expected: {sorted(seen)}"
