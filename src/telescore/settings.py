@@ -238,6 +238,11 @@ class Settings(BaseSettings):
                 "TELESCORE_API_SECRET_KEY", self.api.secret_key, min_length=MIN_SECRET_LENGTH
             ),
             ProductionSecret("TELESCORE_MONGODB_URI", self.mongodb.uri, in_uri=True),
+        ] + [
+            # Checked when set: only MLServer and what loads models into it are given it.
+            ProductionSecret("TELESCORE_SERVING_CONTROL_TOKEN", token, min_length=MIN_SECRET_LENGTH)
+            for token in [self.serving.control_token]
+            if token is not None
         ]
 
     @model_validator(mode="after")

@@ -70,7 +70,7 @@ def compose_secrets() -> set[str]:
         for service in TELESCORE_SERVICES
         for value in services[service]["environment"].values()
         for name in re.findall(r"\$\{(\w+):\?", str(value))
-        if re.search(r"PASSWORD|SECRET", name)
+        if re.search(r"PASSWORD|SECRET|TOKEN", name)
     }
 
 
@@ -169,7 +169,7 @@ def test_compose_checks_every_secret_before_the_data_stores_start():
     required = {
         name
         for name in re.findall(r"\$\{(\w+):\?", COMPOSE_FILE.read_text())
-        if re.search(r"PASSWORD|SECRET", name)
+        if re.search(r"PASSWORD|SECRET|TOKEN", name)
     }
     # then the one-shot secrets-check names each, and the data stores wait for its success
     check = compose["services"]["secrets-check"]
