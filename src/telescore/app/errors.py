@@ -36,6 +36,12 @@ class Detail(BaseModel):
     detail: str
 
 
+class FieldErrors(BaseModel):
+    """The request's fields that failed validation, each naming where it is (FastAPI's 422)."""
+
+    detail: list[dict[str, Any]]
+
+
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """Return OpenAPI `responses` documenting these error statuses."""
     described = {
@@ -48,7 +54,11 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         status.HTTP_422_UNPROCESSABLE_ENTITY: "Malformed, or cites another prospect's prediction",
         status.HTTP_503_SERVICE_UNAVAILABLE: "MongoDB or MLServer is unreachable",
     }
-    return {code: {"model": Detail, "description": described[code]} for code in codes}
+    # A route's own 422 is a sentence; the same status from validation lists the fields.
+    models: dict[int, Any] = {status.HTTP_422_UNPROCESSABLE_ENTITY: Detail | FieldErrors}
+    return {
+        code: {"model": models.get(code, Detail), "description": described[code]} for code in codes
+    }
 
 
 API_ERRORS: Final = responses(400, 401, 403, 413, 503)

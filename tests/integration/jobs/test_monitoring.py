@@ -16,6 +16,7 @@ from pipelines.training import train_telemarketing
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelled, Failed, State
+from tests.integration.flows.test_training_flow import committed_params
 
 from telescore.core.features import split_features_label
 from telescore.core.outcomes import Outcome
@@ -354,15 +355,16 @@ def test_mongodb_down_fails_the_run_visibly_and_decides_nothing(
 
 
 def test_a_calibrated_champion_gets_its_offset_refitted_and_recorded(
-    platform: dict[str, Any], registry: Registry, tmp_path: Path
+    platform: dict[str, Any], registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given a champion trained with calibration on (every candidate promoted), and a window
-    # of 600 predictions whose outcomes are all known
-    calibrated = SAMPLE | {
-        "calibration": {"enabled": True, "rows": 600, "min_rows": 200},
-        "promotion": {"min_improvement": -1.0},
-    }
-    trained = train_telemarketing(overrides=calibrated)
+    # given a champion trained with calibration on (every candidate promoted: a committed
+    # params change, since a run cannot relax a guard), and a window of 600 predictions whose
+    # outcomes are all known
+    always = committed_params(
+        platform["state"], monkeypatch, {"promotion": {"min_improvement": -1.0}}
+    )
+    calibrated = SAMPLE | {"calibration": {"enabled": True, "rows": 600, "min_rows": 200}}
+    trained = train_telemarketing(params_file=always, overrides=calibrated)
     assert trained["promoted"], trained["reason"]
     champion = registry.alias_version(CHAMPION)
     assert champion is not None and champion.version == trained["version"]

@@ -333,6 +333,7 @@ def test_a_shadow_release_is_promoted_and_rolled_back_in_the_postgres_backed_reg
     postgres_registry: Registry,
     postgres_release: PostgresRelease,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     release = postgres_release
     name = postgres_registry.model_name
@@ -407,7 +408,10 @@ def test_a_shadow_release_is_promoted_and_rolled_back_in_the_postgres_backed_reg
                 for row, label in zip(shown_rows, subscribed, strict=True)
             ],
         )
-    params = tmp_path / "release-params.yaml"
+    # In a state folder of the test's own: a run's params_file must lie in the project or there.
+    monkeypatch.setenv("TELESCORE_STATE_DIR", str(tmp_path / "state"))
+    params = tmp_path / "state" / "release-params.yaml"
+    params.parent.mkdir(parents=True, exist_ok=True)
     params.write_text(yaml.safe_dump({"release": RELEASE_RULES}))
 
     # when the promotion flow judges the release
