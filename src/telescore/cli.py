@@ -45,7 +45,7 @@ def _print_urls(urls: platform.PlatformUrls, ctx: Context) -> None:
     table.add_row("MLflow UI", urls.mlflow)
     table.add_row("Prefect UI", urls.prefect)
     if urls.prefect_login:
-        table.add_row("Prefect UI login (paste it whole)", urls.prefect_login)
+        table.add_row("Prefect UI login", "printed below the table")
     table.add_row("Evidently UI (monitoring)", urls.evidently)
     table.add_row("Web app (callers)", urls.api)
     table.add_row("JSON API (OpenAPI)", f"{urls.api}/docs")
@@ -58,6 +58,10 @@ def _print_urls(urls: platform.PlatformUrls, ctx: Context) -> None:
         table.add_row("Prometheus metrics", serving.metrics)
     table.add_row("Logs", str(ctx.state_dir / "logs"))
     console.print(table)
+    if urls.prefect_login:
+        # On a line of its own: a table cell folds or cuts it, and the UI wants it whole.
+        console.print("Prefect UI login (paste it whole):")
+        console.print(urls.prefect_login, soft_wrap=True, highlight=False)
 
 
 def _start_serving(ctx: Context) -> bool:
