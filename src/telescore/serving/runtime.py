@@ -172,14 +172,22 @@ class TelescoreRuntime(MLflowRuntime):
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         """Answer one request, and count it (failed or not) for the release guards."""
+        started = time.perf_counter()
         try:
             response = await self._answer(payload)
         except Exception:
             # Every exception, refused inputs (4xx) included: what MLServer's own
             # model_infer_request_failure_total counts (`count_exceptions` in its data plane).
-            request_counter().count(self.name, self._model_version, failed=True)
+            request_counter().count(
+                self.name,
+                self._model_version,
+                failed=True,
+                seconds=time.perf_counter() - started,
+            )
             raise
-        request_counter().count(self.name, self._model_version, failed=False)
+        request_counter().count(
+            self.name, self._model_version, failed=False, seconds=time.perf_counter() - started
+        )
         return response
 
     async def _answer(self, payload: InferenceRequest) -> InferenceResponse:
