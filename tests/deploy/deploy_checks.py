@@ -92,6 +92,11 @@ KUBECTL = Tool("kubectl", ("kubectl",), f"{MAKE_TOOLS} (apt-get install kubectl)
 KUBERNETES_VALIDATE = Tool(
     "kubernetes-validate", (str(ENVIRONMENT_BIN / "kubernetes-validate"),), MAKE_INSTALL
 )
+PROMTOOL = Tool("promtool", ("promtool",), f"{MAKE_TOOLS} (apt-get install prometheus)")
+AMTOOL = Tool("amtool", ("amtool",), f"{MAKE_TOOLS} (apt-get install prometheus-alertmanager)")
+PROMETHEUS_DIR = REPO / "prometheus"
+RULES_FILE = PROMETHEUS_DIR / "telescore.rules.yml"
+RULES_TESTS = PROMETHEUS_DIR / "telescore.rules.test.yml"
 
 
 # --- Kubernetes ---------------------------------------------------------------------------
@@ -239,12 +244,15 @@ def locked_extras(project: str = "telescore") -> set[str]:
 # --- docker-compose -----------------------------------------------------------------------
 
 # Services that may publish a port: the web app (callers and integrations) and the operators'
-# UIs, the three tools an operator opens in a browser to do their job: MLflow (runs, the
-# registry's versions and aliases), Prefect's server (its UI and the API its CLI uses to start
-# training) and the Evidently UI (the monitor's reports). MinIO's console, MongoDB, PostgreSQL,
-# MLServer and the worker have no operator task that needs a browser: they stay internal,
-# whatever they are called. Published ports bind to loopback by default (DEFAULT_BIND).
-PUBLISHING_SERVICES = frozenset({"app", "mlflow", "prefect-server", "evidently"})
+# UIs, the tools an operator opens in a browser to do their job: MLflow (runs, the registry's
+# versions and aliases), Prefect's server (its UI and the API its CLI uses to start training),
+# the Evidently UI (the monitor's reports), Prometheus (graphs, the alert rules' state) and
+# Alertmanager (alerts, silences). MinIO's console, MongoDB, PostgreSQL, MLServer and the
+# worker have no operator task that needs a browser: they stay internal, whatever they are
+# called. Published ports bind to loopback by default (DEFAULT_BIND).
+PUBLISHING_SERVICES = frozenset(
+    {"app", "mlflow", "prefect-server", "evidently", "prometheus", "alertmanager"}
+)
 DEFAULT_BIND = "${TELESCORE_BIND:-127.0.0.1}"
 ONE_SHOT_LABEL = "telescore.one-shot"
 SECRET_VARIABLE = re.compile(r"\$\{(\w*(?:PASSWORD|SECRET)\w*)([^}]*)\}")
@@ -336,6 +344,9 @@ MLSERVER_CLIENTS = frozenset({"app", "prefect-worker"})
 # read MLflow). Compose networks are symmetric, so they share a network with MLServer; they
 # run no client of it (docs/security.md says what that leaves).
 MLSERVER_DEPENDENCIES = frozenset({"mongodb", "mlflow"})
+# Prometheus scrapes MLServer's metrics port; a compose network cannot limit it to that port,
+# but it sends only scrapes (its configuration, prometheus/prometheus.yml, says where).
+MLSERVER_SCRAPERS = frozenset({"prometheus"})
 # A password is plain, or a compose variable (`${VAR:?message}`, which may hold spaces).
 MONGODB_URI = re.compile(
     r"mongodb(?:\+srv)?://(?:(?P<user>[^:@/\s]+)(?::(?:\$\{[^}]*\}|[^@/\s])*)?@)?"
@@ -375,7 +386,7 @@ def network_peers(compose: Mapping[str, Any], service: str) -> set[str]:
 def mlserver_network_problems(compose: Mapping[str, Any]) -> list[str]:
     """Say who, besides its clients and the servers it calls, can reach MLServer in compose."""
     problems = []
-    allowed = MLSERVER_CLIENTS | MLSERVER_DEPENDENCIES
+    allowed = MLSERVER_CLIENTS | MLSERVER_DEPENDENCIES | MLSERVER_SCRAPERS
     for peer in sorted(network_peers(compose, MLSERVER) - allowed):
         problems.append(f"{peer} shares a network with {MLSERVER} (only {sorted(allowed)} may)")
     for name in sorted(MLSERVER_CLIENTS - network_peers(compose, MLSERVER)):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import crypt  # the standard library's: libxcrypt does bcrypt; see `bcrypt_hash`
 import os
 import re
 import secrets
@@ -75,6 +74,8 @@ def bcrypt_hash(password: str) -> str:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # noqa: PLC0415 - deprecated: imported where its warning is silenced
+
         # bcrypt is what the web configs take, and is not weak (S324 flags every crypt method).
         salt = crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=2**BCRYPT_COST)  # noqa: S324
         hashed = crypt.crypt(password, salt)
@@ -365,3 +366,34 @@ def alert_receiver(
         log_path=state_dir / "logs" / "alert-receiver.log",
         env=env or {},
     )
+
+
+COMPOSE_USER: Final = "telescore"
+PASSWORD_VARIABLE: Final = "MONITORING_PASSWORD"  # noqa: S105 - a variable's name
+
+
+def write_shared_login(folder: Path, password: str, user: str = COMPOSE_USER) -> None:
+    """Write the login files compose's Prometheus and Alertmanager mount (`secrets/`).
+
+    `web.yml` asks every request for `user` (a bcrypt hash, readable by all); `password` is
+    what Prometheus presents to itself and to Alertmanager, readable by the group that writes
+    it (the containers join it) and nobody else.
+    """
+    write_web_config(folder / "web.yml", WebLogin(user, password)).chmod(0o444)
+    write_private(folder / "password", password).chmod(0o440)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m telescore.services.prometheus FOLDER`: write the shared login files there.
+
+    Run once by compose's `monitoring-login` service, the password from MONITORING_PASSWORD.
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    password = os.environ.get(PASSWORD_VARIABLE, "")
+    if len(arguments) != 1 or not password:
+        raise SystemExit(f"usage: {PASSWORD_VARIABLE}=... python -m {__name__} FOLDER")
+    write_shared_login(Path(arguments[0]), password)
+
+
+if __name__ == "__main__":
+    main()

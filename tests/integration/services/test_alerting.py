@@ -50,6 +50,7 @@ class Alerting:
 
     prometheus: PrometheusClient
     alert_log: AlertLog
+    prometheus_url: str
     alertmanager_url: str
     login: tuple[str, str]
 
@@ -86,6 +87,7 @@ def alerting(folder: Path, mlserver_metrics: str, web: str) -> Iterator[Alerting
                 yield Alerting(
                     client,
                     AlertLog(alert_log_path(ctx.state_dir)),
+                    ctx.prometheus_url,
                     ctx.alertmanager_url,
                     (login.user, login.password),
                 )
@@ -229,9 +231,8 @@ def test_prometheus_and_alertmanager_answer_only_with_the_login(tmp_path: Path) 
     with alerting(
         tmp_path / "state", f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     ) as stack:
-        prometheus = f"{stack.prometheus._http.base_url}"
         for url in (
-            f"{prometheus}/api/v1/query?query=up",
+            f"{stack.prometheus_url}/api/v1/query?query=up",
             f"{stack.alertmanager_url}/api/v2/status",
         ):
             # when asked without the login / then they refuse
