@@ -58,7 +58,7 @@ def _print_urls(urls: platform.PlatformUrls, ctx: Context) -> None:
     if urls.monitoring_login:
         table.add_row("Prometheus, Alertmanager login", "printed below the table")
     if urls.alert_log:
-        table.add_row("Alerts received (`telescore alerts`)", str(urls.alert_log))
+        table.add_row("Alerts received", "telescore alerts (ops: GET /alerts)")
     serving = deployment.status(ctx)
     if serving.models:
         for name, version in serving.models.items():
@@ -71,6 +71,8 @@ def _print_urls(urls: platform.PlatformUrls, ctx: Context) -> None:
         # On a line of its own: a table cell folds or cuts it, and the UI wants it whole.
         console.print("Prefect UI login (paste it whole):")
         console.print(urls.prefect_login, soft_wrap=True, highlight=False)
+    if missing := urls.monitoring_missing:
+        console.print(f"[yellow]No alerts: Prometheus and Alertmanager not started[/]: {missing}")
     if urls.monitoring_login:
         console.print("Prometheus and Alertmanager login (user, then password):")
         user, _, password = urls.monitoring_login.partition(":")

@@ -12,7 +12,7 @@ from telescore.io.alert_log import alert_log_path
 from telescore.io.context import Context
 from telescore.io.params_files import load_monitoring_params
 from telescore.services import embedded
-from telescore.services import prometheus as monitoring
+from telescore.services import prometheus as alerting
 from telescore.services.processes import ServiceProcess, pid_alive, terminate_group
 from telescore.settings import ENV_FILE_VARIABLE, env_file
 
@@ -36,6 +36,8 @@ class PlatformUrls:
     """What the Prometheus and Alertmanager UIs ask for (`user:password`), when generated."""
     alert_log: Path | None = None
     """Where the local receiver appends the alerts Alertmanager sends it."""
+    monitoring_missing: str | None = None
+    """Why Prometheus and Alertmanager were not started (not installed), if they were not."""
 
 
 def _pid_file(ctx: Context, name: str) -> Path:
@@ -111,7 +113,11 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
         servers.append(embedded.mongodb_server(state, settings.mongodb.port, host))
     servers.append(embedded.evidently_ui(state, settings.evidently.port, host))
     servers.append(embedded.outcomes_api(state, settings.api.port, host, env))
-    servers.extend(monitoring_servers(ctx, project_root))
+    # Without them (no `make tools` yet) the platform runs, unwatched: it says so.
+    embedded_monitoring = settings.prometheus.url is None or settings.alertmanager.url is None
+    monitoring_missing = alerting.missing_commands() if embedded_monitoring else None
+    if monitoring_missing is None:
+        servers.extend(monitoring_servers(ctx, project_root))
     # Launch all first, then wait: MLflow and Prefect each take 10-20 s to get ready.
     launched = [s.launch() for s in servers if not is_running(ctx, s)]
     for service in launched:
@@ -134,7 +140,11 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
         worker.start()
         record_pid(ctx, worker)
     orchestrator.deploy_all(project_root / "pipelines" / "prefect.yaml", prefect_env, project_root)
-    embedded_login = ctx.prometheus_login if settings.prometheus.auth_string is None else None
+    embedded_login = (
+        ctx.prometheus_login
+        if settings.prometheus.auth_string is None and monitoring_missing is None
+        else None
+    )
     return PlatformUrls(
         mlflow=ctx.tracking_uri,
         prefect=api_url.removesuffix("/api"),
@@ -147,7 +157,10 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
         monitoring_login=(
             f"{embedded_login.user}:{embedded_login.password}" if embedded_login else None
         ),
-        alert_log=alert_log_path(state) if settings.alertmanager.url is None else None,
+        alert_log=alert_log_path(state)
+        if settings.alertmanager.url is None and monitoring_missing is None
+        else None,
+        monitoring_missing=monitoring_missing,
     )
 
 
@@ -168,14 +181,12 @@ def monitoring_servers(
     servers: list[ServiceProcess] = []
     alertmanager = settings.alertmanager
     if alertmanager.url is None and ctx.alertmanager_login is not None:
-        login = monitoring.WebLogin(ctx.alertmanager_login.user, ctx.alertmanager_login.password)
+        login = alerting.WebLogin(ctx.alertmanager_login.user, ctx.alertmanager_login.password)
         servers.append(
-            monitoring.alert_receiver(
-                state, alertmanager.receiver_port, alert_log_path(state), host
-            )
+            alerting.alert_receiver(state, alertmanager.receiver_port, alert_log_path(state), host)
         )
         servers.append(
-            monitoring.alertmanager_server(
+            alerting.alertmanager_server(
                 state,
                 alertmanager.port,
                 host,
@@ -188,20 +199,20 @@ def monitoring_servers(
         )
     prometheus = settings.prometheus
     if prometheus.url is None and ctx.prometheus_login is not None:
-        login = monitoring.WebLogin(ctx.prometheus_login.user, ctx.prometheus_login.password)
-        targets = monitoring.ScrapeTargets(
+        login = alerting.WebLogin(ctx.prometheus_login.user, ctx.prometheus_login.password)
+        targets = alerting.ScrapeTargets(
             mlserver=mlserver_targets or [f"{host}:{settings.serving.metrics_port}"],
             web=web_targets or [f"{host}:{settings.api.port}"],
         )
         servers.append(
-            monitoring.prometheus_server(
+            alerting.prometheus_server(
                 state,
                 prometheus.port,
                 host,
                 login=login,
                 targets=targets,
                 alertmanager_port=alertmanager.port,
-                rules=monitoring.rules_source(project_root),
+                rules=alerting.rules_source(project_root),
                 scrape_interval=prometheus.scrape_interval,
                 evaluation_interval=prometheus.evaluation_interval,
                 retention=prometheus.retention,

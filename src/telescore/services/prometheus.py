@@ -60,6 +60,16 @@ def find_command(names: Sequence[str]) -> str:
     raise MonitoringNotInstalledError(f"{' or '.join(names)} not found on PATH: {INSTALL_HINT}")
 
 
+def missing_commands() -> str | None:
+    """Say which of Prometheus and Alertmanager is not installed, and how to install it."""
+    for names in (PROMETHEUS_COMMANDS, ALERTMANAGER_COMMANDS):
+        try:
+            find_command(names)
+        except MonitoringNotInstalledError as missing:
+            return str(missing)
+    return None
+
+
 def rules_source(project_root: Path) -> Path:
     """Return the alert rules file of the project."""
     return project_root / RULES_FOLDER / RULES_FILE
