@@ -14,6 +14,7 @@ from deploy_checks import (
     OVERLAYS,
     REPO,
     configmap_secret_problems,
+    container_session_key_holders,
     find,
     ingress_problems,
     manifests,
@@ -405,3 +406,36 @@ def test_a_flow_run_cannot_change_the_command_of_its_pod():
     for placeholder in ("{{ command }}", "{{ env }}"):
         assert placeholder not in configuration, f"{placeholder} reaches the pod"
     assert not {"args", "command"} & set(container), f"the pod's command is set: {container}"
+
+
+def test_only_the_web_app_is_given_the_session_key(overlay, objects):
+    # given every container of the overlay, and the flow runs' pod of the work pool's template
+    name, _ = overlay
+    manifest = json.loads(JOB_TEMPLATE.read_text())["job_configuration"]["job_manifest"]
+    flow_runs = [
+        ("telescore-flow-run", container)
+        for container in manifest["spec"]["template"]["spec"]["containers"]
+    ]
+    every = [(workload, container) for workload, _, container in containers(objects)]
+    # when those given the session key are listed
+    holders = container_session_key_holders(every + flow_runs)
+    # then the web app is the only one: MLServer and the flow runs can run a model's code
+    assert holders == {"web/web"}, f"overlay {name}: the session key is given to {holders}"
+
+
+def test_the_session_key_check_catches_a_container_given_it():
+    # given a container given the key by name, one given the whole Secret, and the check's own
+    by_name = {
+        "name": "mlserver",
+        "env": [
+            {
+                "name": "SIGNING",
+                "valueFrom": {"secretKeyRef": {"name": "s", "key": "TELESCORE_API_SECRET_KEY"}},
+            }
+        ],
+    }
+    whole = {"name": "worker", "envFrom": [{"secretRef": {"name": "telescore-secrets"}}]}
+    check = {"name": "secrets-check", "command": ["telescore-check-secrets"], **whole}
+    # when checked / then the first two are named, the check is allowed
+    holders = container_session_key_holders([("a", by_name), ("b", whole), ("c", check)])
+    assert holders == {"a/mlserver", "b/worker"}, holders

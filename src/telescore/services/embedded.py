@@ -211,4 +211,6 @@ def outcomes_api(
         health=http_ok(f"http://{host}:{port}/health"),
         log_path=state_dir / "logs" / "outcomes-api.log",
         env=env or {},
+        # The one process that signs sessions: it alone inherits the session key.
+        app_secrets=True,
     )
