@@ -98,6 +98,13 @@ def test_the_platform_settings_are_production_settings():
     ), "the app does not require TELESCORE_API_SECRET_KEY"
 
 
+def test_prefect_asks_every_write_for_a_csrf_token():
+    # given Prefect's server in compose / then its CSRF protection is on (its clients, the
+    # worker's and the UI, fetch a token with the auth string)
+    environment = load_compose(COMPOSE_FILE)["services"]["prefect-server"]["environment"]
+    assert environment.get("PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED") == "true", environment
+
+
 def test_only_the_app_is_given_the_session_key():
     # given docker-compose.yml / when the services whose environment holds the session key
     # are listed

@@ -439,3 +439,13 @@ def test_the_session_key_check_catches_a_container_given_it():
     # when checked / then the first two are named, the check is allowed
     holders = container_session_key_holders([("a", by_name), ("b", whole), ("c", check)])
     assert holders == {"a/mlserver", "b/worker"}, holders
+
+
+def test_prefect_asks_every_write_for_a_csrf_token(overlay, objects):
+    # given Prefect's server in the overlay / then its CSRF protection is on
+    name, _ = overlay
+    (container,) = find(objects, "Deployment", "prefect-server")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
+    assert env.get("PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED") == "true", f"overlay {name}: {env}"

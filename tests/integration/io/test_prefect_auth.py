@@ -1,6 +1,10 @@
 """The embedded Prefect server asks every API call for its auth string; CORS: its own UI only.
 
-Against a real Prefect server started as `telescore up` starts it (`embedded.prefect_server`).
+Every write also needs a CSRF token (Prefect's `CsrfMiddleware`), which only a holder of the
+auth string can fetch (`GET /api/csrf-token`); Prefect's clients fetch it themselves. The
+middleware runs before the auth check, so a write without a token is refused 403 whatever its
+credentials. Against a real Prefect server started as `telescore up` starts it
+(`embedded.prefect_server`), and a real process worker.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from telescore.io import orchestrator
-from telescore.services.embedded import prefect_server
+from telescore.services.embedded import prefect_server, prefect_worker
 from telescore.services.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -99,20 +103,44 @@ def test_the_generated_auth_string_is_kept_owner_only(tmp_path: Path) -> None:
     assert mode == 0o600, f"the auth file is readable by others: {oct(mode)}"
 
 
+def _credentials(server: Server) -> tuple[str, str]:
+    user, _, password = server.auth_string.partition(":")
+    return user, password
+
+
+def _csrf_headers(server: Server, auth: tuple[str, str] | None) -> tuple[int, dict[str, str]]:
+    """Ask the server for a CSRF token as a new client; return the status and its headers."""
+    client = secrets.token_hex(8)
+    answer = httpx.get(
+        f"{server.api_url}/csrf-token", params={"client": client}, auth=auth, timeout=30
+    )
+    if answer.status_code != 200:
+        return answer.status_code, {}
+    return 200, {"Prefect-Csrf-Token": answer.json()["token"], "Prefect-Csrf-Client": client}
+
+
 def test_an_unauthenticated_flow_run_creation_is_refused(server: Server) -> None:
-    # given a flow on the server
+    # given a flow on the server, and a CSRF token fetched with the credentials (so that only
+    # the auth string is missing below)
     flow_id = str(_flow_id(server))
+    _, csrf = _csrf_headers(server, _credentials(server))
     # when a flow run is created without credentials, or with wrong ones
-    anonymous = httpx.post(f"{server.api_url}/flow_runs/", json={"flow_id": flow_id}, timeout=30)
+    anonymous = httpx.post(
+        f"{server.api_url}/flow_runs/", json={"flow_id": flow_id}, headers=csrf, timeout=30
+    )
     wrong = httpx.post(
         f"{server.api_url}/flow_runs/",
         json={"flow_id": flow_id},
+        headers=csrf,
         auth=("telescore", "not-the-password"),
         timeout=30,
     )
     # then both are refused
     assert anonymous.status_code == 401, f"anonymous flow run creation: {anonymous.status_code}"
     assert wrong.status_code == 401, f"flow run creation with a wrong password: {wrong.status_code}"
+    # and without the credentials no CSRF token is given either
+    anonymous_csrf, _ = _csrf_headers(server, None)
+    assert anonymous_csrf == 401, f"a CSRF token was given to anyone: {anonymous_csrf}"
     # and Prefect's client with the credentials creates one
     deployment_id = _deployment_id(server)
     with _prefect_client(server) as client:
@@ -129,10 +157,39 @@ def test_a_cross_site_simple_post_is_refused(server: Server) -> None:
         headers={"Origin": FOREIGN_ORIGIN, "Content-Type": "text/plain"},
         timeout=30,
     )
-    # then it is refused, and the page may not read the answer either
-    assert response.status_code == 401, f"cross-site simple POST answered {response.status_code}"
+    # then it is refused (it cannot carry a CSRF token), and the page may not read the answer
+    assert response.status_code == 403, f"cross-site simple POST answered {response.status_code}"
     allowed = response.headers.get("access-control-allow-origin")
     assert allowed not in ("*", FOREIGN_ORIGIN), f"CORS lets the foreign page read: {allowed}"
+
+
+def test_a_write_without_the_csrf_token_is_refused_even_with_the_auth_string(
+    server: Server,
+) -> None:
+    # given a flow on the server, and the auth string
+    flow_id = str(_flow_id(server))
+    credentials = _credentials(server)
+
+    def create_run(headers: dict[str, str]) -> httpx.Response:
+        return httpx.post(
+            f"{server.api_url}/flow_runs/",
+            json={"flow_id": flow_id},
+            headers=headers,
+            auth=credentials,
+            timeout=30,
+        )
+
+    # when a flow run is created with the auth string but no CSRF token, or a made-up one
+    missing = create_run({})
+    made_up = create_run({"Prefect-Csrf-Token": "x" * 32, "Prefect-Csrf-Client": "attacker"})
+    # then both are refused
+    assert missing.status_code == 403, f"no CSRF token: {missing.status_code} {missing.text}"
+    assert made_up.status_code == 403, f"a made-up CSRF token: {made_up.status_code}"
+    # and with a token fetched with the auth string, the same call is accepted
+    status, csrf = _csrf_headers(server, credentials)
+    assert status == 200, f"the auth string's holder gets no CSRF token: {status}"
+    accepted = create_run(csrf)
+    assert accepted.status_code == 201, f"with the token: {accepted.status_code} {accepted.text}"
 
 
 def test_cors_allows_only_the_servers_own_ui(server: Server) -> None:
@@ -203,3 +260,52 @@ def test_a_run_cannot_change_what_the_process_worker_runs(
     assert allowed.deployment_id == deployment_id, "a run with an allowed variable is refused"
     locked = {"command", "env", "working_dir"} & set(variables["properties"])
     assert not locked, f"the pool's template still offers {locked}"
+
+
+HELLO_FLOW = """
+from prefect import flow
+
+
+@flow(persist_result=True)
+def hello() -> int:
+    return 42
+"""
+
+
+def test_a_deployment_runs_through_the_worker_with_csrf_protection_on(
+    server: Server, tmp_path: Path
+) -> None:
+    # given the process pool and a worker as `telescore up` makes them, and a deployment
+    # registered by Prefect's CLI: each a Prefect client that must fetch CSRF tokens
+    api = orchestrator.PrefectApi(server.api_url, server.auth_string)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "hello.py").write_text(HELLO_FLOW)
+    (project / "prefect.yaml").write_text(
+        "name: csrf-test\n"
+        "pull:\n"
+        "  - prefect.deployments.steps.set_working_directory:\n"
+        f"      directory: {project}\n"
+        "deployments:\n"
+        "  - name: default\n"
+        "    entrypoint: hello.py:hello\n"
+        "    work_pool:\n"
+        "      name: csrf-pool\n"
+    )
+    orchestrator.ensure_work_pool("csrf-pool", api.client_env(), project)
+    orchestrator.deploy_all(project / "prefect.yaml", api.client_env(), project)
+    worker = prefect_worker(
+        tmp_path / "worker",
+        server.api_url,
+        "csrf-pool",
+        free_port(),
+        {},
+        project,
+        auth_string=server.auth_string,
+    )
+    with worker.running():
+        # when the deployment is run and waited for
+        outcome = orchestrator.run_deployment("hello/default", api, timeout=300)
+    # then the worker ran it to completion: the worker, the flow run and the CLI all wrote
+    assert outcome["completed"], f"the run did not complete: {outcome}"
+    assert outcome["result"] == 42, f"the run's result was not stored: {outcome}"
