@@ -390,22 +390,25 @@ def test_the_data_stores_wait_for_every_secret_to_be_checked(objects):
         )
 
 
-def test_a_flow_run_cannot_change_the_command_of_its_pod():
+def test_a_flow_run_cannot_change_the_command_or_the_image_of_its_pod():
     # given the Kubernetes work pool's job template
     template = json.loads(JOB_TEMPLATE.read_text())
     variables = template["variables"]
     container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"][
         "containers"
     ][0]
-    # then no job variable sets the command or the environment, and unknown ones are refused
-    locked = {"command", "env", "args", "working_dir"} & set(variables["properties"])
+    # then no job variable sets the image, the command or the environment, and unknown ones
+    # are refused
+    locked = {"image", "command", "env", "args", "working_dir"} & set(variables["properties"])
     assert not locked, f"a run's job_variables may set {locked}"
     assert variables.get("additionalProperties") is False, "unknown job variables are accepted"
     # and nothing in the job configuration is filled from them: Prefect's worker starts the run
     configuration = json.dumps(template["job_configuration"])
-    for placeholder in ("{{ command }}", "{{ env }}"):
+    for placeholder in ("{{ image }}", "{{ command }}", "{{ env }}"):
         assert placeholder not in configuration, f"{placeholder} reaches the pod"
     assert not {"args", "command"} & set(container), f"the pod's command is set: {container}"
+    # and the image is the template's own, which CD replaces when it updates the pool
+    assert "{{" not in container["image"], f"the pod's image is templated: {container['image']}"
 
 
 def test_only_the_web_app_is_given_the_session_key(overlay, objects):

@@ -9,6 +9,7 @@ credentials. Against a real Prefect server started as `telescore up` starts it
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from uuid import UUID
 import httpx
 import pytest
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
@@ -30,6 +32,8 @@ from telescore.services.processes import free_port
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FOREIGN_ORIGIN = "https://attacker.example"
+JOB_TEMPLATE = Path(__file__).resolve().parents[3] / "k8s" / "prefect" / "base-job-template.json"
+"""The Kubernetes work pool's base job template, as CD gives it to the pool."""
 
 
 @dataclass(frozen=True)
@@ -81,13 +85,16 @@ def _flow_id(server: Server) -> UUID:
         return client.create_flow_from_name(f"auth-{secrets.token_hex(4)}")
 
 
-def _deployment_id(server: Server, pool: str | None = None) -> UUID:
+def _deployment_id(
+    server: Server, pool: str | None = None, job_variables: dict[str, object] | None = None
+) -> UUID:
     with _prefect_client(server) as client:
         return client.create_deployment(
             _flow_id(server),
             f"auth-{secrets.token_hex(4)}",
             work_pool_name=pool,
             entrypoint="pipelines/training.py:train_telemarketing",
+            job_variables=job_variables,
         )
 
 
@@ -260,6 +267,53 @@ def test_a_run_cannot_change_what_the_process_worker_runs(
     assert allowed.deployment_id == deployment_id, "a run with an allowed variable is refused"
     locked = {"command", "env", "working_dir"} & set(variables["properties"])
     assert not locked, f"the pool's template still offers {locked}"
+
+
+def _kubernetes_pool(server: Server, name: str, image: str) -> None:
+    """Create the Kubernetes pool from k8s/prefect/base-job-template.json, as CD does (jq)."""
+    template = json.loads(JOB_TEMPLATE.read_text())
+    template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0][
+        "image"
+    ] = image
+    with _prefect_client(server) as client:
+        client.create_work_pool(
+            WorkPoolCreate(name=name, type="kubernetes", base_job_template=template),
+            overwrite=True,
+        )
+
+
+@pytest.mark.parametrize(
+    "job_variables",
+    [
+        {"image": "attacker.example/owned:latest"},
+        {"command": "sh -c 'id > /tmp/owned'"},
+        {"env": {"PYTHONPATH": "/tmp/attacker"}},
+    ],
+)
+def test_a_run_cannot_change_the_image_or_the_command_of_a_kubernetes_pod(
+    server: Server, job_variables: dict[str, object]
+) -> None:
+    # given the Kubernetes pool as CD creates it, with the commit's image, and a deployment
+    pool = f"kubernetes-{secrets.token_hex(4)}"
+    _kubernetes_pool(server, pool, "ghcr.io/example/telescore:0123abc")
+    deployment_id = _deployment_id(server, pool)
+    with _prefect_client(server) as client:
+        # when a run asks for another image, command or environment
+        with pytest.raises(PrefectHTTPStatusError) as refused_run:
+            client.create_flow_run_from_deployment(deployment_id, job_variables=job_variables)
+        # and when a run sets a variable it may set
+        allowed = client.create_flow_run_from_deployment(
+            deployment_id, job_variables={"memory_limit": "3Gi"}
+        )
+    # and when a deployment asks for them
+    with pytest.raises(PrefectHTTPStatusError) as refused_deployment:
+        _deployment_id(server, pool, job_variables)
+    # then the run and the deployment are refused, the allowed run created
+    assert refused_run.value.response.status_code == 422, f"run {job_variables}: {refused_run}"
+    assert refused_deployment.value.response.status_code == 422, (
+        f"deployment {job_variables}: {refused_deployment.value}"
+    )
+    assert allowed.deployment_id == deployment_id, "a run with an allowed variable is refused"
 
 
 HELLO_FLOW = """
