@@ -351,8 +351,8 @@ def _print_backtest(result: backtest.BacktestResult) -> None:
     ]
     table = Table(
         title=(
-            f"Chosen on rows 0-{choose_end:,} (folds 1-{folds - 1}), reported on rows "
-            f"{report[0]:,}-{report[1]:,} (fold {folds}): median (worst) over the variants"
+            f"Chosen on the calls before row {choose_end:,} (folds 1-{folds - 1}), reported on "
+            f"rows {report[0]:,}-{report[1]:,} (fold {folds}): median (worst) over the variants"
         ),
         caption=(
             f"Ranked by the {rule.statistic} {backtest.METRIC_NAMES[rule.metric]} of the choose "

@@ -65,8 +65,7 @@ def test_the_shipped_grid_resolves_every_candidate_against_params_yaml() -> None
         ),
         ("candidates: [{name: a}]\nvariants: {window_rows: [0]}", "variants.window_rows.0"),
         (
-            "candidates: [{name: a}]\n"
-            "variants: {label_delay_rows: [10], label_delay_windows: [1]}",
+            "candidates: [{name: a}]\nvariants: {label_delay_rows: [10], label_delay_windows: [1]}",
             "label_delay_rows or label_delay_windows",
         ),
         ("candidates: [{name: a}]\nselection: {folds: 1}", "selection.folds"),
