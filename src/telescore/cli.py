@@ -320,7 +320,8 @@ def backtest_command(
                 bar.update(task, description=what, completed=done, total=total)
 
             result = backtest.run_backtest(ctx, config, project_root(), progress)
-    except (ParamsFileError, FileNotFoundError) as error:
+    except (ParamsFileError, FileNotFoundError, ValueError) as error:
+        # A bad grid or params file (named field by field), or a history too short to play.
         console.print(f"[red]Cannot backtest:[/] {error}")
         raise typer.Exit(code=2) from None
     except PyMongoError as error:

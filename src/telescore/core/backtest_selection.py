@@ -125,6 +125,11 @@ def fold_of(row: int, edges: Sequence[int]) -> int:
     return min(max(bisect.bisect_right(edges, row) - 1, 0), len(edges) - 2)
 
 
+def _folds(a: int, b: int) -> str:
+    """Name folds [a, b) as a person counts them, from 1."""
+    return f"fold {b}" if b == a + 1 else f"folds {a + 1}-{b}"
+
+
 def period_figures(
     run: LoopRun, edges: Sequence[int], folds: tuple[int, int]
 ) -> PeriodFigures | None:
@@ -138,6 +143,11 @@ def period_figures(
     width = run.variant.window_rows
     begin = starts[inside[0]] - run.first_row
     end = min(starts[inside[-1]] - run.first_row + width, len(run.labels))
+    if len(np.unique(run.labels[begin:end])) < 2:
+        raise ValueError(
+            f"{run.variant.label}: {_folds(*folds)} holds one class only, no ROC "
+            "AUC; a longer history or fewer folds"
+        )
     quality = stream_quality(run.labels[begin:end], run.served[begin:end], width)
     runs = sum(1 for each in run.runs if inside[0] <= each.after_window <= inside[-1])
     return PeriodFigures(
@@ -174,7 +184,11 @@ def summarise(run: LoopRun, edges: Sequence[int]) -> RunSummary:
         for b in range(a + 1, folds + 1):
             figures = period_figures(run, edges, (a, b))
             if figures is None:
-                raise ValueError(f"{run.variant.label} has no window in folds {a + 1}..{b}")
+                raise ValueError(
+                    f"{run.variant.label}: no window starts in {_folds(a, b)} of "
+                    f"{edges[1] - edges[0]:,} rows; a longer history, fewer folds or smaller "
+                    "windows"
+                )
             periods[(a, b)] = figures
     baseline = None
     if run.baseline is not None:
