@@ -190,7 +190,8 @@ class ApiSettings(BaseSettings):
     port: int = 8000
     """Port the app listens on."""
     secret_key: SecretStr | None = None
-    """Signs session cookies and CSRF tokens; required in production (32+ characters).
+    """Signs session cookies and CSRF tokens; the web app requires it in production (32+
+    characters), and is the only process given it.
 
     Unset in development: a random key kept in `<state_dir>/app-secret` (sessions survive a
     restart of the app)."""
@@ -208,6 +209,15 @@ class ApiSettings(BaseSettings):
     """Failed logins a client address may have in the window; more tries are refused (429)."""
     max_parallel_password_checks: int = Field(default=4, gt=0)
     """Passwords checked at once by one app process (argon2id takes ~64 MiB each)."""
+
+    def checked_secret_key(self, environment: str) -> str | None:
+        """Return the session key to sign with; in production, refuse a missing one."""
+        if self.secret_key is None and environment == "production":
+            raise ValueError(
+                "TELESCORE_API_SECRET_KEY must be set in production for the web app: "
+                f"{MIN_SECRET_LENGTH}+ random characters"
+            )
+        return self.secret_key.get_secret_value() if self.secret_key else None
 
 
 class EvidentlySettings(BaseSettings):
@@ -291,16 +301,17 @@ class Settings(BaseSettings):
     def production_secrets(self) -> list[ProductionSecret]:
         """Every secret these settings hold: production refuses each one weak or missing."""
         # A secret field added to any settings class belongs in this list.
-        return [
-            ProductionSecret(
-                "TELESCORE_API_SECRET_KEY", self.api.secret_key, min_length=MIN_SECRET_LENGTH
-            ),
-            ProductionSecret("TELESCORE_MONGODB_URI", self.mongodb.uri, in_uri=True),
-        ] + [
-            # Checked when set: only MLServer and what loads models into it are given it.
-            ProductionSecret("TELESCORE_SERVING_CONTROL_TOKEN", token, min_length=MIN_SECRET_LENGTH)
-            for token in [self.serving.control_token]
-            if token is not None
+        # Checked when set, each given only to the processes that use it: the session key to
+        # the web app (`ApiSettings.checked_secret_key` refuses it missing there), the control
+        # token to MLServer and what loads models into it.
+        given = [
+            ("TELESCORE_API_SECRET_KEY", self.api.secret_key),
+            ("TELESCORE_SERVING_CONTROL_TOKEN", self.serving.control_token),
+        ]
+        return [ProductionSecret("TELESCORE_MONGODB_URI", self.mongodb.uri, in_uri=True)] + [
+            ProductionSecret(variable, value, min_length=MIN_SECRET_LENGTH)
+            for variable, value in given
+            if value is not None
         ]
 
     @model_validator(mode="after")

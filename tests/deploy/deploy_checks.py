@@ -519,3 +519,51 @@ def mlserver_policy_problems(
                     if pod not in allowed and selects(peer["podSelector"], labels):
                         problems.append(f"NetworkPolicy {name}: lets {pod} reach MLServer")
     return problems
+
+
+SESSION_KEY = "TELESCORE_API_SECRET_KEY"
+"""The web app's session key: it signs sessions and CSRF tokens, and no other process needs it."""
+SECRETS_CHECK = "telescore-check-secrets"
+
+
+def compose_session_key_holders(compose: Mapping[str, Any]) -> set[str]:
+    """Return the compose services whose environment holds the session key.
+
+    The one-shot `telescore-check-secrets` is left out: it checks every secret and exits.
+    """
+    holders = set()
+    for name, service in (compose.get("services") or {}).items():
+        if SECRETS_CHECK in (service.get("command") or []):
+            continue
+        environment = service.get("environment") or {}
+        names = (
+            set(environment)
+            if isinstance(environment, dict)
+            else {str(each).split("=", 1)[0] for each in environment}
+        )
+        if SESSION_KEY in names or service.get("env_file"):
+            holders.add(name)
+    return holders
+
+
+def container_session_key_holders(
+    containers: Iterable[tuple[str, Mapping[str, Any]]],
+) -> set[str]:
+    """Return `workload/container` of each container given the session key (or every secret).
+
+    `containers` are (workload, container spec); a container of `telescore-check-secrets` is
+    left out: it checks every secret and exits before its pod's server starts.
+    """
+    holders = set()
+    for workload, container in containers:
+        if (container.get("command") or [None])[0] == SECRETS_CHECK:
+            continue
+        named = any(
+            variable["name"] == SESSION_KEY
+            or (variable.get("valueFrom", {}).get("secretKeyRef") or {}).get("key") == SESSION_KEY
+            for variable in container.get("env", [])
+        )
+        whole_secret = any("secretRef" in source for source in container.get("envFrom", []))
+        if named or whole_secret:
+            holders.add(f"{workload}/{container['name']}")
+    return holders

@@ -128,7 +128,13 @@ def test_k8s_workloads_refuse_the_secrets_env_example(rendered_examples, monkeyp
     secret = find(objects, "Secret", "telescore-secrets")
     data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
     config = find(objects, "ConfigMap", "telescore-config")["data"]
-    for workload in ("web", "mlserver-champion", "mlserver-challenger"):
+    # The web app holds the session key; MLServer's containers the control token instead.
+    expected = {
+        "web": ("TELESCORE_API_SECRET_KEY", "TELESCORE_MONGODB_URI"),
+        "mlserver-champion": ("TELESCORE_SERVING_CONTROL_TOKEN", "TELESCORE_MONGODB_URI"),
+        "mlserver-challenger": ("TELESCORE_SERVING_CONTROL_TOKEN", "TELESCORE_MONGODB_URI"),
+    }
+    for workload, variables in expected.items():
         for container in find(objects, "Deployment", workload)["spec"]["template"]["spec"][
             "containers"
         ]:
@@ -140,10 +146,11 @@ def test_k8s_workloads_refuse_the_secrets_env_example(rendered_examples, monkeyp
                 )
             # when its settings load, as in production
             refusal = settings_refusal(environment, monkeypatch, tmp_path)
-            # then they are refused: the session key and the MongoDB password are placeholders
+            # then they are refused: the secrets it holds, and its MongoDB password, are
+            # placeholders
             where = f"overlay {name}, {workload}/{container['name']}"
             assert refusal is not None, f"{where} started with the example's secrets"
-            for variable in ("TELESCORE_API_SECRET_KEY", "TELESCORE_MONGODB_URI"):
+            for variable in variables:
                 assert variable in refusal, f"{where}: the refusal does not name {variable}"
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from telescore.app.security import session_secret
 from telescore.settings import (
     AlertmanagerSettings,
     ApiSettings,
@@ -31,12 +34,24 @@ def _production(secret: str | None) -> Settings:
     )
 
 
-@pytest.mark.parametrize("secret", [None, "", "changeme", "secret", "short-but-random-9f"])
-def test_production_refuses_a_missing_placeholder_or_short_secret(secret: str | None) -> None:
-    # given production settings with no secret, a placeholder or a short one
+@pytest.mark.parametrize("secret", ["", "changeme", "secret", "short-but-random-9f"])
+def test_production_refuses_a_placeholder_or_short_secret(secret: str) -> None:
+    # given production settings with a placeholder session key or a short one
     # when they are validated / then they are refused, naming the variable to set
     with pytest.raises(ValidationError, match="TELESCORE_API_SECRET_KEY"):
         _production(secret)
+
+
+def test_production_without_a_session_key_is_refused_by_the_app_alone(tmp_path: Path) -> None:
+    # given production settings without a session key, as MLServer and the flow runs get them
+    settings = _production(None).model_copy(
+        update={"project": ProjectSettings(environment="production", state_dir=tmp_path)}
+    )
+    # when the web app asks for the key to sign sessions with / then it is refused by name
+    with pytest.raises(ValueError, match="TELESCORE_API_SECRET_KEY must be set in production"):
+        session_secret(settings)
+    # and no key of its own was made up in its place
+    assert not list(tmp_path.iterdir()), "the app wrote a key of its own in production"
 
 
 def test_production_starts_with_a_long_random_secret() -> None:

@@ -14,8 +14,13 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 HealthCheck = Callable[[], bool]
+APP_ONLY_VARIABLES: Final = frozenset({"TELESCORE_API_SECRET_KEY"})
+"""Inherited by the web app's process alone: the session key signs its cookies and CSRF
+tokens, and a process that could run a registered model's code (MLServer, a flow run) must not
+hold it."""
 
 
 class ServiceStartError(RuntimeError):
@@ -83,7 +88,18 @@ class ServiceProcess:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     startup_timeout: float = 120.0
+    app_secrets: bool = False
+    """Whether it inherits `APP_ONLY_VARIABLES` from this process's environment (the web app)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def environment(self) -> dict[str, str]:
+        """Return the environment it starts with: this process's, then its own `env`."""
+        inherited = {
+            name: value
+            for name, value in os.environ.items()
+            if self.app_secrets or name not in APP_ONLY_VARIABLES
+        }
+        return inherited | dict(self.env)
 
     def start(self) -> ServiceProcess:
         """Start the process in its own session and block until healthy."""
@@ -97,7 +113,7 @@ class ServiceProcess:
                 list(self.command),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **self.env},
+                env=self.environment(),
                 cwd=self.cwd,
                 start_new_session=True,
             )

@@ -5,10 +5,10 @@ it and the last one unloaded stops it, so a reload (new instance up before the o
 never stops shipping. The counts it reports, with the journal writers' own, are Prometheus
 metrics on MLServer's metrics port, read when scraped.
 
-The process's request and failure counts (`request_counter`, counted by the runtime per model
-and version) go to the shipper on its stdin, a JSON line whenever they changed, at most every
-`counters_interval`; the shipper stores them in MongoDB for the promotion to sum over every
-MLServer process (`core/serving_counts.py`).
+The process's request, failure and refusal counts (`request_counter`, counted by the runtime
+per model and version) go to the shipper on its stdin, a JSON line whenever they changed, at
+most every `counters_interval`; the shipper stores them in MongoDB for the promotion to sum
+over every MLServer process (`core/serving_counts.py`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import uuid
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import (
@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 SHIPPER_MODULE: Final = "telescore.serving.shipper"
 PREFIX: Final = "telescore_prediction_log"
 SERVING_PREFIX: Final = "telescore_serving"
+RequestOutcome = Literal["answered", "failed", "refused"]
+"""What became of a request: answered; failed by the server (5xx); refused, invalid (4xx)."""
 DURATION_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
@@ -60,7 +62,11 @@ class ShipperStartError(RuntimeError):
 
 
 class RequestCounter:
-    """Requests and failures per served model and version in this process; thread-safe."""
+    """Requests, failures and refusals per served model and version in this process.
+
+    Thread-safe. A request is counted once: accepted (answered, or `failed` by the server) or
+    `refused` for the caller's invalid input, which is not the model's doing.
+    """
 
     def __init__(self) -> None:
         self.host = socket.gethostname()
@@ -73,16 +79,20 @@ class RequestCounter:
         self._lock = threading.Lock()
 
     def count(
-        self, model: str, version: str, *, failed: bool, seconds: float | None = None
+        self, model: str, version: str, outcome: RequestOutcome, *, seconds: float | None = None
     ) -> None:
-        """Count one request to `model` (its MLServer name) at `version`, failed or not.
+        """Count one request to `model` (its MLServer name) at `version`.
 
-        `seconds`, the time the runtime took to answer it, goes into the duration histogram.
+        `seconds`, the time the runtime took over it, goes into the duration histogram when the
+        request was accepted (answered or failed): a refused one says nothing of the model.
         """
         with self._lock:
-            tally = self._counts.setdefault((model, version), [0, 0])
+            tally = self._counts.setdefault((model, version), [0, 0, 0])
+            if outcome == "refused":
+                tally[2] += 1
+                return
             tally[0] += 1
-            tally[1] += failed
+            tally[1] += outcome == "failed"
             if seconds is not None:
                 self._durations.setdefault((model, version), _Durations()).observe(seconds)
 
@@ -104,8 +114,14 @@ class RequestCounter:
             pid=self.pid,
             started_at=self.started_at,
             counts=tuple(
-                ModelCounts(model=model, version=version, requests=requests, failures=failures)
-                for (model, version), (requests, failures) in counts
+                ModelCounts(
+                    model=model,
+                    version=version,
+                    requests=requests,
+                    failures=failures,
+                    refused=refused,
+                )
+                for (model, version), (requests, failures, refused) in counts
             ),
         )
 
@@ -362,19 +378,27 @@ def _request_metrics(counts: ProcessCounts) -> Iterator[Metric]:
     labels = ["process", "model", "version"]
     requests = CounterMetricFamily(
         f"{SERVING_PREFIX}_requests",
-        "Requests the runtime answered or failed, per model and version (this process).",
+        "Requests the runtime accepted (answered or failed), per model and version (this process).",
         labels=labels,
     )
     failures = CounterMetricFamily(
         f"{SERVING_PREFIX}_failures",
-        "Requests the runtime failed, refused inputs (4xx) included (this process).",
+        "Accepted requests the server failed (5xx), per model and version (this process).",
+        labels=labels,
+    )
+    refused = CounterMetricFamily(
+        f"{SERVING_PREFIX}_refused",
+        "Requests refused for invalid input (4xx), not among requests (this process).",
         labels=labels,
     )
     for each in counts.counts:
-        requests.add_metric([counts.process, each.model, each.version], each.requests)
-        failures.add_metric([counts.process, each.model, each.version], each.failures)
+        labelled = [counts.process, each.model, each.version]
+        requests.add_metric(labelled, each.requests)
+        failures.add_metric(labelled, each.failures)
+        refused.add_metric(labelled, each.refused)
     yield requests
     yield failures
+    yield refused
 
 
 def _duration_metric(durations: list[tuple[str, str, list[int], float]]) -> Metric:
