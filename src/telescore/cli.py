@@ -19,6 +19,7 @@ from telescore.cli_stages import stages_app
 from telescore.core.backtest_grid import flat_keys
 from telescore.core.outcomes import MalformedBatchError
 from telescore.io import orchestrator
+from telescore.io.alert_log import AlertLog, alert_log_path
 from telescore.io.context import Context
 from telescore.io.datasets import DATASET_FILE
 from telescore.io.outcome_store import OutcomeStore
@@ -52,18 +53,33 @@ def _print_urls(urls: platform.PlatformUrls, ctx: Context) -> None:
     table.add_row("Web app (callers)", urls.api)
     table.add_row("JSON API (OpenAPI)", f"{urls.api}/docs")
     table.add_row("MongoDB", urls.mongodb)
+    if urls.prometheus:
+        table.add_row("Prometheus (metrics, alert rules)", urls.prometheus)
+    if urls.alertmanager:
+        table.add_row("Alertmanager (notifications)", urls.alertmanager)
+    if urls.monitoring_login:
+        table.add_row("Prometheus, Alertmanager login", "printed below the table")
+    if urls.alert_log:
+        table.add_row("Alerts received", "telescore alerts (ops: GET /alerts)")
     serving = deployment.status(ctx)
     if serving.models:
         for name, version in serving.models.items():
             table.add_row(f"Serving {name}", f"{serving.url}/v2/models/{name} (version {version})")
         table.add_row("V2 gRPC", serving.grpc)
-        table.add_row("Prometheus metrics", serving.metrics)
+        table.add_row("MLServer metrics (scraped by Prometheus)", serving.metrics)
     table.add_row("Logs", str(ctx.state_dir / "logs"))
     console.print(table)
     if urls.prefect_login:
         # On a line of its own: a table cell folds or cuts it, and the UI wants it whole.
         console.print("Prefect UI login (paste it whole):")
         console.print(urls.prefect_login, soft_wrap=True, highlight=False)
+    if missing := urls.monitoring_missing:
+        console.print(f"[yellow]No alerts: Prometheus and Alertmanager not started[/]: {missing}")
+    if urls.monitoring_login:
+        console.print("Prometheus and Alertmanager login (user, then password):")
+        user, _, password = urls.monitoring_login.partition(":")
+        console.print(user, soft_wrap=True, highlight=False)
+        console.print(password, soft_wrap=True, highlight=False)
 
 
 def _start_serving(ctx: Context) -> bool:
@@ -81,7 +97,10 @@ def _start_serving(ctx: Context) -> bool:
 def up() -> None:
     """Start the embedded services, the Prefect worker, and register the deployments."""
     with Context.from_environment() as ctx:
-        with console.status("Starting MLflow, Prefect, MongoDB (nx-27017) and a Prefect worker..."):
+        with console.status(
+            "Starting MLflow, Prefect, MongoDB (nx-27017), Prometheus, Alertmanager "
+            "and a Prefect worker..."
+        ):
             urls = platform.bring_up(ctx, project_root())
         _start_serving(ctx)
         _print_urls(urls, ctx)
@@ -102,6 +121,33 @@ def down() -> None:
     with Context.from_environment() as ctx:
         stopped = platform.bring_down(ctx)
     console.print(f"Stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@app.command("alerts")
+def alerts_command(
+    limit: Annotated[int, typer.Option(min=1, max=500, help="How many, newest first.")] = 20,
+) -> None:
+    """Show the newest alerts Alertmanager sent the local receiver (firing and resolved)."""
+    with Context.from_environment() as ctx:
+        path = alert_log_path(ctx.state_dir)
+    received = AlertLog(path).latest(limit)
+    if not received:
+        console.print(f"No alert received yet ({path}).")
+        return
+    _print_rows(
+        f"Alerts received, newest first ({path})",
+        ("received", "status", "alert", "severity", "summary"),
+        [
+            (
+                each["received_at"][:19],
+                each["status"],
+                each["alertname"],
+                each["severity"],
+                each["summary"],
+            )
+            for each in received
+        ],
+    )
 
 
 @app.command()

@@ -92,6 +92,24 @@ KUBECTL = Tool("kubectl", ("kubectl",), f"{MAKE_TOOLS} (apt-get install kubectl)
 KUBERNETES_VALIDATE = Tool(
     "kubernetes-validate", (str(ENVIRONMENT_BIN / "kubernetes-validate"),), MAKE_INSTALL
 )
+PROMTOOL = Tool("promtool", ("promtool",), f"{MAKE_TOOLS} (apt-get install prometheus)")
+AMTOOL = Tool("amtool", ("amtool",), f"{MAKE_TOOLS} (apt-get install prometheus-alertmanager)")
+CRD_SCHEMAS = Tool(
+    "crd-schemas",
+    ("node", str(REPO / "tools" / "crd-schemas" / "validate.mjs")),
+    f"{MAKE_TOOLS} (npm ci --prefix tools/crd-schemas; needs Node.js)",
+    requires=REPO
+    / "tools"
+    / "crd-schemas"
+    / "node_modules"
+    / "@kubernetes-models"
+    / "prometheus-operator"
+    / "package.json",
+)
+MONITORING_COMPONENT = REPO / "k8s" / "components" / "monitoring"
+PROMETHEUS_DIR = REPO / "prometheus"
+RULES_FILE = PROMETHEUS_DIR / "telescore.rules.yml"
+RULES_TESTS = PROMETHEUS_DIR / "telescore.rules.test.yml"
 
 
 # --- Kubernetes ---------------------------------------------------------------------------
@@ -239,12 +257,15 @@ def locked_extras(project: str = "telescore") -> set[str]:
 # --- docker-compose -----------------------------------------------------------------------
 
 # Services that may publish a port: the web app (callers and integrations) and the operators'
-# UIs, the three tools an operator opens in a browser to do their job: MLflow (runs, the
-# registry's versions and aliases), Prefect's server (its UI and the API its CLI uses to start
-# training) and the Evidently UI (the monitor's reports). MinIO's console, MongoDB, PostgreSQL,
-# MLServer and the worker have no operator task that needs a browser: they stay internal,
-# whatever they are called. Published ports bind to loopback by default (DEFAULT_BIND).
-PUBLISHING_SERVICES = frozenset({"app", "mlflow", "prefect-server", "evidently"})
+# UIs, the tools an operator opens in a browser to do their job: MLflow (runs, the registry's
+# versions and aliases), Prefect's server (its UI and the API its CLI uses to start training),
+# the Evidently UI (the monitor's reports), Prometheus (graphs, the alert rules' state) and
+# Alertmanager (alerts, silences). MinIO's console, MongoDB, PostgreSQL, MLServer and the
+# worker have no operator task that needs a browser: they stay internal, whatever they are
+# called. Published ports bind to loopback by default (DEFAULT_BIND).
+PUBLISHING_SERVICES = frozenset(
+    {"app", "mlflow", "prefect-server", "evidently", "prometheus", "alertmanager"}
+)
 DEFAULT_BIND = "${TELESCORE_BIND:-127.0.0.1}"
 ONE_SHOT_LABEL = "telescore.one-shot"
 SECRET_VARIABLE = re.compile(r"\$\{(\w*(?:PASSWORD|SECRET)\w*)([^}]*)\}")
@@ -336,6 +357,9 @@ MLSERVER_CLIENTS = frozenset({"app", "prefect-worker"})
 # read MLflow). Compose networks are symmetric, so they share a network with MLServer; they
 # run no client of it (docs/security.md says what that leaves).
 MLSERVER_DEPENDENCIES = frozenset({"mongodb", "mlflow"})
+# Prometheus scrapes MLServer's metrics port; a compose network cannot limit it to that port,
+# but it sends only scrapes (its configuration, prometheus/prometheus.yml, says where).
+MLSERVER_SCRAPERS = frozenset({"prometheus"})
 # A password is plain, or a compose variable (`${VAR:?message}`, which may hold spaces).
 MONGODB_URI = re.compile(
     r"mongodb(?:\+srv)?://(?:(?P<user>[^:@/\s]+)(?::(?:\$\{[^}]*\}|[^@/\s])*)?@)?"
@@ -343,6 +367,8 @@ MONGODB_URI = re.compile(
 CREDENTIALS_IN_URI = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 SECRET_KEY_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|AUTH", re.I)
 MLSERVER_PATHS = ("/v2", "/metrics")
+MLSERVER_METRICS_PORTS = frozenset({8082, "metrics"})
+"""A rule opening only these lets a scraper in, and no V2 or repository API."""
 
 
 def network_peers(compose: Mapping[str, Any], service: str) -> set[str]:
@@ -375,7 +401,7 @@ def network_peers(compose: Mapping[str, Any], service: str) -> set[str]:
 def mlserver_network_problems(compose: Mapping[str, Any]) -> list[str]:
     """Say who, besides its clients and the servers it calls, can reach MLServer in compose."""
     problems = []
-    allowed = MLSERVER_CLIENTS | MLSERVER_DEPENDENCIES
+    allowed = MLSERVER_CLIENTS | MLSERVER_DEPENDENCIES | MLSERVER_SCRAPERS
     for peer in sorted(network_peers(compose, MLSERVER) - allowed):
         problems.append(f"{peer} shares a network with {MLSERVER} (only {sorted(allowed)} may)")
     for name in sorted(MLSERVER_CLIENTS - network_peers(compose, MLSERVER)):
@@ -479,6 +505,9 @@ def mlserver_policy_problems(
         if not selects(policy["spec"].get("podSelector", {}), mlserver_labels):
             continue
         for rule in policy["spec"].get("ingress", []):
+            ports = {port.get("port") for port in rule.get("ports", [])}
+            if ports and ports <= MLSERVER_METRICS_PORTS:
+                continue  # the metrics port only (Prometheus scraping)
             peers = rule.get("from")
             if not peers:
                 problems.append(f"NetworkPolicy {name}: lets every pod reach MLServer")

@@ -9,11 +9,13 @@ from pydantic import SecretStr, ValidationError
 
 from telescore.app.security import session_secret
 from telescore.settings import (
+    AlertmanagerSettings,
     ApiSettings,
     MongoSettings,
     PrefectSettings,
     ProductionSecret,
     ProjectSettings,
+    PrometheusSettings,
     Settings,
     refuse_weak_secrets,
 )
@@ -152,3 +154,35 @@ def test_production_refuses_to_talk_to_prefect_without_an_auth_string() -> None:
         settings.prefect.checked_auth_string(settings.project.environment)
     # and with them it gets them
     assert PREFECT.checked_auth_string("production") == f"telescore:{GOOD_SECRET}", "not sent"
+
+
+@pytest.mark.parametrize(
+    ("field", "variable"),
+    [
+        ("prometheus", "TELESCORE_PROMETHEUS_AUTH_STRING"),
+        ("alertmanager", "TELESCORE_ALERTMANAGER_AUTH_STRING"),
+    ],
+)
+def test_production_refuses_a_short_prometheus_or_alertmanager_login(
+    field: str, variable: str
+) -> None:
+    # given production settings, good but for Prometheus's or Alertmanager's login
+    weak = {"prometheus": PrometheusSettings, "alertmanager": AlertmanagerSettings}[field](
+        auth_string="telescore:short-9f3a"
+    )
+    # when they are validated / then they are refused, naming the variable to set
+    with pytest.raises(ValidationError, match=variable):
+        Settings(
+            project=ProjectSettings(environment="production"),
+            mongodb=MONGODB,
+            api=ApiSettings(secret_key=GOOD_SECRET),
+            **{field: weak},
+        )
+
+
+def test_monitoring_durations_are_prometheus_durations() -> None:
+    # given a duration Prometheus reads, and one it does not
+    assert PrometheusSettings(scrape_interval="1m30s").scrape_interval == "1m30s", "refused 1m30s"
+    # when the second is validated / then it is refused, naming the field
+    with pytest.raises(ValidationError, match="group_wait"):
+        AlertmanagerSettings(group_wait="30 seconds")

@@ -39,12 +39,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def http_ok(url: str, timeout: float = 2.0) -> HealthCheck:
-    """Return a health check that passes when GET `url` answers 2xx."""
+def http_ok(
+    url: str, timeout: float = 2.0, headers: Mapping[str, str] | None = None
+) -> HealthCheck:
+    """Return a health check that passes when GET `url` (with `headers`) answers 2xx."""
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - local URL
 
     def check() -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - local URL
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 return 200 <= response.status < 300
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             return False

@@ -179,22 +179,30 @@ class TelescoreRuntime(MLflowRuntime):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        """Answer one request, and count it for the release guards: answered, failed, refused."""
+        """Answer one request, and count it for the release guards: answered, failed, refused.
+
+        Its time (validate, score, journal) goes into the duration histogram.
+        """
+        started = time.perf_counter()
+        counter = request_counter()
         try:
             response = await self._answer(payload)
         except MLServerError as error:
             # Only the server's faults are the model's failures. Invalid input is the caller's:
             # whoever can reach MLServer could otherwise roll an arm back with bad requests.
             # (MLServer's own model_infer_request_failure_total counts both.)
-            request_counter().count(self.name, self._model_version, _outcome_of(error))
+            seconds = time.perf_counter() - started
+            counter.count(self.name, self._model_version, _outcome_of(error), seconds=seconds)
             raise
         except Exception as error:
             # A fault of the model's own (it raised on valid input). Answered as a clean 500:
             # MLServer lets other exceptions escape to uvicorn, which may reset the connection.
-            request_counter().count(self.name, self._model_version, "failed")
+            seconds = time.perf_counter() - started
+            counter.count(self.name, self._model_version, "failed", seconds=seconds)
             logger.exception("model %s failed request %s", self.name, payload.id)
             raise ScoringFailedError(f"model {self.name} failed to score this request") from error
-        request_counter().count(self.name, self._model_version, "answered")
+        seconds = time.perf_counter() - started
+        counter.count(self.name, self._model_version, "answered", seconds=seconds)
         return response
 
     async def _answer(self, payload: InferenceRequest) -> InferenceResponse:

@@ -14,7 +14,9 @@ over every MLServer process (`core/serving_counts.py`).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -28,7 +30,12 @@ from pathlib import Path
 from typing import Final, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
@@ -43,6 +50,11 @@ PREFIX: Final = "telescore_prediction_log"
 SERVING_PREFIX: Final = "telescore_serving"
 RequestOutcome = Literal["answered", "failed", "refused"]
 """What became of a request: answered; failed by the server (5xx); refused, invalid (4xx)."""
+DURATION_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the runtime's request durations: one row takes tens of
+microseconds, a batch of 1,000 a few milliseconds; the alert on p99 is at 100 ms."""
 
 
 class ShipperStartError(RuntimeError):
@@ -63,10 +75,17 @@ class RequestCounter:
         """This process's id in `serving_counters`: a restarted process is a new one."""
         self.started_at = time.time()
         self._counts: dict[tuple[str, str], list[int]] = {}
+        self._durations: dict[tuple[str, str], _Durations] = {}
         self._lock = threading.Lock()
 
-    def count(self, model: str, version: str, outcome: RequestOutcome) -> None:
-        """Count one request to `model` (its MLServer name) at `version`."""
+    def count(
+        self, model: str, version: str, outcome: RequestOutcome, *, seconds: float | None = None
+    ) -> None:
+        """Count one request to `model` (its MLServer name) at `version`.
+
+        `seconds`, the time the runtime took over it, goes into the duration histogram when the
+        request was accepted (answered or failed): a refused one says nothing of the model.
+        """
         with self._lock:
             tally = self._counts.setdefault((model, version), [0, 0, 0])
             if outcome == "refused":
@@ -74,6 +93,16 @@ class RequestCounter:
                 return
             tally[0] += 1
             tally[1] += outcome == "failed"
+            if seconds is not None:
+                self._durations.setdefault((model, version), _Durations()).observe(seconds)
+
+    def durations(self) -> list[tuple[str, str, list[int], float]]:
+        """Return (model, version, cumulative count per bucket and +Inf, sum) of each model."""
+        with self._lock:
+            return [
+                (model, version, each.cumulative(), each.total)
+                for (model, version), each in sorted(self._durations.items())
+            ]
 
     def snapshot(self) -> ProcessCounts:
         """Return the counts so far."""
@@ -95,6 +124,21 @@ class RequestCounter:
                 for (model, version), (requests, failures, refused) in counts
             ),
         )
+
+
+class _Durations:
+    """A histogram of request durations: a count per bucket (the last one +Inf) and the sum."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[int]:
+        return list(itertools.accumulate(self.counts))
 
 
 _request_counter: RequestCounter | None = None
@@ -324,7 +368,9 @@ class PredictionLogMetrics(Collector):
             "1 while the shipper's last write to MongoDB succeeded, 0 while rows wait on disk.",
             float(all(not s.status.mongodb_down for s in active)),
         )
-        yield from _request_metrics(request_counter().snapshot())
+        counter = request_counter()
+        yield from _request_metrics(counter.snapshot())
+        yield _duration_metric(counter.durations())
 
 
 def _request_metrics(counts: ProcessCounts) -> Iterator[Metric]:
@@ -353,6 +399,21 @@ def _request_metrics(counts: ProcessCounts) -> Iterator[Metric]:
     yield requests
     yield failures
     yield refused
+
+
+def _duration_metric(durations: list[tuple[str, str, list[int], float]]) -> Metric:
+    """The runtime's time per request, per model and version (this process)."""
+    histogram = HistogramMetricFamily(
+        f"{SERVING_PREFIX}_request_duration_seconds",
+        "Time the runtime took to answer a request (validate, score, journal), failed or not.",
+        labels=["model", "version"],
+    )
+    bounds = [str(bound) for bound in DURATION_BUCKETS] + ["+Inf"]
+    for model, version, cumulative, total in durations:
+        histogram.add_metric(
+            [model, version], list(zip(bounds, cumulative, strict=True)), sum_value=total
+        )
+    return histogram
 
 
 def _counter(name: str, documentation: str, value: float) -> Metric:
