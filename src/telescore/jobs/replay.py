@@ -323,11 +323,10 @@ def _replay(
     )
     # A first champion that fails its gates is a cold start, not the end of the replay: the
     # monitor retries training as the unserved windows' outcomes arrive.
-    first_training = {
-        "state": first["state"],
-        "passed": bool(first["completed"]),
-        "message": None if first["completed"] else (first.get("message") or "")[:2000],
-    }
+    first_training = {"state": first["state"], "passed": bool(first["completed"])}
+    if not first["completed"]:
+        ended = orchestrator.flow_run_state(first["flow_run_id"], api_url)
+        first_training["message"] = (ended["message"] or "")[:2000]
 
     registry = ctx.registry
     features, labels = split_features_label(stream)
