@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +52,8 @@ def save_replay_plot(
     never_retrained: StreamQuality,
     retrains: list[dict[str, Any]],
     path: Path,
-    unserved_windows: Sequence[int] = (),
 ) -> Path:
-    """Plot window by window: ROC AUC, calibration and lift, loop against never retrained.
-
-    Windows no model served (a cold start) are shaded grey.
-    """
+    """Plot window by window: ROC AUC, calibration and lift, loop against never retrained."""
     figure, (auc_axes, calibration_axes, lift_axes) = plt.subplots(
         3, 1, figsize=(10, 9), sharex=True
     )
@@ -66,8 +61,7 @@ def save_replay_plot(
     for quality, label, style in (
         (
             never_retrained,
-            "first model served, never retrained "
-            f"(pooled AUC {never_retrained.pooled_roc_auc:.2f})",
+            f"first champion, never retrained (pooled AUC {never_retrained.pooled_roc_auc:.2f})",
             "--",
         ),
         (loop, f"telescore loop (pooled AUC {loop.pooled_roc_auc:.2f})", "-"),
@@ -88,9 +82,6 @@ def save_replay_plot(
         marker="s",
         label="observed positive rate",
     )
-    for window in unserved_windows:
-        for axes in (auc_axes, calibration_axes, lift_axes):
-            axes.axvspan(window - 0.5, window + 0.5, color="grey", alpha=0.15, linewidth=0)
     auc_axes.axhline(0.5, color="grey", linestyle=":")
     lift_axes.axhline(1.0, color="grey", linestyle=":")
     for retrain in retrains:
@@ -111,9 +102,7 @@ def save_replay_plot(
     calibration_axes.set(ylabel="rate")
     lift_axes.set(
         ylabel="top-decile lift",
-        xlabel=(
-            "window (green: retrained and promoted, red: champion kept, grey: no model served)"
-        ),
+        xlabel="window (green: retrained and promoted, red: champion kept)",
     )
     auc_axes.legend(fontsize=8)
     calibration_axes.legend(fontsize=8)

@@ -469,9 +469,8 @@ def save_result(result: ReplayResult, folder: Path) -> tuple[Path, Path]:
     figures.write_text(json.dumps(asdict(result), indent=2, default=str) + "\n")
     plot = folder / "replay.png"
     if result.loop is not None and result.never_retrained is not None:
-        save_replay_plot(
-            result.loop, result.never_retrained, result.retrains, plot, result.unserved_windows
-        )
+        # The windows no model served have no point: the lines start at the first served one.
+        save_replay_plot(result.loop, result.never_retrained, result.retrains, plot)
     else:
         plot.unlink(missing_ok=True)  # no window served: nothing to plot
     return figures, plot
