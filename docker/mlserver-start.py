@@ -3,9 +3,11 @@
 
 `telescore serve start` writes the model repository (jobs.model_repository) and starts
 MLServer as a background process; a container needs MLServer as its main process instead.
-This writes the same repository, waiting until the registry has the alias to serve (a fresh
-platform has no model until the first training run), then replaces itself with
-MLServer (`telescore.serving.server`).
+This writes the same repository, waiting until the registry answers (and, for the challenger
+slot, until it has a challenger), then replaces itself with MLServer
+(`telescore.serving.server`). A fresh platform has no champion until a training run passes its
+gates: MLServer then starts with no model, and the reconciler loads the first champion as soon
+as its alias appears.
 From then on the reconciler next to it (`telescore serve reconcile`, a sidecar container on the
 same repository volume) keeps it serving the registry's aliases and offsets.
 
@@ -24,8 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from mlflow import MlflowClient
-
+from telescore.io.registry import Registry
 from telescore.jobs.model_repository import ServerOptions, write_registry_repository
 from telescore.serving.options import RuntimeOptions
 from telescore.settings import load_settings
@@ -36,11 +37,12 @@ RETRY_SECONDS = 15.0
 def write_repository(root: Path, slot: str) -> str:
     """Write the repository for `slot` and return the registry URI it read.
 
-    Raises LookupError while the alias does not exist.
+    Raises LookupError while the challenger slot's alias does not exist, RegistryError while
+    MLflow does not answer.
     """
     settings = load_settings()
-    uri = settings.mlflow.resolved_tracking_uri(settings.project.host)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    registry = Registry.from_settings(settings.mlflow, settings.project.host)
+    uri = registry.tracking_uri
     serving = settings.serving
     server = ServerOptions(
         host="0.0.0.0",  # noqa: S104 - a container's port is reached through its network
@@ -49,9 +51,8 @@ def write_repository(root: Path, slot: str) -> str:
         metrics_port=serving.metrics_port,
     )
     runtime = RuntimeOptions(prediction_log=serving.prediction_log)
-    name = settings.mlflow.model_name
     write_registry_repository(
-        root, server, runtime, name, client, slot="challenger" if slot == "challenger" else "all"
+        root, registry, server, runtime, slot="challenger" if slot == "challenger" else "all"
     )
     return uri
 
@@ -66,7 +67,7 @@ def main() -> None:
         try:
             uri = write_repository(root, slot)
             break
-        except Exception as error:  # noqa: BLE001 - no alias yet, or MLflow not up yet: wait
+        except Exception as error:  # noqa: BLE001 - MLflow not up yet, or no challenger: wait
             print(f"not serving yet ({error}); retrying in {RETRY_SECONDS:.0f} s", flush=True)
             time.sleep(RETRY_SECONDS)
     # The runtime resolves the alias through MLflow's own variables: the registry too, as

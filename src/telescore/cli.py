@@ -29,6 +29,7 @@ from telescore.io.prospect_store import ProspectStore
 from telescore.jobs import backtest, campaign, outcomes, platform, reconciler, replay, reproduce
 from telescore.jobs import demo as demo_steps
 from telescore.jobs import serving as deployment
+from telescore.jobs.model_repository import CHAMPION_MODEL
 from telescore.settings import project_root
 
 app = typer.Typer(
@@ -83,12 +84,14 @@ def _print_urls(urls: platform.PlatformUrls, ctx: Context) -> None:
 
 
 def _start_serving(ctx: Context) -> bool:
-    """Start (or reload) MLServer; False when there is no champion to serve yet."""
-    try:
-        with console.status("Starting MLServer on the champion (and challenger)..."):
-            deployment.start_serving(ctx)
-    except LookupError:
-        console.print("[yellow]No champion registered yet[/]: serving starts after training.")
+    """Start (or reload) MLServer and its reconciler; False when it serves no champion yet."""
+    with console.status("Starting MLServer on the champion (and challenger)..."):
+        served = deployment.start_serving(ctx)
+    if CHAMPION_MODEL not in served.models:
+        console.print(
+            "[yellow]No champion yet[/]: MLServer runs with no model; its reconciler serves "
+            "the first one that passes its gates, with no command."
+        )
         return False
     return True
 
@@ -282,16 +285,36 @@ def replay_command(
         console.print(f"Replay services stopped: {', '.join(stopped) or 'none'}")
     figures, plot = replay.save_result(result, out)
     _print_replay(result)
-    console.print(f"Saved {plot} and {figures} in {result.seconds:.0f} s.")
+    saved = f"{plot} and {figures}" if plot.exists() else str(figures)
+    console.print(f"Saved {saved} in {result.seconds:.0f} s.")
 
 
 def _print_replay(result: replay.ReplayResult) -> None:
-    table = Table(title="Prequential quality over the replayed calls")
+    first = result.first_training
+    if first and not first.get("passed"):
+        console.print(
+            f"[yellow]Cold start[/]: the first champion's training run ended {first['state']} "
+            f"({(first.get('message') or '')[:300]})"
+        )
+    if result.unserved_windows:
+        served_from = result.config.get("first_served_window")
+        console.print(
+            f"{len(result.unserved_windows)} windows served by no model "
+            f"({', '.join(map(str, result.unserved_windows))}): their calls logged unscored; "
+            + (
+                f"first served window: {served_from} (version {result.config['first_champion']})"
+                if served_from is not None
+                else "no model ever passed its gates"
+            )
+        )
+    if result.loop is None or result.never_retrained is None:
+        return
+    table = Table(title="Prequential quality over the replayed calls (the served windows)")
     for column in ("run", "pooled ROC AUC", "mean calibration gap", "top-decile lift", "retrains"):
         table.add_column(column)
     promoted = sum(1 for each in result.retrains if each["promoted"])
     for name, quality, retrains in (
-        ("first champion, never retrained", result.never_retrained, "0"),
+        ("first model served, never retrained", result.never_retrained, "0"),
         ("telescore loop", result.loop, f"{len(result.retrains)} ({promoted} promoted)"),
     ):
         table.add_row(
@@ -463,10 +486,9 @@ def _print_backtest(result: backtest.BacktestResult) -> None:
 
 @serve_app.command("start")
 def serve_start() -> None:
-    """Start MLServer on the registry's aliases (or reload it if it runs)."""
+    """Start MLServer on the registry's aliases (or reload it if it runs); with none, empty."""
     with Context.from_environment() as ctx:
-        if not _start_serving(ctx):
-            raise typer.Exit(code=1)
+        _start_serving(ctx)
         _print_serving(ctx)
 
 
@@ -608,9 +630,11 @@ def _print_rows(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]
 
 def _print_serving(ctx: Context) -> None:
     serving = deployment.status(ctx)
-    if not serving.models:
+    if not serving.answering:
         console.print(f"MLServer is not answering at {serving.url}")
         raise typer.Exit(code=1)
+    if not serving.models:
+        console.print(f"MLServer answers at {serving.url} and serves no model: no champion yet")
     for name, version in serving.models.items():
         console.print(f"{name}: version {version} at {serving.url}/v2/models/{name}/infer")
     log = serving.prediction_log

@@ -3,7 +3,8 @@
 MongoDB down or failing → 503; MLServer unreachable or failing → 503; a request body over the
 size limit → 413; an unknown prospect → 404; a call citing another prospect's prediction → 422;
 no indicators entered yet → 409; the call list still being scored by another replica after the
-wait → 503.
+wait → 503; no model serving (none has passed its gates yet, or the champion is gone) → 503
+with the reason and a `Retry-After`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from telescore.jobs.call_lists import CallListNotReadyError
 from telescore.jobs.calls import NotThisProspectsPredictionError
 from telescore.jobs.indicators import NoIndicatorsError
 from telescore.jobs.prospect_scoring import UnknownProspectsError
+from telescore.jobs.scoring import NoModelServingError
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,9 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         status.HTTP_409_CONFLICT: "Conflicts with what is stored",
         status.HTTP_413_REQUEST_ENTITY_TOO_LARGE: "Request body too large",
         status.HTTP_422_UNPROCESSABLE_ENTITY: "Malformed, or cites another prospect's prediction",
-        status.HTTP_503_SERVICE_UNAVAILABLE: "MongoDB or MLServer is unreachable",
+        status.HTTP_503_SERVICE_UNAVAILABLE: (
+            "MongoDB or MLServer is unreachable, or no model is serving yet (with Retry-After)"
+        ),
     }
     # A route's own 422 is a sentence; the same status from validation lists the fields.
     models: dict[int, Any] = {status.HTTP_422_UNPROCESSABLE_ENTITY: Detail | FieldErrors}
@@ -84,6 +88,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def mlserver_failed(request: Request, error: ServingError) -> JSONResponse:
         logger.warning("MLServer refused %s: %s", request.url.path, error)
         return _answer(status.HTTP_503_SERVICE_UNAVAILABLE, f"the scoring service failed: {error}")
+
+    @app.exception_handler(NoModelServingError)
+    async def no_model_serving(request: Request, error: NoModelServingError) -> JSONResponse:
+        answer = _answer(status.HTTP_503_SERVICE_UNAVAILABLE, str(error))
+        answer.headers["Retry-After"] = str(error.retry_after)
+        return answer
 
     @app.exception_handler(UnknownProspectsError)
     async def unknown_prospects(request: Request, error: UnknownProspectsError) -> JSONResponse:

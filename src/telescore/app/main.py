@@ -30,6 +30,7 @@ from telescore.app.security import Sessions, session_secret
 from telescore.app.services import build_services
 from telescore.io.context import Context
 from telescore.io.release_store import ReleaseStore
+from telescore.jobs.availability import registry_reason
 from telescore.jobs.scoring import ScoringService
 from telescore.settings import Settings, load_settings
 
@@ -53,7 +54,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             serving = ctx.serving_client(SCORING_TIMEOUT_SECONDS)
             release_store = ctx.store(ReleaseStore)
             batch_rows = resolved.api.batch_rows
-            with ScoringService(serving, release_store, batch_rows=batch_rows) as scoring:
+            # Why no model serves, when none does: read from the registry (opened then).
+            reason = registry_reason(lambda: ctx.registry)
+            with ScoringService(
+                serving, release_store, batch_rows=batch_rows, unserved_reason=reason
+            ) as scoring:
                 app.state.services = build_services(ctx, scoring, serving)
                 yield
 

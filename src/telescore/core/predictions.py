@@ -16,6 +16,10 @@ Route = Literal["champion", "challenger", "shadow"]
 """Which deployment slot answered (or, for `shadow`, scored without answering)."""
 
 ROUTES: Final[tuple[str, ...]] = get_args(Route)
+UNSERVED: Final = "unserved"
+"""The route of a call made while no model served (cold start): logged with its inputs and no
+score, so that its outcome can be recorded and the row learnt by the first model. No model's
+evidence: the monitor and the release judge only what a model answered."""
 
 ID: Final = "_id"
 """The prediction id the server gave the row (a UUIDv7, see `core.prediction_ids`)."""
@@ -155,4 +159,39 @@ def prediction_records(
         for index, (prediction_id, row, score, names) in enumerate(
             zip(prediction_ids, rows, scores, out_of_range, strict=True)
         )
+    ]
+
+
+def unserved_records(
+    prediction_ids: Sequence[str],
+    request_id: str,
+    model_name: str,
+    rows: Sequence[Mapping[str, Any]],
+    timestamp: datetime,
+) -> list[dict[str, Any]]:
+    """Build one document per row of a request no model could score (route `unserved`).
+
+    The fields of a scored row, with no version, no score and no latency: its outcome joins it
+    like any other, so the row becomes a labelled training row.
+    """
+    if len(prediction_ids) != len(rows):
+        raise ValueError(f"{len(prediction_ids)} prediction ids for {len(rows)} rows")
+    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
+        raise ValueError("timestamp must be timezone-aware")
+    when = timestamp.astimezone(UTC)
+    return [
+        {
+            ID: prediction_id,
+            REQUEST_ID: request_id,
+            ROW: index,
+            TIMESTAMP: when,
+            MODEL_NAME: model_name,
+            MODEL_VERSION: "",
+            ROUTE: UNSERVED,
+            FEATURES: dict(row),
+            SCORE: None,
+            LATENCY_MS: None,
+            OUT_OF_RANGE: [],
+        }
+        for index, (prediction_id, row) in enumerate(zip(prediction_ids, rows, strict=True))
     ]

@@ -40,13 +40,19 @@ class StreamQuality:
     """Mean over windows of the top-decile lift (what a caller feels within a period)."""
 
 
-def stream_quality(labels: np.ndarray, scores: np.ndarray, window_rows: int) -> StreamQuality:
-    """Return per-window and pooled quality of `scores` against `labels`, in stream order."""
+def stream_quality(
+    labels: np.ndarray, scores: np.ndarray, window_rows: int, first_window: int = 0
+) -> StreamQuality:
+    """Return per-window and pooled quality of `scores` against `labels`, in stream order.
+
+    `first_window`: the stream's number of the first window given (the ones before it were
+    not served, at a cold start).
+    """
     labels, scores = np.asarray(labels, dtype=float), np.asarray(scores, dtype=float)
     if len(labels) != len(scores) or not len(labels):
         raise ValueError(f"{len(labels)} labels for {len(scores)} scores")
     windows = []
-    for index, start in enumerate(range(0, len(labels), window_rows)):
+    for index, start in enumerate(range(0, len(labels), window_rows), start=first_window):
         y, s = labels[start : start + window_rows], scores[start : start + window_rows]
         both = len(np.unique(y)) == 2
         lift = lift_top_fraction(y, s, 0.1)

@@ -11,6 +11,11 @@ windows, whatever their verdicts. With a log-odds offset following the base rate
 retrains (`CalibrationParams`), what a retrain adds is the newest rows' ranking, which no
 window's figures announce; a fixed cadence spends a known budget of training runs on it.
 
+Cold start: while no champion serves (no model has passed the gates yet, or the champion is
+gone), there are no windows to judge. Training is then retried as labelled outcomes accumulate:
+once `cold_start_min_new_labels` more are recorded than the last training attempt had, and
+`cold_start_cooldown_windows` windows after it (`decide_cold_start`).
+
 A pure function of the window history and the run state, so that every guard is unit-tested.
 """
 
@@ -66,6 +71,13 @@ class RetrainingPolicy(FrozenModel):
     """A schedule: retrain once this many windows were monitored since a retrain was last
     triggered (or, before any, since the champion started serving), whatever their verdicts;
     None: no schedule. The cooldown, in-flight and labelled-rows guards still apply."""
+    cold_start_min_new_labels: int = Field(default=1000, gt=0)
+    """With no champion serving: labelled rows that must be recorded since the last training
+    attempt (or, before any, at all) before training is tried again. A failed attempt is
+    retried only on rows it did not have."""
+    cold_start_cooldown_windows: int = Field(default=1, ge=0)
+    """With no champion serving: windows monitored since the last training attempt before
+    another may be triggered."""
 
     @model_validator(mode="after")
     def _k_within_n(self) -> RetrainingPolicy:
@@ -260,3 +272,52 @@ def _scheduled(
         f"scheduled: {passed} windows {origin}, one retrain every {every}",
         first.window_start,
     ), ""
+
+
+@dataclass(frozen=True)
+class ColdStartState:
+    """What the monitor knows while no champion serves: labels now, and the last attempt."""
+
+    training_in_flight: bool
+    """A training run is scheduled, pending or running."""
+    labelled_rows_available: int
+    """Labelled production rows recorded now."""
+    last_attempt_labelled_rows: int | None
+    """Labelled rows recorded when training was last triggered; None if it never was."""
+    windows_since_attempt: int | None
+    """Windows monitored since training was last triggered; None if it never was."""
+    last_attempt: str | None = None
+    """How the last attempt ended, in a few words (recorded by the monitor), if known."""
+
+
+def decide_cold_start(state: ColdStartState, policy: RetrainingPolicy) -> RetrainingDecision:
+    """Decide whether to try training again while no champion serves.
+
+    Asked for by new labels, not by windows: a run on the rows that failed the gates last time
+    would fail them again. Guards: a run in flight, the cooldown.
+    """
+    since = state.last_attempt_labelled_rows
+    new = state.labelled_rows_available - (since or 0)
+    after = (
+        "since the last training attempt"
+        + (f" ({state.last_attempt})" if state.last_attempt else "")
+        if since is not None
+        else "recorded, and no training attempt yet"
+    )
+    why = (
+        f"no champion serving: {new} new labelled rows {after}, "
+        f"{policy.cold_start_min_new_labels} required"
+    )
+    if new < policy.cold_start_min_new_labels:
+        return RetrainingDecision(False, why, ())
+    if state.training_in_flight:
+        return RetrainingDecision(False, f"{why}; a training run is already in flight", ())
+    cooling = state.windows_since_attempt
+    if cooling is not None and cooling < policy.cold_start_cooldown_windows:
+        return RetrainingDecision(
+            False,
+            f"{why}; cooldown: {cooling} of {policy.cold_start_cooldown_windows} windows "
+            "since the last attempt",
+            (),
+        )
+    return RetrainingDecision(True, why, ())

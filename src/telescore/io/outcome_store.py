@@ -166,6 +166,10 @@ class OutcomeStore(MongoStore):
         """
         return self.collection.count_documents({}) - self.count_pending()
 
+    def count_predictions(self, start: datetime, end: datetime) -> int:
+        """Return how many predictions are timestamped in [start, end), of every route."""
+        return self.predictions.count_documents({TIMESTAMP: {"$gte": start, "$lt": end}})
+
     def count_pending(self) -> int:
         """Return how many outcomes wait for their prediction (as of the last sweep)."""
         return self.collection.count_documents({outcomes.PENDING: True})

@@ -276,6 +276,12 @@ class Registry:
             details = self.client.get_model_version(self.model_name, version)
         return self._ref(details)
 
+    def has_versions(self) -> bool:
+        """Tell whether any version of the model is registered; RegistryError if unanswered."""
+        with _answering(f"listing the versions of {self.model_name}"):
+            found = self.client.search_model_versions(f"name = '{self.model_name}'", max_results=1)
+        return len(found) > 0
+
     def run_metrics(self, run_id: str) -> dict[str, float]:
         """Return the latest value of each metric a run logged."""
         with _answering(f"reading the metrics of run {run_id}"):

@@ -5,8 +5,13 @@
     <root>/telemarketing-challenger/model-settings.json  models:/telemarketing@challenger
 
 The challenger folder exists only while the registry has a `challenger` alias: MLServer refuses
-to start when a model at start-up cannot be loaded. A `challenger` slot (the Kubernetes canary)
-serves @challenger alone, under the champion's name.
+to start when a model at start-up cannot be loaded. With no `champion` alias (no model has passed
+the gates yet, or the champion was removed) the repository holds no model: MLServer runs empty,
+and its reconciler loads the first champion as soon as the alias appears. A `challenger` slot
+(the Kubernetes canary) serves @challenger alone, under the champion's name.
+
+    <root>/runtime-options.json                        what a new model folder gets (journal,
+                                                       shipping, batch limit), kept while empty
 
 The champion's folder may carry a log-odds offset (`logit_offset`) and the version it was fitted
 for. The registry holds the one to serve, per version: the monitor's latest refit (version tag
@@ -31,9 +36,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from telescore.core.predictions import Route
 from telescore.core.scoring import LOGIT_OFFSET_TAG
 from telescore.io.registry import ModelVersionRef, Registry
-from telescore.serving.options import CALIBRATION_OPTIONS, RUNTIME, RuntimeOptions
+from telescore.serving.options import RUNTIME, RuntimeOptions
 
 SERVER_SETTINGS: Final = "settings.json"
+RUNTIME_OPTIONS: Final = "runtime-options.json"
+"""The runtime options of the repository's models, kept at its root: a repository with no
+model (no champion yet) still knows them when the first one is written."""
 MODEL_SETTINGS: Final = "model-settings.json"
 CHAMPION_MODEL: Final = "telemarketing"
 """MLServer name of the model serving the `champion` alias."""
@@ -139,7 +147,7 @@ def registry_desired_models(registry: Registry, slot: Slot = "all") -> list[Desi
     """Return what a server of `slot` should serve per the registry's aliases now.
 
     Raises RegistryError when the registry cannot say (nothing is then taken for gone),
-    LookupError when the alias the slot needs does not exist.
+    LookupError when the `challenger` slot has no challenger alias. No champion: nothing.
     """
     versions = registry.alias_versions(ALIAS_MODELS)
     return desired_models(versions, slot, registry.model_name)
@@ -152,8 +160,10 @@ def desired_models(
 ) -> list[DesiredModel]:
     """Return what a server of `slot` should serve for these alias versions (champion first).
 
-    Only the registry decides: every replica that reads it gets the same answer.
-    Raises LookupError when the alias the slot needs does not exist.
+    Only the registry decides: every replica that reads it gets the same answer. With no
+    champion the `all` slot serves nothing, not even a challenger: the app shows only the
+    champion's answers, and a champion whose alias was removed must stop answering.
+    Raises LookupError when the `challenger` slot has no challenger alias.
     """
     if slot == "challenger":
         if "challenger" not in versions:
@@ -163,9 +173,9 @@ def desired_models(
         )
         # Judged on its own scores, as the challenger is in the `all` slot.
         return [DesiredModel(canary, versions["challenger"].version, None)]
+    if "champion" not in versions:
+        return []
     models = served_models(set(versions), registered_model)
-    if not models or models[0].route != "champion":
-        raise LookupError(f"registered model {registered_model!r} has no 'champion' alias")
     return [
         DesiredModel(
             model,
@@ -197,6 +207,7 @@ def write_model_repository(
     root = root.resolve()
     if server is not None or not (root / SERVER_SETTINGS).exists():
         _write_json(root / SERVER_SETTINGS, server_settings(root, server or ServerOptions()))
+    _write_json(root / RUNTIME_OPTIONS, _shared_options(runtime).model_dump(mode="json"))
     names = {model.name for model in models}
     for folder in root.iterdir():
         # A folder left from an alias that is gone would make the next start fail to load it.
@@ -284,17 +295,27 @@ def write_logit_offset(root: Path, model_name: str, offset: LogitOffset) -> bool
 
 
 def existing_runtime_options(root: Path) -> RuntimeOptions | None:
-    """Return the runtime options the champion's model-settings.json holds, if it exists.
+    """Return the runtime options the repository was written with, if it was.
 
-    Without the options that belong to one model: its route and its log-odds offset.
+    From its `runtime-options.json`, else (a repository written before it existed) the
+    champion's model-settings.json. Without the options that belong to one model: its route
+    and its log-odds offset.
     """
+    shared = root / RUNTIME_OPTIONS
+    if shared.exists():
+        return _shared_options(RuntimeOptions.from_extra(json.loads(shared.read_text())))
     path = root / CHAMPION_MODEL / MODEL_SETTINGS
     if not path.exists():
         return None
     extra = dict(json.loads(path.read_text()).get("parameters", {}).get("extra") or {})
-    for name in ("route", *CALIBRATION_OPTIONS):
-        extra.pop(name, None)  # set per model when written
-    return RuntimeOptions.from_extra(extra)
+    return _shared_options(RuntimeOptions.from_extra(extra))
+
+
+def _shared_options(runtime: RuntimeOptions) -> RuntimeOptions:
+    """Return `runtime` without the options set per model (route, log-odds offset)."""
+    return runtime.model_copy(
+        update={"route": None, "logit_offset": 0.0, "logit_offset_version": None}
+    )
 
 
 def server_settings(root: Path, server: ServerOptions) -> dict[str, Any]:

@@ -5,6 +5,11 @@ windows whose outcomes arrived since the previous run. Each window becomes one E
 snapshot dated to the window and one `monitoring_runs` document; each run takes one retraining
 decision, recorded whether it retrains or not.
 
+With no champion (none has passed the gates yet, or it is gone) there is nothing to evaluate:
+a run records the window, and triggers training again once enough labelled outcomes arrived
+since the last attempt (`core.retraining.decide_cold_start`); the first model that passes is
+champion, and MLServer's reconciler serves it.
+
 When the champion was trained with `calibration.enabled`, each run also refits the log-odds
 offset served with it on the newest labelled predictions and has MLServer serve it (the
 champion's folder in the model repository, that model reloaded), so the served scores follow
@@ -34,9 +39,11 @@ from telescore.core.outcomes import PENDING_EXPIRY
 from telescore.core.params import CalibrationParams, TrainingParams
 from telescore.core.predictions import FEATURES, MODEL_VERSION, ROUTE, SCORE
 from telescore.core.retraining import (
+    ColdStartState,
     RetrainingDecision,
     RunState,
     WindowHealth,
+    decide_cold_start,
     decide_retraining,
     judge_window,
 )
@@ -59,6 +66,8 @@ from telescore.validation.evidently_dashboards import MonitoringWorkspace
 SCORE_COLUMN = "score"
 RECALIBRATION = "recalibration"
 """Field of a window's `monitoring_runs` document and of a decision: the offset fitted then."""
+NO_MODEL_SERVING = "no model serving"
+"""The verdict recorded for a window monitored while there is no champion."""
 
 logger = logging.getLogger(__name__)
 
@@ -418,23 +427,15 @@ def decide(
         record[RECALIBRATION] = recalibration
     if decision.retrain and decision.episode_start is not None:
         key = f"retrain-{champion.version}-{decision.episode_start.astimezone(UTC).isoformat()}"
-        record["idempotency_key"] = key
-        if monitor.prefect_api:
-            record |= orchestrator.trigger_deployment(
-                monitor.training_deployment,
-                monitor.prefect_api,
-                parameters={
-                    "params_file": monitor.params_file,
-                    "overrides": monitor.params.retrain_overrides,
-                    "trigger": {
-                        "by": "monitor-telemarketing",
-                        "window": window.key,
-                        "episode": decision.episode_start.isoformat(),
-                        "reason": decision.reason,
-                    },
-                },
-                idempotency_key=key,
-            )
+        record |= trigger_training(
+            monitor,
+            key,
+            {
+                "window": window.key,
+                "episode": decision.episode_start.isoformat(),
+                "reason": decision.reason,
+            },
+        )
     record["_id"] = monitor.records.add_decision(record)
     if monitor.workspace.load_window(window.start) is not None:  # none: too few rows to report
         monitor.workspace.record_decision(
@@ -443,6 +444,102 @@ def decide(
             reason=decision.reason + offset_summary(recalibration),
         )
     return decision, record
+
+
+def trigger_training(monitor: Monitor, key: str, trigger: dict[str, Any]) -> dict[str, Any]:
+    """Run the training deployment once per `key` (a dry run: none); return what to record."""
+    record: dict[str, Any] = {"idempotency_key": key}
+    if monitor.prefect_api:
+        record |= orchestrator.trigger_deployment(
+            monitor.training_deployment,
+            monitor.prefect_api,
+            parameters={
+                "params_file": monitor.params_file,
+                "overrides": monitor.params.retrain_overrides,
+                "trigger": {"by": "monitor-telemarketing", **trigger},
+            },
+            idempotency_key=key,
+        )
+    return record
+
+
+def cold_start_state(monitor: Monitor, history: list[dict[str, Any]]) -> ColdStartState:
+    """Return the labels recorded now and the last training attempt, from the decision log.
+
+    An attempt is a decision that triggered training: it recorded the labelled rows there
+    were then, and `follow_training_runs` how its run ended (failed gates included).
+    """
+    in_flight = bool(
+        monitor.prefect_api
+        and orchestrator.runs_in_flight(monitor.training_deployment, monitor.prefect_api)
+    )
+    labelled = monitor.outcomes.count()
+    last = monitor.records.last_retrain()
+    if last is None:
+        return ColdStartState(in_flight, labelled, None, None)
+    since = sum(1 for document in history if document["window_start"] > last["window_start"])
+    training = last.get("training") or {}
+    ended = f"its run {training['state']}" if training.get("final") else "its run's end unknown"
+    return ColdStartState(
+        in_flight,
+        labelled,
+        int((last.get("state") or {}).get("labelled_rows_available") or 0),
+        since,
+        f"{ended}, on {(last.get('state') or {}).get('labelled_rows_available', 0)} labelled rows",
+    )
+
+
+def monitor_cold_start(monitor: Monitor, window: Window) -> MonitorResult:
+    """With no champion: record the window; train again once enough new labels arrived.
+
+    Nothing is evaluated (no model answered); the calls made meanwhile are logged unscored
+    (route `unserved`) and their outcomes are the labelled rows the next attempt learns from.
+    """
+    follow_training_runs(monitor)
+    sweep_pending_outcomes(monitor.outcomes, expiry=monitor.pending_outcome_expiry)
+    logged = monitor.outcomes.count_predictions(window.start, window.end)
+    policy = monitor.params.policy
+    monitor.records.save_run(
+        window.key,
+        {
+            "window_start": window.start,
+            "window_end": window.end,
+            "rows": 0,
+            "labelled_rows": 0,
+            "unserved_rows": logged,
+            "model_version": None,
+            "verdict": NO_MODEL_SERVING,
+            "verdict_reason": "no champion: nothing was scored to evaluate",
+            "read_at": datetime.now(UTC),
+        },
+    )
+    recent = monitor.records.recent_runs(limit=max(50, policy.cold_start_cooldown_windows * 4))
+    state = cold_start_state(monitor, recent)
+    decision = decide_cold_start(state, policy)
+    record: dict[str, Any] = {
+        "decided_at": datetime.now(UTC),
+        "window_start": window.start,
+        "window": window.key,
+        "champion_version": None,
+        "cold_start": True,
+        **decision.as_record(),
+        "verdicts": [],
+        "state": {
+            "training_in_flight": state.training_in_flight,
+            "windows_since_retrain": state.windows_since_attempt,
+            "labelled_rows_available": state.labelled_rows_available,
+            "last_attempt_labelled_rows": state.last_attempt_labelled_rows,
+        },
+        "inputs": [],
+    }
+    if decision.retrain:
+        record |= trigger_training(
+            monitor,
+            f"cold-start-{window.key}",
+            {"window": window.key, "cold_start": True, "reason": decision.reason},
+        )
+    record["_id"] = monitor.records.add_decision(record)
+    return MonitorResult(window.key, [f"{window.key}: {NO_MODEL_SERVING}"], record)
 
 
 def offset_summary(recalibration: dict[str, Any] | None) -> str:
@@ -483,10 +580,12 @@ def follow_training_runs(monitor: Monitor) -> None:
                 f"({result.get('reason')})"
             )
         else:
-            summary = (
-                f"training run {state['state']}: champion {decision['champion_version']} kept "
-                f"({(state['message'] or '')[:300]})"
+            kept = (
+                f"champion {decision['champion_version']} kept"
+                if decision.get("champion_version")
+                else "still no champion"
             )
+            summary = f"training run {state['state']}: {kept} ({(state['message'] or '')[:300]})"
         monitor.records.set_training_outcome(
             decision["_id"], {"final": True, "state": state["state"], "summary": summary, **result}
         )
@@ -494,9 +593,11 @@ def follow_training_runs(monitor: Monitor) -> None:
 
 def monitor_window(monitor: Monitor, window: Window, report_dir: Path) -> MonitorResult:
     """Run the monitor on `window` and on older windows whose outcomes just arrived."""
-    champion = monitor.registry.alias_version(CHAMPION)
+    # Read so that an unanswering registry raises (and the run is retried): taking it for
+    # "no champion" would start training on a registry that is only unreachable.
+    champion = monitor.registry.alias_versions([CHAMPION]).get(CHAMPION)
     if champion is None:
-        raise LookupError("no champion to monitor: train one first")
+        return monitor_cold_start(monitor, window)
     monitor.workspace.write_dashboard()
     follow_training_runs(monitor)
     # Outcomes reported before their prediction was logged: joined ones count as labelled

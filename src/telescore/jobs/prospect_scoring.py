@@ -56,8 +56,12 @@ class ProspectScorer:
         self.indicators = Refreshed(lambda: read_indicators(prospects))
 
     def key(self, prospects: Callable[[], int]) -> CacheKey:
-        """Return the key of a list of `prospects()` scored now: all that its scores depend on."""
-        versions = self.scoring.versions.get()
+        """Return the key of a list of `prospects()` scored now: all that its scores depend on.
+
+        Raises NoModelServingError while MLServer serves no champion: no list, not even the
+        last one scored, since its model no longer answers.
+        """
+        versions = self.scoring.served_versions()
         return CacheKey(
             champion=versions.champion,
             challenger=versions.challenger,

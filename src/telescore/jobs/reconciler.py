@@ -9,6 +9,9 @@ route, offset), and only when they differ rewrites its model repository and load
 unloads through the local repository API. A promotion, a rollback or a recalibration therefore
 only moves aliases and tags; no control plane needs to know the replicas.
 
+With no `champion` alias MLServer serves no model: the first champion is loaded as soon as its
+alias appears, and a champion whose alias (or version) is removed stops answering.
+
 Idempotent: a tick with nothing to change writes and loads nothing. A tick that fails (MLflow
 or MLServer unreachable, a version that does not load) changes nothing more and is retried on
 the next one; MLServer keeps serving what it has loaded meanwhile.
@@ -128,7 +131,9 @@ def reconcile(
 
     `rewrite`: write the repository even if nothing is to be loaded (a reconciler's first tick,
     so that the files a restarted MLServer reads are the registry's too).
-    Raises LookupError when the registry has no alias for the slot (MLServer keeps serving),
+    With no champion alias (none passed the gates yet, or it was removed) the `all` slot
+    serves nothing: every model is unloaded, and the app says no model serves. Raises
+    LookupError when the `challenger` slot has no challenger alias (MLServer keeps serving),
     RegistryError or httpx errors when MLflow or MLServer cannot be reached, ServingError
     when a version fails to load (the old one keeps answering).
     """

@@ -7,6 +7,13 @@ as its schedule would, with a compressed clock: a window lasts as long as its re
 A training run the monitor triggers is waited for before the next window, so that a replay
 is repeatable; the training flow itself makes MLServer serve a promoted model.
 
+Cold start: when the first champion fails its gates, the replay carries on as the platform
+does. MLServer runs with no model; each window is then served by nobody: its calls are logged
+unscored (route `unserved`, `jobs.cold_start`) and their outcomes reported as usual, and the
+monitor retries training as those labels accumulate. The first model that passes is served by
+MLServer's reconciler, and the windows after it are scored. The quality figures cover the
+served windows; the unserved ones are listed.
+
 Everything runs on its own services under `<state_dir>/replay`, never the platform's own.
 """
 
@@ -41,9 +48,10 @@ from telescore.io.datasets import fingerprint_rows
 from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.params_files import load_monitoring_params
-from telescore.io.registry import CHAMPION, Registry
+from telescore.io.prediction_store import PredictionStore
+from telescore.io.registry import ModelVersionRef, Registry
 from telescore.io.serving_client import ServingClient
-from telescore.jobs import access, monitoring, platform, reconciler
+from telescore.jobs import access, cold_start, monitoring, platform, reconciler
 from telescore.jobs import serving as deployment
 from telescore.jobs.model_repository import CHAMPION_MODEL
 from telescore.jobs.outcomes import REJECTED
@@ -112,8 +120,10 @@ class ReplayConfig:
 class ReplayResult:
     """What a replay measured."""
 
-    loop: StreamQuality
-    never_retrained: StreamQuality
+    loop: StreamQuality | None
+    """Over the served windows (numbered in the stream); None when no window was served."""
+    never_retrained: StreamQuality | None
+    """The first model served, never retrained, on the same windows (its raw scores)."""
     retrains: list[dict[str, Any]]
     decisions: int
     seconds: float
@@ -121,6 +131,10 @@ class ReplayResult:
     offsets: list[dict[str, Any]] = field(default_factory=list)
     """The log-odds offset the monitor fitted after each window (served in the next one, unless
     a promotion came between: the new champion then serves its own, fitted at registration)."""
+    first_training: dict[str, Any] = field(default_factory=dict)
+    """How the first champion's training run ended: its state, and why when it failed."""
+    unserved_windows: list[int] = field(default_factory=list)
+    """Windows served by no model (cold start): their calls logged unscored."""
 
 
 def replay_environment(state_dir: Path) -> dict[str, str]:
@@ -268,6 +282,7 @@ def monitor_in_process(ctx: Context, params_path: Path, window: Window) -> dict[
         "reason": decision["reason"],
         "training_flow_run_id": decision.get("flow_run_id"),
         "recalibration": decision.get(monitoring.RECALIBRATION),
+        "cold_start": bool(decision.get("cold_start")),
     }
 
 
@@ -305,20 +320,26 @@ def _replay(
     api_url = ctx.prefect_api
     # The replay's clock drives the monitor; the hourly schedule would look at wall-clock hours.
     orchestrator.set_schedules_active(orchestrator.MONITOR_DEPLOYMENT, api_url, active=False)
+    # Served before any model exists, as `telescore up` does: MLServer starts with none, and
+    # its reconciler serves the first model that passes its gates. Ship at once: the replay
+    # waits for each window to be in MongoDB before monitoring it.
+    deployment.start_serving(ctx, RuntimeOptions(ship_max_defer=0.0))
     progress("training the first champion on the earliest rows", 0, 1)
     first = orchestrator.run_deployment(
         orchestrator.TRAINING_DEPLOYMENT, api_url, {"params_file": str(params_path)}
     )
+    # A first champion that fails its gates is a cold start, not the end of the replay: the
+    # monitor retries training as the unserved windows' outcomes arrive.
+    first_training = {"state": first["state"], "passed": bool(first["completed"])}
     if not first["completed"]:
-        raise RuntimeError(f"the first champion's training run ended {first['state']}")
-    # Ship at once: the replay waits for each window to be in MongoDB before monitoring it.
-    deployment.start_serving(ctx, RuntimeOptions(ship_max_defer=0.0))
+        ended = orchestrator.flow_run_state(first["flow_run_id"], api_url)
+        first_training["message"] = (ended["message"] or "")[:2000]
 
     registry = ctx.registry
-    first_champion = registry.alias_version(CHAMPION)
-    assert first_champion is not None  # noqa: S101 - the first run promoted it
     features, labels = split_features_label(stream)
-    baseline = registry.load_model(first_champion).predict_proba(features)[:, 1]
+    first_served: tuple[int, ModelVersionRef] | None = None
+    unserved: list[int] = []
+    predictions = ctx.store(PredictionStore)
 
     served: list[float] = []
     ids: list[str] = []
@@ -336,10 +357,24 @@ def _replay(
         progress(f"window {index + 1} of {len(windows)}", index, len(windows))
         # A promotion or a refitted offset reaches MLServer through its reconciler, a few
         # seconds later: score the window only with what the registry now says, every time.
-        await_release(client, registry)
+        now_served = await_release(client, registry)
         rows = stream.iloc[start : start + config.window_rows]
         window_start = whole_second(datetime.now(UTC))
-        window_ids, window_scores = score_window(client, rows, config.request_rows)
+        champion = now_served.get(CHAMPION_MODEL)
+        if champion is not None and champion.version is not None:
+            if first_served is None:
+                first_served = (index, registry.version(champion.version))
+            window_ids, window_scores = score_window(client, rows, config.request_rows)
+        else:
+            # Nobody serves: the calls are made all the same, logged with no score.
+            unserved.append(index)
+            window_ids = cold_start.log_unserved(
+                predictions,
+                rows.loc[:, list(FEATURES)].to_dict("records"),
+                "replay",
+                registry.model_name,
+            )
+            window_scores = [float("nan")] * len(window_ids)
         window_end = whole_second(datetime.now(UTC)) + timedelta(seconds=1)
         # The next window starts where this one ends.
         time.sleep(max(0.0, (window_end - datetime.now(UTC)).total_seconds()))
@@ -364,6 +399,7 @@ def _replay(
             retrains.append(
                 {
                     "window": index,
+                    "cold_start": bool(result.get("cold_start")),
                     "after_row": start + len(rows),
                     "reason": result["reason"],
                     "state": training["state"],
@@ -376,20 +412,36 @@ def _replay(
             )
     decisions = ctx.store(MonitoringStore).decisions.count_documents({})
     scored = len(served)
+    loop = never_retrained = None
+    if first_served is not None:
+        # Windows are served whole: from the first served one on, every row has a score.
+        first_window, first_model = first_served
+        begin = first_window * config.window_rows
+        baseline = registry.load_model(first_model).predict_proba(features.iloc[begin:scored])
+        loop, never_retrained = (
+            stream_quality(
+                labels[begin:scored], np.asarray(scores), config.window_rows, first_window
+            )
+            for scores in (served[begin:], baseline[:, 1])
+        )
+    first_version = first_served[1].version if first_served else None
     return ReplayResult(
-        loop=stream_quality(labels[:scored], np.asarray(served), config.window_rows),
-        never_retrained=stream_quality(labels[:scored], baseline[:scored], config.window_rows),
+        loop=loop,
+        never_retrained=never_retrained,
         retrains=retrains,
         decisions=decisions,
         seconds=time.monotonic() - started,
         offsets=offsets,
+        first_training=first_training,
+        unserved_windows=unserved,
         config={
             "streamed_rows": scored,
             "window_rows": config.window_rows,
             "label_delay_rows": config.label_delay_rows,
             "data_fingerprint": fingerprint_rows(stream),
-            "first_champion": first_champion.version,
-            "first_champion_logit_offset": registration_offset(registry, first_champion.version),
+            "first_champion": first_version,
+            "first_champion_logit_offset": registration_offset(registry, first_version),
+            "first_served_window": first_served[0] if first_served else None,
             "params": yaml.safe_load(params_path.read_text()),
         },
     )
@@ -397,15 +449,16 @@ def _replay(
 
 def await_release(
     client: ServingClient, registry: Registry, fitted: dict[str, Any] | None = None
-) -> None:
-    """Wait until MLServer serves the registry's aliases and offsets; record if `fitted` is.
+) -> dict[str, reconciler.ServedState]:
+    """Wait until MLServer serves the registry's aliases and offsets; return what it serves.
 
-    The monitor only tags the champion with the offset it fitted (`published`); this sets
-    `served` on that record: whether MLServer now applies it (not if a promotion came between).
+    With no champion it serves nothing. The monitor only tags the champion with the offset it
+    fitted (`published`); this sets `served` on that record (`fitted`): whether MLServer now
+    applies it (not if a promotion came between).
     """
     served = reconciler.wait_reconciled(client, registry)
     if fitted is None or fitted.get("offset") is None:
-        return
+        return served
     champion = served.get(CHAMPION_MODEL)
     fitted["served"] = (
         champion is not None
@@ -413,6 +466,7 @@ def await_release(
         and champion.logit_offset is not None
         and abs(champion.logit_offset - float(fitted["offset"])) < reconciler.OFFSET_TOLERANCE
     )
+    return served
 
 
 def save_result(result: ReplayResult, folder: Path) -> tuple[Path, Path]:
@@ -420,7 +474,10 @@ def save_result(result: ReplayResult, folder: Path) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     figures = folder / "replay.json"
     figures.write_text(json.dumps(asdict(result), indent=2, default=str) + "\n")
-    plot = save_replay_plot(
-        result.loop, result.never_retrained, result.retrains, folder / "replay.png"
-    )
+    plot = folder / "replay.png"
+    if result.loop is not None and result.never_retrained is not None:
+        # The windows no model served have no point: the lines start at the first served one.
+        save_replay_plot(result.loop, result.never_retrained, result.retrains, plot)
+    else:
+        plot.unlink(missing_ok=True)  # no window served: nothing to plot
     return figures, plot

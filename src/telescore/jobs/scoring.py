@@ -4,7 +4,8 @@ Routing is read from MongoDB (`releases` store) at most once a second, so that a
 takes effect within a second, with no restart, and a scoring request costs no database read.
 Which versions MLServer serves is read from MLServer the same way. In shadow mode the
 challenger scores the same rows, under the same request id, on a background thread: its answer
-is logged (route `shadow`) and never waited for or shown.
+is logged (route `shadow`) and never waited for or shown. While MLServer serves no champion
+(cold start, or the champion gone) nothing is scored: `NoModelServingError` says why.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, Generic, Self, TypeVar
 
+from telescore.core.cold_start import RETRY_AFTER_SECONDS, no_model_sentence
 from telescore.core.routing import RoutingConfig, effective, split_batch
 from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingClient, ServingError
@@ -28,6 +30,15 @@ logger = logging.getLogger(__name__)
 SERVED_MODELS: Final = {"champion": CHAMPION_MODEL, "challenger": CHALLENGER_MODEL}
 REFRESH_SECONDS: Final = 1.0
 T = TypeVar("T")
+
+
+class NoModelServingError(RuntimeError):
+    """MLServer serves no champion: nothing can be scored; the message says why."""
+
+    def __init__(self, reason: str, retry_after: int = RETRY_AFTER_SECONDS) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+        """Seconds a client should wait before asking again."""
 
 
 @dataclass(frozen=True)
@@ -84,9 +95,11 @@ class ScoringService:
         *,
         batch_rows: int = 1000,
         shadow_workers: int = 2,
+        unserved_reason: Callable[[], str] = lambda: no_model_sentence(None),
     ) -> None:
         self._serving = serving
         self._batch_rows = batch_rows
+        self._unserved_reason = unserved_reason
         self.routing = Refreshed(lambda: read_routing(releases))
         self.versions = Refreshed(self._served_versions)
         self._shadow = ThreadPoolExecutor(shadow_workers, thread_name_prefix="shadow")
@@ -116,7 +129,7 @@ class ScoringService:
         Raises ServingError (MLServer refused or failed) or httpx.TransportError (unreachable).
         """
         request_id = request_id or str(uuid.uuid4())
-        versions = self.versions.get()
+        versions = self.served_versions()
         config = effective(self.routing.get(), challenger_available=versions.challenger is not None)
         split = split_batch(routing_keys, config)
         answers: list[Scored | None] = [None] * len(rows)
@@ -141,6 +154,20 @@ class ScoringService:
             batch_id = self._batch_id(request_id, start, len(rows))
             self._score_in_shadow(rows[start : start + self._batch_rows], batch_id)
         return [answer for answer in answers if answer is not None]
+
+    def served_versions(self) -> ServedVersions:
+        """Return what MLServer serves; NoModelServingError, saying why, if no champion.
+
+        Raises httpx.TransportError when MLServer is unreachable (that is another answer).
+        """
+        versions = self.versions.get()
+        if versions.champion is None:
+            raise NoModelServingError(self.unserved_reason())
+        return versions
+
+    def unserved_reason(self) -> str:
+        """Say why no model would serve (asked when MLServer serves no champion)."""
+        return self._unserved_reason()
 
     def _batch_id(self, request_id: str, start: int, rows: int) -> str:
         """Return a batch's request id: the request's own, or with its first row appended."""

@@ -108,6 +108,8 @@ class ServingStatus:
     """MLServer model name -> registry version it serves."""
     prediction_log: dict[str, float]
     """The prediction log's metrics (journaled_total, spooled, written_total, ...)."""
+    answering: bool = True
+    """MLServer answers (with no model at all while there is no champion)."""
 
 
 def repository_dir(ctx: Context) -> Path:
@@ -193,26 +195,30 @@ def reconciler_report(ctx: Context) -> str | None:
 def status(ctx: Context) -> ServingStatus:
     """Return the served models and their versions (empty when MLServer is not up)."""
     client = ctx.serving_client(PROBE_TIMEOUT)
+    answering = client.ready()
     models = (
         {
             m.name: client.served_version(m.name)
             for m in client.repository_index()
             if m.state == "READY"
         }
-        if client.ready()
+        if answering
         else {}
     )
     host, serving = ctx.host, ctx.settings.serving
     metrics = f"http://{host}:{serving.metrics_port}/metrics"
     log = read_metrics(metrics, "telescore_prediction_log_") if models else {}
-    return ServingStatus(ctx.serving_url, f"{host}:{serving.grpc_port}", metrics, models, log)
+    return ServingStatus(
+        ctx.serving_url, f"{host}:{serving.grpc_port}", metrics, models, log, answering
+    )
 
 
 def start_serving(ctx: Context, runtime: RuntimeOptions | None = None) -> ServingStatus:
     """Start MLServer on the current aliases and its reconciler, or reload it if it runs.
 
-    The reconciler keeps it serving the registry's aliases and offsets from then on.
-    Raises LookupError when the registry has no champion yet (train first).
+    The reconciler keeps it serving the registry's aliases and offsets from then on. With no
+    champion yet MLServer starts with no model, and the reconciler loads the first one that
+    passes its gates as soon as training sets the alias: nobody has to start serving then.
     """
     settings = ctx.settings.serving
     if ctx.serving_client(PROBE_TIMEOUT).ready():

@@ -15,7 +15,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 from telescore.app import deps
 from telescore.app.main import create_app
 from telescore.app.services import Services, build_services
+from telescore.core.cold_start import ChampionRecord
 from telescore.core.prediction_ids import PredictionIds
 from telescore.core.predictions import ServedModel, prediction_records
 from telescore.core.prospects import PROSPECT_FIELDS
@@ -36,10 +37,11 @@ from telescore.io.context import Context
 from telescore.io.datasets import DATASET_FILE
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.prospect_store import ProspectStore
-from telescore.io.registry import Registry
+from telescore.io.registry import Registry, RegistryError
 from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import OUTPUT_NAME, ServingClient
 from telescore.jobs.access import add_user, create_api_key
+from telescore.jobs.availability import UnservedReason
 from telescore.jobs.campaign import seed_prospects
 from telescore.jobs.model_repository import CHAMPION_MODEL
 from telescore.jobs.scoring import ScoringService
@@ -63,7 +65,8 @@ class FakeMLServer:
 
     Its answers are `fake_score`, each logged at once in the prediction log as MLServer's
     shipper logs it, so a call's outcome finds its prediction. While `failure` is set, every
-    request fails with it, as when MLServer is unreachable.
+    request fails with it, as when MLServer is unreachable; while `serves_champion` is False,
+    it answers with no model loaded, as before the first champion (or after its removal).
     """
 
     def __init__(self, log: PredictionStore) -> None:
@@ -71,13 +74,16 @@ class FakeMLServer:
         """The prediction log it writes to."""
         self.scored_rows = 0
         self.failure: httpx.TransportError | None = None
+        self.serves_champion = True
         self.transport = httpx.MockTransport(self._answer)
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
         if self.failure is not None:
             raise self.failure
+        if request.url.path.startswith("/v2/health/"):
+            return httpx.Response(200)
         model = request.url.path.split("/")[3]
-        if model != CHAMPION_MODEL:
+        if model != CHAMPION_MODEL or not self.serves_champion:
             return httpx.Response(404, json={"error": f"model {model} not found"})
         if request.url.path.endswith("/infer"):
             return httpx.Response(200, json=self._infer(model, json.loads(request.content)))
@@ -114,6 +120,21 @@ class FakeMLServer:
         }
 
 
+@dataclass
+class FakeRegistry:
+    """What the registry says about the champion, stood in: why MLServer would serve none."""
+
+    record: ChampionRecord | None = field(
+        default_factory=lambda: ChampionRecord(CHAMPION_VERSION, versions_registered=True)
+    )
+    """None: the registry does not answer."""
+
+    def read(self) -> ChampionRecord:
+        if self.record is None:
+            raise RegistryError("MLflow does not answer (stood in)")
+        return self.record
+
+
 @dataclass(frozen=True)
 class FastApp:
     """The app under test, its parts, the stand-in scoring, and credentials of both roles."""
@@ -121,6 +142,7 @@ class FastApp:
     client: TestClient
     services: Services
     mlserver: FakeMLServer
+    registry: FakeRegistry
     caller_key: str
     ops_key: str
     caller_user: str
@@ -182,7 +204,13 @@ def fast_app(mongodb: ServiceProcess, tmp_path: Path) -> Iterator[FastApp]:
         add_user(access, f"caller-{suffix}", PASSWORD, "caller")
         mlserver = FakeMLServer(ctx.store(PredictionStore))
         serving = ServingClient("http://mlserver.invalid", transport=mlserver.transport)
-        with serving, ScoringService(serving, ctx.store(ReleaseStore)) as scoring:
+        registry = FakeRegistry()
+        # Why no model serves, read from the stand-in registry each time it is asked.
+        reason = UnservedReason(registry.read, seconds=0.0)
+        with (
+            serving,
+            ScoringService(serving, ctx.store(ReleaseStore), unserved_reason=reason) as scoring,
+        ):
             # No MLflow to load models from: the rows get no reasons.
             services = build_services(ctx, scoring, serving, registry=_no_registry)
             app: FastAPI = create_app(settings)
@@ -192,6 +220,7 @@ def fast_app(mongodb: ServiceProcess, tmp_path: Path) -> Iterator[FastApp]:
                 client=TestClient(app),
                 services=services,
                 mlserver=mlserver,
+                registry=registry,
                 caller_key=create_api_key(access, "tests", "caller").key,
                 ops_key=create_api_key(access, "tests", "ops").key,
                 caller_user=f"caller-{suffix}",

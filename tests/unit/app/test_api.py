@@ -8,6 +8,7 @@ from fastapi.routing import APIRoute
 from tests.testdata.prospects import PROSPECT
 from tests.unit.app.conftest import SEEDED_PROSPECTS, FastApp, fake_score
 
+from telescore.app.errors import MLSERVER_UNREACHABLE
 from telescore.core.access import API_KEY_HEADER
 from telescore.core.predictions import FEATURES
 from telescore.core.prospects import PROSPECT_FIELDS
@@ -195,9 +196,19 @@ def test_readiness_says_which_dependency_answers(fast_app: FastApp) -> None:
     # given MongoDB and the champion answering / when readiness is asked / then it is ready
     ready = fast_app.client.get("/ready")
     assert ready.status_code == 200, ready.text
-    assert ready.json() == {"ready": True, "mongodb": True, "mlserver": True}, ready.text
+    assert ready.json() == {
+        "ready": True,
+        "mongodb": True,
+        "mlserver": True,
+        "detail": None,
+    }, ready.text
     # given MLServer unreachable / when asked again / then it is not, naming MLServer only
     fast_app.mlserver.failure = httpx.ConnectError("connection refused")
     down = fast_app.client.get("/ready")
     assert down.status_code == 503, down.text
-    assert down.json() == {"ready": False, "mongodb": True, "mlserver": False}, down.text
+    assert down.json() == {
+        "ready": False,
+        "mongodb": True,
+        "mlserver": False,
+        "detail": MLSERVER_UNREACHABLE,
+    }, down.text

@@ -277,3 +277,20 @@ def test_read_entry_refuses_json_of_the_wrong_shape(payload: bytes) -> None:
     except ValueError:
         return
     raise AssertionError(f"read_entry accepted {payload!r} as {entry}")
+
+
+def test_a_call_no_model_served_is_logged_with_its_inputs_and_no_score() -> None:
+    # given two calls made while no model served
+    rows = [{"age": 41, "job": "admin."}, {"age": 30, "job": "services"}]
+    # when they are logged
+    documents = predictions.unserved_records(IDS, "replay", "telemarketing", rows, WHEN)
+    # then each is a document of its own, route `unserved`, with its inputs and no score
+    assert [each["_id"] for each in documents] == IDS, documents
+    assert {each["route"] for each in documents} == {predictions.UNSERVED}, documents
+    assert [each["features"] for each in documents] == rows, "the inputs, as sent"
+    assert all(each["score"] is None and each["model_version"] == "" for each in documents)
+    # and a naive time is refused, as for a scored row
+    with pytest.raises(ValueError, match="timezone-aware"):
+        predictions.unserved_records(
+            IDS, "replay", "telemarketing", rows, WHEN.replace(tzinfo=None)
+        )

@@ -35,3 +35,12 @@ def test_a_one_class_window_has_no_auc_but_counts_for_calibration() -> None:
 def test_labels_and_scores_must_pair_up() -> None:
     with pytest.raises(ValueError, match="3 labels for 2 scores"):
         stream_quality(np.array([0, 1, 0]), np.array([0.1, 0.2]), window_rows=2)
+
+
+def test_windows_served_after_a_cold_start_keep_their_stream_numbers() -> None:
+    # given the rows of stream windows 3 and 4 (windows 0-2 served by no model)
+    labels = np.array([0, 1, 0, 1])
+    scores = np.array([0.2, 0.7, 0.3, 0.6])
+    # when their quality is measured / then they are numbered as in the stream
+    quality = stream_quality(labels, scores, window_rows=2, first_window=3)
+    assert [w.window for w in quality.windows] == [3, 4], quality.windows

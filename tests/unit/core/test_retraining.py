@@ -8,9 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from telescore.core.retraining import (
+    ColdStartState,
     RetrainingPolicy,
     RunState,
     WindowHealth,
+    decide_cold_start,
     decide_retraining,
     judge_window,
 )
@@ -228,3 +230,45 @@ def test_degraded_windows_retrain_only_when_the_policy_says_so() -> None:
     # with both triggers, a degraded window retrains before the schedule is due
     either = decide_retraining(history, IDLE, both)
     assert either.retrain and "calibration gap" in either.reason, either.reason
+
+
+COLD = RetrainingPolicy(cold_start_min_new_labels=1000, cold_start_cooldown_windows=2)
+
+
+def test_with_no_champion_training_is_retried_only_on_enough_new_labels() -> None:
+    # given a failed attempt on 1,500 labelled rows, three windows ago
+    def after(labelled: int) -> ColdStartState:
+        return ColdStartState(False, labelled, 1500, 3, "its run Failed, on 1500 labelled rows")
+
+    # when 900 more are recorded / then not yet: the same rows would fail the same gates
+    short = decide_cold_start(after(2400), COLD)
+    assert not short.retrain, short.reason
+    assert "900 new labelled rows since the last training attempt" in short.reason, short.reason
+    assert "1000 required" in short.reason, short.reason
+    # when 1,000 more are / then training is tried again
+    due = decide_cold_start(after(2500), COLD)
+    assert due.retrain and "no champion serving" in due.reason, due.reason
+
+
+def test_with_no_champion_and_no_attempt_yet_every_label_is_new() -> None:
+    # given no training the monitor ever triggered / when 1,000 outcomes are recorded
+    first = decide_cold_start(ColdStartState(False, 1000, None, None), COLD)
+    # then the first attempt is triggered
+    assert first.retrain, first.reason
+
+
+def test_the_cold_start_keeps_the_cooldown_and_the_in_flight_guard() -> None:
+    # given plenty of new labels, but the last attempt one window ago, or a run under way
+    cooling = decide_cold_start(ColdStartState(False, 9000, 1000, 1), COLD)
+    busy = decide_cold_start(ColdStartState(True, 9000, 1000, 5), COLD)
+    # then neither retrains, and each says why
+    assert not cooling.retrain and "cooldown: 1 of 2 windows" in cooling.reason, cooling.reason
+    assert not busy.retrain and "already in flight" in busy.reason, busy.reason
+
+
+def test_the_cold_start_parameters_are_validated() -> None:
+    # when a policy asks for no new labels, or a negative cooldown / then it is refused, named
+    with pytest.raises(ValidationError, match="cold_start_min_new_labels"):
+        RetrainingPolicy(cold_start_min_new_labels=0)
+    with pytest.raises(ValidationError, match="cold_start_cooldown_windows"):
+        RetrainingPolicy(cold_start_cooldown_windows=-1)

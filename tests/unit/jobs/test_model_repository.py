@@ -139,3 +139,28 @@ def test_options_refuse_an_offset_without_its_version_and_apply_it_to_that_versi
     assert options.offset_for("3") == 0.5
     assert options.offset_for("4") == 0.0, "an offset fitted for version 3 is not version 4's"
     assert RuntimeOptions().offset_for("3") == 0.0
+
+
+def test_a_repository_with_no_model_keeps_its_runtime_options_for_the_first_one(
+    tmp_path: Path,
+) -> None:
+    # given MLServer's repository written before any champion, with the replay's options
+    root = tmp_path / "repo"
+    write_model_repository(root, [], ServerOptions(http_port=9101), RuntimeOptions(max_rows=7))
+    assert not (root / "telemarketing").exists(), "no champion: no model folder"
+
+    # when the reconciler writes the first champion's folder (no options given)
+    write_model_repository(root, served_models({"champion"}))
+
+    # then the champion gets the options the repository was written with
+    assert _extra(root, "telemarketing")["max_rows"] == 7, _extra(root, "telemarketing")
+    assert existing_runtime_options(root) == RuntimeOptions(max_rows=7)
+
+
+def test_removing_the_champion_empties_the_repository(tmp_path: Path) -> None:
+    # given a served champion / when its alias is gone / then its folder goes too
+    root = tmp_path / "repo"
+    write_model_repository(root, served_models({"champion"}))
+    write_model_repository(root, [])
+    assert not (root / "telemarketing").exists(), "a removed champion must not load again"
+    assert (root / "settings.json").exists(), "the server settings stay"

@@ -86,3 +86,22 @@ def test_the_monitors_refit_tag_wins_over_the_offset_fitted_at_registration() ->
     assert champion_offset(tagged) == LogitOffset(-0.2, "3"), "the refit is the newer offset"
     assert champion_offset(_version("3", logit_offset="0.5")) == LogitOffset(0.5, "3")
     assert champion_offset(_version("3", **{RECALIBRATED_OFFSET_TAG: "nan"})) is None
+
+
+def test_with_no_champion_nothing_is_served_and_a_removed_one_is_unloaded() -> None:
+    # given a registry with no champion alias (none passed its gates yet, or it was removed),
+    # even with a challenger
+    for aliases in ({}, {"challenger": _version("4")}):
+        desired = desired_models(aliases)
+        # then nothing is to be served
+        assert desired == [], f"{aliases}: {desired}"
+        # and a server still serving the old champion unloads it, so the app says no model serves
+        served = {CHAMPION_MODEL: _served("3", "champion")}
+        assert plan(desired, served).unload == [CHAMPION_MODEL], plan(desired, served)
+
+
+def test_a_champion_alias_that_appears_is_loaded() -> None:
+    # given a server with no model, then the first champion's alias set by training
+    desired = desired_models({"champion": _version("1")})
+    # when planning / then it is loaded
+    assert plan(desired, {}).load == [CHAMPION_MODEL], plan(desired, {})

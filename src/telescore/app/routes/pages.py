@@ -45,7 +45,7 @@ from telescore.io.serving_client import ServingError
 from telescore.jobs.calls import NotThisProspectsPredictionError
 from telescore.jobs.indicators import NoIndicatorsError
 from telescore.jobs.prospect_scoring import UnknownProspectsError
-from telescore.jobs.scoring import ScoringService
+from telescore.jobs.scoring import NoModelServingError, ScoringService
 
 TEMPLATES: Final = Jinja2Templates(directory=Path(__file__).parents[1] / "templates")
 QUERY_FIELDS: Final = ("job", "age_band", "min_score", "not_called", "page")
@@ -158,6 +158,7 @@ def prospects_page(
         "indicators": None,
         "routing": _routing_label(scoring),
         "decision": _latest_decision(releases),
+        "no_model": None,
     }
     try:
         query = RankingQuery.model_validate(raw)
@@ -167,10 +168,14 @@ def prospects_page(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
         )
     context["query"] = query
-    status_code = status.HTTP_200_OK
+    status_code, headers = status.HTTP_200_OK, {}
     try:
         page = call_list.page(query)
         context["indicators"] = scorer.indicators.get()
+    except NoModelServingError as error:
+        # A banner, not an error line: the state lasts until a model passes its gates.
+        context["no_model"], status_code = str(error), status.HTTP_503_SERVICE_UNAVAILABLE
+        headers["Retry-After"] = str(error.retry_after)
     except NoIndicatorsError as error:
         context["error"], status_code = str(error), status.HTTP_409_CONFLICT
     except (httpx.TransportError, ServingError):
@@ -187,7 +192,9 @@ def prospects_page(
             "page_url": lambda number: "/?" + urlencode({**raw, "page": number}),
             "reasons": explainer.reasons(page.rows),
         }
-    return TEMPLATES.TemplateResponse(request, "prospects.html", context, status_code=status_code)
+    return TEMPLATES.TemplateResponse(
+        request, "prospects.html", context, status_code=status_code, headers=headers
+    )
 
 
 @router.post("/calls")
