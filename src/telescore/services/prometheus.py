@@ -412,29 +412,37 @@ def alert_receiver(
 
 COMPOSE_USER: Final = "telescore"
 PASSWORD_VARIABLE: Final = "MONITORING_PASSWORD"  # noqa: S105 - a variable's name
+METRICS_TOKEN_VARIABLE: Final = "TELESCORE_API_METRICS_TOKEN"  # noqa: S105 - a variable's name
 
 
-def write_shared_login(folder: Path, password: str, user: str = COMPOSE_USER) -> None:
+def write_shared_login(
+    folder: Path, password: str, user: str = COMPOSE_USER, metrics_token: str | None = None
+) -> None:
     """Write the login files compose's Prometheus and Alertmanager mount (`secrets/`).
 
     `web.yml` asks every request for `user` (a bcrypt hash, readable by all); `password` is
-    what Prometheus presents to itself and to Alertmanager, readable by the group that writes
-    it (the containers join it) and nobody else.
+    what Prometheus presents to itself and to Alertmanager, and `metrics-token` what it sends
+    the web app's /metrics: each readable by the group that writes it (the containers join it)
+    and nobody else.
     """
     write_web_config(folder / "web.yml", WebLogin(user, password)).chmod(0o444)
     write_private(folder / "password", password).chmod(0o440)
+    if metrics_token:
+        write_private(folder / METRICS_TOKEN_FILE, metrics_token).chmod(0o440)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m telescore.services.prometheus FOLDER`: write the shared login files there.
 
-    Run once by compose's `monitoring-login` service, the password from MONITORING_PASSWORD.
+    Run once by compose's `monitoring-login` service, the password from MONITORING_PASSWORD
+    and the app's metrics token from TELESCORE_API_METRICS_TOKEN.
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     password = os.environ.get(PASSWORD_VARIABLE, "")
     if len(arguments) != 1 or not password:
         raise SystemExit(f"usage: {PASSWORD_VARIABLE}=... python -m {__name__} FOLDER")
-    write_shared_login(Path(arguments[0]), password)
+    token = os.environ.get(METRICS_TOKEN_VARIABLE) or None
+    write_shared_login(Path(arguments[0]), password, metrics_token=token)
 
 
 if __name__ == "__main__":
