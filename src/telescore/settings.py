@@ -195,6 +195,12 @@ class ApiSettings(BaseSettings):
 
     Unset in development: a random key kept in `<state_dir>/app-secret` (sessions survive a
     restart of the app)."""
+    metrics_token: SecretStr | None = None
+    """Bearer token Prometheus sends to scrape the app's `/metrics` (32+ characters); the web
+    app requires it in production, and the scraper is given the same one.
+
+    Unset in development: a random token kept in `<state_dir>/metrics-token`, which the
+    embedded Prometheus reads."""
     session_hours: float = Field(default=12.0, gt=0)
     """How long a caller stays logged in."""
     batch_rows: int = Field(default=1000, gt=0)
@@ -218,6 +224,15 @@ class ApiSettings(BaseSettings):
                 f"{MIN_SECRET_LENGTH}+ random characters"
             )
         return self.secret_key.get_secret_value() if self.secret_key else None
+
+    def checked_metrics_token(self, environment: str) -> str | None:
+        """Return the token `/metrics` asks for; in production, refuse a missing one."""
+        if self.metrics_token is None and environment == "production":
+            raise ValueError(
+                "TELESCORE_API_METRICS_TOKEN must be set in production for the web app's "
+                f"/metrics: {MIN_SECRET_LENGTH}+ random characters"
+            )
+        return self.metrics_token.get_secret_value() if self.metrics_token else None
 
 
 class EvidentlySettings(BaseSettings):
@@ -302,10 +317,12 @@ class Settings(BaseSettings):
         """Every secret these settings hold: production refuses each one weak or missing."""
         # A secret field added to any settings class belongs in this list.
         # Checked when set, each given only to the processes that use it: the session key to
-        # the web app (`ApiSettings.checked_secret_key` refuses it missing there), the control
+        # the web app (`ApiSettings.checked_secret_key` refuses it missing there) and the metrics
+        # token to it (and to the scraper, which is configured apart), the control
         # token to MLServer and what loads models into it.
         given = [
             ("TELESCORE_API_SECRET_KEY", self.api.secret_key),
+            ("TELESCORE_API_METRICS_TOKEN", self.api.metrics_token),
             ("TELESCORE_SERVING_CONTROL_TOKEN", self.serving.control_token),
         ]
         return [ProductionSecret("TELESCORE_MONGODB_URI", self.mongodb.uri, in_uri=True)] + [

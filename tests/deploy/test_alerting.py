@@ -25,6 +25,7 @@ from deploy_checks import (
 
 from telescore.io.context import Context
 from telescore.jobs.platform import monitoring_servers
+from telescore.services.prometheus import write_shared_login
 from telescore.settings import ProjectSettings, Settings
 
 
@@ -88,11 +89,12 @@ def test_the_unit_tests_catch_a_changed_threshold(tmp_path):
 
 
 def _as_mounted(tmp_path: Path) -> Path:
-    """prometheus/ as compose's containers see it: secrets/ holds the login files."""
+    """prometheus/ as compose's containers see it: secrets/ as monitoring-login writes it."""
     folder = tmp_path / "etc"
     shutil.copytree(PROMETHEUS_DIR, folder)
-    (folder / "secrets").mkdir()
-    (folder / "secrets" / "password").write_text("a-password-for-the-check")
+    write_shared_login(
+        folder / "secrets", "a-password-for-the-check", metrics_token="a-token-for-the-check"
+    )
     return folder
 
 

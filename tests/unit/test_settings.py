@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from telescore.app.metrics import metrics_token
 from telescore.app.security import session_secret
 from telescore.settings import (
     AlertmanagerSettings,
@@ -186,3 +187,31 @@ def test_monitoring_durations_are_prometheus_durations() -> None:
     # when the second is validated / then it is refused, naming the field
     with pytest.raises(ValidationError, match="group_wait"):
         AlertmanagerSettings(group_wait="30 seconds")
+
+
+@pytest.mark.parametrize("token", ["", "changeme", "xxxxxxxx", "short-but-random-9f"])
+def test_production_refuses_a_placeholder_or_short_metrics_token(token: str) -> None:
+    # given production settings whose metrics token is a placeholder or short
+    # when they are validated / then they are refused, naming the variable to set
+    with pytest.raises(ValidationError, match="TELESCORE_API_METRICS_TOKEN"):
+        Settings(
+            project=ProjectSettings(environment="production"),
+            mongodb=MONGODB,
+            prefect=PREFECT,
+            api=ApiSettings(secret_key=GOOD_SECRET, metrics_token=token),
+        )
+
+
+def test_production_without_a_metrics_token_is_refused_by_the_app(tmp_path: Path) -> None:
+    # given production settings without a metrics token
+    settings = Settings(
+        project=ProjectSettings(environment="production", state_dir=tmp_path),
+        mongodb=MONGODB,
+        prefect=PREFECT,
+        api=ApiSettings(secret_key=GOOD_SECRET),
+    )
+    # when the web app asks for the token /metrics takes / then it is refused by name
+    with pytest.raises(ValueError, match="TELESCORE_API_METRICS_TOKEN must be set in production"):
+        metrics_token(settings)
+    # and no token of its own was made up in its place
+    assert not list(tmp_path.iterdir()), "the app wrote a metrics token of its own in production"

@@ -8,9 +8,17 @@ from typing import Annotated, Any, Final
 
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from telescore.app.security import SESSION_COOKIE, ApiKeys, Session, SessionChecks, Sessions
+from telescore.app.metrics import AppMetrics
+from telescore.app.security import (
+    SESSION_COOKIE,
+    ApiKeys,
+    Session,
+    SessionChecks,
+    Sessions,
+    tokens_match,
+)
 from telescore.app.services import Services
 from telescore.core.access import API_KEY_HEADER, Principal, Role, allows
 from telescore.io.access_store import AccessStore
@@ -35,6 +43,11 @@ _api_key = APIKeyHeader(
     description="An API key from `telescore apikey create` (role caller, integration or ops).",
 )
 
+_scraper_token = HTTPBearer(
+    auto_error=False,
+    description="The metrics token (`TELESCORE_API_METRICS_TOKEN`) Prometheus scrapes with.",
+)
+
 
 async def get_settings(request: Request) -> Settings:
     """Return the app's settings (set by `create_app`)."""
@@ -46,6 +59,26 @@ async def get_sessions(request: Request) -> Sessions:
     """Return the signer of session and login cookies (set by `create_app`)."""
     sessions: Sessions = request.app.state.sessions
     return sessions
+
+
+async def get_metrics(request: Request) -> AppMetrics:
+    """Return the app's metrics (set by `create_app`)."""
+    metrics: AppMetrics = request.app.state.metrics
+    return metrics
+
+
+async def requires_metrics_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_scraper_token)],
+) -> None:
+    """Admit the scraper: 401 unless the bearer token is the app's metrics token."""
+    expected: str = request.app.state.metrics_token
+    if credentials is None or not tokens_match(expected, credentials.credentials):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "the metrics token is required as a bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def part(name: str) -> Callable[[Request], Awaitable[Any]]:
@@ -99,6 +132,7 @@ def requires(role: Role, *others: Role) -> Callable[..., Awaitable[Principal]]:
 
     async def check(
         keys: Annotated[ApiKeys, Depends(get_api_keys)],
+        metrics: Annotated[AppMetrics, Depends(get_metrics)],
         key: Annotated[str | None, Security(_api_key)],
     ) -> Principal:
         # A key seen lately costs no thread hop; only a miss reads MongoDB, in a thread.
@@ -106,6 +140,8 @@ def requires(role: Role, *others: Role) -> Callable[..., Awaitable[Principal]]:
         if principal is None and key:
             principal = await run_in_threadpool(keys.principal, key)
         if principal is None:
+            if key:
+                metrics.failed_logins.inc()  # a wrong key is a failed login; none is not
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 f"a valid API key is required in the {API_KEY_HEADER} header",
@@ -122,6 +158,7 @@ def requires(role: Role, *others: Role) -> Callable[..., Awaitable[Principal]]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[AppMetrics, Depends(get_metrics)]
 SessionsDep = Annotated[Sessions, Depends(get_sessions)]
 OutcomeStoreDep = Annotated[OutcomeStore, Depends(get_outcome_store)]
 ProspectStoreDep = Annotated[ProspectStore, Depends(get_prospect_store)]

@@ -17,10 +17,12 @@ from fastapi.staticfiles import StaticFiles
 
 from telescore.app.errors import BodyLimit, install_error_handlers
 from telescore.app.headers import SecurityHeaders
+from telescore.app.metrics import AppMetrics, RequestMetrics, metrics_token
 from telescore.app.routes import (
     alerts,
     health,
     indicators,
+    metrics,
     outcomes,
     pages,
     prospects,
@@ -41,10 +43,12 @@ SCORING_TIMEOUT_SECONDS = 10.0
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; `settings` default to those of the environment, read now.
 
-    Settings are validated first: in production a missing or placeholder secret stops here.
+    Settings are validated first: in production a missing or placeholder secret, or a missing
+    session key or metrics token, stops here.
     """
     resolved = settings or load_settings()
     secret = session_secret(resolved)
+    token = metrics_token(resolved)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,11 +73,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = resolved
     app.state.sessions = Sessions(secret, round(resolved.api.session_hours * 3600))
+    app.state.metrics = AppMetrics()
+    app.state.metrics_token = token
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=resolved.api.max_body_bytes)
+    # Outside the body limit: its 413s are counted too.
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     # Added last, so outermost: every answer gets the headers, the body limit's 413 too.
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (pages, prospects, outcomes, indicators, releases, alerts, health):
+    for module in (pages, prospects, outcomes, indicators, releases, alerts, health, metrics):
         app.include_router(module.router)
     return app

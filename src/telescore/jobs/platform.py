@@ -213,6 +213,11 @@ def monitoring_servers(
                 targets=targets,
                 alertmanager_port=alertmanager.port,
                 rules=alerting.rules_source(project_root),
+                web_token=(
+                    settings.api.metrics_token.get_secret_value()
+                    if settings.api.metrics_token
+                    else None
+                ),
                 scrape_interval=prometheus.scrape_interval,
                 evaluation_interval=prometheus.evaluation_interval,
                 retention=prometheus.retention,

@@ -64,6 +64,11 @@ class CallListCache:
         self._scored_at = datetime.min.replace(tzinfo=UTC)
         self._calls_seen_at: datetime | None = None
 
+    @property
+    def scored_at(self) -> datetime | None:
+        """When the list this cache holds was scored; None before the first one."""
+        return None if self._frame is None else self._scored_at
+
     def key(self) -> CacheKey:
         """Return the cache key of the list as it should be now."""
         return self._scorer.key(self._count.get)

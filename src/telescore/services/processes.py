@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Final
 
 HealthCheck = Callable[[], bool]
-APP_ONLY_VARIABLES: Final = frozenset({"TELESCORE_API_SECRET_KEY"})
+APP_ONLY_VARIABLES: Final = frozenset({"TELESCORE_API_SECRET_KEY", "TELESCORE_API_METRICS_TOKEN"})
 """Inherited by the web app's process alone: the session key signs its cookies and CSRF
-tokens, and a process that could run a registered model's code (MLServer, a flow run) must not
-hold it."""
+tokens, the metrics token guards its /metrics, and a process that could run a registered
+model's code (MLServer, a flow run) must not hold them."""
 
 
 class ServiceStartError(RuntimeError):

@@ -42,6 +42,8 @@ RULES_FILE: Final = "telescore.rules.yml"
 RULES_FOLDER: Final = "prometheus"
 """The rules' folder in the project (the repository), beside compose's configurations."""
 RECEIVER_TOKEN_FILE: Final = "receiver-token"  # noqa: S105 - a file name, not a secret
+METRICS_TOKEN_FILE: Final = "metrics-token"  # noqa: S105 - a file name, not a secret
+"""Under the state folder: the bearer token of the web app's /metrics in development."""
 BCRYPT_COST: Final = 10
 """2^10 rounds: about 50 ms a check; both servers cache a checked login."""
 DURATION: Final = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
@@ -159,6 +161,7 @@ def prometheus_config(
     prometheus: str,
     alertmanager: str,
     password_file: Path,
+    web_token_file: Path,
     rules_folder: Path,
     scrape_interval: str,
     evaluation_interval: str,
@@ -167,7 +170,8 @@ def prometheus_config(
     """Return the embedded Prometheus's configuration.
 
     `prometheus` and `alertmanager` are `host:port`; `password_file` holds the password of
-    `user`, which both ask for (Prometheus scrapes itself and Alertmanager with it).
+    `user`, which both ask for (Prometheus scrapes itself and Alertmanager with it);
+    `web_token_file` the bearer token the web app's /metrics asks for.
     """
     login = {"username": user, "password_file": str(password_file)}
     return {
@@ -187,7 +191,11 @@ def prometheus_config(
             # journal, shipper and MongoDB state (telescore.serving.shipping).
             {"job_name": "mlserver", "static_configs": [{"targets": list(targets.mlserver)}]},
             # The web app's /metrics, and the loop's figures it reads from MongoDB.
-            {"job_name": "web", "static_configs": [{"targets": list(targets.web)}]},
+            {
+                "job_name": "web",
+                "authorization": {"type": "Bearer", "credentials_file": str(web_token_file)},
+                "static_configs": [{"targets": list(targets.web)}],
+            },
             {
                 "job_name": "prometheus",
                 "basic_auth": login,
@@ -211,6 +219,7 @@ def prometheus_server(
     targets: ScrapeTargets,
     alertmanager_port: int,
     rules: Path,
+    web_token: str | None = None,
     scrape_interval: str = "15s",
     evaluation_interval: str = "15s",
     retention: str = "15d",
@@ -219,11 +228,17 @@ def prometheus_server(
     """Prometheus on `host:port`, its data and generated configuration under the state folder.
 
     `rules` is the alert rules file (`rules_source`), copied into the state folder (with
-    `rule_for`, each alert's `for:` replaced).
+    `rule_for`, each alert's `for:` replaced). `web_token` is the app's metrics token
+    (`TELESCORE_API_METRICS_TOKEN`); unset, the one generated under the state folder.
     """
     command = find_command(PROMETHEUS_COMMANDS)
     root = (state_dir / "prometheus").resolve()
     password_file = write_private(root / "password", login.password)
+    web_token_file = (
+        write_private(root / "web-token", web_token)
+        if web_token is not None
+        else metrics_token_file(state_dir)
+    )
     rules_folder = root / "rules"
     write_rules(rules, rules_folder, rule_for)
     config = prometheus_config(
@@ -231,6 +246,7 @@ def prometheus_server(
         prometheus=f"{host}:{port}",
         alertmanager=f"{host}:{alertmanager_port}",
         password_file=password_file,
+        web_token_file=web_token_file,
         rules_folder=rules_folder,
         scrape_interval=scrape_interval,
         evaluation_interval=evaluation_interval,
@@ -262,6 +278,22 @@ def receiver_token(state_dir: Path) -> Path:
     path = (state_dir / "alertmanager" / RECEIVER_TOKEN_FILE).resolve()
     if not path.exists():
         write_private(path, secrets.token_urlsafe(32))
+    return path
+
+
+def metrics_token_file(state_dir: Path) -> Path:
+    """Return the file holding the app's generated metrics token, created (owner-only) once.
+
+    Used when `TELESCORE_API_METRICS_TOKEN` is unset: the app and the embedded Prometheus both
+    read it, so neither is handed the other's copy.
+    """
+    path = (state_dir / METRICS_TOKEN_FILE).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created exclusively, never replaced: the app and `telescore up` may both come first.
+    with contextlib.suppress(FileExistsError):
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(32))
     return path
 
 
@@ -380,29 +412,37 @@ def alert_receiver(
 
 COMPOSE_USER: Final = "telescore"
 PASSWORD_VARIABLE: Final = "MONITORING_PASSWORD"  # noqa: S105 - a variable's name
+METRICS_TOKEN_VARIABLE: Final = "TELESCORE_API_METRICS_TOKEN"  # noqa: S105 - a variable's name
 
 
-def write_shared_login(folder: Path, password: str, user: str = COMPOSE_USER) -> None:
+def write_shared_login(
+    folder: Path, password: str, user: str = COMPOSE_USER, metrics_token: str | None = None
+) -> None:
     """Write the login files compose's Prometheus and Alertmanager mount (`secrets/`).
 
     `web.yml` asks every request for `user` (a bcrypt hash, readable by all); `password` is
-    what Prometheus presents to itself and to Alertmanager, readable by the group that writes
-    it (the containers join it) and nobody else.
+    what Prometheus presents to itself and to Alertmanager, and `metrics-token` what it sends
+    the web app's /metrics: each readable by the group that writes it (the containers join it)
+    and nobody else.
     """
     write_web_config(folder / "web.yml", WebLogin(user, password)).chmod(0o444)
     write_private(folder / "password", password).chmod(0o440)
+    if metrics_token:
+        write_private(folder / METRICS_TOKEN_FILE, metrics_token).chmod(0o440)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m telescore.services.prometheus FOLDER`: write the shared login files there.
 
-    Run once by compose's `monitoring-login` service, the password from MONITORING_PASSWORD.
+    Run once by compose's `monitoring-login` service, the password from MONITORING_PASSWORD
+    and the app's metrics token from TELESCORE_API_METRICS_TOKEN.
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     password = os.environ.get(PASSWORD_VARIABLE, "")
     if len(arguments) != 1 or not password:
         raise SystemExit(f"usage: {PASSWORD_VARIABLE}=... python -m {__name__} FOLDER")
-    write_shared_login(Path(arguments[0]), password)
+    token = os.environ.get(METRICS_TOKEN_VARIABLE) or None
+    write_shared_login(Path(arguments[0]), password, metrics_token=token)
 
 
 if __name__ == "__main__":

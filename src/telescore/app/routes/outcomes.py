@@ -14,7 +14,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Response, status
 from pydantic import BaseModel
 
-from telescore.app.deps import OutcomeStoreDep, SettingsDep, requires
+from telescore.app.deps import MetricsDep, OutcomeStoreDep, SettingsDep, requires
 from telescore.app.errors import API_ERRORS, Detail
 from telescore.core.outcomes import Outcome, PredictionId, RecordedOutcome
 from telescore.jobs import outcomes
@@ -80,11 +80,17 @@ class BatchRecorded(BaseModel):
     },
 )
 def record_outcome(
-    outcome: Outcome, store: OutcomeStoreDep, settings: SettingsDep, response: Response
+    outcome: Outcome,
+    store: OutcomeStoreDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    response: Response,
 ) -> Recorded:
     """Record the outcome of one call (pending if its prediction is not logged yet)."""
     result = outcomes.record_outcome(store, outcome, expiry=settings.mongodb.pending_outcome_expiry)
     raise_for_outcome(result)
+    if result.status is Status.RECORDED:
+        metrics.outcomes_recorded.labels(source="api").inc()
     if result.status is Status.ALREADY_RECORDED:
         response.status_code = status.HTTP_200_OK
     elif result.status is Status.PENDING:
@@ -97,12 +103,14 @@ def record_outcomes(
     reported: Annotated[list[Outcome], Body(min_length=1, max_length=MAX_BATCH)],
     store: OutcomeStoreDep,
     settings: SettingsDep,
+    metrics: MetricsDep,
 ) -> BatchRecorded:
     """Record the outcomes of many calls; say what became of each (rejected ones say why)."""
     results = outcomes.record_outcomes(
         store, reported, expiry=settings.mongodb.pending_outcome_expiry
     )
     counts = {each: sum(result.status is each for result in results) for each in Status}
+    metrics.outcomes_recorded.labels(source="api").inc(counts[Status.RECORDED])
     return BatchRecorded(
         recorded=counts[Status.RECORDED],
         already_recorded=counts[Status.ALREADY_RECORDED],

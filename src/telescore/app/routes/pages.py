@@ -23,6 +23,7 @@ from telescore.app.deps import (
     CallsDep,
     ExplainerDep,
     LoginsDep,
+    MetricsDep,
     ReleaseStoreDep,
     ScorerDep,
     ScoringDep,
@@ -44,6 +45,7 @@ from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingError
 from telescore.jobs.calls import NotThisProspectsPredictionError
 from telescore.jobs.indicators import NoIndicatorsError
+from telescore.jobs.outcomes import Status
 from telescore.jobs.prospect_scoring import UnknownProspectsError
 from telescore.jobs.scoring import NoModelServingError, ScoringService
 
@@ -70,6 +72,7 @@ async def login(
     request: Request,
     sessions: SessionsDep,
     logins: LoginsDep,
+    metrics: MetricsDep,
     username: Annotated[str, Form(max_length=64)],
     password: Annotated[str, Form(max_length=256)],
     csrf_token: Annotated[str, Form(max_length=128)],
@@ -92,6 +95,7 @@ async def login(
         response.headers["Retry-After"] = str(attempt.retry_after)
         return response
     if attempt.user is None:
+        metrics.failed_logins.inc()  # a password checked and wrong (throttled tries are not)
         return _redirect("/login?error=wrong")
     cookie = sessions.new(attempt.user)
     response = _redirect("/")
@@ -202,6 +206,7 @@ def record_call(
     session: SessionDep,
     sessions: SessionsDep,
     calls: CallsDep,
+    metrics: MetricsDep,
     prospect_id: Annotated[str, Form(max_length=64)],
     prediction_id: Annotated[PredictionId, Form()],
     result: Annotated[CallResult, Form()],
@@ -219,6 +224,8 @@ def record_call(
         return _back(sessions, back, f"Not recorded: {error}")
     if stored.outcome is not None and not stored.pending and stored.outcome.stored is None:
         return _back(sessions, back, f"Not recorded: {stored.outcome.message}")
+    if stored.outcome is not None and stored.outcome.status is Status.RECORDED:
+        metrics.outcomes_recorded.labels(source="call").inc()
     return _back(sessions, back, f"{prospect_id}: {result.replace('_', ' ')} recorded.")
 
 

@@ -8,7 +8,14 @@ from fastapi import APIRouter, Body, Depends, Path, Query, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from telescore.app.deps import CallerDep, CallListDep, CallsDep, ScorerDep, requires
+from telescore.app.deps import (
+    CallerDep,
+    CallListDep,
+    CallsDep,
+    MetricsDep,
+    ScorerDep,
+    requires,
+)
 from telescore.app.errors import API_ERRORS, responses
 from telescore.app.routes.outcomes import raise_for_outcome
 from telescore.core.outcomes import PredictionId
@@ -152,11 +159,14 @@ def record_call(
     report: Annotated[CallReport, Body()],
     calls: CallsDep,
     principal: CallerDep,
+    metrics: MetricsDep,
 ) -> CallStored:
     """Record a call: its result, and (subscribed / declined) the prediction's outcome."""
     stored = calls.record_call(prospect_id, report.prediction_id, report.result, principal.name)
     if stored.outcome is not None and not stored.pending:
         raise_for_outcome(stored.outcome)
+    if stored.outcome is not None and stored.outcome.status is Status.RECORDED:
+        metrics.outcomes_recorded.labels(source="call").inc()
     return CallStored(
         prospect_id=prospect_id,
         prediction_id=report.prediction_id,
