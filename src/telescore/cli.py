@@ -43,6 +43,8 @@ console = Console()
 def _print_urls(urls: platform.PlatformUrls, ctx: Context) -> None:
     table = Table(title="telescore is up", show_header=False)
     table.add_row("MLflow UI", urls.mlflow)
+    if urls.mlflow_login:
+        table.add_row("MLflow UI login", urls.mlflow_login)
     table.add_row("Prefect UI", urls.prefect)
     if urls.prefect_login:
         table.add_row("Prefect UI login", "printed below the table")

@@ -38,6 +38,12 @@ DEFAULT_ENV_FILE: Final = ".env"
 PROJECT_ROOT_VARIABLE: Final = "TELESCORE_PROJECT_ROOT"
 PROJECT_MARKER: Final = "params.yaml"
 """The file that marks the project root: every run reads its params from there."""
+MLFLOW_WRITER: Final = "telescore-writer"
+"""The embedded MLflow's user for the flows that write (training, monitor, promotion, the CLI)."""
+MLFLOW_READER: Final = "telescore-reader"
+"""The embedded MLflow's user for what only reads (MLServer, its reconciler, the app)."""
+MLFLOW_ADMIN: Final = "admin"
+"""The embedded MLflow's administrator: a person at the MLflow UI, never a service."""
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -62,7 +68,8 @@ class ProjectSettings(BaseSettings):
 class MlflowSettings(BaseSettings):
     """MLflow tracking server and model registry."""
 
-    model_config = _config("TELESCORE_MLFLOW_")
+    # By name too: `MlflowSettings(tracking_uri=...)` in code, the aliases in the environment.
+    model_config = _config("TELESCORE_MLFLOW_") | SettingsConfigDict(populate_by_name=True)
 
     tracking_uri: str | None = Field(
         default=None,
@@ -75,10 +82,38 @@ class MlflowSettings(BaseSettings):
     """Experiment that training runs are logged to."""
     model_name: str = "telemarketing"
     """Registered model name."""
+    username: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TELESCORE_MLFLOW_USERNAME", "MLFLOW_TRACKING_USERNAME"),
+    )
+    """MLflow user this process signs in as (MLflow's own variable works too); required in
+    production. Unset with the embedded server: the writer user `telescore up` created."""
+    password: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TELESCORE_MLFLOW_PASSWORD", "MLFLOW_TRACKING_PASSWORD"),
+    )
+    """That user's password; required in production (32+ characters). Unset with the embedded
+    server: read from `<state_dir>/mlflow/credentials/<user>`."""
 
     def resolved_tracking_uri(self, host: str = "127.0.0.1") -> str:
         """Return the configured URI, or the embedded server's."""
         return self.tracking_uri or f"http://{host}:{self.port}"
+
+    def credentials(
+        self, state_dir: Path, embedded_user: str = MLFLOW_WRITER
+    ) -> tuple[str, SecretStr] | None:
+        """Return the user and password to sign in with, or None when there are none.
+
+        The configured ones; else, with the embedded server, `embedded_user`'s (the writer
+        by default), kept under the state folder once `telescore up` created it.
+        """
+        if self.username and self.password:
+            return self.username, self.password
+        if self.tracking_uri is None:
+            path = mlflow_password_file(state_dir, embedded_user)
+            if path.is_file():
+                return embedded_user, SecretStr(path.read_text().strip())
+        return None
 
 
 class PrefectSettings(BaseSettings):
@@ -302,6 +337,11 @@ def refuse_weak_secrets(secrets: Iterable[ProductionSecret]) -> None:
     problems = [problem for secret in secrets if (problem := secret.problem())]
     if problems:
         raise ValueError("; ".join(problems))
+
+
+def mlflow_password_file(state_dir: Path, username: str) -> Path:
+    """Return where the embedded MLflow keeps `username`'s password (the file may not exist)."""
+    return state_dir.resolve() / "mlflow" / "credentials" / username
 
 
 def env_file() -> Path:

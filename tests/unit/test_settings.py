@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import SecretStr, ValidationError
 
 from telescore.settings import (
     ApiSettings,
+    MlflowSettings,
     MongoSettings,
     PrefectSettings,
     ProductionSecret,
@@ -18,14 +21,18 @@ from telescore.settings import (
 GOOD_SECRET = "k" * 16 + "3f9a1c7e5b2d8046"
 MONGODB = MongoSettings(uri="mongodb://telescore-app:9f3a1c7e5b2d8046aa71@mongo:27017")
 PREFECT = PrefectSettings(auth_string=f"telescore:{GOOD_SECRET}")
+MLFLOW = MlflowSettings(
+    tracking_uri="http://mlflow:5000", username="telescore-writer", password=GOOD_SECRET
+)
 
 
-def _production(secret: str | None) -> Settings:
+def _production(secret: str | None, mlflow: MlflowSettings = MLFLOW) -> Settings:
     return Settings(
         project=ProjectSettings(environment="production"),
         mongodb=MONGODB,
         prefect=PREFECT,
         api=ApiSettings(secret_key=secret),
+        mlflow=mlflow,
     )
 
 
@@ -57,6 +64,7 @@ def test_production_refuses_a_placeholder_mongodb_password() -> None:
             project=ProjectSettings(environment="production"),
             mongodb=placeholder,
             api=ApiSettings(secret_key=GOOD_SECRET),
+            mlflow=MLFLOW,
         )
 
 
@@ -93,6 +101,48 @@ def test_every_weak_secret_is_named_at_once() -> None:
     with pytest.raises(ValueError, match="A_KEY holds no value.*B_URI holds a placeholder") as e:
         refuse_weak_secrets(secrets)
     assert "GOOD_KEY" not in str(e.value), f"a good secret was refused: {e.value}"
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        (None, None),
+        ("telescore-writer", None),
+        (None, GOOD_SECRET),
+        ("w", "changeme"),
+        ("w", "password"),
+        ("w", "short-but-random-9f"),
+    ],
+)
+def test_production_refuses_missing_placeholder_or_short_mlflow_credentials(
+    username: str | None, password: str | None
+) -> None:
+    # given production settings whose MLflow user or password is missing, a placeholder or short
+    mlflow = MlflowSettings(tracking_uri="http://mlflow:5000", username=username, password=password)
+
+    # when they are validated / then they are refused, naming the variables to set
+    with pytest.raises(ValidationError, match="TELESCORE_MLFLOW_PASSWORD"):
+        _production(GOOD_SECRET, mlflow)
+
+
+def test_embedded_mlflow_signs_in_as_the_writer_kept_under_the_state_folder(
+    tmp_path: Path,
+) -> None:
+    # given the embedded MLflow (no URI, no user set) and the writer's password kept by `up`
+    from telescore.settings import MLFLOW_WRITER, mlflow_password_file
+
+    path = mlflow_password_file(tmp_path, MLFLOW_WRITER)
+    path.parent.mkdir(parents=True)
+    path.write_text("kept-password\n")
+    mlflow = MlflowSettings(tracking_uri=None, username=None, password=None)
+
+    # when the credentials are resolved
+    credentials = mlflow.credentials(tmp_path)
+
+    # then they are the writer's, with the kept password
+    assert credentials is not None, "the embedded writer's credentials were not found"
+    assert credentials[0] == MLFLOW_WRITER, f"signed in as {credentials[0]}, not the writer"
+    assert credentials[1].get_secret_value() == "kept-password", "the kept password was altered"
 
 
 def test_development_needs_no_secret() -> None:

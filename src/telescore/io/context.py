@@ -19,7 +19,7 @@ from telescore.io.mongodb import MongoStore
 from telescore.io.orchestrator import PrefectApi, embedded_auth_string
 from telescore.io.registry import Registry
 from telescore.io.serving_client import ServingClient
-from telescore.settings import Settings, load_settings
+from telescore.settings import MLFLOW_WRITER, Settings, load_settings
 
 StoreT = TypeVar("StoreT", bound=MongoStore)
 CONTROL_TOKEN_FILE = "mlserver-control-token"  # noqa: S105 - a file name, not a secret
@@ -72,6 +72,23 @@ class Context:
         """MLflow's tracking and registry URI."""
         return self.settings.mlflow.resolved_tracking_uri(self.host)
 
+    def mlflow_env(self, embedded_user: str = MLFLOW_WRITER) -> dict[str, str]:
+        """Environment that signs a process started from here in to MLflow.
+
+        As the configured user; else, with the embedded server, as `embedded_user` (the
+        writer by default; MLServer, its reconciler and the app are given the reader).
+        """
+        credentials = self.settings.mlflow.credentials(self.state_dir, embedded_user)
+        if credentials is None:
+            return {}
+        username, password = credentials
+        return {
+            "MLFLOW_TRACKING_USERNAME": username,
+            "MLFLOW_TRACKING_PASSWORD": password.get_secret_value(),
+            "TELESCORE_MLFLOW_USERNAME": username,
+            "TELESCORE_MLFLOW_PASSWORD": password.get_secret_value(),
+        }
+
     @property
     def prefect_api_url(self) -> str:
         """Prefect's API URL."""
@@ -116,7 +133,7 @@ class Context:
     @cached_property
     def registry(self) -> Registry:
         """The MLflow registry and tracking server."""
-        return Registry.from_settings(self.settings.mlflow, self.host)
+        return Registry.from_settings(self.settings.mlflow, self.host, self.state_dir)
 
     @property
     def serving(self) -> ServingClient:

@@ -10,9 +10,15 @@ from pathlib import Path
 from telescore.io import orchestrator
 from telescore.io.context import Context
 from telescore.io.params_files import load_monitoring_params
-from telescore.services import embedded
+from telescore.services import embedded, mlflow_auth
 from telescore.services.processes import ServiceProcess, pid_alive, terminate_group
-from telescore.settings import ENV_FILE_VARIABLE, env_file
+from telescore.settings import (
+    ENV_FILE_VARIABLE,
+    MLFLOW_ADMIN,
+    MLFLOW_READER,
+    env_file,
+    mlflow_password_file,
+)
 
 WORKER_HEALTH_PORT_OFFSET = 1  # worker health server on the Prefect port + 1
 
@@ -28,6 +34,8 @@ class PlatformUrls:
     api: str
     prefect_login: str | None = None
     """What the Prefect UI asks for (`user:password`), when telescore generated it."""
+    mlflow_login: str | None = None
+    """Who signs in to the embedded MLflow's UI and where the password is kept."""
 
 
 def _pid_file(ctx: Context, name: str) -> Path:
@@ -61,8 +69,11 @@ def running_pid(ctx: Context, name: str) -> int | None:
 
 
 def service_env(ctx: Context) -> dict[str, str]:
-    """Environment that points flow runs and tools at this platform's services."""
-    return {
+    """Environment that points flow runs and tools at this platform's services.
+
+    MLflow's credentials are the writer's: flow runs train, monitor and promote.
+    """
+    return ctx.mlflow_env() | {
         "TELESCORE_MLFLOW_TRACKING_URI": ctx.tracking_uri,
         "MLFLOW_TRACKING_URI": ctx.tracking_uri,
         "MLFLOW_REGISTRY_URI": ctx.tracking_uri,
@@ -82,6 +93,11 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
     # Only what launches processes reads the settings: which services are embedded, ports.
     settings, state, host, api_url = ctx.settings, ctx.state_dir, ctx.host, ctx.prefect_api_url
     auth = ctx.prefect_api.auth_string
+    embedded_mlflow = settings.mlflow.tracking_uri is None
+    if embedded_mlflow:
+        # The users' passwords exist before anything that signs in with them starts.
+        mlflow_auth.writer(state)
+        mlflow_auth.reader(state)
     monitoring = load_monitoring_params(project_root / "params.yaml")
     env = service_env(ctx) | {
         "TELESCORE_PROJECT_ROOT": str(project_root.resolve()),
@@ -93,7 +109,7 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
         ),
     }
     servers = []
-    if settings.mlflow.tracking_uri is None:
+    if embedded_mlflow:
         servers.append(embedded.mlflow_server(state, settings.mlflow.port, host))
     if settings.prefect.api_url is None:
         servers.append(
@@ -102,12 +118,18 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
     if settings.mongodb.uri is None:
         servers.append(embedded.mongodb_server(state, settings.mongodb.port, host))
     servers.append(embedded.evidently_ui(state, settings.evidently.port, host))
-    servers.append(embedded.outcomes_api(state, settings.api.port, host, env))
+    # The app only reads the registry (explanations): it signs in as the reader.
+    api_env = env | ctx.mlflow_env(MLFLOW_READER)
+    servers.append(embedded.outcomes_api(state, settings.api.port, host, api_env))
     # Launch all first, then wait: MLflow and Prefect each take 10-20 s to get ready.
     launched = [s.launch() for s in servers if not is_running(ctx, s)]
     for service in launched:
         service.wait_healthy()
         record_pid(ctx, service)
+    if embedded_mlflow:
+        mlflow_auth.provision(
+            ctx.tracking_uri, state, settings.mlflow.model_name, settings.mlflow.experiment
+        )
 
     prefect_env = embedded.prefect_env(embedded.prefect_home(state), api_url, auth) | env
     orchestrator.ensure_work_pool(settings.prefect.work_pool, prefect_env, project_root)
@@ -132,6 +154,11 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
         evidently=f"http://{host}:{settings.evidently.port}",
         api=f"http://{host}:{settings.api.port}",
         prefect_login=auth if settings.prefect.auth_string is None else None,
+        mlflow_login=(
+            f"{MLFLOW_ADMIN} (password in {mlflow_password_file(state, MLFLOW_ADMIN)})"
+            if embedded_mlflow
+            else None
+        ),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+from telescore.services import mlflow_auth
 from telescore.services.processes import ServiceProcess, console_script, http_ok, tcp_open
 
 
@@ -12,6 +13,10 @@ def mlflow_server(
     state_dir: Path, port: int, host: str = "127.0.0.1", backend_store_uri: str | None = None
 ) -> ServiceProcess:
     """MLflow tracking server and registry on SQLite, serving artifacts from a local folder.
+
+    It runs MLflow's basic-auth app: anonymous requests are refused, the administrator's
+    password is generated under the state folder, and `mlflow_auth.provision` creates the
+    users the services sign in as once it is healthy.
 
     `backend_store_uri` puts the runs and the registry elsewhere (postgresql://...); it goes
     through the environment, so that its password is not on the command line.
@@ -26,6 +31,8 @@ def mlflow_server(
         command=[
             console_script("mlflow"),
             "server",
+            "--app-name",
+            "basic-auth",
             "--artifacts-destination",
             str((root / "artifacts").resolve()),
             "--host",
@@ -38,7 +45,9 @@ def mlflow_server(
         health=http_ok(f"http://{host}:{port}/health"),
         log_path=state_dir / "logs" / "mlflow.log",
         # The GenAI job runner starts half a dozen consumer processes; telescore needs none.
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | store,
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        | store
+        | mlflow_auth.server_env(state_dir),
     )
 
 

@@ -27,6 +27,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from telescore.io.registry import Registry
+from telescore.services import mlflow_auth
 from telescore.services.embedded import mlflow_server, prefect_server
 from telescore.services.postgres import (
     DEBIAN_BINARIES,
@@ -45,6 +46,8 @@ class PostgresPlatform:
     postgres: PostgresServer
     mlflow_uri: str
     prefect_api_url: str
+    state: Path
+    """The state folder: the MLflow users' passwords are kept under it."""
 
     def query(self, database: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Run one SELECT on `database` directly (not through MLflow or Prefect)."""
@@ -112,10 +115,12 @@ def postgres_platform() -> Iterator[PostgresPlatform]:
             try:
                 tracking.wait_healthy()
                 orchestration.wait_healthy()
+                mlflow_uri = f"http://127.0.0.1:{mlflow_port}"
+                mlflow_auth.provision(mlflow_uri, state, "telemarketing", "telemarketing")
                 api_url = f"http://127.0.0.1:{prefect_port}/api"
                 # The flows run in this process: their client talks to this server.
                 with temporary_settings(updates={PREFECT_API_URL: api_url}):
-                    yield PostgresPlatform(postgres, f"http://127.0.0.1:{mlflow_port}", api_url)
+                    yield PostgresPlatform(postgres, mlflow_uri, api_url, state)
                     # Else the flows' logs and events are sent to a stopped server, with
                     # retries, for minutes after the last test.
                     run_coro_as_sync(drain_prefect_workers())
@@ -138,6 +143,8 @@ def postgres_registry(
     name = f"telemarketing-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("TELESCORE_MLFLOW_TRACKING_URI", postgres_platform.mlflow_uri)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres_platform.mlflow_uri)
+    for name, value in mlflow_auth.writer(postgres_platform.state).env().items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("TELESCORE_MLFLOW_MODEL_NAME", name)
     monkeypatch.setenv("TELESCORE_MLFLOW_EXPERIMENT", "telemarketing-postgres")
     monkeypatch.setenv("TELESCORE_PREFECT_API_URL", postgres_platform.prefect_api_url)

@@ -1,0 +1,191 @@
+"""The embedded MLflow's basic authentication: its config, its users and their permissions.
+
+MLflow's `basic-auth` app keeps users and permissions in a database of its own. Anonymous
+requests are refused (401). Every signed-in user may read, and may create an experiment or a
+registered model (it then manages what it created). The configured experiment and registered
+model are created by the administrator, and only the writer is given EDIT on them: the
+reader's credentials (MLServer, its reconciler, the app) cannot move an alias.
+
+The passwords are generated on first use and kept under `<state_dir>/mlflow/credentials`
+(one file per user, readable by its owner only). Talks to MLflow's REST API with urllib:
+only `telescore.io.registry` imports MLflow.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from telescore.settings import MLFLOW_ADMIN, MLFLOW_READER, MLFLOW_WRITER, mlflow_password_file
+
+PASSWORD_BYTES = 32
+"""Random bytes per generated password (43 URL-safe characters)."""
+
+
+@dataclass(frozen=True)
+class MlflowUser:
+    """A user of the embedded MLflow and its password."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def env(self) -> dict[str, str]:
+        """Environment that signs a process in as this user: MLflow's variables and ours."""
+        return {
+            "MLFLOW_TRACKING_USERNAME": self.username,
+            "MLFLOW_TRACKING_PASSWORD": self.password,
+            "TELESCORE_MLFLOW_USERNAME": self.username,
+            "TELESCORE_MLFLOW_PASSWORD": self.password,
+        }
+
+
+def user(state_dir: Path, username: str) -> MlflowUser:
+    """Return `username` with its password, generated and kept under the state folder once."""
+    path = mlflow_password_file(state_dir, username)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(PASSWORD_BYTES))
+    return MlflowUser(username, path.read_text().strip())
+
+
+def admin(state_dir: Path) -> MlflowUser:
+    """The administrator: a person at the MLflow UI."""
+    return user(state_dir, MLFLOW_ADMIN)
+
+
+def writer(state_dir: Path) -> MlflowUser:
+    """The flows that write: training, monitor, promotion (and the CLI that runs them)."""
+    return user(state_dir, MLFLOW_WRITER)
+
+
+def reader(state_dir: Path) -> MlflowUser:
+    """What only reads: MLServer's runtime, its reconciler and the app's explanations."""
+    return user(state_dir, MLFLOW_READER)
+
+
+def server_env(state_dir: Path) -> dict[str, str]:
+    """Environment that turns MLflow's basic-auth app on with this state folder's config."""
+    root = (state_dir / "mlflow").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "basic_auth.ini"
+    # READ for every signed-in user: the reader needs nothing more, and anonymous gets nothing.
+    config.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{root / 'basic_auth.db'}\n"
+        f"admin_username = {MLFLOW_ADMIN}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return {
+        "MLFLOW_AUTH_CONFIG_PATH": str(config),
+        # Read once, when the user store is empty: it creates the administrator.
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin(state_dir).password,
+        # Signs the auth app's CSRF tokens on its UI forms.
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": user(state_dir, "flask-secret-key").password,
+    }
+
+
+class _AdminClient:
+    """MLflow's REST API signed in as the administrator."""
+
+    def __init__(self, url: str, admin: MlflowUser) -> None:
+        self.url = url.rstrip("/")
+        token = base64.b64encode(f"{admin.username}:{admin.password}".encode()).decode()
+        self.headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+
+    def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """Send one request; return its status and JSON answer (errors included)."""
+        if method == "GET" and body:
+            path = f"{path}?{urllib.parse.urlencode(body)}"
+            body = None
+        request = urllib.request.Request(  # noqa: S310 - the embedded server's URL
+            f"{self.url}{path}",
+            data=json.dumps(body).encode() if body is not None else None,
+            headers=self.headers,
+            method=method,
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                status, text = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, text = error.code, error.read()
+        return status, json.loads(text) if text.strip() else {}
+
+    def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send one request; raise unless it succeeded."""
+        status, answer = self.call(method, path, body)
+        if not 200 <= status < 300:
+            raise RuntimeError(f"MLflow {method} {path} answered {status}: {answer}")
+        return answer
+
+
+def provision(url: str, state_dir: Path, model_name: str, experiment: str) -> None:
+    """Create (or update) the writer and reader and give the writer EDIT on the model.
+
+    Idempotent: run on every `telescore up`. Passwords come from the state folder, so a user
+    created before gets its kept password back.
+    """
+    client = _AdminClient(url, admin(state_dir))
+    for each in (writer(state_dir), reader(state_dir)):
+        status, _ = client.call("GET", "/api/2.0/mlflow/users/get", {"username": each.username})
+        if status == 200:  # noqa: PLR2004 - HTTP OK
+            client.ok(
+                "PATCH",
+                "/api/2.0/mlflow/users/update-password",
+                {"username": each.username, "password": each.password},
+            )
+        else:
+            client.ok(
+                "POST",
+                "/api/2.0/mlflow/users/create",
+                {"username": each.username, "password": each.password},
+            )
+    experiment_id = _ensure_experiment(client, experiment)
+    _ensure_registered_model(client, model_name)
+    # EDIT, not MANAGE: the writer logs runs, registers versions and moves aliases, but can
+    # neither delete the model nor hand out permissions.
+    _grant(client, "experiment", experiment_id)
+    _grant(client, "registered_model", model_name)
+
+
+def _ensure_experiment(client: _AdminClient, name: str) -> str:
+    status, found = client.call(
+        "GET", "/api/2.0/mlflow/experiments/get-by-name", {"experiment_name": name}
+    )
+    if status == 200:  # noqa: PLR2004 - HTTP OK
+        return str(found["experiment"]["experiment_id"])
+    return str(
+        client.ok("POST", "/api/2.0/mlflow/experiments/create", {"name": name})["experiment_id"]
+    )
+
+
+def _ensure_registered_model(client: _AdminClient, name: str) -> None:
+    status, _ = client.call("GET", "/api/2.0/mlflow/registered-models/get", {"name": name})
+    if status != 200:  # noqa: PLR2004 - HTTP OK
+        client.ok("POST", "/api/2.0/mlflow/registered-models/create", {"name": name})
+
+
+def _grant(client: _AdminClient, resource_type: str, resource_id: str) -> None:
+    grant = {"username": MLFLOW_WRITER, "resource_type": resource_type, "resource_id": resource_id}
+    status, answer = client.call(
+        "POST", "/api/3.0/mlflow/users/permissions/grant", grant | {"permission": "EDIT"}
+    )
+    if answer.get("error_code") == "RESOURCE_ALREADY_EXISTS":
+        # Granted by an earlier `up`, maybe at another level: put EDIT back.
+        client.ok("POST", "/api/3.0/mlflow/users/permissions/revoke", grant)
+        status, answer = client.call(
+            "POST", "/api/3.0/mlflow/users/permissions/grant", grant | {"permission": "EDIT"}
+        )
+    if not 200 <= status < 300:
+        raise RuntimeError(f"MLflow refused EDIT on {resource_type} {resource_id}: {answer}")

@@ -1,0 +1,170 @@
+"""Attacks on the registry: who may move `champion` on the embedded MLflow (basic auth).
+
+Moving `champion` chooses the pickled model MLServer and the app's explanations load, so it
+is code execution in both: only the writer (the training and promotion flows) may do it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+if TYPE_CHECKING:
+    from tests.conftest import MlflowUsers
+    from tests.integration.serving_fixtures import RegisteredVersions
+
+    from telescore.services.mlflow_auth import MlflowUser
+
+pytestmark = pytest.mark.integration
+
+ALIAS_PATH = "/api/2.0/mlflow/registered-models/alias"
+
+
+def _post(
+    url: str,
+    body: dict[str, str],
+    user: MlflowUser | None = None,
+    headers: dict[str, str] | None = None,
+) -> int:
+    """POST `body` as JSON (signed in as `user` if given); return the HTTP status."""
+    sent = {"Content-Type": "application/json"} | (headers or {})
+    if user is not None:
+        token = base64.b64encode(f"{user.username}:{user.password}".encode()).decode()
+        sent["Authorization"] = f"Basic {token}"
+    request = urllib.request.Request(  # noqa: S310 - the fixture's local server
+        url, data=json.dumps(body).encode(), headers=sent, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def _champion(tracking_uri: str, name: str) -> str:
+    """The version `champion` points at, read with the session's (writer's) credentials."""
+    return str(MlflowClient(tracking_uri).get_model_version_by_alias(name, "champion").version)
+
+
+@pytest.fixture
+def champion_restored(
+    mlflow_tracking_uri: str, registered_versions: RegisteredVersions
+) -> Iterator[None]:
+    """Point `champion` back at the session's champion after the test: others rely on it."""
+    yield
+    client = MlflowClient(mlflow_tracking_uri)
+    client.set_registered_model_alias(
+        registered_versions.name, "champion", registered_versions.champion
+    )
+
+
+def test_an_anonymous_request_cannot_move_champion(
+    mlflow_tracking_uri: str, registered_versions: RegisteredVersions
+) -> None:
+    # given the registry with `champion` on one version, and a request without credentials
+    move = {
+        "name": registered_versions.name,
+        "alias": "champion",
+        "version": registered_versions.challenger,
+    }
+
+    # when it points `champion` at the challenger
+    status = _post(f"{mlflow_tracking_uri}{ALIAS_PATH}", move)
+
+    # then it is refused as unauthenticated, and `champion` has not moved
+    assert status == 401, f"an anonymous alias move was answered {status}, not refused (401)"
+    assert _champion(mlflow_tracking_uri, registered_versions.name) == (
+        registered_versions.champion
+    ), "champion moved on an anonymous request"
+
+
+def test_the_readers_credentials_cannot_move_champion(
+    mlflow_tracking_uri: str, registered_versions: RegisteredVersions, mlflow_users: MlflowUsers
+) -> None:
+    # given the reader's credentials: what MLServer, its reconciler and the app hold
+    move = {
+        "name": registered_versions.name,
+        "alias": "champion",
+        "version": registered_versions.challenger,
+    }
+
+    # when they point `champion` at the challenger
+    status = _post(f"{mlflow_tracking_uri}{ALIAS_PATH}", move, mlflow_users.reader)
+
+    # then the move is forbidden, and `champion` has not moved
+    assert status == 403, f"the reader's alias move was answered {status}, not forbidden (403)"
+    assert _champion(mlflow_tracking_uri, registered_versions.name) == (
+        registered_versions.champion
+    ), "champion moved on the reader's request"
+
+
+@pytest.mark.usefixtures("champion_restored")
+def test_the_writers_credentials_move_champion(
+    mlflow_tracking_uri: str, registered_versions: RegisteredVersions, mlflow_users: MlflowUsers
+) -> None:
+    # given the writer's credentials: what the training and promotion flows hold
+    move = {
+        "name": registered_versions.name,
+        "alias": "champion",
+        "version": registered_versions.challenger,
+    }
+
+    # when they point `champion` at the challenger
+    status = _post(f"{mlflow_tracking_uri}{ALIAS_PATH}", move, mlflow_users.writer)
+
+    # then the move is accepted and `champion` points at the challenger
+    assert status == 200, f"the writer's alias move was answered {status}, not accepted"
+    assert _champion(mlflow_tracking_uri, registered_versions.name) == (
+        registered_versions.challenger
+    ), "champion did not move on the writer's request"
+
+
+def test_a_cross_site_simple_post_cannot_move_champion(
+    mlflow_tracking_uri: str, registered_versions: RegisteredVersions
+) -> None:
+    # given a page on another site posting, as a form may, with no preflight and no credentials
+    move = {
+        "name": registered_versions.name,
+        "alias": "champion",
+        "version": registered_versions.challenger,
+    }
+    cross_site = {"Origin": "http://attacker.example", "Content-Type": "text/plain"}
+
+    # when it points `champion` at the challenger
+    status = _post(f"{mlflow_tracking_uri}{ALIAS_PATH}", move, headers=cross_site)
+
+    # then it is refused, and `champion` has not moved
+    assert status in {401, 403}, f"a cross-site alias move was answered {status}, not refused"
+    assert _champion(mlflow_tracking_uri, registered_versions.name) == (
+        registered_versions.champion
+    ), "champion moved on a cross-site request"
+
+
+def test_the_reader_can_read_champion(
+    mlflow_tracking_uri: str, registered_versions: RegisteredVersions, mlflow_users: MlflowUsers
+) -> None:
+    # given the reader's credentials
+    token = base64.b64encode(
+        f"{mlflow_users.reader.username}:{mlflow_users.reader.password}".encode()
+    ).decode()
+    query = f"name={registered_versions.name}&alias=champion"
+    request = urllib.request.Request(  # noqa: S310 - the fixture's local server
+        f"{mlflow_tracking_uri}/api/2.0/mlflow/registered-models/alias?{query}",
+        headers={"Authorization": f"Basic {token}"},
+    )
+
+    # when they read `champion`
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        answer = json.loads(response.read())
+
+    # then the registry answers with the champion's version
+    assert answer["model_version"]["version"] == registered_versions.champion, (
+        f"the reader read {answer} for champion"
+    )
