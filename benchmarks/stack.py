@@ -164,7 +164,7 @@ class Stack(contextlib.ExitStack):
             port = free_port()
             uri = f"http://{HOST}:{port}"
             self.start(Server("mlflow", mlflow_server(self.dir, port, HOST), uri))
-            mlflow_auth.provision(uri, self.dir, "telemarketing", "benchmark")
+            mlflow_auth.provision_embedded(uri, self.dir, "telemarketing", "benchmark")
             os.environ["MLFLOW_TRACKING_URI"] = uri
             os.environ.update(mlflow_auth.writer(self.dir).env())
         return self.servers["mlflow"].url

@@ -64,7 +64,7 @@ def mlflow_tracking_uri(services_dir: Path, mlflow_users: MlflowUsers) -> Iterat
     names = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
     previous = {name: os.environ.get(name) for name in names}
     with mlflow_server(services_dir, port).running():
-        mlflow_auth.provision(uri, services_dir, "telemarketing", "telemarketing")
+        mlflow_auth.provision_embedded(uri, services_dir, "telemarketing", "telemarketing")
         os.environ["MLFLOW_TRACKING_URI"] = uri
         os.environ["MLFLOW_TRACKING_USERNAME"] = mlflow_users.writer.username
         os.environ["MLFLOW_TRACKING_PASSWORD"] = mlflow_users.writer.password

@@ -44,6 +44,9 @@ MLFLOW_READER: Final = "telescore-reader"
 """The embedded MLflow's user for what only reads (MLServer, its reconciler, the app)."""
 MLFLOW_ADMIN: Final = "admin"
 """The embedded MLflow's administrator: a person at the MLflow UI, never a service."""
+MLFLOW_USERNAME_VARIABLES: Final = "TELESCORE_MLFLOW_USERNAME (or MLFLOW_TRACKING_USERNAME)"
+MLFLOW_PASSWORD_VARIABLES: Final = "TELESCORE_MLFLOW_PASSWORD (or MLFLOW_TRACKING_PASSWORD)"  # noqa: S105 - names, not a value
+"""How a refusal names MLflow's credentials: compose and k8s set MLflow's own variables."""
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -86,14 +89,16 @@ class MlflowSettings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("TELESCORE_MLFLOW_USERNAME", "MLFLOW_TRACKING_USERNAME"),
     )
-    """MLflow user this process signs in as (MLflow's own variable works too); required in
-    production. Unset with the embedded server: the writer user `telescore up` created."""
+    """MLflow user this process signs in as (MLflow's own variable works too). In production,
+    whatever talks to MLflow needs it; a process that never does (the Evidently UI) is given
+    none. Unset with the embedded server: the user `telescore up` created for this process
+    (the writer for the CLI and the flows, the reader for MLServer and the app)."""
     password: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("TELESCORE_MLFLOW_PASSWORD", "MLFLOW_TRACKING_PASSWORD"),
     )
-    """That user's password; required in production (32+ characters). Unset with the embedded
-    server: read from `<state_dir>/mlflow/credentials/<user>`."""
+    """That user's password; checked in production when set (16+ random characters). Unset
+    with the embedded server: read from `<state_dir>/mlflow/credentials/<user>`."""
 
     def resolved_tracking_uri(self, host: str = "127.0.0.1") -> str:
         """Return the configured URI, or the embedded server's."""
@@ -114,6 +119,19 @@ class MlflowSettings(BaseSettings):
             if path.is_file():
                 return embedded_user, SecretStr(path.read_text().strip())
         return None
+
+    def checked_credentials(
+        self, environment: str, state_dir: Path, embedded_user: str = MLFLOW_WRITER
+    ) -> tuple[str, SecretStr] | None:
+        """Return `credentials`; in production, refuse to talk to MLflow without any."""
+        credentials = self.credentials(state_dir, embedded_user)
+        if credentials is None and environment == "production":
+            raise ValueError(
+                f"{MLFLOW_USERNAME_VARIABLES} and {MLFLOW_PASSWORD_VARIABLES} must be set in "
+                f"production to talk to MLflow: the password {MIN_PASSWORD_LENGTH}+ random "
+                "characters"
+            )
+        return credentials
 
 
 class PrefectSettings(BaseSettings):
@@ -268,17 +286,26 @@ class Settings(BaseSettings):
     def production_secrets(self) -> list[ProductionSecret]:
         """Every secret these settings hold: production refuses each one weak or missing."""
         # A secret field added to any settings class belongs in this list.
-        return [
+        secrets = [
             ProductionSecret(
                 "TELESCORE_API_SECRET_KEY", self.api.secret_key, min_length=MIN_SECRET_LENGTH
             ),
             ProductionSecret("TELESCORE_MONGODB_URI", self.mongodb.uri, in_uri=True),
-        ] + [
-            # Checked when set: only MLServer and what loads models into it are given it.
-            ProductionSecret("TELESCORE_SERVING_CONTROL_TOKEN", token, min_length=MIN_SECRET_LENGTH)
-            for token in [self.serving.control_token]
-            if token is not None
         ]
+        # Checked when set: only MLServer and what loads models into it are given it.
+        if self.serving.control_token is not None:
+            secrets.append(
+                ProductionSecret(
+                    "TELESCORE_SERVING_CONTROL_TOKEN",
+                    self.serving.control_token,
+                    min_length=MIN_SECRET_LENGTH,
+                )
+            )
+        # Checked when set: only what talks to MLflow is given a user (`checked_credentials`);
+        # a user without its password is refused too.
+        if self.mlflow.username is not None or self.mlflow.password is not None:
+            secrets.append(ProductionSecret(MLFLOW_PASSWORD_VARIABLES, self.mlflow.password))
+        return secrets
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:
@@ -287,6 +314,8 @@ class Settings(BaseSettings):
         if self.mongodb.uri is None:
             raise ValueError("TELESCORE_MONGODB_URI must be set in production")
         refuse_weak_secrets(self.production_secrets())
+        if self.mlflow.password is not None and not self.mlflow.username:
+            raise ValueError(f"{MLFLOW_PASSWORD_VARIABLES} is set, {MLFLOW_USERNAME_VARIABLES} not")
         # Checked when set: only what talks to Prefect is given it (`checked_auth_string`).
         if self.prefect.auth_string is not None:
             user, _, password = self.prefect.auth_string.get_secret_value().partition(":")

@@ -140,10 +140,15 @@ def test_k8s_workloads_refuse_the_secrets_env_example(rendered_examples, monkeyp
                 )
             # when its settings load, as in production
             refusal = settings_refusal(environment, monkeypatch, tmp_path)
-            # then they are refused: the session key and the MongoDB password are placeholders
+            # then they are refused: the session key, the MongoDB and MLflow passwords are
+            # placeholders
             where = f"overlay {name}, {workload}/{container['name']}"
             assert refusal is not None, f"{where} started with the example's secrets"
-            for variable in ("TELESCORE_API_SECRET_KEY", "TELESCORE_MONGODB_URI"):
+            for variable in (
+                "TELESCORE_API_SECRET_KEY",
+                "TELESCORE_MONGODB_URI",
+                "MLFLOW_TRACKING_PASSWORD",
+            ):
                 assert variable in refusal, f"{where}: the refusal does not name {variable}"
 
 

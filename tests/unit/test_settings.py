@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
 from telescore.settings import (
+    MLFLOW_PASSWORD_VARIABLES,
     ApiSettings,
     MlflowSettings,
     MongoSettings,
@@ -104,25 +106,43 @@ def test_every_weak_secret_is_named_at_once() -> None:
 
 
 @pytest.mark.parametrize(
-    ("username", "password"),
+    ("username", "password", "refusal"),
     [
-        (None, None),
-        ("telescore-writer", None),
-        (None, GOOD_SECRET),
-        ("w", "changeme"),
-        ("w", "password"),
-        ("w", "short-but-random-9f"),
+        ("telescore-writer", None, "holds no value"),
+        ("telescore-writer", "changeme", "holds a placeholder value"),
+        ("telescore-writer", "password", "holds a placeholder value"),
+        ("telescore-writer", "short-9f3a1c", "holds a short value"),
+        (None, GOOD_SECRET, "is set, TELESCORE_MLFLOW_USERNAME"),
     ],
 )
-def test_production_refuses_missing_placeholder_or_short_mlflow_credentials(
-    username: str | None, password: str | None
+def test_production_refuses_a_weak_or_half_set_mlflow_login(
+    username: str | None, password: str | None, refusal: str
 ) -> None:
-    # given production settings whose MLflow user or password is missing, a placeholder or short
+    # given production settings whose MLflow password is missing, a placeholder or short, or
+    # set without a user
     mlflow = MlflowSettings(tracking_uri="http://mlflow:5000", username=username, password=password)
 
-    # when they are validated / then they are refused, naming the variables to set
-    with pytest.raises(ValidationError, match="TELESCORE_MLFLOW_PASSWORD"):
+    # when they are validated / then they are refused, naming the variables and why
+    named = re.escape(f"{MLFLOW_PASSWORD_VARIABLES} {refusal}")
+    with pytest.raises(ValidationError, match=named):
         _production(GOOD_SECRET, mlflow)
+
+
+def test_production_without_an_mlflow_login_loads_but_cannot_talk_to_mlflow(
+    tmp_path: Path,
+) -> None:
+    # given production settings without MLflow credentials: a process compose or k8s gives
+    # none because it never talks to MLflow (the Evidently UI)
+    settings = _production(GOOD_SECRET, MlflowSettings(tracking_uri="http://mlflow:5000"))
+
+    # when something asks for the credentials to sign in to MLflow with
+    # then it is refused, naming the variables to set
+    with pytest.raises(ValueError, match="TELESCORE_MLFLOW_USERNAME .*MLFLOW_TRACKING_PASSWORD"):
+        settings.mlflow.checked_credentials(settings.project.environment, tmp_path)
+    # and with them set it gets them
+    credentials = MLFLOW.checked_credentials("production", tmp_path)
+    assert credentials is not None, "production credentials were dropped"
+    assert credentials[0] == "telescore-writer", f"signed in as {credentials[0]}"
 
 
 def test_embedded_mlflow_signs_in_as_the_writer_kept_under_the_state_folder(

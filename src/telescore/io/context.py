@@ -15,6 +15,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+from pydantic import SecretStr
+
 from telescore.io.mongodb import MongoStore
 from telescore.io.orchestrator import PrefectApi, embedded_auth_string
 from telescore.io.registry import Registry
@@ -72,13 +74,22 @@ class Context:
         """MLflow's tracking and registry URI."""
         return self.settings.mlflow.resolved_tracking_uri(self.host)
 
-    def mlflow_env(self, embedded_user: str = MLFLOW_WRITER) -> dict[str, str]:
-        """Environment that signs a process started from here in to MLflow.
+    def mlflow_credentials(
+        self, embedded_user: str = MLFLOW_WRITER
+    ) -> tuple[str, SecretStr] | None:
+        """The user and password this entry point signs in to MLflow with (None: anonymous).
 
-        As the configured user; else, with the embedded server, as `embedded_user` (the
-        writer by default; MLServer, its reconciler and the app are given the reader).
+        As the configured user (required in production); else, with the embedded server, as
+        `embedded_user` (the writer by default; MLServer, its reconciler and the app are given
+        the reader).
         """
-        credentials = self.settings.mlflow.credentials(self.state_dir, embedded_user)
+        return self.settings.mlflow.checked_credentials(
+            self.settings.project.environment, self.state_dir, embedded_user
+        )
+
+    def mlflow_env(self, embedded_user: str = MLFLOW_WRITER) -> dict[str, str]:
+        """Environment that signs a process started from here in to MLflow as that user."""
+        credentials = self.mlflow_credentials(embedded_user)
         if credentials is None:
             return {}
         username, password = credentials
@@ -133,7 +144,7 @@ class Context:
     @cached_property
     def registry(self) -> Registry:
         """The MLflow registry and tracking server."""
-        return Registry.from_settings(self.settings.mlflow, self.host, self.state_dir)
+        return Registry.from_settings(self.settings.mlflow, self.host, self.mlflow_credentials())
 
     @property
     def serving(self) -> ServingClient:

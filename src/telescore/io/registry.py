@@ -143,16 +143,18 @@ class Registry:
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     @classmethod
-    def from_settings(cls, mlflow_settings: MlflowSettings, host: str, state_dir: Path) -> Registry:
-        """Open the registry the settings name (the embedded MLflow on `host` by default).
-
-        Signed in as the configured user, else as the embedded server's writer.
-        """
+    def from_settings(
+        cls,
+        mlflow_settings: MlflowSettings,
+        host: str,
+        credentials: tuple[str, SecretStr] | None = None,
+    ) -> Registry:
+        """Open the registry the settings name (the embedded MLflow on `host` by default)."""
         return cls(
             mlflow_settings.resolved_tracking_uri(host),
             mlflow_settings.model_name,
             mlflow_settings.experiment,
-            mlflow_settings.credentials(state_dir),
+            credentials,
         )
 
     def start_run(self, run_name: str, tags: Mapping[str, str] | None = None) -> str:

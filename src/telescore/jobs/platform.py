@@ -17,7 +17,6 @@ from telescore.settings import (
     MLFLOW_ADMIN,
     MLFLOW_READER,
     env_file,
-    mlflow_password_file,
 )
 
 WORKER_HEALTH_PORT_OFFSET = 1  # worker health server on the Prefect port + 1
@@ -34,8 +33,8 @@ class PlatformUrls:
     api: str
     prefect_login: str | None = None
     """What the Prefect UI asks for (`user:password`), when telescore generated it."""
-    mlflow_login: str | None = None
-    """Who signs in to the embedded MLflow's UI and where the password is kept."""
+    mlflow_login: tuple[str, str] | None = None
+    """The user and password the embedded MLflow's UI asks for (its administrator)."""
 
 
 def _pid_file(ctx: Context, name: str) -> Path:
@@ -127,7 +126,7 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
         service.wait_healthy()
         record_pid(ctx, service)
     if embedded_mlflow:
-        mlflow_auth.provision(
+        mlflow_auth.provision_embedded(
             ctx.tracking_uri, state, settings.mlflow.model_name, settings.mlflow.experiment
         )
 
@@ -155,9 +154,7 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
         api=f"http://{host}:{settings.api.port}",
         prefect_login=auth if settings.prefect.auth_string is None else None,
         mlflow_login=(
-            f"{MLFLOW_ADMIN} (password in {mlflow_password_file(state, MLFLOW_ADMIN)})"
-            if embedded_mlflow
-            else None
+            (MLFLOW_ADMIN, mlflow_auth.admin(state).password) if embedded_mlflow else None
         ),
     )
 

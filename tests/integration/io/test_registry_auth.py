@@ -126,25 +126,44 @@ def test_the_writers_credentials_move_champion(
     ), "champion did not move on the writer's request"
 
 
-def test_a_cross_site_simple_post_cannot_move_champion(
-    mlflow_tracking_uri: str, registered_versions: RegisteredVersions
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json"])
+def test_a_cross_site_post_with_the_writers_credentials_cannot_move_champion(
+    mlflow_tracking_uri: str,
+    registered_versions: RegisteredVersions,
+    mlflow_users: MlflowUsers,
+    content_type: str,
 ) -> None:
-    # given a page on another site posting, as a form may, with no preflight and no credentials
+    # given a page on another site posting to the registry from the operator's browser, which
+    # holds the writer's basic credentials and sends them along: a simple POST (text/plain, no
+    # preflight), or a JSON one whose preflight the page ignores
     move = {
         "name": registered_versions.name,
         "alias": "champion",
         "version": registered_versions.challenger,
     }
-    cross_site = {"Origin": "http://attacker.example", "Content-Type": "text/plain"}
+    cross_site = {"Origin": "http://attacker.example", "Content-Type": content_type}
 
     # when it points `champion` at the challenger
-    status = _post(f"{mlflow_tracking_uri}{ALIAS_PATH}", move, headers=cross_site)
+    status = _post(
+        f"{mlflow_tracking_uri}{ALIAS_PATH}", move, mlflow_users.writer, headers=cross_site
+    )
 
-    # then it is refused, and `champion` has not moved
-    assert status in {401, 403}, f"a cross-site alias move was answered {status}, not refused"
+    # then MLflow's origin check refuses it, and `champion` has not moved
+    assert status == 403, f"a cross-site alias move was answered {status}, not refused (403)"
     assert _champion(mlflow_tracking_uri, registered_versions.name) == (
         registered_versions.champion
     ), "champion moved on a cross-site request"
+
+
+def test_an_anonymous_request_cannot_create_an_experiment(mlflow_tracking_uri: str) -> None:
+    # given a request without credentials
+    # when it creates an experiment
+    status = _post(
+        f"{mlflow_tracking_uri}/api/2.0/mlflow/experiments/create", {"name": "anonymous-writes"}
+    )
+
+    # then it is refused as unauthenticated
+    assert status == 401, f"an anonymous experiment was answered {status}, not refused (401)"
 
 
 def test_the_reader_can_read_champion(
