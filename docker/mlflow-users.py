@@ -5,7 +5,8 @@ Usage: telescore-mlflow-users.  Run once per deployment, after MLflow is up (com
 one-shot service `mlflow-users`; Kubernetes: the Job `mlflow-users`). Signed in as MLflow's
 administrator (`admin`, MLFLOW_ADMIN_PASSWORD), it creates or updates:
   telescore-writer  MLFLOW_WRITER_PASSWORD: the flow runs (training, monitor, promotion); EDIT
-                    on the registered model and its experiment, so it may move `champion`;
+                    on the experiment, MANAGE on the registered model (a promotion deletes
+                    the `challenger` alias), so it may move `champion`;
   telescore-reader  MLFLOW_READER_PASSWORD: MLServer, its reconciler, the web app; READ only.
 The registered model and the experiment are TELESCORE_MLFLOW_MODEL_NAME and
 TELESCORE_MLFLOW_EXPERIMENT (telescore's defaults otherwise), at MLFLOW_TRACKING_URI. It waits
@@ -37,7 +38,7 @@ PASSWORDS = {
 
 
 def main() -> None:
-    """Check the passwords, wait for MLflow, create the users and grant the writer EDIT."""
+    """Check the passwords, wait for MLflow, create the users and grant the writer its rights."""
     try:
         refuse_weak_secrets(
             ProductionSecret(name, SecretStr(os.environ.get(name, "")))
@@ -59,7 +60,7 @@ def main() -> None:
         settings.model_name,
         settings.experiment,
     )
-    print(f"MLflow users {MLFLOW_WRITER} (EDIT on {settings.model_name}) and {MLFLOW_READER} set")
+    print(f"MLflow users {MLFLOW_WRITER} (MANAGE on {settings.model_name}) and {MLFLOW_READER} set")
 
 
 if __name__ == "__main__":

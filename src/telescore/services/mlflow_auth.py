@@ -3,8 +3,10 @@
 MLflow's `basic-auth` app keeps users and permissions in a database of its own. Anonymous
 requests are refused (401). Every signed-in user may read, and may create an experiment or a
 registered model (it then manages what it created). The configured experiment and registered
-model are created by the administrator, and only the writer is given EDIT on them: the
-reader's credentials (MLServer, its reconciler, the app) cannot move an alias.
+model are created by the administrator, and only the writer is given more than READ on them:
+EDIT on the experiment, MANAGE on the registered model (a promotion or a rollback deletes the
+`challenger` alias, which MLflow allows only with MANAGE). The reader's credentials (MLServer,
+its reconciler, the app) cannot move an alias.
 
 The embedded server's passwords are generated on first use and kept under
 `<state_dir>/mlflow/credentials` (one file per user, readable by its owner only); compose and
@@ -164,7 +166,7 @@ def provision(
     model_name: str,
     experiment: str,
 ) -> None:
-    """Create (or update) the writer and reader; give the writer EDIT on the model.
+    """Create (or update) the writer and reader; give the writer its permissions.
 
     Signed in as `admin`. Idempotent: run on every `telescore up` and by compose's and
     Kubernetes' one-shot job; a user created before gets the password given now.
@@ -179,10 +181,11 @@ def provision(
             client.ok("POST", "/api/2.0/mlflow/users/create", credentials)
     experiment_id = _ensure_experiment(client, experiment)
     _ensure_registered_model(client, model_name)
-    # EDIT, not MANAGE: the writer logs runs, registers versions and moves aliases, but can
-    # neither delete the model nor hand out permissions.
-    _grant(client, writer.username, "experiment", experiment_id)
-    _grant(client, writer.username, "registered_model", model_name)
+    # The writer logs runs (EDIT on the experiment, which it cannot delete), registers versions
+    # and moves aliases. MLflow has no level between EDIT and MANAGE that may delete an alias,
+    # and the promotion and the rollback delete `challenger`: MANAGE on the registered model.
+    _grant(client, writer.username, "experiment", experiment_id, "EDIT")
+    _grant(client, writer.username, "registered_model", model_name, "MANAGE")
 
 
 def provision_embedded(url: str, state_dir: Path, model_name: str, experiment: str) -> None:
@@ -207,16 +210,19 @@ def _ensure_registered_model(client: _AdminClient, name: str) -> None:
         client.ok("POST", "/api/2.0/mlflow/registered-models/create", {"name": name})
 
 
-def _grant(client: _AdminClient, username: str, resource_type: str, resource_id: str) -> None:
+def _grant(
+    client: _AdminClient, username: str, resource_type: str, resource_id: str, permission: str
+) -> None:
     grant = {"username": username, "resource_type": resource_type, "resource_id": resource_id}
     status, answer = client.call(
-        "POST", "/api/3.0/mlflow/users/permissions/grant", grant | {"permission": "EDIT"}
+        "POST", "/api/3.0/mlflow/users/permissions/grant", grant | {"permission": permission}
     )
     if answer.get("error_code") == "RESOURCE_ALREADY_EXISTS":
-        # Granted by an earlier run, maybe at another level: put EDIT back.
+        # Granted by an earlier run, maybe at another level: put this one back.
         client.ok("POST", "/api/3.0/mlflow/users/permissions/revoke", grant)
         status, answer = client.call(
-            "POST", "/api/3.0/mlflow/users/permissions/grant", grant | {"permission": "EDIT"}
+            "POST", "/api/3.0/mlflow/users/permissions/grant", grant | {"permission": permission}
         )
     if not HTTP_OK <= status < HTTP_OK + 100:
-        raise RuntimeError(f"MLflow refused EDIT on {resource_type} {resource_id}: {answer}")
+        refused = f"{permission} on {resource_type} {resource_id}"
+        raise RuntimeError(f"MLflow refused {refused}: {answer}")

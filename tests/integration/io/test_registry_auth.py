@@ -166,6 +166,41 @@ def test_an_anonymous_request_cannot_create_an_experiment(mlflow_tracking_uri: s
     assert status == 401, f"an anonymous experiment was answered {status}, not refused (401)"
 
 
+def _delete_challenger(tracking_uri: str, name: str, user: MlflowUser) -> int:
+    """DELETE the `challenger` alias signed in as `user`, as a promotion does; the status."""
+    token = base64.b64encode(f"{user.username}:{user.password}".encode()).decode()
+    request = urllib.request.Request(  # noqa: S310 - the fixture's local server
+        f"{tracking_uri}{ALIAS_PATH}",
+        data=json.dumps({"name": name, "alias": "challenger"}).encode(),
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+        method="DELETE",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_only_the_writer_deletes_challenger_as_a_promotion_does(
+    mlflow_tracking_uri: str, registered_versions: RegisteredVersions, mlflow_users: MlflowUsers
+) -> None:
+    # given `challenger` on a version: a promotion or a rollback deletes it (jobs.releases)
+    name, challenger = registered_versions.name, registered_versions.challenger
+    client = MlflowClient(mlflow_tracking_uri)
+    try:
+        # when the reader, then the writer, delete it
+        by_reader = _delete_challenger(mlflow_tracking_uri, name, mlflow_users.reader)
+        by_writer = _delete_challenger(mlflow_tracking_uri, name, mlflow_users.writer)
+        aliases = client.get_registered_model(name).aliases
+    finally:
+        client.set_registered_model_alias(name, "challenger", challenger)
+    # then the reader is forbidden, and the writer's promotion may finish
+    assert by_reader == 403, f"the reader's delete was answered {by_reader}, not 403"
+    assert by_writer == 200, f"the writer's delete was answered {by_writer}: promotions fail"
+    assert "challenger" not in aliases, f"challenger survived the writer's delete: {aliases}"
+
+
 def test_the_reader_can_read_champion(
     mlflow_tracking_uri: str, registered_versions: RegisteredVersions, mlflow_users: MlflowUsers
 ) -> None:

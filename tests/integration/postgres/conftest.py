@@ -143,9 +143,7 @@ def postgres_platform() -> Iterator[PostgresPlatform]:
     # The orchestrator exports PREFECT_API_URL for the processes it starts: put it back after.
     exported_api_url = os.environ.get("PREFECT_API_URL")
     # No database of the superuser's: the roles script creates them, each owned by its role.
-    postgres = postgres_server(
-        state, free_port(), password=secrets.token_urlsafe(24), databases=()
-    )
+    postgres = postgres_server(state, free_port(), password=secrets.token_urlsafe(24), databases=())
     try:
         with postgres.running():
             roles = create_database_roles(postgres)

@@ -33,7 +33,6 @@ from telescore.jobs.serving import reload_models, sync_served_models
 from telescore.services.processes import wait_until
 
 if TYPE_CHECKING:  # fixture types; conftest modules are not importable at run time
-    from tests.conftest import MlflowUsers
     from tests.integration.serving_fixtures import RegisteredVersions, ServedMLServer
 
 pytestmark = pytest.mark.integration
@@ -452,8 +451,6 @@ def test_a_reload_that_cannot_load_the_new_version_keeps_serving_the_old_one(
     rows: pd.DataFrame,
     registered_versions: RegisteredVersions,
     mlflow_tracking_uri: str,
-    mlflow_users: MlflowUsers,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     registry = MlflowClient(mlflow_tracking_uri)
     name, old = registered_versions.name, registered_versions.champion
@@ -475,11 +472,7 @@ def test_a_reload_that_cannot_load_the_new_version_keeps_serving_the_old_one(
             # and the old version keeps answering
             assert client.infer(rows).model_version == old, "the old champion must keep serving"
     finally:
-        # Deleting a version takes MANAGE: the administrator's, not the writer's EDIT.
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", mlflow_users.admin.username)
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", mlflow_users.admin.password)
         registry.delete_model_version(name, broken)
-        monkeypatch.undo()
     assert client.infer(rows).model_version == old
 
 
