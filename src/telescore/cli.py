@@ -16,14 +16,17 @@ from rich.table import Table
 
 from telescore import cli_operations
 from telescore.cli_stages import stages_app
+from telescore.core.backtest_grid import flat_keys
 from telescore.core.outcomes import MalformedBatchError
 from telescore.io import orchestrator
+from telescore.io.alert_log import AlertLog, alert_log_path
 from telescore.io.context import Context
 from telescore.io.datasets import DATASET_FILE
 from telescore.io.outcome_store import OutcomeStore
+from telescore.io.params_files import ParamsFileError
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.prospect_store import ProspectStore
-from telescore.jobs import campaign, outcomes, platform, reconciler, replay, reproduce
+from telescore.jobs import backtest, campaign, outcomes, platform, reconciler, replay, reproduce
 from telescore.jobs import demo as demo_steps
 from telescore.jobs import serving as deployment
 from telescore.settings import project_root
@@ -52,12 +55,20 @@ def _print_urls(urls: platform.PlatformUrls, ctx: Context) -> None:
     table.add_row("Web app (callers)", urls.api)
     table.add_row("JSON API (OpenAPI)", f"{urls.api}/docs")
     table.add_row("MongoDB", urls.mongodb)
+    if urls.prometheus:
+        table.add_row("Prometheus (metrics, alert rules)", urls.prometheus)
+    if urls.alertmanager:
+        table.add_row("Alertmanager (notifications)", urls.alertmanager)
+    if urls.monitoring_login:
+        table.add_row("Prometheus, Alertmanager login", "printed below the table")
+    if urls.alert_log:
+        table.add_row("Alerts received", "telescore alerts (ops: GET /alerts)")
     serving = deployment.status(ctx)
     if serving.models:
         for name, version in serving.models.items():
             table.add_row(f"Serving {name}", f"{serving.url}/v2/models/{name} (version {version})")
         table.add_row("V2 gRPC", serving.grpc)
-        table.add_row("Prometheus metrics", serving.metrics)
+        table.add_row("MLServer metrics (scraped by Prometheus)", serving.metrics)
     table.add_row("Logs", str(ctx.state_dir / "logs"))
     console.print(table)
     if urls.mlflow_login:
@@ -68,6 +79,13 @@ def _print_urls(urls: platform.PlatformUrls, ctx: Context) -> None:
         # On a line of its own: a table cell folds or cuts it, and the UI wants it whole.
         console.print("Prefect UI login (paste it whole):")
         console.print(urls.prefect_login, soft_wrap=True, highlight=False)
+    if missing := urls.monitoring_missing:
+        console.print(f"[yellow]No alerts: Prometheus and Alertmanager not started[/]: {missing}")
+    if urls.monitoring_login:
+        console.print("Prometheus and Alertmanager login (user, then password):")
+        user, _, password = urls.monitoring_login.partition(":")
+        console.print(user, soft_wrap=True, highlight=False)
+        console.print(password, soft_wrap=True, highlight=False)
 
 
 def _start_serving(ctx: Context) -> bool:
@@ -85,7 +103,10 @@ def _start_serving(ctx: Context) -> bool:
 def up() -> None:
     """Start the embedded services, the Prefect worker, and register the deployments."""
     with Context.from_environment() as ctx:
-        with console.status("Starting MLflow, Prefect, MongoDB (nx-27017) and a Prefect worker..."):
+        with console.status(
+            "Starting MLflow, Prefect, MongoDB (nx-27017), Prometheus, Alertmanager "
+            "and a Prefect worker..."
+        ):
             urls = platform.bring_up(ctx, project_root())
         _start_serving(ctx)
         _print_urls(urls, ctx)
@@ -106,6 +127,33 @@ def down() -> None:
     with Context.from_environment() as ctx:
         stopped = platform.bring_down(ctx)
     console.print(f"Stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@app.command("alerts")
+def alerts_command(
+    limit: Annotated[int, typer.Option(min=1, max=500, help="How many, newest first.")] = 20,
+) -> None:
+    """Show the newest alerts Alertmanager sent the local receiver (firing and resolved)."""
+    with Context.from_environment() as ctx:
+        path = alert_log_path(ctx.state_dir)
+    received = AlertLog(path).latest(limit)
+    if not received:
+        console.print(f"No alert received yet ({path}).")
+        return
+    _print_rows(
+        f"Alerts received, newest first ({path})",
+        ("received", "status", "alert", "severity", "summary"),
+        [
+            (
+                each["received_at"][:19],
+                each["status"],
+                each["alertname"],
+                each["severity"],
+                each["summary"],
+            )
+            for each in received
+        ],
+    )
 
 
 @app.command()
@@ -265,6 +313,158 @@ def _print_replay(result: replay.ReplayResult) -> None:
             f"after window {each['window']}: {each['reason']} -> version {each['version']} "
             f"({'promoted' if each['promoted'] else 'champion kept'}: {each['promotion']})"
         )
+
+
+@app.command("backtest")
+def backtest_command(
+    grid: Annotated[Path, typer.Option(help="Grid file: candidates, variants, selection.")] = Path(
+        "backtest.yaml"
+    ),
+    params_file: Annotated[
+        Path, typer.Option(help="The params the candidates override (and the patch is for).")
+    ] = Path("params.yaml"),
+    source: Annotated[
+        str,
+        typer.Option(
+            help="dataset: the params' data file; mongodb: logged predictions + outcomes."
+        ),
+    ] = "dataset",
+    rows: Annotated[
+        int | None, typer.Option(help="Only the first N rows of the history; default all.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Processes playing the stream variants.")] = 2,
+    out: Annotated[
+        Path, typer.Option(help="Where the table, training runs, plot and patch go.")
+    ] = Path("reports/backtest"),
+    write_patch: Annotated[
+        Path | None, typer.Option(help="Write the recommended configuration as a params patch.")
+    ] = None,
+    mlflow: Annotated[
+        bool, typer.Option("--mlflow/--no-mlflow", help="Log to MLflow when it answers.")
+    ] = True,
+) -> None:
+    """Replay a labelled history offline under each candidate of a grid; recommend one.
+
+    Chosen on the earlier periods of the history, reported on the last one, which did not
+    choose it. No service is needed (MLflow is used when it answers).
+    """
+    if source not in ("dataset", "mongodb"):
+        raise typer.BadParameter(f"source must be 'dataset' or 'mongodb', not {source!r}")
+    config = backtest.BacktestConfig(
+        grid=grid,
+        params=params_file,
+        source="mongodb" if source == "mongodb" else "dataset",
+        rows=rows,
+        workers=workers,
+        out=out,
+        mlflow=mlflow,
+        patch=write_patch,
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    try:
+        with (
+            Context.from_environment() as ctx,
+            Progress(*columns, TimeElapsedColumn(), console=console) as bar,
+        ):
+            task = bar.add_task("backtest", total=None)
+
+            def progress(what: str, done: int, total: int) -> None:
+                bar.update(task, description=what, completed=done, total=total)
+
+            result = backtest.run_backtest(ctx, config, project_root(), progress)
+    except (ParamsFileError, FileNotFoundError, ValueError) as error:
+        # A bad grid or params file (named field by field), or a history too short to play.
+        console.print(f"[red]Cannot backtest:[/] {error}")
+        raise typer.Exit(code=2) from None
+    except PyMongoError as error:
+        console.print(f"[red]MongoDB is unreachable[/] ({type(error).__name__}): no history read.")
+        raise typer.Exit(code=1) from None
+    _print_backtest(result)
+
+
+def _print_backtest(result: backtest.BacktestResult) -> None:
+    selection = result.selection
+    folds = selection.rule.folds
+    choose_end = result.fold_rows(folds - 2)[1]
+    report = result.fold_rows(folds - 1)
+    console.print(
+        f"{result.history_rows:,} rows of history ({result.source}); "
+        f"{len(result.candidates)} candidates x {len(result.variants)} stream variants "
+        f"({', '.join(variant.label for variant in result.variants[:4])}"
+        f"{', ...' if len(result.variants) > 4 else ''}); {result.fits} fits"
+    )
+    rule = selection.rule
+    limits = [
+        f"{name} <= {limit}"
+        for name, limit in (
+            ("calibration gap", rule.max_calibration_gap),
+            ("runs / 10k calls", rule.max_runs_per_10k_calls),
+        )
+        if limit is not None
+    ]
+    table = Table(
+        title=(
+            f"Chosen on the calls before row {choose_end:,} (folds 1-{folds - 1}), reported on "
+            f"rows {report[0]:,}-{report[1]:,} (fold {folds}): median (worst) over the variants"
+        ),
+        caption=(
+            f"Ranked by the {rule.statistic} {backtest.METRIC_NAMES[rule.metric]} of the choose "
+            f"period{', within ' + ' and '.join(limits) if limits else ''}."
+        ),
+    )
+    for column in backtest.SUMMARY_COLUMNS:
+        table.add_column(column, justify="left" if column in ("candidate", "period") else "right")
+    for row in backtest.summary_rows(result):
+        table.add_row(*row, end_section=row[1] == "report")
+    console.print(table)
+    steps = Table(title="The choice, fold by fold: chosen on folds 1..k, seen on fold k+1")
+    for column in ("k", "chosen", "its pooled ROC AUC on fold k+1", "best on fold k+1"):
+        steps.add_column(column)
+    for step in selection.steps:
+        auc = step.figures.of("pooled_roc_auc")
+        steps.add_row(
+            str(step.chosen_on),
+            step.chosen,
+            f"{auc.median:.3f} ({auc.worst:.3f})",
+            step.best_in_hindsight,
+        )
+    console.print(steps)
+    evidence = selection.evidence[selection.recommended]
+    pair = backtest.figure_pair
+    stream, baseline = evidence.stream, evidence.baseline
+    figures = (
+        f"pooled ROC AUC {pair(stream, 'pooled_roc_auc', 3)}, calibration gap "
+        f"{pair(stream, 'calibration_gap', 3)}, top-decile lift "
+        f"{pair(stream, 'top_decile_lift', 2)}, training runs per 10k calls "
+        f"{pair(stream, 'runs_per_10k_calls', 1)}"
+    )
+    if baseline is not None:
+        figures += (
+            f"; its first champion, never retrained: {pair(baseline, 'pooled_roc_auc', 3)} / "
+            f"{pair(baseline, 'calibration_gap', 3)} / {pair(baseline, 'top_decile_lift', 2)}"
+        )
+    console.print(
+        f"[bold]Recommended: {selection.recommended}[/]. On the whole stream (the periods that "
+        f"chose it too), median (worst): {figures}."
+    )
+    if evidence.first_champion_refused:
+        console.print(
+            f"Its first champion failed its gate on {evidence.first_champion_refused} of "
+            f"{len(result.variants)} variants; {evidence.unserved_windows} windows in all were "
+            "served by no model (scored at the known positive rate)."
+        )
+    changes = flat_keys(result.patch)
+    console.print(
+        "Its params patch: "
+        + (
+            ", ".join(f"{key}={value}" for key, value in changes.items())
+            or "none: params.yaml is it"
+        )
+    )
+    for name, path in result.files.items():
+        console.print(f"  {name}: {path}")
+    console.print(result.mlflow_run and f"MLflow: {result.mlflow_run}" or result.mlflow_note)
+    console.print(f"Done in {result.seconds:.0f} s.")
 
 
 @serve_app.command("start")

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +47,8 @@ MLFLOW_ADMIN: Final = "admin"
 MLFLOW_USERNAME_VARIABLES: Final = "TELESCORE_MLFLOW_USERNAME (or MLFLOW_TRACKING_USERNAME)"
 MLFLOW_PASSWORD_VARIABLES: Final = "TELESCORE_MLFLOW_PASSWORD (or MLFLOW_TRACKING_PASSWORD)"  # noqa: S105 - names, not a value
 """How a refusal names MLflow's credentials: compose and k8s set MLflow's own variables."""
+PrometheusDuration = Annotated[str, Field(pattern=r"^([0-9]+(ms|s|m|h|d|w|y))+$")]
+"""A duration as Prometheus and Alertmanager write it: `15s`, `1m30s`, `4h`."""
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -241,7 +243,8 @@ class ApiSettings(BaseSettings):
     port: int = 8000
     """Port the app listens on."""
     secret_key: SecretStr | None = None
-    """Signs session cookies and CSRF tokens; required in production (32+ characters).
+    """Signs session cookies and CSRF tokens; the web app requires it in production (32+
+    characters), and is the only process given it.
 
     Unset in development: a random key kept in `<state_dir>/app-secret` (sessions survive a
     restart of the app)."""
@@ -260,6 +263,15 @@ class ApiSettings(BaseSettings):
     max_parallel_password_checks: int = Field(default=4, gt=0)
     """Passwords checked at once by one app process (argon2id takes ~64 MiB each)."""
 
+    def checked_secret_key(self, environment: str) -> str | None:
+        """Return the session key to sign with; in production, refuse a missing one."""
+        if self.secret_key is None and environment == "production":
+            raise ValueError(
+                "TELESCORE_API_SECRET_KEY must be set in production for the web app: "
+                f"{MIN_SECRET_LENGTH}+ random characters"
+            )
+        return self.secret_key.get_secret_value() if self.secret_key else None
+
 
 class EvidentlySettings(BaseSettings):
     """The Evidently UI over the monitoring workspace (`<state_dir>/evidently`)."""
@@ -268,6 +280,60 @@ class EvidentlySettings(BaseSettings):
 
     port: int = 8001
     """Port of the embedded Evidently UI."""
+
+
+class PrometheusSettings(BaseSettings):
+    """Prometheus: scrapes MLServer and the web app, and evaluates the alert rules."""
+
+    model_config = _config("TELESCORE_PROMETHEUS_")
+
+    url: str | None = None
+    """Base URL of Prometheus (its UI and API); unset means the embedded server on `port`."""
+    port: int = 9090
+    """Port of the embedded Prometheus, on the loopback address (`project.host`)."""
+    auth_string: SecretStr | None = None
+    """`user:password` Prometheus's UI and API ask for (basic auth; its web config keeps only
+    a bcrypt hash). Unset in development: the embedded Prometheus and Alertmanager share one
+    login, generated in `<state_dir>/monitoring-auth` and printed by `telescore up`."""
+    scrape_interval: PrometheusDuration = "15s"
+    """How often the embedded Prometheus scrapes each target."""
+    evaluation_interval: PrometheusDuration = "15s"
+    """How often it evaluates the alert rules (`prometheus/telescore.rules.yml`)."""
+    retention: PrometheusDuration = "15d"
+    """How long it keeps samples (`<state_dir>/prometheus/data`)."""
+
+    def resolved_url(self, host: str = "127.0.0.1") -> str:
+        """Return the configured base URL, or the embedded server's."""
+        return self.url or f"http://{host}:{self.port}"
+
+
+class AlertmanagerSettings(BaseSettings):
+    """Alertmanager: groups the alerts Prometheus fires and notifies people."""
+
+    model_config = _config("TELESCORE_ALERTMANAGER_")
+
+    url: str | None = None
+    """Base URL of Alertmanager (its UI and API); unset means the embedded one on `port`."""
+    port: int = 9093
+    """Port of the embedded Alertmanager, on the loopback address (`project.host`)."""
+    auth_string: SecretStr | None = None
+    """`user:password` Alertmanager's UI and API ask for (basic auth). Unset in development:
+    the login shared with the embedded Prometheus (`<state_dir>/monitoring-auth`)."""
+    receiver_port: int = 9095
+    """Port of the local alert receiver the embedded Alertmanager notifies (a webhook with a
+    bearer token, `<state_dir>/alertmanager/receiver-token`): it appends each alert to
+    `<state_dir>/alerts/alerts.jsonl`, which `telescore alerts` and the app's `GET /alerts`
+    show."""
+    group_wait: PrometheusDuration = "30s"
+    """How long the embedded Alertmanager waits for more alerts of a group before notifying."""
+    group_interval: PrometheusDuration = "5m"
+    """How long it waits before notifying of a change in a group it already notified of."""
+    repeat_interval: PrometheusDuration = "4h"
+    """How often it notifies again of an alert that is still firing."""
+
+    def resolved_url(self, host: str = "127.0.0.1") -> str:
+        """Return the configured base URL, or the embedded server's."""
+        return self.url or f"http://{host}:{self.port}"
 
 
 class Settings(BaseSettings):
@@ -282,25 +348,24 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     evidently: EvidentlySettings = Field(default_factory=EvidentlySettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
 
     def production_secrets(self) -> list[ProductionSecret]:
         """Every secret these settings hold: production refuses each one weak or missing."""
         # A secret field added to any settings class belongs in this list.
-        secrets = [
-            ProductionSecret(
-                "TELESCORE_API_SECRET_KEY", self.api.secret_key, min_length=MIN_SECRET_LENGTH
-            ),
-            ProductionSecret("TELESCORE_MONGODB_URI", self.mongodb.uri, in_uri=True),
+        # Checked when set, each given only to the processes that use it: the session key to
+        # the web app (`ApiSettings.checked_secret_key` refuses it missing there), the control
+        # token to MLServer and what loads models into it.
+        given = [
+            ("TELESCORE_API_SECRET_KEY", self.api.secret_key),
+            ("TELESCORE_SERVING_CONTROL_TOKEN", self.serving.control_token),
         ]
-        # Checked when set: only MLServer and what loads models into it are given it.
-        if self.serving.control_token is not None:
-            secrets.append(
-                ProductionSecret(
-                    "TELESCORE_SERVING_CONTROL_TOKEN",
-                    self.serving.control_token,
-                    min_length=MIN_SECRET_LENGTH,
-                )
-            )
+        secrets = [ProductionSecret("TELESCORE_MONGODB_URI", self.mongodb.uri, in_uri=True)] + [
+            ProductionSecret(variable, value, min_length=MIN_SECRET_LENGTH)
+            for variable, value in given
+            if value is not None
+        ]
         # Checked when set: only what talks to MLflow is given a user (`checked_credentials`);
         # a user without its password is refused too.
         if self.mlflow.username is not None or self.mlflow.password is not None:
@@ -316,16 +381,23 @@ class Settings(BaseSettings):
         refuse_weak_secrets(self.production_secrets())
         if self.mlflow.password is not None and not self.mlflow.username:
             raise ValueError(f"{MLFLOW_PASSWORD_VARIABLES} is set, {MLFLOW_USERNAME_VARIABLES} not")
-        # Checked when set: only what talks to Prefect is given it (`checked_auth_string`).
-        if self.prefect.auth_string is not None:
-            user, _, password = self.prefect.auth_string.get_secret_value().partition(":")
+        # Checked when set: only what talks to Prefect is given it (`checked_auth_string`),
+        # and only what reads Prometheus or Alertmanager is given theirs.
+        for variable, auth_string in (
+            ("TELESCORE_PREFECT_AUTH_STRING", self.prefect.auth_string),
+            ("TELESCORE_PROMETHEUS_AUTH_STRING", self.prometheus.auth_string),
+            ("TELESCORE_ALERTMANAGER_AUTH_STRING", self.alertmanager.auth_string),
+        ):
+            if auth_string is None:
+                continue
+            user, _, password = auth_string.get_secret_value().partition(":")
             if (
                 not user
                 or password.lower() in PLACEHOLDER_SECRETS
                 or len(password) < MIN_SECRET_LENGTH
             ):
                 raise ValueError(
-                    "TELESCORE_PREFECT_AUTH_STRING in production: `user:password`, the password "
+                    f"{variable} in production: `user:password`, the password "
                     f"{MIN_SECRET_LENGTH}+ random characters, not a placeholder"
                 )
         return self
@@ -408,4 +480,6 @@ def load_settings() -> Settings:
         serving=ServingSettings(_env_file=path),
         api=ApiSettings(_env_file=path),
         evidently=EvidentlySettings(_env_file=path),
+        prometheus=PrometheusSettings(_env_file=path),
+        alertmanager=AlertmanagerSettings(_env_file=path),
     )

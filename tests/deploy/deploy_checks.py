@@ -92,6 +92,24 @@ KUBECTL = Tool("kubectl", ("kubectl",), f"{MAKE_TOOLS} (apt-get install kubectl)
 KUBERNETES_VALIDATE = Tool(
     "kubernetes-validate", (str(ENVIRONMENT_BIN / "kubernetes-validate"),), MAKE_INSTALL
 )
+PROMTOOL = Tool("promtool", ("promtool",), f"{MAKE_TOOLS} (apt-get install prometheus)")
+AMTOOL = Tool("amtool", ("amtool",), f"{MAKE_TOOLS} (apt-get install prometheus-alertmanager)")
+CRD_SCHEMAS = Tool(
+    "crd-schemas",
+    ("node", str(REPO / "tools" / "crd-schemas" / "validate.mjs")),
+    f"{MAKE_TOOLS} (npm ci --prefix tools/crd-schemas; needs Node.js)",
+    requires=REPO
+    / "tools"
+    / "crd-schemas"
+    / "node_modules"
+    / "@kubernetes-models"
+    / "prometheus-operator"
+    / "package.json",
+)
+MONITORING_COMPONENT = REPO / "k8s" / "components" / "monitoring"
+PROMETHEUS_DIR = REPO / "prometheus"
+RULES_FILE = PROMETHEUS_DIR / "telescore.rules.yml"
+RULES_TESTS = PROMETHEUS_DIR / "telescore.rules.test.yml"
 
 
 # --- Kubernetes ---------------------------------------------------------------------------
@@ -239,12 +257,15 @@ def locked_extras(project: str = "telescore") -> set[str]:
 # --- docker-compose -----------------------------------------------------------------------
 
 # Services that may publish a port: the web app (callers and integrations) and the operators'
-# UIs, the three tools an operator opens in a browser to do their job: MLflow (runs, the
-# registry's versions and aliases), Prefect's server (its UI and the API its CLI uses to start
-# training) and the Evidently UI (the monitor's reports). MinIO's console, MongoDB, PostgreSQL,
-# MLServer and the worker have no operator task that needs a browser: they stay internal,
-# whatever they are called. Published ports bind to loopback by default (DEFAULT_BIND).
-PUBLISHING_SERVICES = frozenset({"app", "mlflow", "prefect-server", "evidently"})
+# UIs, the tools an operator opens in a browser to do their job: MLflow (runs, the registry's
+# versions and aliases), Prefect's server (its UI and the API its CLI uses to start training),
+# the Evidently UI (the monitor's reports), Prometheus (graphs, the alert rules' state) and
+# Alertmanager (alerts, silences). MinIO's console, MongoDB, PostgreSQL, MLServer and the
+# worker have no operator task that needs a browser: they stay internal, whatever they are
+# called. Published ports bind to loopback by default (DEFAULT_BIND).
+PUBLISHING_SERVICES = frozenset(
+    {"app", "mlflow", "prefect-server", "evidently", "prometheus", "alertmanager"}
+)
 DEFAULT_BIND = "${TELESCORE_BIND:-127.0.0.1}"
 ONE_SHOT_LABEL = "telescore.one-shot"
 SECRET_VARIABLE = re.compile(r"\$\{(\w*(?:PASSWORD|SECRET)\w*)([^}]*)\}")
@@ -336,6 +357,9 @@ MLSERVER_CLIENTS = frozenset({"app", "prefect-worker"})
 # read MLflow). Compose networks are symmetric, so they share a network with MLServer; they
 # run no client of it (docs/security.md says what that leaves).
 MLSERVER_DEPENDENCIES = frozenset({"mongodb", "mlflow"})
+# Prometheus scrapes MLServer's metrics port; a compose network cannot limit it to that port,
+# but it sends only scrapes (its configuration, prometheus/prometheus.yml, says where).
+MLSERVER_SCRAPERS = frozenset({"prometheus"})
 # A password is plain, or a compose variable (`${VAR:?message}`, which may hold spaces).
 MONGODB_URI = re.compile(
     r"mongodb(?:\+srv)?://(?:(?P<user>[^:@/\s]+)(?::(?:\$\{[^}]*\}|[^@/\s])*)?@)?"
@@ -343,6 +367,8 @@ MONGODB_URI = re.compile(
 CREDENTIALS_IN_URI = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 SECRET_KEY_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|AUTH", re.I)
 MLSERVER_PATHS = ("/v2", "/metrics")
+MLSERVER_METRICS_PORTS = frozenset({8082, "metrics"})
+"""A rule opening only these lets a scraper in, and no V2 or repository API."""
 
 
 def network_peers(compose: Mapping[str, Any], service: str) -> set[str]:
@@ -375,7 +401,7 @@ def network_peers(compose: Mapping[str, Any], service: str) -> set[str]:
 def mlserver_network_problems(compose: Mapping[str, Any]) -> list[str]:
     """Say who, besides its clients and the servers it calls, can reach MLServer in compose."""
     problems = []
-    allowed = MLSERVER_CLIENTS | MLSERVER_DEPENDENCIES
+    allowed = MLSERVER_CLIENTS | MLSERVER_DEPENDENCIES | MLSERVER_SCRAPERS
     for peer in sorted(network_peers(compose, MLSERVER) - allowed):
         problems.append(f"{peer} shares a network with {MLSERVER} (only {sorted(allowed)} may)")
     for name in sorted(MLSERVER_CLIENTS - network_peers(compose, MLSERVER)):
@@ -479,6 +505,9 @@ def mlserver_policy_problems(
         if not selects(policy["spec"].get("podSelector", {}), mlserver_labels):
             continue
         for rule in policy["spec"].get("ingress", []):
+            ports = {port.get("port") for port in rule.get("ports", [])}
+            if ports and ports <= MLSERVER_METRICS_PORTS:
+                continue  # the metrics port only (Prometheus scraping)
             peers = rule.get("from")
             if not peers:
                 problems.append(f"NetworkPolicy {name}: lets every pod reach MLServer")
@@ -560,3 +589,51 @@ def mlflow_user_problems(users: Mapping[str, str | None], expected: Mapping[str,
         if users.get(service) != user:
             problems.append(f"{service}: signs in to MLflow as {users.get(service)!r}, not {user}")
     return problems
+
+
+SESSION_KEY = "TELESCORE_API_SECRET_KEY"
+"""The web app's session key: it signs sessions and CSRF tokens, and no other process needs it."""
+SECRETS_CHECK = "telescore-check-secrets"
+
+
+def compose_session_key_holders(compose: Mapping[str, Any]) -> set[str]:
+    """Return the compose services whose environment holds the session key.
+
+    The one-shot `telescore-check-secrets` is left out: it checks every secret and exits.
+    """
+    holders = set()
+    for name, service in (compose.get("services") or {}).items():
+        if SECRETS_CHECK in (service.get("command") or []):
+            continue
+        environment = service.get("environment") or {}
+        names = (
+            set(environment)
+            if isinstance(environment, dict)
+            else {str(each).split("=", 1)[0] for each in environment}
+        )
+        if SESSION_KEY in names or service.get("env_file"):
+            holders.add(name)
+    return holders
+
+
+def container_session_key_holders(
+    containers: Iterable[tuple[str, Mapping[str, Any]]],
+) -> set[str]:
+    """Return `workload/container` of each container given the session key (or every secret).
+
+    `containers` are (workload, container spec); a container of `telescore-check-secrets` is
+    left out: it checks every secret and exits before its pod's server starts.
+    """
+    holders = set()
+    for workload, container in containers:
+        if (container.get("command") or [None])[0] == SECRETS_CHECK:
+            continue
+        named = any(
+            variable["name"] == SESSION_KEY
+            or (variable.get("valueFrom", {}).get("secretKeyRef") or {}).get("key") == SESSION_KEY
+            for variable in container.get("env", [])
+        )
+        whole_secret = any("secretRef" in source for source in container.get("envFrom", []))
+        if named or whole_secret:
+            holders.add(f"{workload}/{container['name']}")
+    return holders

@@ -17,6 +17,7 @@ from deploy_checks import (
     PUBLISHING_SERVICES,
     REPO,
     compose_problems,
+    compose_session_key_holders,
     load_compose,
     minio_user_problems,
     mlflow_user_problems,
@@ -100,9 +101,39 @@ def test_the_platform_settings_are_production_settings():
         assert re.match(r"mongodb://[\w-]+:\$\{\w+:\?", environment["TELESCORE_MONGODB_URI"]), (
             f"{name} does not reach the compose MongoDB with a password required from .env"
         )
-        assert environment["TELESCORE_API_SECRET_KEY"].startswith("${TELESCORE_API_SECRET_KEY:?"), (
-            f"{name} does not require TELESCORE_API_SECRET_KEY"
-        )
+    assert services["app"]["environment"]["TELESCORE_API_SECRET_KEY"].startswith(
+        "${TELESCORE_API_SECRET_KEY:?"
+    ), "the app does not require TELESCORE_API_SECRET_KEY"
+
+
+def test_prefect_asks_every_write_for_a_csrf_token():
+    # given Prefect's server in compose / then its CSRF protection is on (its clients, the
+    # worker's and the UI, fetch a token with the auth string)
+    environment = load_compose(COMPOSE_FILE)["services"]["prefect-server"]["environment"]
+    assert environment.get("PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED") == "true", environment
+
+
+def test_only_the_app_is_given_the_session_key():
+    # given docker-compose.yml / when the services whose environment holds the session key
+    # are listed
+    holders = compose_session_key_holders(load_compose(COMPOSE_FILE))
+    # then the app is the only one: MLServer and the flow runs can run a model's code
+    assert holders == {"app"}, f"the session key is given to {sorted(holders)}"
+
+
+def test_the_session_key_check_catches_a_service_given_it():
+    # given a compose file that gives the key to MLServer too, and to the worker by env_file
+    compose = {
+        "services": {
+            "app": {"environment": {"TELESCORE_API_SECRET_KEY": "${K:?}"}},
+            "mlserver": {"environment": ["TELESCORE_API_SECRET_KEY=${K:?}"]},
+            "prefect-worker": {"env_file": ".env"},
+            "secrets-check": {"command": ["telescore-check-secrets", "K"]},
+        }
+    }
+    # when checked / then both are named, the app and the one-shot check are allowed
+    holders = compose_session_key_holders(compose)
+    assert holders == {"app", "mlserver", "prefect-worker"}, holders
 
 
 def test_the_env_example_lists_every_variable_compose_requires():

@@ -18,6 +18,7 @@ from deploy_checks import (
     POSTGRES_URI,
     REPO,
     configmap_secret_problems,
+    container_session_key_holders,
     find,
     ingress_problems,
     manifests,
@@ -396,22 +397,68 @@ def test_the_data_stores_wait_for_every_secret_to_be_checked(objects):
         )
 
 
-def test_a_flow_run_cannot_change_the_command_of_its_pod():
+def test_a_flow_run_cannot_change_the_command_or_the_image_of_its_pod():
     # given the Kubernetes work pool's job template
     template = json.loads(JOB_TEMPLATE.read_text())
     variables = template["variables"]
     container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"][
         "containers"
     ][0]
-    # then no job variable sets the command or the environment, and unknown ones are refused
-    locked = {"command", "env", "args", "working_dir"} & set(variables["properties"])
+    # then no job variable sets the image, the command or the environment, and unknown ones
+    # are refused
+    locked = {"image", "command", "env", "args", "working_dir"} & set(variables["properties"])
     assert not locked, f"a run's job_variables may set {locked}"
     assert variables.get("additionalProperties") is False, "unknown job variables are accepted"
     # and nothing in the job configuration is filled from them: Prefect's worker starts the run
     configuration = json.dumps(template["job_configuration"])
-    for placeholder in ("{{ command }}", "{{ env }}"):
+    for placeholder in ("{{ image }}", "{{ command }}", "{{ env }}"):
         assert placeholder not in configuration, f"{placeholder} reaches the pod"
     assert not {"args", "command"} & set(container), f"the pod's command is set: {container}"
+    # and the image is the template's own, which CD replaces when it updates the pool
+    assert "{{" not in container["image"], f"the pod's image is templated: {container['image']}"
+
+
+def test_only_the_web_app_is_given_the_session_key(overlay, objects):
+    # given every container of the overlay, and the flow runs' pod of the work pool's template
+    name, _ = overlay
+    manifest = json.loads(JOB_TEMPLATE.read_text())["job_configuration"]["job_manifest"]
+    flow_runs = [
+        ("telescore-flow-run", container)
+        for container in manifest["spec"]["template"]["spec"]["containers"]
+    ]
+    every = [(workload, container) for workload, _, container in containers(objects)]
+    # when those given the session key are listed
+    holders = container_session_key_holders(every + flow_runs)
+    # then the web app is the only one: MLServer and the flow runs can run a model's code
+    assert holders == {"web/web"}, f"overlay {name}: the session key is given to {holders}"
+
+
+def test_the_session_key_check_catches_a_container_given_it():
+    # given a container given the key by name, one given the whole Secret, and the check's own
+    by_name = {
+        "name": "mlserver",
+        "env": [
+            {
+                "name": "SIGNING",
+                "valueFrom": {"secretKeyRef": {"name": "s", "key": "TELESCORE_API_SECRET_KEY"}},
+            }
+        ],
+    }
+    whole = {"name": "worker", "envFrom": [{"secretRef": {"name": "telescore-secrets"}}]}
+    check = {"name": "secrets-check", "command": ["telescore-check-secrets"], **whole}
+    # when checked / then the first two are named, the check is allowed
+    holders = container_session_key_holders([("a", by_name), ("b", whole), ("c", check)])
+    assert holders == {"a/mlserver", "b/worker"}, holders
+
+
+def test_prefect_asks_every_write_for_a_csrf_token(overlay, objects):
+    # given Prefect's server in the overlay / then its CSRF protection is on
+    name, _ = overlay
+    (container,) = find(objects, "Deployment", "prefect-server")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
+    assert env.get("PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED") == "true", f"overlay {name}: {env}"
 
 
 # --- issue 21: the stores' own users ------------------------------------------------------

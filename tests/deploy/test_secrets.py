@@ -128,7 +128,15 @@ def test_k8s_workloads_refuse_the_secrets_env_example(rendered_examples, monkeyp
     secret = find(objects, "Secret", "telescore-secrets")
     data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
     config = find(objects, "ConfigMap", "telescore-config")["data"]
-    for workload in ("web", "mlserver-champion", "mlserver-challenger"):
+    # The web app holds the session key; MLServer's containers the control token instead; all
+    # of them MLflow's reader password.
+    mlflow, mongodb = "MLFLOW_TRACKING_PASSWORD", "TELESCORE_MONGODB_URI"
+    expected = {
+        "web": ("TELESCORE_API_SECRET_KEY", mongodb, mlflow),
+        "mlserver-champion": ("TELESCORE_SERVING_CONTROL_TOKEN", mongodb, mlflow),
+        "mlserver-challenger": ("TELESCORE_SERVING_CONTROL_TOKEN", mongodb, mlflow),
+    }
+    for workload, variables in expected.items():
         for container in find(objects, "Deployment", workload)["spec"]["template"]["spec"][
             "containers"
         ]:
@@ -140,15 +148,11 @@ def test_k8s_workloads_refuse_the_secrets_env_example(rendered_examples, monkeyp
                 )
             # when its settings load, as in production
             refusal = settings_refusal(environment, monkeypatch, tmp_path)
-            # then they are refused: the session key, the MongoDB and MLflow passwords are
+            # then they are refused: the secrets it holds, and its MongoDB password, are
             # placeholders
             where = f"overlay {name}, {workload}/{container['name']}"
             assert refusal is not None, f"{where} started with the example's secrets"
-            for variable in (
-                "TELESCORE_API_SECRET_KEY",
-                "TELESCORE_MONGODB_URI",
-                "MLFLOW_TRACKING_PASSWORD",
-            ):
+            for variable in variables:
                 assert variable in refusal, f"{where}: the refusal does not name {variable}"
 
 

@@ -102,10 +102,21 @@ def test_cd_builds_the_image_applies_the_overlay_and_registers_the_deployments()
         "${GITHUB_SHA}",
         "kustomize edit set image",
         "kubectl apply -k k8s/overlays/prod",
-        "--base-job-template k8s/prefect/base-job-template.json",
+        "k8s/prefect/base-job-template.json",
+        "--base-job-template",
         "deploy --prefect-file pipelines/prefect.yaml",
     ):
         assert expected in text, f"cd.yml does not do {expected!r}"
+
+
+@pytest.mark.parametrize("name", ["cd.yml", "train.yml"])
+def test_the_image_is_the_pools_not_a_run_or_a_deployments(name):
+    # given a workflow that deploys or runs on the Kubernetes pool
+    text = steps_text(load(name))
+    # then it writes the commit's image into the pool's template, and no run or deployment
+    # asks for one (the template refuses an `image` job variable)
+    assert "containers[0].image = $image" in text, f"{name} does not set the pool's image"
+    assert "--job-variable" not in text, f"{name} passes job variables: {text}"
 
 
 def test_train_runs_on_data_and_params_changes_and_reports_and_reproduces():

@@ -107,8 +107,9 @@ def mlserver_on_free_ports(
     journal: Path | None = None,
     startup_timeout: float = 120.0,
     mlflow_env: Mapping[str, str] | None = None,
+    registered_model: str = REGISTERED_MODEL,
 ) -> ServedMLServer:
-    """An MLServer (not started) serving the registry's aliases from `folder`, on free ports.
+    """An MLServer (not started) serving `registered_model`'s aliases from `folder`, on free ports.
 
     It logs to `database`; rows ship at once, even while the test machine is busy: the tests
     wait for them. Start it with `.process.running()`. `mlflow_env` signs it in to MLflow
@@ -120,7 +121,7 @@ def mlserver_on_free_ports(
     control_token = secrets.token_urlsafe(32)
     write_registry_repository(
         repository,
-        Registry(tracking_uri, REGISTERED_MODEL, "serving-tests"),
+        Registry(tracking_uri, registered_model, "serving-tests"),
         ServerOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port),
         RuntimeOptions(max_rows=MAX_ROWS, journal_dir=journal, ship_max_defer=0),
     )

@@ -8,14 +8,17 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from telescore.app.security import session_secret
 from telescore.settings import (
     MLFLOW_PASSWORD_VARIABLES,
+    AlertmanagerSettings,
     ApiSettings,
     MlflowSettings,
     MongoSettings,
     PrefectSettings,
     ProductionSecret,
     ProjectSettings,
+    PrometheusSettings,
     Settings,
     refuse_weak_secrets,
 )
@@ -38,12 +41,24 @@ def _production(secret: str | None, mlflow: MlflowSettings = MLFLOW) -> Settings
     )
 
 
-@pytest.mark.parametrize("secret", [None, "", "changeme", "secret", "short-but-random-9f"])
-def test_production_refuses_a_missing_placeholder_or_short_secret(secret: str | None) -> None:
-    # given production settings with no secret, a placeholder or a short one
+@pytest.mark.parametrize("secret", ["", "changeme", "secret", "short-but-random-9f"])
+def test_production_refuses_a_placeholder_or_short_secret(secret: str) -> None:
+    # given production settings with a placeholder session key or a short one
     # when they are validated / then they are refused, naming the variable to set
     with pytest.raises(ValidationError, match="TELESCORE_API_SECRET_KEY"):
         _production(secret)
+
+
+def test_production_without_a_session_key_is_refused_by_the_app_alone(tmp_path: Path) -> None:
+    # given production settings without a session key, as MLServer and the flow runs get them
+    settings = _production(None).model_copy(
+        update={"project": ProjectSettings(environment="production", state_dir=tmp_path)}
+    )
+    # when the web app asks for the key to sign sessions with / then it is refused by name
+    with pytest.raises(ValueError, match="TELESCORE_API_SECRET_KEY must be set in production"):
+        session_secret(settings)
+    # and no key of its own was made up in its place
+    assert not list(tmp_path.iterdir()), "the app wrote a key of its own in production"
 
 
 def test_production_starts_with_a_long_random_secret() -> None:
@@ -207,3 +222,35 @@ def test_production_refuses_to_talk_to_prefect_without_an_auth_string() -> None:
         settings.prefect.checked_auth_string(settings.project.environment)
     # and with them it gets them
     assert PREFECT.checked_auth_string("production") == f"telescore:{GOOD_SECRET}", "not sent"
+
+
+@pytest.mark.parametrize(
+    ("field", "variable"),
+    [
+        ("prometheus", "TELESCORE_PROMETHEUS_AUTH_STRING"),
+        ("alertmanager", "TELESCORE_ALERTMANAGER_AUTH_STRING"),
+    ],
+)
+def test_production_refuses_a_short_prometheus_or_alertmanager_login(
+    field: str, variable: str
+) -> None:
+    # given production settings, good but for Prometheus's or Alertmanager's login
+    weak = {"prometheus": PrometheusSettings, "alertmanager": AlertmanagerSettings}[field](
+        auth_string="telescore:short-9f3a"
+    )
+    # when they are validated / then they are refused, naming the variable to set
+    with pytest.raises(ValidationError, match=variable):
+        Settings(
+            project=ProjectSettings(environment="production"),
+            mongodb=MONGODB,
+            api=ApiSettings(secret_key=GOOD_SECRET),
+            **{field: weak},
+        )
+
+
+def test_monitoring_durations_are_prometheus_durations() -> None:
+    # given a duration Prometheus reads, and one it does not
+    assert PrometheusSettings(scrape_interval="1m30s").scrape_interval == "1m30s", "refused 1m30s"
+    # when the second is validated / then it is refused, naming the field
+    with pytest.raises(ValidationError, match="group_wait"):
+        AlertmanagerSettings(group_wait="30 seconds")

@@ -17,7 +17,15 @@ from fastapi.staticfiles import StaticFiles
 
 from telescore.app.errors import BodyLimit, install_error_handlers
 from telescore.app.headers import SecurityHeaders
-from telescore.app.routes import health, indicators, outcomes, pages, prospects, releases
+from telescore.app.routes import (
+    alerts,
+    health,
+    indicators,
+    outcomes,
+    pages,
+    prospects,
+    releases,
+)
 from telescore.app.security import Sessions, session_secret
 from telescore.app.services import build_services
 from telescore.io.context import Context
@@ -61,6 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so outermost: every answer gets the headers, the body limit's 413 too.
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (pages, prospects, outcomes, indicators, releases, health):
+    for module in (pages, prospects, outcomes, indicators, releases, alerts, health):
         app.include_router(module.router)
     return app

@@ -202,9 +202,13 @@ class ApiKeys:
 
 
 def session_secret(settings: Settings) -> str:
-    """Return the configured secret; in development, one kept under the state folder."""
-    if settings.api.secret_key is not None:
-        return settings.api.secret_key.get_secret_value()
+    """Return the configured secret; in development, one kept under the state folder.
+
+    Raises ValueError in production when none is configured.
+    """
+    configured = settings.api.checked_secret_key(settings.project.environment)
+    if configured is not None:
+        return configured
     path = Path(settings.project.state_dir) / SECRET_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

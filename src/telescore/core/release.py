@@ -4,8 +4,10 @@ A challenger is released by canary (some prospects are shown its answers) or in 
 scores every request, its answers are logged and never shown). Outcomes, did the prospect
 subscribe, arrive for the predictions of both arms. `decide_release` compares the arms on:
 
-- guards, known as soon as requests are served: the error rate, which may exceed the champion's
-  by at most `max_error_rate_increase`, and the p99 latency, at most `max_p99_latency_ratio`
+- guards, known as soon as requests are served: the error rate (server faults over the
+  requests the arm accepted; requests refused for invalid input are the caller's doing and do
+  not count), which may exceed the champion's by at most `max_error_rate_increase`, and the
+  p99 latency, at most `max_p99_latency_ratio`
   times the champion's (plus `p99_latency_slack_ms`). They are judged before any outcome is in:
   a challenger that fails requests must not keep serving while outcomes trickle in for days.
 - quality, once each arm has enough labelled rows of both classes: ROC AUC (the primary metric,
@@ -120,7 +122,7 @@ class ArmEvidence:
     requests: int
     """Requests this arm scored (shown or in the shadow)."""
     errors: int
-    """Of those, how many failed."""
+    """Of those, how many the server failed (5xx)."""
     latency_p50_ms: float
     """Median scoring latency, from the prediction log (kept for the record, not judged)."""
     latency_p99_ms: float
@@ -128,6 +130,9 @@ class ArmEvidence:
     """Calls made on this arm's shown predictions; None when its answers were not shown."""
     subscriptions: int | None = None
     """Subscriptions from those calls; None exactly when `calls` is None."""
+    refused: int = 0
+    """Requests refused for the caller's invalid input, not among `requests`: recorded, never
+    judged, since anyone who can reach the model could send them."""
 
     def __post_init__(self) -> None:
         scores = np.array(self.scores, dtype=np.float64).ravel()
@@ -145,6 +150,8 @@ class ArmEvidence:
         object.__setattr__(self, "labels", labels)
         if not 0 <= self.errors <= self.requests:
             raise ValueError(f"errors: {self.errors} errors for {self.requests} requests")
+        if self.refused < 0:
+            raise ValueError(f"refused: {self.refused} is not a count")
         for name in ("latency_p50_ms", "latency_p99_ms"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -188,6 +195,7 @@ class ArmEvidence:
             "positives": self.positives,
             "requests": self.requests,
             "errors": self.errors,
+            "refused": self.refused,
             "latency_p50_ms": self.latency_p50_ms,
             "latency_p99_ms": self.latency_p99_ms,
             "calls": self.calls,

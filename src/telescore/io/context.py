@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from telescore.io.mongodb import MongoStore
 from telescore.io.orchestrator import PrefectApi, embedded_auth_string
+from telescore.io.prometheus import Login, embedded_login
 from telescore.io.registry import Registry
 from telescore.io.serving_client import ServingClient
 from telescore.settings import MLFLOW_WRITER, Settings, load_settings
@@ -133,6 +134,40 @@ class Context:
     def serving_url(self) -> str:
         """MLServer's REST base URL (behind a load balancer, any replica)."""
         return self.settings.serving.resolved_url(self.host)
+
+    @property
+    def prometheus_url(self) -> str:
+        """Prometheus's base URL (its UI and API)."""
+        return self.settings.prometheus.resolved_url(self.host)
+
+    @property
+    def alertmanager_url(self) -> str:
+        """Alertmanager's base URL (its UI and API)."""
+        return self.settings.alertmanager.resolved_url(self.host)
+
+    @cached_property
+    def prometheus_login(self) -> Login | None:
+        """The login Prometheus asks for.
+
+        Configured, else the embedded one (kept under the state folder); a configured server
+        without one gets none.
+        """
+        prometheus = self.settings.prometheus
+        if prometheus.auth_string is not None:
+            return Login.parse(prometheus.auth_string.get_secret_value())
+        return embedded_login(self.state_dir) if prometheus.url is None else None
+
+    @cached_property
+    def alertmanager_login(self) -> Login | None:
+        """The login Alertmanager asks for.
+
+        Configured, else the embedded one (the embedded Prometheus's too); a configured server
+        without one gets none.
+        """
+        alertmanager = self.settings.alertmanager
+        if alertmanager.auth_string is not None:
+            return Login.parse(alertmanager.auth_string.get_secret_value())
+        return embedded_login(self.state_dir) if alertmanager.url is None else None
 
     @property
     def pending_outcome_expiry(self) -> timedelta:

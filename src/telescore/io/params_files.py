@@ -1,6 +1,8 @@
 """Params files (params.yaml and its kin): read the YAML and validate each section into core.
 
 One file holds every job's parameters, a section each: `training`, `monitoring`, `release`.
+A backtest grid file names candidate overrides of those sections (`load_backtest_plan`), and
+the backtest writes the one it recommends as a params patch (`write_params_patch`).
 Values are read in lax mode, as YAML gives them (1 for a float, "0.1" for a number); the models
 in `core` then hold them frozen and strict. A file or section that does not validate raises
 `ParamsFileError`, naming the file and each field at fault.
@@ -8,8 +10,10 @@ in `core` then hold them frozen and strict. A file or section that does not vali
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from pydantic import ValidationError
@@ -18,6 +22,10 @@ from telescore.core.models import FrozenModel
 from telescore.core.monitoring import MonitoringParams
 from telescore.core.params import TrainingParams
 from telescore.core.release import ReleaseRules
+
+if TYPE_CHECKING:
+    from telescore.core.backtest import LoopConfig
+    from telescore.core.backtest_grid import BacktestGrid
 
 Params = TypeVar("Params", bound=FrozenModel)
 
@@ -94,3 +102,50 @@ def _describe(error: ValidationError, section: str) -> str:
         message = str(each["msg"]).removeprefix("Value error, ")
         parts.append(f"{field or 'the file'}: {message}")
     return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class BacktestPlan:
+    """A grid file resolved against a params file: what `telescore backtest` plays."""
+
+    grid: BacktestGrid
+    base: LoopConfig
+    """The params file as it is (the patch's reference)."""
+    candidates: tuple[LoopConfig, ...]
+    """Each candidate's resolved configuration, in the grid's order."""
+
+
+def load_backtest_plan(grid_path: Path, params_path: Path) -> BacktestPlan:
+    """Read a backtest grid and resolve each candidate against the params file.
+
+    Raises `ParamsFileError` naming the file and each field at fault: a grid field
+    (`candidates.0.name`) or a candidate's resolved params (`candidates.<name>.training.model.C`).
+    """
+    # Imported here: the backtest's modules load scikit-learn, which the other callers of this
+    # module (the flows, the DVC stages) should not pay for at start-up.
+    from telescore.core.backtest_grid import BacktestGrid, CandidateError, resolve_candidate
+
+    document = _read_document(params_path)
+    try:
+        base = resolve_candidate(document, "params", {})
+    except CandidateError as error:
+        raise ParamsFileError(
+            f"{params_path}: {str(error).removeprefix('candidates.params.')}"
+        ) from None
+    grid = _validate(grid_path, BacktestGrid, _read_document(grid_path), "")
+    try:
+        candidates = tuple(
+            resolve_candidate(document, each.name, grid.overrides(each)) for each in grid.candidates
+        )
+    except CandidateError as error:
+        raise ParamsFileError(f"{grid_path}: {error} (over {params_path})") from None
+    return BacktestPlan(grid, base, candidates)
+
+
+def write_params_patch(path: Path, patch: Mapping[str, Any], header: str) -> Path:
+    """Write a params patch: the changed fields only, nested as in params.yaml, under a comment."""
+    comment = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
+    body = yaml.safe_dump(dict(patch), sort_keys=False) if patch else "{}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(comment + body)
+    return path

@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import mlflow
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.models import infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -157,13 +159,48 @@ class Registry:
             credentials,
         )
 
-    def start_run(self, run_name: str, tags: Mapping[str, str] | None = None) -> str:
-        """Create a run in the experiment and return its id; it stays open until `end_run`."""
-        experiment = mlflow.set_experiment(self.experiment)
-        run = self.client.create_run(
-            experiment.experiment_id, run_name=run_name, tags=dict(tags or {})
-        )
+    def start_run(
+        self,
+        run_name: str,
+        tags: Mapping[str, str] | None = None,
+        *,
+        parent_run_id: str | None = None,
+        experiment: str | None = None,
+    ) -> str:
+        """Create a run and return its id; it stays open until `end_run`.
+
+        In the registry's experiment, or in `experiment`; `parent_run_id` nests it under that
+        run (MLflow's UI shows it as a child).
+        """
+        found = mlflow.set_experiment(experiment or self.experiment)
+        run_tags = dict(tags or {})
+        if parent_run_id is not None:
+            run_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        run = self.client.create_run(found.experiment_id, run_name=run_name, tags=run_tags)
         return str(run.info.run_id)
+
+    def answers(self, timeout: float = 3.0) -> bool:
+        """Return whether the tracking server answers its health check within `timeout` s.
+
+        A local store (a path, `file:`, `sqlite:`) always does. MLflow's own client retries a
+        server that is down for minutes: a command that can run without it asks this first.
+        """
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return True
+        try:
+            response = httpx.get(f"{self.tracking_uri.rstrip('/')}/health", timeout=timeout)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == httpx.codes.OK
+
+    def run_url(self, run_id: str) -> str:
+        """Return where MLflow's UI shows a run (the tracking URI, for a local store)."""
+        run = self.client.get_run(run_id)
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return f"{self.tracking_uri} run {run_id}"
+        return (
+            f"{self.tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+        )
 
     @contextmanager
     def active_run(self, run_id: str) -> Iterator[None]:

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from telescore.io import orchestrator
+from telescore.io.alert_log import alert_log_path
 from telescore.io.context import Context
 from telescore.io.params_files import load_monitoring_params
 from telescore.services import embedded, mlflow_auth
+from telescore.services import prometheus as alerting
 from telescore.services.processes import ServiceProcess, pid_alive, terminate_group
 from telescore.settings import (
     ENV_FILE_VARIABLE,
@@ -31,8 +33,16 @@ class PlatformUrls:
     mongodb: str
     evidently: str
     api: str
+    prometheus: str | None = None
+    alertmanager: str | None = None
     prefect_login: str | None = None
     """What the Prefect UI asks for (`user:password`), when telescore generated it."""
+    monitoring_login: str | None = None
+    """What the Prometheus and Alertmanager UIs ask for (`user:password`), when generated."""
+    alert_log: Path | None = None
+    """Where the local receiver appends the alerts Alertmanager sends it."""
+    monitoring_missing: str | None = None
+    """Why Prometheus and Alertmanager were not started (not installed), if they were not."""
     mlflow_login: tuple[str, str] | None = None
     """The user and password the embedded MLflow's UI asks for (its administrator)."""
 
@@ -120,6 +130,11 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
     # The app only reads the registry (explanations): it signs in as the reader.
     api_env = env | ctx.mlflow_env(MLFLOW_READER)
     servers.append(embedded.outcomes_api(state, settings.api.port, host, api_env))
+    # Without them (no `make tools` yet) the platform runs, unwatched: it says so.
+    embedded_monitoring = settings.prometheus.url is None or settings.alertmanager.url is None
+    monitoring_missing = alerting.missing_commands() if embedded_monitoring else None
+    if monitoring_missing is None:
+        servers.extend(monitoring_servers(ctx, project_root))
     # Launch all first, then wait: MLflow and Prefect each take 10-20 s to get ready.
     launched = [s.launch() for s in servers if not is_running(ctx, s)]
     for service in launched:
@@ -146,17 +161,89 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
         worker.start()
         record_pid(ctx, worker)
     orchestrator.deploy_all(project_root / "pipelines" / "prefect.yaml", prefect_env, project_root)
+    embedded_login = (
+        ctx.prometheus_login
+        if settings.prometheus.auth_string is None and monitoring_missing is None
+        else None
+    )
     return PlatformUrls(
         mlflow=ctx.tracking_uri,
         prefect=api_url.removesuffix("/api"),
         mongodb=ctx.mongodb_uri,
         evidently=f"http://{host}:{settings.evidently.port}",
         api=f"http://{host}:{settings.api.port}",
+        prometheus=ctx.prometheus_url,
+        alertmanager=ctx.alertmanager_url,
         prefect_login=auth if settings.prefect.auth_string is None else None,
         mlflow_login=(
             (MLFLOW_ADMIN, mlflow_auth.admin(state).password) if embedded_mlflow else None
         ),
+        monitoring_login=(
+            f"{embedded_login.user}:{embedded_login.password}" if embedded_login else None
+        ),
+        alert_log=alert_log_path(state)
+        if settings.alertmanager.url is None and monitoring_missing is None
+        else None,
+        monitoring_missing=monitoring_missing,
     )
+
+
+def monitoring_servers(
+    ctx: Context,
+    project_root: Path,
+    *,
+    mlserver_targets: list[str] | None = None,
+    web_targets: list[str] | None = None,
+    rule_for: str | None = None,
+) -> list[ServiceProcess]:
+    """The embedded Prometheus, Alertmanager and local alert receiver (those not configured).
+
+    Prometheus scrapes the embedded MLServer's metrics port and the app (or the targets given,
+    `host:port`); `rule_for` replaces every alert's `for:` in its copy of the rules (tests).
+    """
+    settings, state, host = ctx.settings, ctx.state_dir, ctx.host
+    servers: list[ServiceProcess] = []
+    alertmanager = settings.alertmanager
+    if alertmanager.url is None and ctx.alertmanager_login is not None:
+        login = alerting.WebLogin(ctx.alertmanager_login.user, ctx.alertmanager_login.password)
+        servers.append(
+            alerting.alert_receiver(state, alertmanager.receiver_port, alert_log_path(state), host)
+        )
+        servers.append(
+            alerting.alertmanager_server(
+                state,
+                alertmanager.port,
+                host,
+                login=login,
+                receiver_port=alertmanager.receiver_port,
+                group_wait=alertmanager.group_wait,
+                group_interval=alertmanager.group_interval,
+                repeat_interval=alertmanager.repeat_interval,
+            )
+        )
+    prometheus = settings.prometheus
+    if prometheus.url is None and ctx.prometheus_login is not None:
+        login = alerting.WebLogin(ctx.prometheus_login.user, ctx.prometheus_login.password)
+        targets = alerting.ScrapeTargets(
+            mlserver=mlserver_targets or [f"{host}:{settings.serving.metrics_port}"],
+            web=web_targets or [f"{host}:{settings.api.port}"],
+        )
+        servers.append(
+            alerting.prometheus_server(
+                state,
+                prometheus.port,
+                host,
+                login=login,
+                targets=targets,
+                alertmanager_port=alertmanager.port,
+                rules=alerting.rules_source(project_root),
+                scrape_interval=prometheus.scrape_interval,
+                evaluation_interval=prometheus.evaluation_interval,
+                retention=prometheus.retention,
+                rule_for=rule_for,
+            )
+        )
+    return servers
 
 
 def bring_down(ctx: Context) -> list[str]:

@@ -1,9 +1,10 @@
-"""Plots: a training run's ROC, precision-recall and calibration; a replay's quality over time."""
+"""Plots: a training run's ROC, precision-recall and calibration; a replay's and a backtest's."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -14,6 +15,9 @@ from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from telescore.core.metrics import calibration_table  # noqa: E402
 from telescore.core.prequential import StreamQuality  # noqa: E402
+
+if TYPE_CHECKING:
+    from telescore.core.backtest_selection import PeriodSpread
 
 
 def save_evaluation_plots(labels: np.ndarray, scores: np.ndarray, out_dir: Path) -> list[Path]:
@@ -106,6 +110,37 @@ def save_replay_plot(
     )
     auc_axes.legend(fontsize=8)
     calibration_axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def save_backtest_plot(
+    folds: Mapping[str, Sequence[PeriodSpread]], recommended: str, path: Path
+) -> Path:
+    """Plot each candidate's median figures fold by fold; the last fold is the report period."""
+    figure, axes = plt.subplots(1, 3, figsize=(15, 5))
+    panels = (
+        ("pooled_roc_auc", "pooled ROC AUC"),
+        ("calibration_gap", "calibration gap (mean |score - rate|)"),
+        ("top_decile_lift", "top-decile lift"),
+    )
+    count = len(next(iter(folds.values())))
+    index = list(range(1, count + 1))
+    for panel, (metric, title) in zip(axes, panels, strict=True):
+        panel.axvspan(count - 0.5, count + 0.5, color="grey", alpha=0.15, label="report period")
+        for name, spreads in folds.items():
+            chosen = name == recommended
+            panel.plot(
+                index,
+                [each.of(metric).median for each in spreads],  # type: ignore[arg-type]
+                marker="o",
+                linewidth=2.5 if chosen else 1.0,
+                alpha=1.0 if chosen else 0.6,
+                label=f"{name} (recommended)" if chosen else name,
+            )
+        panel.set(title=title, xlabel="fold (time order)", xticks=index)
+    axes[0].set_ylabel("median over the stream variants")
+    axes[0].legend(fontsize=7)
+    figure.suptitle("Backtest: chosen on the first folds, reported on the last")
     return _save(figure, path)
 
 

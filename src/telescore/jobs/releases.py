@@ -15,7 +15,7 @@ import pandas as pd
 from telescore.core.predictions import ID
 from telescore.core.release import ArmEvidence, ReleaseRules, decide_release
 from telescore.core.routing import RoutingConfig
-from telescore.core.serving_counts import counts_since
+from telescore.core.serving_counts import ReleaseCounts, counts_since
 from telescore.io.context import Context
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prospect_store import ProspectStore
@@ -59,7 +59,7 @@ class ReleaseOutcome:
 def release_evidence(
     labelled: pd.DataFrame,
     calls: Sequence[Mapping[str, Any]],
-    serving_counts: Mapping[str, tuple[int, int]],
+    serving_counts: Mapping[str, ReleaseCounts],
     routing: RoutingConfig,
     champion: str,
     challenger: str,
@@ -69,8 +69,8 @@ def release_evidence(
     `labelled`: predictions since the release began, with `subscribed` joined (None: no
     outcome yet). In shadow mode the challenger's answers pair with the champion's shown ones
     by (request id, row), and so with their outcomes: the comparison is paired.
-    `serving_counts`: (requests, failures) per served model since the routing changed, over
-    every MLServer process (`fleet_serving_counts`).
+    `serving_counts`: requests, server failures and refused requests per served model since
+    the routing changed, over every MLServer process (`fleet_serving_counts`).
     """
     shown = labelled[labelled["route"].isin(["champion", "challenger"])]
     arms = {
@@ -103,7 +103,7 @@ def release_evidence(
     evidence = {}
     for arm, rows in arms.items():
         labelled_rows = rows[rows["subscribed"].notna()]
-        requests, failures = serving_counts.get(SERVED_MODELS[arm], (0, 0))
+        counts = serving_counts.get(SERVED_MODELS[arm], ReleaseCounts())
         results = [calls_by_prediction[i] for i in rows[ID] if i in calls_by_prediction]
         shown_arm = not (paired and arm == "challenger")
         # One latency per request (every row of a request carries the request's own).
@@ -112,8 +112,9 @@ def release_evidence(
         evidence[arm] = ArmEvidence(
             scores=labelled_rows["score"].to_numpy(dtype=float),
             labels=labelled_rows["subscribed"].astype(int).to_numpy(),
-            requests=requests,
-            errors=failures,
+            requests=counts.requests,
+            errors=counts.failures,
+            refused=counts.refused,
             latency_p50_ms=float(np.percentile(latencies, 50)),
             latency_p99_ms=float(np.percentile(latencies, 99)),
             calls=len(results) if shown_arm else None,
@@ -124,8 +125,8 @@ def release_evidence(
 
 def fleet_serving_counts(
     counters: ServingCounterStore, releases: ReleaseStore, routing: RoutingConfig
-) -> dict[str, tuple[int, int]]:
-    """Return (requests, failures) per served model since `routing` began, over every process.
+) -> dict[str, ReleaseCounts]:
+    """Return the request counts per served model since `routing` began, over every process.
 
     Each MLServer process's shipper stores its counts about every second (`serving_counters`);
     the counts stored as the routing changed are the baseline (`core/serving_counts.py`).

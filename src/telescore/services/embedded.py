@@ -79,7 +79,8 @@ def prefect_server(
 
     `database_url` puts its database elsewhere (postgresql+asyncpg://...). `auth_string`
     (`user:password`) is asked of every API call but the health check; the UI asks for it once.
-    Cross-origin calls are allowed from the server's own UI only.
+    Cross-origin calls are allowed from the server's own UI only, and every write call needs
+    a CSRF token (`Prefect-Csrf-Token`, `Prefect-Csrf-Client` headers).
     """
     home = prefect_home(state_dir)
     database = {"PREFECT_API_DATABASE_CONNECTION_URL": database_url} if database_url else {}
@@ -96,6 +97,9 @@ def prefect_server(
             "PREFECT_UI_API_URL": f"{origin}/api",
             # Prefect answers CORS `*` by default: any page could read the API's answers.
             "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": origin,
+            # Every POST, PUT, PATCH and DELETE needs a token from GET /api/csrf-token, which
+            # the auth string opens (Prefect's clients and UI fetch it themselves).
+            "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
         }
         | auth
         | database,
@@ -237,4 +241,6 @@ def outcomes_api(
         health=http_ok(f"http://{host}:{port}/health"),
         log_path=state_dir / "logs" / "outcomes-api.log",
         env=env or {},
+        # The one process that signs sessions: it alone inherits the session key.
+        app_secrets=True,
     )

@@ -14,8 +14,13 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 HealthCheck = Callable[[], bool]
+APP_ONLY_VARIABLES: Final = frozenset({"TELESCORE_API_SECRET_KEY"})
+"""Inherited by the web app's process alone: the session key signs its cookies and CSRF
+tokens, and a process that could run a registered model's code (MLServer, a flow run) must not
+hold it."""
 
 
 class ServiceStartError(RuntimeError):
@@ -34,12 +39,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def http_ok(url: str, timeout: float = 2.0) -> HealthCheck:
-    """Return a health check that passes when GET `url` answers 2xx."""
+def http_ok(
+    url: str, timeout: float = 2.0, headers: Mapping[str, str] | None = None
+) -> HealthCheck:
+    """Return a health check that passes when GET `url` (with `headers`) answers 2xx."""
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - local URL
 
     def check() -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - local URL
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 return 200 <= response.status < 300
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             return False
@@ -80,7 +88,18 @@ class ServiceProcess:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     startup_timeout: float = 120.0
+    app_secrets: bool = False
+    """Whether it inherits `APP_ONLY_VARIABLES` from this process's environment (the web app)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def environment(self) -> dict[str, str]:
+        """Return the environment it starts with: this process's, then its own `env`."""
+        inherited = {
+            name: value
+            for name, value in os.environ.items()
+            if self.app_secrets or name not in APP_ONLY_VARIABLES
+        }
+        return inherited | dict(self.env)
 
     def start(self) -> ServiceProcess:
         """Start the process in its own session and block until healthy."""
@@ -94,7 +113,7 @@ class ServiceProcess:
                 list(self.command),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **self.env},
+                env=self.environment(),
                 cwd=self.cwd,
                 start_new_session=True,
             )

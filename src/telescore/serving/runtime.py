@@ -43,6 +43,7 @@ from telescore.io.registry import ModelVersionRef, load_pyfunc, resolve_model_ur
 from telescore.serving.options import RuntimeOptions
 from telescore.serving.shipper import ShipperConfig
 from telescore.serving.shipping import (
+    RequestOutcome,
     ShipperStartError,
     ShipperSupervisor,
     attach_shipper,
@@ -72,6 +73,13 @@ class PredictionLogUnavailableError(MLServerError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+class ScoringFailedError(MLServerError):
+    """The model raised on a valid request: a server fault, answered HTTP 500 / gRPC INTERNAL."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
 
 
 SHADOW: Final[Route] = "shadow"
@@ -171,15 +179,30 @@ class TelescoreRuntime(MLflowRuntime):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        """Answer one request, and count it (failed or not) for the release guards."""
+        """Answer one request, and count it for the release guards: answered, failed, refused.
+
+        Its time (validate, score, journal) goes into the duration histogram.
+        """
+        started = time.perf_counter()
+        counter = request_counter()
         try:
             response = await self._answer(payload)
-        except Exception:
-            # Every exception, refused inputs (4xx) included: what MLServer's own
-            # model_infer_request_failure_total counts (`count_exceptions` in its data plane).
-            request_counter().count(self.name, self._model_version, failed=True)
+        except MLServerError as error:
+            # Only the server's faults are the model's failures. Invalid input is the caller's:
+            # whoever can reach MLServer could otherwise roll an arm back with bad requests.
+            # (MLServer's own model_infer_request_failure_total counts both.)
+            seconds = time.perf_counter() - started
+            counter.count(self.name, self._model_version, _outcome_of(error), seconds=seconds)
             raise
-        request_counter().count(self.name, self._model_version, failed=False)
+        except Exception as error:
+            # A fault of the model's own (it raised on valid input). Answered as a clean 500:
+            # MLServer lets other exceptions escape to uvicorn, which may reset the connection.
+            seconds = time.perf_counter() - started
+            counter.count(self.name, self._model_version, "failed", seconds=seconds)
+            logger.exception("model %s failed request %s", self.name, payload.id)
+            raise ScoringFailedError(f"model {self.name} failed to score this request") from error
+        seconds = time.perf_counter() - started
+        counter.count(self.name, self._model_version, "answered", seconds=seconds)
         return response
 
     async def _answer(self, payload: InferenceRequest) -> InferenceResponse:
@@ -326,6 +349,13 @@ class TelescoreRuntime(MLflowRuntime):
         prediction_log_metrics().track_writer(journal)
         self._journals[route] = journal
         return journal
+
+
+def _outcome_of(error: MLServerError) -> RequestOutcome:
+    """Tell a request refused for the caller's input (4xx) from one the server failed."""
+    if status.HTTP_400_BAD_REQUEST <= error.status_code < status.HTTP_500_INTERNAL_SERVER_ERROR:
+        return "refused"
+    return "failed"
 
 
 def _load_registered(uri: str) -> tuple[ModelVersionRef, Any]:

@@ -5,16 +5,18 @@ it and the last one unloaded stops it, so a reload (new instance up before the o
 never stops shipping. The counts it reports, with the journal writers' own, are Prometheus
 metrics on MLServer's metrics port, read when scraped.
 
-The process's request and failure counts (`request_counter`, counted by the runtime per model
-and version) go to the shipper on its stdin, a JSON line whenever they changed, at most every
-`counters_interval`; the shipper stores them in MongoDB for the promotion to sum over every
-MLServer process (`core/serving_counts.py`).
+The process's request, failure and refusal counts (`request_counter`, counted by the runtime
+per model and version) go to the shipper on its stdin, a JSON line whenever they changed, at
+most every `counters_interval`; the shipper stores them in MongoDB for the promotion to sum
+over every MLServer process (`core/serving_counts.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -25,10 +27,15 @@ import uuid
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
@@ -41,6 +48,13 @@ logger = logging.getLogger(__name__)
 SHIPPER_MODULE: Final = "telescore.serving.shipper"
 PREFIX: Final = "telescore_prediction_log"
 SERVING_PREFIX: Final = "telescore_serving"
+RequestOutcome = Literal["answered", "failed", "refused"]
+"""What became of a request: answered; failed by the server (5xx); refused, invalid (4xx)."""
+DURATION_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the runtime's request durations: one row takes tens of
+microseconds, a batch of 1,000 a few milliseconds; the alert on p99 is at 100 ms."""
 
 
 class ShipperStartError(RuntimeError):
@@ -48,7 +62,11 @@ class ShipperStartError(RuntimeError):
 
 
 class RequestCounter:
-    """Requests and failures per served model and version in this process; thread-safe."""
+    """Requests, failures and refusals per served model and version in this process.
+
+    Thread-safe. A request is counted once: accepted (answered, or `failed` by the server) or
+    `refused` for the caller's invalid input, which is not the model's doing.
+    """
 
     def __init__(self) -> None:
         self.host = socket.gethostname()
@@ -57,14 +75,34 @@ class RequestCounter:
         """This process's id in `serving_counters`: a restarted process is a new one."""
         self.started_at = time.time()
         self._counts: dict[tuple[str, str], list[int]] = {}
+        self._durations: dict[tuple[str, str], _Durations] = {}
         self._lock = threading.Lock()
 
-    def count(self, model: str, version: str, *, failed: bool) -> None:
-        """Count one request to `model` (its MLServer name) at `version`, failed or not."""
+    def count(
+        self, model: str, version: str, outcome: RequestOutcome, *, seconds: float | None = None
+    ) -> None:
+        """Count one request to `model` (its MLServer name) at `version`.
+
+        `seconds`, the time the runtime took over it, goes into the duration histogram when the
+        request was accepted (answered or failed): a refused one says nothing of the model.
+        """
         with self._lock:
-            tally = self._counts.setdefault((model, version), [0, 0])
+            tally = self._counts.setdefault((model, version), [0, 0, 0])
+            if outcome == "refused":
+                tally[2] += 1
+                return
             tally[0] += 1
-            tally[1] += failed
+            tally[1] += outcome == "failed"
+            if seconds is not None:
+                self._durations.setdefault((model, version), _Durations()).observe(seconds)
+
+    def durations(self) -> list[tuple[str, str, list[int], float]]:
+        """Return (model, version, cumulative count per bucket and +Inf, sum) of each model."""
+        with self._lock:
+            return [
+                (model, version, each.cumulative(), each.total)
+                for (model, version), each in sorted(self._durations.items())
+            ]
 
     def snapshot(self) -> ProcessCounts:
         """Return the counts so far."""
@@ -76,10 +114,31 @@ class RequestCounter:
             pid=self.pid,
             started_at=self.started_at,
             counts=tuple(
-                ModelCounts(model=model, version=version, requests=requests, failures=failures)
-                for (model, version), (requests, failures) in counts
+                ModelCounts(
+                    model=model,
+                    version=version,
+                    requests=requests,
+                    failures=failures,
+                    refused=refused,
+                )
+                for (model, version), (requests, failures, refused) in counts
             ),
         )
+
+
+class _Durations:
+    """A histogram of request durations: a count per bucket (the last one +Inf) and the sum."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[int]:
+        return list(itertools.accumulate(self.counts))
 
 
 _request_counter: RequestCounter | None = None
@@ -309,7 +368,9 @@ class PredictionLogMetrics(Collector):
             "1 while the shipper's last write to MongoDB succeeded, 0 while rows wait on disk.",
             float(all(not s.status.mongodb_down for s in active)),
         )
-        yield from _request_metrics(request_counter().snapshot())
+        counter = request_counter()
+        yield from _request_metrics(counter.snapshot())
+        yield _duration_metric(counter.durations())
 
 
 def _request_metrics(counts: ProcessCounts) -> Iterator[Metric]:
@@ -317,19 +378,42 @@ def _request_metrics(counts: ProcessCounts) -> Iterator[Metric]:
     labels = ["process", "model", "version"]
     requests = CounterMetricFamily(
         f"{SERVING_PREFIX}_requests",
-        "Requests the runtime answered or failed, per model and version (this process).",
+        "Requests the runtime accepted (answered or failed), per model and version (this process).",
         labels=labels,
     )
     failures = CounterMetricFamily(
         f"{SERVING_PREFIX}_failures",
-        "Requests the runtime failed, refused inputs (4xx) included (this process).",
+        "Accepted requests the server failed (5xx), per model and version (this process).",
+        labels=labels,
+    )
+    refused = CounterMetricFamily(
+        f"{SERVING_PREFIX}_refused",
+        "Requests refused for invalid input (4xx), not among requests (this process).",
         labels=labels,
     )
     for each in counts.counts:
-        requests.add_metric([counts.process, each.model, each.version], each.requests)
-        failures.add_metric([counts.process, each.model, each.version], each.failures)
+        labelled = [counts.process, each.model, each.version]
+        requests.add_metric(labelled, each.requests)
+        failures.add_metric(labelled, each.failures)
+        refused.add_metric(labelled, each.refused)
     yield requests
     yield failures
+    yield refused
+
+
+def _duration_metric(durations: list[tuple[str, str, list[int], float]]) -> Metric:
+    """The runtime's time per request, per model and version (this process)."""
+    histogram = HistogramMetricFamily(
+        f"{SERVING_PREFIX}_request_duration_seconds",
+        "Time the runtime took to answer a request (validate, score, journal), failed or not.",
+        labels=["model", "version"],
+    )
+    bounds = [str(bound) for bound in DURATION_BUCKETS] + ["+Inf"]
+    for model, version, cumulative, total in durations:
+        histogram.add_metric(
+            [model, version], list(zip(bounds, cumulative, strict=True)), sum_value=total
+        )
+    return histogram
 
 
 def _counter(name: str, documentation: str, value: float) -> Metric:

@@ -1,10 +1,15 @@
 """The embedded Prefect server asks every API call for its auth string; CORS: its own UI only.
 
-Against a real Prefect server started as `telescore up` starts it (`embedded.prefect_server`).
+Every write also needs a CSRF token (Prefect's `CsrfMiddleware`), which only a holder of the
+auth string can fetch (`GET /api/csrf-token`); Prefect's clients fetch it themselves. The
+middleware runs before the auth check, so a write without a token is refused 403 whatever its
+credentials. Against a real Prefect server started as `telescore up` starts it
+(`embedded.prefect_server`), and a real process worker.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -16,16 +21,19 @@ from uuid import UUID
 import httpx
 import pytest
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from telescore.io import orchestrator
-from telescore.services.embedded import prefect_server
+from telescore.services.embedded import prefect_server, prefect_worker
 from telescore.services.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FOREIGN_ORIGIN = "https://attacker.example"
+JOB_TEMPLATE = Path(__file__).resolve().parents[3] / "k8s" / "prefect" / "base-job-template.json"
+"""The Kubernetes work pool's base job template, as CD gives it to the pool."""
 
 
 @dataclass(frozen=True)
@@ -77,13 +85,16 @@ def _flow_id(server: Server) -> UUID:
         return client.create_flow_from_name(f"auth-{secrets.token_hex(4)}")
 
 
-def _deployment_id(server: Server, pool: str | None = None) -> UUID:
+def _deployment_id(
+    server: Server, pool: str | None = None, job_variables: dict[str, object] | None = None
+) -> UUID:
     with _prefect_client(server) as client:
         return client.create_deployment(
             _flow_id(server),
             f"auth-{secrets.token_hex(4)}",
             work_pool_name=pool,
             entrypoint="pipelines/training.py:train_telemarketing",
+            job_variables=job_variables,
         )
 
 
@@ -99,20 +110,44 @@ def test_the_generated_auth_string_is_kept_owner_only(tmp_path: Path) -> None:
     assert mode == 0o600, f"the auth file is readable by others: {oct(mode)}"
 
 
+def _credentials(server: Server) -> tuple[str, str]:
+    user, _, password = server.auth_string.partition(":")
+    return user, password
+
+
+def _csrf_headers(server: Server, auth: tuple[str, str] | None) -> tuple[int, dict[str, str]]:
+    """Ask the server for a CSRF token as a new client; return the status and its headers."""
+    client = secrets.token_hex(8)
+    answer = httpx.get(
+        f"{server.api_url}/csrf-token", params={"client": client}, auth=auth, timeout=30
+    )
+    if answer.status_code != 200:
+        return answer.status_code, {}
+    return 200, {"Prefect-Csrf-Token": answer.json()["token"], "Prefect-Csrf-Client": client}
+
+
 def test_an_unauthenticated_flow_run_creation_is_refused(server: Server) -> None:
-    # given a flow on the server
+    # given a flow on the server, and a CSRF token fetched with the credentials (so that only
+    # the auth string is missing below)
     flow_id = str(_flow_id(server))
+    _, csrf = _csrf_headers(server, _credentials(server))
     # when a flow run is created without credentials, or with wrong ones
-    anonymous = httpx.post(f"{server.api_url}/flow_runs/", json={"flow_id": flow_id}, timeout=30)
+    anonymous = httpx.post(
+        f"{server.api_url}/flow_runs/", json={"flow_id": flow_id}, headers=csrf, timeout=30
+    )
     wrong = httpx.post(
         f"{server.api_url}/flow_runs/",
         json={"flow_id": flow_id},
+        headers=csrf,
         auth=("telescore", "not-the-password"),
         timeout=30,
     )
     # then both are refused
     assert anonymous.status_code == 401, f"anonymous flow run creation: {anonymous.status_code}"
     assert wrong.status_code == 401, f"flow run creation with a wrong password: {wrong.status_code}"
+    # and without the credentials no CSRF token is given either
+    anonymous_csrf, _ = _csrf_headers(server, None)
+    assert anonymous_csrf == 401, f"a CSRF token was given to anyone: {anonymous_csrf}"
     # and Prefect's client with the credentials creates one
     deployment_id = _deployment_id(server)
     with _prefect_client(server) as client:
@@ -129,10 +164,39 @@ def test_a_cross_site_simple_post_is_refused(server: Server) -> None:
         headers={"Origin": FOREIGN_ORIGIN, "Content-Type": "text/plain"},
         timeout=30,
     )
-    # then it is refused, and the page may not read the answer either
-    assert response.status_code == 401, f"cross-site simple POST answered {response.status_code}"
+    # then it is refused (it cannot carry a CSRF token), and the page may not read the answer
+    assert response.status_code == 403, f"cross-site simple POST answered {response.status_code}"
     allowed = response.headers.get("access-control-allow-origin")
     assert allowed not in ("*", FOREIGN_ORIGIN), f"CORS lets the foreign page read: {allowed}"
+
+
+def test_a_write_without_the_csrf_token_is_refused_even_with_the_auth_string(
+    server: Server,
+) -> None:
+    # given a flow on the server, and the auth string
+    flow_id = str(_flow_id(server))
+    credentials = _credentials(server)
+
+    def create_run(headers: dict[str, str]) -> httpx.Response:
+        return httpx.post(
+            f"{server.api_url}/flow_runs/",
+            json={"flow_id": flow_id},
+            headers=headers,
+            auth=credentials,
+            timeout=30,
+        )
+
+    # when a flow run is created with the auth string but no CSRF token, or a made-up one
+    missing = create_run({})
+    made_up = create_run({"Prefect-Csrf-Token": "x" * 32, "Prefect-Csrf-Client": "attacker"})
+    # then both are refused
+    assert missing.status_code == 403, f"no CSRF token: {missing.status_code} {missing.text}"
+    assert made_up.status_code == 403, f"a made-up CSRF token: {made_up.status_code}"
+    # and with a token fetched with the auth string, the same call is accepted
+    status, csrf = _csrf_headers(server, credentials)
+    assert status == 200, f"the auth string's holder gets no CSRF token: {status}"
+    accepted = create_run(csrf)
+    assert accepted.status_code == 201, f"with the token: {accepted.status_code} {accepted.text}"
 
 
 def test_cors_allows_only_the_servers_own_ui(server: Server) -> None:
@@ -203,3 +267,99 @@ def test_a_run_cannot_change_what_the_process_worker_runs(
     assert allowed.deployment_id == deployment_id, "a run with an allowed variable is refused"
     locked = {"command", "env", "working_dir"} & set(variables["properties"])
     assert not locked, f"the pool's template still offers {locked}"
+
+
+def _kubernetes_pool(server: Server, name: str, image: str) -> None:
+    """Create the Kubernetes pool from k8s/prefect/base-job-template.json, as CD does (jq)."""
+    template = json.loads(JOB_TEMPLATE.read_text())
+    template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0][
+        "image"
+    ] = image
+    with _prefect_client(server) as client:
+        client.create_work_pool(
+            WorkPoolCreate(name=name, type="kubernetes", base_job_template=template),
+            overwrite=True,
+        )
+
+
+@pytest.mark.parametrize(
+    "job_variables",
+    [
+        {"image": "attacker.example/owned:latest"},
+        {"command": "sh -c 'id > /tmp/owned'"},
+        {"env": {"PYTHONPATH": "/tmp/attacker"}},
+    ],
+)
+def test_a_run_cannot_change_the_image_or_the_command_of_a_kubernetes_pod(
+    server: Server, job_variables: dict[str, object]
+) -> None:
+    # given the Kubernetes pool as CD creates it, with the commit's image, and a deployment
+    pool = f"kubernetes-{secrets.token_hex(4)}"
+    _kubernetes_pool(server, pool, "ghcr.io/example/telescore:0123abc")
+    deployment_id = _deployment_id(server, pool)
+    with _prefect_client(server) as client:
+        # when a run asks for another image, command or environment
+        with pytest.raises(PrefectHTTPStatusError) as refused_run:
+            client.create_flow_run_from_deployment(deployment_id, job_variables=job_variables)
+        # and when a run sets a variable it may set
+        allowed = client.create_flow_run_from_deployment(
+            deployment_id, job_variables={"memory_limit": "3Gi"}
+        )
+    # and when a deployment asks for them
+    with pytest.raises(PrefectHTTPStatusError) as refused_deployment:
+        _deployment_id(server, pool, job_variables)
+    # then the run and the deployment are refused, the allowed run created
+    assert refused_run.value.response.status_code == 422, f"run {job_variables}: {refused_run}"
+    assert refused_deployment.value.response.status_code == 422, (
+        f"deployment {job_variables}: {refused_deployment.value}"
+    )
+    assert allowed.deployment_id == deployment_id, "a run with an allowed variable is refused"
+
+
+HELLO_FLOW = """
+from prefect import flow
+
+
+@flow(persist_result=True)
+def hello() -> int:
+    return 42
+"""
+
+
+def test_a_deployment_runs_through_the_worker_with_csrf_protection_on(
+    server: Server, tmp_path: Path
+) -> None:
+    # given the process pool and a worker as `telescore up` makes them, and a deployment
+    # registered by Prefect's CLI: each a Prefect client that must fetch CSRF tokens
+    api = orchestrator.PrefectApi(server.api_url, server.auth_string)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "hello.py").write_text(HELLO_FLOW)
+    (project / "prefect.yaml").write_text(
+        "name: csrf-test\n"
+        "pull:\n"
+        "  - prefect.deployments.steps.set_working_directory:\n"
+        f"      directory: {project}\n"
+        "deployments:\n"
+        "  - name: default\n"
+        "    entrypoint: hello.py:hello\n"
+        "    work_pool:\n"
+        "      name: csrf-pool\n"
+    )
+    orchestrator.ensure_work_pool("csrf-pool", api.client_env(), project)
+    orchestrator.deploy_all(project / "prefect.yaml", api.client_env(), project)
+    worker = prefect_worker(
+        tmp_path / "worker",
+        server.api_url,
+        "csrf-pool",
+        free_port(),
+        {},
+        project,
+        auth_string=server.auth_string,
+    )
+    with worker.running():
+        # when the deployment is run and waited for
+        outcome = orchestrator.run_deployment("hello/default", api, timeout=300)
+    # then the worker ran it to completion: the worker, the flow run and the CLI all wrote
+    assert outcome["completed"], f"the run did not complete: {outcome}"
+    assert outcome["result"] == 42, f"the run's result was not stored: {outcome}"

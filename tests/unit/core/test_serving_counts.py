@@ -31,10 +31,30 @@ def test_counts_are_summed_over_processes_from_their_baseline() -> None:
     # when the release's counts are taken
     counts = counts_since(now, baseline)
     # then each process counts from its baseline (the new one from zero), summed per model
-    assert counts["telemarketing"] == (40, 3), counts
-    assert counts["telemarketing-challenger"] == (30, 7), "the new process should count in full"
+    assert counts["telemarketing"] == (40, 3, 0), counts
+    assert counts["telemarketing-challenger"] == (30, 7, 0), "the new process should count in full"
 
 
 def test_without_a_baseline_everything_counts() -> None:
     counts = counts_since([_process("a", ("telemarketing", "3", 7, 2))], [])
-    assert counts == {"telemarketing": (7, 2)}, counts
+    assert counts == {"telemarketing": (7, 2, 0)}, counts
+
+
+def test_refused_requests_are_counted_apart_from_requests_and_failures() -> None:
+    # given a process that refused 500 invalid requests since the release began
+    baseline = [_process("a", ("telemarketing-challenger", "4", 10, 1))]
+    baseline[0]["counts"][0]["refused"] = 3
+    now = [_process("a", ("telemarketing-challenger", "4", 30, 1))]
+    now[0]["counts"][0]["refused"] = 503
+    # when the release's counts are taken
+    counts = counts_since(now, baseline)["telemarketing-challenger"]
+    # then the refusals are neither requests nor failures of the arm
+    assert (counts.requests, counts.failures) == (20, 0), f"refusals must not count: {counts}"
+    assert counts.refused == 500, f"refusals are recorded apart: {counts}"
+
+
+def test_a_document_without_refusals_counts_none() -> None:
+    # given a process's document from before refusals were counted apart
+    counts = counts_since([_process("a", ("telemarketing", "3", 7, 2))], [])
+    # then it counts no refusal
+    assert counts["telemarketing"].refused == 0, counts
