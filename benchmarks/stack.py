@@ -152,7 +152,11 @@ class Stack(contextlib.ExitStack):
         return features, registered
 
     def mlflow(self) -> str:
-        """Start an MLflow server (once), make it this process's registry; return its URI."""
+        """Start an MLflow server (once), make it this process's registry; return its URI.
+
+        This process (and what it starts) signs in as the writer, as `telescore up` has it.
+        """
+        from telescore.services import mlflow_auth
         from telescore.services.embedded import mlflow_server
         from telescore.services.processes import free_port
 
@@ -160,7 +164,9 @@ class Stack(contextlib.ExitStack):
             port = free_port()
             uri = f"http://{HOST}:{port}"
             self.start(Server("mlflow", mlflow_server(self.dir, port, HOST), uri))
+            mlflow_auth.provision_embedded(uri, self.dir, "telemarketing", "benchmark")
             os.environ["MLFLOW_TRACKING_URI"] = uri
+            os.environ.update(mlflow_auth.writer(self.dir).env())
         return self.servers["mlflow"].url
 
     def mongodb(self) -> Server:

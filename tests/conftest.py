@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from telescore.services import mlflow_auth
 from telescore.services.embedded import mlflow_server, mongodb_server
 from telescore.services.processes import ServiceProcess, free_port
 
@@ -31,19 +33,47 @@ def mongodb(services_dir: Path) -> Iterator[ServiceProcess]:
         yield service
 
 
+@dataclass(frozen=True)
+class MlflowUsers:
+    """The embedded MLflow's users, as `telescore up` creates them."""
+
+    admin: mlflow_auth.MlflowUser
+    writer: mlflow_auth.MlflowUser
+    reader: mlflow_auth.MlflowUser
+
+
 @pytest.fixture(scope="session")
-def mlflow_tracking_uri(services_dir: Path) -> Iterator[str]:
-    """An MLflow tracking server on SQLite on a free port; yields its URI and exports it."""
+def mlflow_users(services_dir: Path) -> MlflowUsers:
+    """The users (and passwords) of the session's MLflow server."""
+    return MlflowUsers(
+        mlflow_auth.admin(services_dir),
+        mlflow_auth.writer(services_dir),
+        mlflow_auth.reader(services_dir),
+    )
+
+
+@pytest.fixture(scope="session")
+def mlflow_tracking_uri(services_dir: Path, mlflow_users: MlflowUsers) -> Iterator[str]:
+    """An MLflow server with basic auth on SQLite on a free port; yields its URI.
+
+    It exports the URI and the writer's credentials: the tests train, register and promote
+    as the flows do. MLServer is given the reader's.
+    """
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    previous = {name: os.environ.get(name) for name in names}
     with mlflow_server(services_dir, port).running():
+        mlflow_auth.provision_embedded(uri, services_dir, "telemarketing", "telemarketing")
         os.environ["MLFLOW_TRACKING_URI"] = uri
+        os.environ["MLFLOW_TRACKING_USERNAME"] = mlflow_users.writer.username
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = mlflow_users.writer.password
         yield uri
-    if previous is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

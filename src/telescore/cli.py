@@ -47,6 +47,8 @@ console = Console()
 def _print_urls(urls: platform.PlatformUrls, ctx: Context) -> None:
     table = Table(title="telescore is up", show_header=False)
     table.add_row("MLflow UI", urls.mlflow)
+    if urls.mlflow_login:
+        table.add_row("MLflow UI login", "printed below the table")
     table.add_row("Prefect UI", urls.prefect)
     if urls.prefect_login:
         table.add_row("Prefect UI login", "printed below the table")
@@ -70,6 +72,10 @@ def _print_urls(urls: platform.PlatformUrls, ctx: Context) -> None:
         table.add_row("MLServer metrics (scraped by Prometheus)", serving.metrics)
     table.add_row("Logs", str(ctx.state_dir / "logs"))
     console.print(table)
+    if urls.mlflow_login:
+        user, password = urls.mlflow_login
+        console.print(f"MLflow UI login: user [bold]{user}[/], password:")
+        console.print(password, soft_wrap=True, highlight=False, markup=False)
     if urls.prefect_login:
         # On a line of its own: a table cell folds or cuts it, and the UI wants it whole.
         console.print("Prefect UI login (paste it whole):")

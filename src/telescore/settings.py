@@ -38,6 +38,15 @@ DEFAULT_ENV_FILE: Final = ".env"
 PROJECT_ROOT_VARIABLE: Final = "TELESCORE_PROJECT_ROOT"
 PROJECT_MARKER: Final = "params.yaml"
 """The file that marks the project root: every run reads its params from there."""
+MLFLOW_WRITER: Final = "telescore-writer"
+"""The embedded MLflow's user for the flows that write (training, monitor, promotion, the CLI)."""
+MLFLOW_READER: Final = "telescore-reader"
+"""The embedded MLflow's user for what only reads (MLServer, its reconciler, the app)."""
+MLFLOW_ADMIN: Final = "admin"
+"""The embedded MLflow's administrator: a person at the MLflow UI, never a service."""
+MLFLOW_USERNAME_VARIABLES: Final = "TELESCORE_MLFLOW_USERNAME (or MLFLOW_TRACKING_USERNAME)"
+MLFLOW_PASSWORD_VARIABLES: Final = "TELESCORE_MLFLOW_PASSWORD (or MLFLOW_TRACKING_PASSWORD)"  # noqa: S105 - names, not a value
+"""How a refusal names MLflow's credentials: compose and k8s set MLflow's own variables."""
 PrometheusDuration = Annotated[str, Field(pattern=r"^([0-9]+(ms|s|m|h|d|w|y))+$")]
 """A duration as Prometheus and Alertmanager write it: `15s`, `1m30s`, `4h`."""
 
@@ -64,7 +73,8 @@ class ProjectSettings(BaseSettings):
 class MlflowSettings(BaseSettings):
     """MLflow tracking server and model registry."""
 
-    model_config = _config("TELESCORE_MLFLOW_")
+    # By name too: `MlflowSettings(tracking_uri=...)` in code, the aliases in the environment.
+    model_config = _config("TELESCORE_MLFLOW_") | SettingsConfigDict(populate_by_name=True)
 
     tracking_uri: str | None = Field(
         default=None,
@@ -77,10 +87,53 @@ class MlflowSettings(BaseSettings):
     """Experiment that training runs are logged to."""
     model_name: str = "telemarketing"
     """Registered model name."""
+    username: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TELESCORE_MLFLOW_USERNAME", "MLFLOW_TRACKING_USERNAME"),
+    )
+    """MLflow user this process signs in as (MLflow's own variable works too). In production,
+    whatever talks to MLflow needs it; a process that never does (the Evidently UI) is given
+    none. Unset with the embedded server: the user `telescore up` created for this process
+    (the writer for the CLI and the flows, the reader for MLServer and the app)."""
+    password: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TELESCORE_MLFLOW_PASSWORD", "MLFLOW_TRACKING_PASSWORD"),
+    )
+    """That user's password; checked in production when set (16+ random characters). Unset
+    with the embedded server: read from `<state_dir>/mlflow/credentials/<user>`."""
 
     def resolved_tracking_uri(self, host: str = "127.0.0.1") -> str:
         """Return the configured URI, or the embedded server's."""
         return self.tracking_uri or f"http://{host}:{self.port}"
+
+    def credentials(
+        self, state_dir: Path, embedded_user: str = MLFLOW_WRITER
+    ) -> tuple[str, SecretStr] | None:
+        """Return the user and password to sign in with, or None when there are none.
+
+        The configured ones; else, with the embedded server, `embedded_user`'s (the writer
+        by default), kept under the state folder once `telescore up` created it.
+        """
+        if self.username and self.password:
+            return self.username, self.password
+        if self.tracking_uri is None:
+            path = mlflow_password_file(state_dir, embedded_user)
+            if path.is_file():
+                return embedded_user, SecretStr(path.read_text().strip())
+        return None
+
+    def checked_credentials(
+        self, environment: str, state_dir: Path, embedded_user: str = MLFLOW_WRITER
+    ) -> tuple[str, SecretStr] | None:
+        """Return `credentials`; in production, refuse to talk to MLflow without any."""
+        credentials = self.credentials(state_dir, embedded_user)
+        if credentials is None and environment == "production":
+            raise ValueError(
+                f"{MLFLOW_USERNAME_VARIABLES} and {MLFLOW_PASSWORD_VARIABLES} must be set in "
+                f"production to talk to MLflow: the password {MIN_PASSWORD_LENGTH}+ random "
+                "characters"
+            )
+        return credentials
 
 
 class PrefectSettings(BaseSettings):
@@ -325,11 +378,16 @@ class Settings(BaseSettings):
             ("TELESCORE_API_METRICS_TOKEN", self.api.metrics_token),
             ("TELESCORE_SERVING_CONTROL_TOKEN", self.serving.control_token),
         ]
-        return [ProductionSecret("TELESCORE_MONGODB_URI", self.mongodb.uri, in_uri=True)] + [
+        secrets = [ProductionSecret("TELESCORE_MONGODB_URI", self.mongodb.uri, in_uri=True)] + [
             ProductionSecret(variable, value, min_length=MIN_SECRET_LENGTH)
             for variable, value in given
             if value is not None
         ]
+        # Checked when set: only what talks to MLflow is given a user (`checked_credentials`);
+        # a user without its password is refused too.
+        if self.mlflow.username is not None or self.mlflow.password is not None:
+            secrets.append(ProductionSecret(MLFLOW_PASSWORD_VARIABLES, self.mlflow.password))
+        return secrets
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:
@@ -338,6 +396,8 @@ class Settings(BaseSettings):
         if self.mongodb.uri is None:
             raise ValueError("TELESCORE_MONGODB_URI must be set in production")
         refuse_weak_secrets(self.production_secrets())
+        if self.mlflow.password is not None and not self.mlflow.username:
+            raise ValueError(f"{MLFLOW_PASSWORD_VARIABLES} is set, {MLFLOW_USERNAME_VARIABLES} not")
         # Checked when set: only what talks to Prefect is given it (`checked_auth_string`),
         # and only what reads Prometheus or Alertmanager is given theirs.
         for variable, auth_string in (
@@ -395,6 +455,11 @@ def refuse_weak_secrets(secrets: Iterable[ProductionSecret]) -> None:
     problems = [problem for secret in secrets if (problem := secret.problem())]
     if problems:
         raise ValueError("; ".join(problems))
+
+
+def mlflow_password_file(state_dir: Path, username: str) -> Path:
+    """Return where the embedded MLflow keeps `username`'s password (the file may not exist)."""
+    return state_dir.resolve() / "mlflow" / "credentials" / username
 
 
 def env_file() -> Path:

@@ -521,6 +521,76 @@ def mlserver_policy_problems(
     return problems
 
 
+# --- The stores' own users: PostgreSQL roles, MinIO's MLflow user, MLflow's users ---------
+
+POSTGRES_ROLES_SCRIPT = REPO / "k8s" / "base" / "postgres-roles.sh"
+MINIO_USERS_SCRIPT = REPO / "k8s" / "base" / "minio-users.sh"
+# A PostgreSQL URI's role and database; the password plain or a compose `${VAR:?message}`.
+POSTGRES_URI = re.compile(
+    r"postgresql(?:\+\w+)?://(?P<user>[^:@/\s]+)(?::(?:\$\{[^}]*\}|[^@/\s])*)?@[^/\s]+/(?P<db>\w+)"
+)
+MLFLOW_READER, MLFLOW_WRITER = "telescore-reader", "telescore-writer"
+
+
+def postgres_role_problems(uris: Mapping[str, str], superuser: str, roles_script: str) -> list[str]:
+    """Say which service's PostgreSQL URI signs in as the superuser or as a role not its own.
+
+    `uris` maps each service to the text holding its URIs, `superuser` is POSTGRES_USER and
+    `roles_script` the text of the script that creates the roles. Each URI's role must be one
+    the script creates, owning the database the URI names, and used by that service alone:
+    one role per database, so that a leaked MLflow password does not open Prefect's.
+    """
+    problems = []
+    services_of: dict[str, set[str]] = {}
+    for service, text in sorted(uris.items()):
+        found = list(POSTGRES_URI.finditer(text))
+        if not found:
+            problems.append(f"{service}: no PostgreSQL URI")
+        for match in found:
+            user, database = match.group("user"), match.group("db")
+            services_of.setdefault(user, set()).add(service)
+            if user == superuser:
+                problems.append(f"{service}: signs in to PostgreSQL as the superuser {user!r}")
+            elif not re.search(rf"CREATE ROLE {re.escape(user)}\b", roles_script):
+                problems.append(f"{service}: PostgreSQL role {user!r} is not created by the script")
+            elif not re.search(
+                rf"CREATE DATABASE {database} OWNER {re.escape(user)};", roles_script
+            ):
+                problems.append(f"{service}: PostgreSQL role {user!r} does not own {database!r}")
+    for user, services in sorted(services_of.items()):
+        if len(services) > 1:
+            problems.append(f"PostgreSQL role {user!r} is shared by {sorted(services)}")
+    return problems
+
+
+def minio_user_problems(
+    root_holders: Iterable[str], allowed: set[str], mlflow_access_key: str, root_user: str
+) -> list[str]:
+    """Say who holds MinIO's root besides `allowed`, and whether MLflow signs in as root.
+
+    MLflow's access key must be a user minio-users.sh creates (not MinIO's root user).
+    """
+    problems = [
+        f"{holder} holds MinIO's root password"
+        for holder in sorted(root_holders)
+        if holder not in allowed
+    ]
+    if mlflow_access_key == root_user or "MINIO_ROOT" in mlflow_access_key:
+        problems.append(f"MLflow signs in to MinIO as its root ({mlflow_access_key!r})")
+    elif f"mc admin user add minio {mlflow_access_key} " not in MINIO_USERS_SCRIPT.read_text():
+        problems.append(f"MLflow's MinIO user {mlflow_access_key!r} is not created by the script")
+    return problems
+
+
+def mlflow_user_problems(users: Mapping[str, str | None], expected: Mapping[str, str]) -> list[str]:
+    """Say which service signs in to MLflow as another user than `expected` says (or none)."""
+    problems = []
+    for service, user in sorted(expected.items()):
+        if users.get(service) != user:
+            problems.append(f"{service}: signs in to MLflow as {users.get(service)!r}, not {user}")
+    return problems
+
+
 SESSION_KEY = "TELESCORE_API_SECRET_KEY"
 """The web app's session key: it signs sessions and CSRF tokens, and no other process needs it."""
 SECRETS_CHECK = "telescore-check-secrets"

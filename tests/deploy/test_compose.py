@@ -8,13 +8,21 @@ from deploy_checks import (
     CHECK_JSONSCHEMA,
     COMPOSE_FILE,
     FIXTURES,
+    MINIO_USERS_SCRIPT,
+    MLFLOW_READER,
+    MLFLOW_WRITER,
     MONGODB_USERS_SCRIPT,
+    POSTGRES_ROLES_SCRIPT,
+    POSTGRES_URI,
     PUBLISHING_SERVICES,
     REPO,
     compose_problems,
     compose_session_key_holders,
     load_compose,
+    minio_user_problems,
+    mlflow_user_problems,
     mlserver_network_problems,
+    postgres_role_problems,
     uri_user_problems,
 )
 
@@ -228,3 +236,121 @@ def test_no_password_defaults_to_a_placeholder():
     defaulted = re.findall(r"\$\{(\w*(?:PASSWORD|SECRET|USER)\w*):?-[^}]*\}", text)
     assert defaulted == [], f"credentials with a default: {defaulted}"
     assert "changeme" not in text.lower(), "docker-compose.yml mentions changeme"
+
+
+# --- issue 21: the stores' own users ------------------------------------------------------
+
+# MinIO's root is for MinIO itself, its set-up and the secrets check: no other service.
+MINIO_ROOT_HOLDERS = {"minio", "minio-init", "secrets-check"}
+# Who signs in to MLflow as whom (docker/mlflow-users.py creates both users).
+MLFLOW_USERS = {
+    "app": MLFLOW_READER,
+    "mlserver": MLFLOW_READER,
+    "mlserver-reconciler": MLFLOW_READER,
+    "prefect-worker": MLFLOW_WRITER,
+}
+
+
+def service_texts(compose: dict) -> dict[str, str]:
+    """Each service's environment and command, as one text (where URIs and secrets appear)."""
+    return {
+        name: f"{service.get('environment', {})} {service.get('command', '')}"
+        for name, service in compose["services"].items()
+    }
+
+
+def test_no_service_signs_in_to_postgresql_as_the_superuser():
+    # given every service's PostgreSQL URIs and the superuser PostgreSQL's image creates
+    compose = load_compose(COMPOSE_FILE)
+    superuser = compose["services"]["postgres"]["environment"]["POSTGRES_USER"]
+    uris = {
+        name: text for name, text in service_texts(compose).items() if POSTGRES_URI.search(text)
+    }
+    # when each URI's role is read
+    problems = postgres_role_problems(uris, superuser, POSTGRES_ROLES_SCRIPT.read_text())
+    # then MLflow and Prefect each sign in as the role owning their database, and only they do
+    assert problems == [], "compose's PostgreSQL roles:\n" + "\n".join(problems)
+    assert set(uris) == {"mlflow", "prefect-server"}, f"services with a PostgreSQL URI: {uris}"
+
+
+def test_postgresql_creates_the_roles_on_first_start():
+    # given the PostgreSQL service / when its volumes and environment are read
+    postgres = load_compose(COMPOSE_FILE)["services"]["postgres"]
+    mounts = [str(volume) for volume in postgres.get("volumes", [])]
+    script = POSTGRES_ROLES_SCRIPT.relative_to(REPO)
+    # then the roles script is in the image's init directory, and it gets both passwords
+    assert any(m.startswith(f"./{script}:{INIT_DIRECTORY}") for m in mounts), mounts
+    for variable in ("MLFLOW_DB_PASSWORD", "PREFECT_DB_PASSWORD"):
+        assert f"${{{variable}:?" in postgres["environment"].get(variable, ""), (
+            f"PostgreSQL's init does not get {variable}, required from .env"
+        )
+
+
+def test_the_postgresql_check_catches_the_superuser_and_a_shared_role():
+    # given MLflow as the superuser, and Prefect and a second service sharing one role
+    uris = {
+        "mlflow": "postgresql+psycopg2://telescore:${POSTGRES_PASSWORD:?x}@postgres:5432/mlflow",
+        "prefect-server": "postgresql+asyncpg://prefect:pw@postgres:5432/prefect",
+        "other": "postgresql://prefect:pw@postgres:5432/mlflow",
+    }
+    # when checked / then each fault is named
+    problems = "\n".join(
+        postgres_role_problems(uris, "telescore", POSTGRES_ROLES_SCRIPT.read_text())
+    )
+    for expected in (
+        "mlflow: signs in to PostgreSQL as the superuser 'telescore'",
+        "other: PostgreSQL role 'prefect' does not own 'mlflow'",
+        "role 'prefect' is shared by ['other', 'prefect-server']",
+    ):
+        assert expected in problems, f"the roles check missed {expected!r}:\n{problems}"
+
+
+def test_mlflow_signs_in_to_minio_as_its_own_user_not_the_root():
+    # given the services that mention MinIO's root password, and MLflow's S3 access key
+    compose = load_compose(COMPOSE_FILE)
+    holders = {n for n, text in service_texts(compose).items() if "MINIO_ROOT_PASSWORD" in text}
+    mlflow = compose["services"]["mlflow"]["environment"]
+    # when checked
+    problems = minio_user_problems(
+        holders, MINIO_ROOT_HOLDERS, mlflow["AWS_ACCESS_KEY_ID"], "${MINIO_ROOT_USER"
+    )
+    # then only MinIO's set-up holds the root, and MLflow signs in as the user it creates
+    assert problems == [], "compose's MinIO users:\n" + "\n".join(problems)
+    assert "MINIO_MLFLOW_PASSWORD" in mlflow["AWS_SECRET_ACCESS_KEY"], "MLflow's MinIO secret"
+    minio_init = compose["services"]["minio-init"]
+    assert any(
+        str(v).startswith(f"./{MINIO_USERS_SCRIPT.relative_to(REPO)}:")
+        for v in minio_init["volumes"]
+    ), "minio-init does not run minio-users.sh"
+
+
+def test_the_minio_check_catches_mlflow_as_root():
+    # given MLflow with MinIO's root keys, as before issue 21
+    problems = "\n".join(
+        minio_user_problems({"mlflow", "minio"}, MINIO_ROOT_HOLDERS, "${MINIO_ROOT_USER:?x}", "")
+    )
+    # then both faults are named
+    assert "mlflow holds MinIO's root password" in problems, problems
+    assert "MLflow signs in to MinIO as its root" in problems, problems
+
+
+def test_each_service_signs_in_to_mlflow_as_its_user_and_only_the_set_up_is_admin():
+    # given every service's environment
+    compose = load_compose(COMPOSE_FILE)
+    services = compose["services"]
+    users = {
+        name: (service.get("environment") or {}).get("MLFLOW_TRACKING_USERNAME")
+        for name, service in services.items()
+    }
+    # then what serves and shows models reads, the flows' worker writes, as docker/mlflow-users.py
+    # creates them, with the password of that user
+    problems = mlflow_user_problems(users, MLFLOW_USERS)
+    assert problems == [], "compose's MLflow users:\n" + "\n".join(problems)
+    for name, user in MLFLOW_USERS.items():
+        password = services[name]["environment"]["MLFLOW_TRACKING_PASSWORD"]
+        variable = "MLFLOW_READER_PASSWORD" if user == MLFLOW_READER else "MLFLOW_WRITER_PASSWORD"
+        assert password.startswith(f"${{{variable}:?"), f"{name} signs in with {password}"
+    # and only MLflow and its one-shot set-up hold the admin's password
+    admins = {n for n, text in service_texts(compose).items() if "MLFLOW_ADMIN_PASSWORD" in text}
+    assert admins == {"mlflow", "mlflow-users", "secrets-check"}, f"MLflow's admin: {admins}"
+    assert services["mlflow"]["command"][0] == "telescore-mlflow", "MLflow runs without basic auth"

@@ -10,15 +10,22 @@ import pytest
 from deploy_checks import (
     FIXTURES,
     JOB_TEMPLATE,
+    MLFLOW_READER,
+    MLFLOW_WRITER,
     MONGODB_USERS_SCRIPT,
     OVERLAYS,
+    POSTGRES_ROLES_SCRIPT,
+    POSTGRES_URI,
     REPO,
     configmap_secret_problems,
     container_session_key_holders,
     find,
     ingress_problems,
     manifests,
+    minio_user_problems,
+    mlflow_user_problems,
     mlserver_policy_problems,
+    postgres_role_problems,
     render,
     render_overlay,
     uri_user_problems,
@@ -452,3 +459,119 @@ def test_prefect_asks_every_write_for_a_csrf_token(overlay, objects):
     ]
     env = {variable["name"]: variable.get("value") for variable in container["env"]}
     assert env.get("PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED") == "true", f"overlay {name}: {env}"
+
+
+# --- issue 21: the stores' own users ------------------------------------------------------
+
+# Containers that may hold MinIO's root: MinIO, and the MLflow pod's set-up (minio-users.sh).
+MINIO_ROOT_HOLDERS = {"minio/minio", "mlflow/buckets"}
+
+
+def secret_env(objects: list[dict]) -> dict[str, dict[str, str]]:
+    """Each container's (workload/container) environment, Secret references read; the flow
+    runs' pods (the Prefect job template) and the Jobs included. `envFrom` (the secrets check
+    reads the whole Secret that way) is left out: it names no variable."""
+    secrets = secret_data(objects)
+    pods = [
+        (each["metadata"]["name"], each["spec"]["template"]["spec"])
+        for each in objects
+        if each["kind"] in (*WORKLOADS, "Job")
+    ]
+    manifest = json.loads(JOB_TEMPLATE.read_text())["job_configuration"]["job_manifest"]
+    pods.append(("telescore-flow-run", manifest["spec"]["template"]["spec"]))
+    return {
+        f"{name}/{container['name']}": {
+            variable["name"]: env_value(variable, secrets) for variable in container.get("env", [])
+        }
+        for name, pod in pods
+        for container in pod.get("initContainers", []) + pod["containers"]
+    }
+
+
+def secret_keys_used(objects: list[dict]) -> dict[str, set[str]]:
+    """The Secret keys each container (workload/container) reads through `env`."""
+    used: dict[str, set[str]] = {}
+    for each in objects:
+        if each["kind"] not in (*WORKLOADS, "Job"):
+            continue
+        pod = each["spec"]["template"]["spec"]
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            used[f"{each['metadata']['name']}/{container['name']}"] = {
+                variable["valueFrom"]["secretKeyRef"]["key"]
+                for variable in container.get("env", [])
+                if "secretKeyRef" in variable.get("valueFrom", {})
+            }
+    return used
+
+
+def test_no_workload_signs_in_to_postgresql_as_the_superuser(overlay, objects):
+    # given each container's PostgreSQL URIs and the superuser PostgreSQL's image creates
+    name, _ = overlay
+    environments = secret_env(objects)
+    superuser = environments["postgres/postgres"]["POSTGRES_USER"]
+    uris = {
+        container.split("/")[0]: " ".join(environment.values())
+        for container, environment in environments.items()
+        if POSTGRES_URI.search(" ".join(environment.values()))
+    }
+    # when each URI's role is read
+    problems = postgres_role_problems(uris, superuser, POSTGRES_ROLES_SCRIPT.read_text())
+    # then MLflow and Prefect each sign in as the role owning their database, and only they do
+    assert problems == [], f"overlay {name}:\n" + "\n".join(problems)
+    assert set(uris) == {"mlflow", "prefect-server"}, f"workloads with a PostgreSQL URI: {uris}"
+
+
+def test_postgresql_runs_the_roles_script_on_first_start(objects):
+    # given PostgreSQL's StatefulSet / then the roles script is mounted in its init directory
+    pod = find(objects, "StatefulSet", "postgres")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "configMap" in v]
+    config = find(objects, "ConfigMap", volume["configMap"]["name"])
+    assert POSTGRES_ROLES_SCRIPT.read_text() in config["data"].values(), (
+        "the ConfigMap does not hold k8s/base/postgres-roles.sh as it is"
+    )
+    (container,) = pod["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts.get(volume["name"]) == "/docker-entrypoint-initdb.d", f"mounts: {mounts}"
+    assert {"MLFLOW_DB_PASSWORD", "PREFECT_DB_PASSWORD"} <= {v["name"] for v in container["env"]}
+
+
+def test_mlflow_signs_in_to_minio_as_its_own_user_not_the_root(overlay, objects):
+    # given the containers reading MinIO's root password, and MLflow's S3 access key
+    name, _ = overlay
+    holders = {c for c, keys in secret_keys_used(objects).items() if "MINIO_ROOT_PASSWORD" in keys}
+    environment = secret_env(objects)["mlflow/mlflow"]
+    root_user = secret_data(objects)["MINIO_ROOT_USER"]
+    # when checked
+    problems = minio_user_problems(
+        holders, MINIO_ROOT_HOLDERS, environment["AWS_ACCESS_KEY_ID"], root_user
+    )
+    # then only MinIO and its set-up hold the root, and MLflow signs in as the user it creates
+    assert problems == [], f"overlay {name}:\n" + "\n".join(problems)
+    assert "MINIO_MLFLOW_PASSWORD" in secret_keys_used(objects)["mlflow/mlflow"], "MLflow's key"
+
+
+def test_each_workload_signs_in_to_mlflow_as_its_user_and_only_the_set_up_is_admin(
+    overlay, objects
+):
+    # given every container's environment, the flow runs' pods included
+    name, _ = overlay
+    environments = secret_env(objects)
+    users = {c: e.get("MLFLOW_TRACKING_USERNAME") for c, e in environments.items()}
+    # then what serves and shows models reads, the flow runs write
+    expected = {
+        container: MLFLOW_READER
+        for container in environments
+        if container.split("/")[0] in {"web", "mlserver-champion", "mlserver-challenger"}
+    } | {"telescore-flow-run/prefect-job": MLFLOW_WRITER}
+    problems = mlflow_user_problems(users, expected)
+    assert problems == [], f"overlay {name}:\n" + "\n".join(problems)
+    keys = secret_keys_used(objects)
+    for container, user in expected.items():
+        if container in keys:
+            password = f"MLFLOW_{'READER' if user == MLFLOW_READER else 'WRITER'}_PASSWORD"
+            assert password in keys[container], f"{container} signs in without {password}"
+    # and only MLflow and the Job that creates the users hold the admin's password
+    admins = {c for c, used in keys.items() if "MLFLOW_ADMIN_PASSWORD" in used}
+    assert admins == {"mlflow/mlflow", "mlflow-users/mlflow-users"}, f"MLflow's admin: {admins}"
+    mlflow = find(objects, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
+    assert mlflow["command"] == ["telescore-mlflow"], "MLflow runs without basic auth"

@@ -128,11 +128,13 @@ def test_k8s_workloads_refuse_the_secrets_env_example(rendered_examples, monkeyp
     secret = find(objects, "Secret", "telescore-secrets")
     data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
     config = find(objects, "ConfigMap", "telescore-config")["data"]
-    # The web app holds the session key; MLServer's containers the control token instead.
+    # The web app holds the session key; MLServer's containers the control token instead; all
+    # of them MLflow's reader password.
+    mlflow, mongodb = "MLFLOW_TRACKING_PASSWORD", "TELESCORE_MONGODB_URI"
     expected = {
-        "web": ("TELESCORE_API_SECRET_KEY", "TELESCORE_MONGODB_URI"),
-        "mlserver-champion": ("TELESCORE_SERVING_CONTROL_TOKEN", "TELESCORE_MONGODB_URI"),
-        "mlserver-challenger": ("TELESCORE_SERVING_CONTROL_TOKEN", "TELESCORE_MONGODB_URI"),
+        "web": ("TELESCORE_API_SECRET_KEY", mongodb, mlflow),
+        "mlserver-champion": ("TELESCORE_SERVING_CONTROL_TOKEN", mongodb, mlflow),
+        "mlserver-challenger": ("TELESCORE_SERVING_CONTROL_TOKEN", mongodb, mlflow),
     }
     for workload, variables in expected.items():
         for container in find(objects, "Deployment", workload)["spec"]["template"]["spec"][

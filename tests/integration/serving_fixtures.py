@@ -6,9 +6,10 @@ Imported by `tests/integration/conftest.py`, so that serving, app and flow tests
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
@@ -20,6 +21,9 @@ from telescore.jobs.model_repository import ServerOptions, write_registry_reposi
 from telescore.services.mlserver import mlserver_process
 from telescore.services.processes import ServiceProcess, free_port
 from telescore.serving.options import RuntimeOptions
+
+if TYPE_CHECKING:
+    from tests.conftest import MlflowUsers
 
 DATASET = Path(__file__).resolve().parents[2] / "data" / "bank-additional-full.csv.gz"
 REGISTERED_MODEL = "telemarketing"
@@ -102,12 +106,14 @@ def mlserver_on_free_ports(
     *,
     journal: Path | None = None,
     startup_timeout: float = 120.0,
+    mlflow_env: Mapping[str, str] | None = None,
     registered_model: str = REGISTERED_MODEL,
 ) -> ServedMLServer:
     """An MLServer (not started) serving `registered_model`'s aliases from `folder`, on free ports.
 
     It logs to `database`; rows ship at once, even while the test machine is busy: the tests
-    wait for them. Start it with `.process.running()`.
+    wait for them. Start it with `.process.running()`. `mlflow_env` signs it in to MLflow
+    (by default it inherits this process's credentials).
     """
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     repository = folder / "mlserver-repository"
@@ -134,6 +140,7 @@ def mlserver_on_free_ports(
             "TELESCORE_MONGODB_URI": mongodb_uri,
             "TELESCORE_MONGODB_DATABASE": database,
             "TELESCORE_ENV_FILE": str(folder / "no.env"),
+            **(mlflow_env or {}),
         },
         startup_timeout=startup_timeout,
     )
@@ -157,14 +164,19 @@ def mlserver(
     mlflow_tracking_uri: str,
     registered_versions: RegisteredVersions,
     mongodb: ServiceProcess,
+    mlflow_users: MlflowUsers,
 ) -> Iterator[ServedMLServer]:
-    """MLServer on free ports serving champion and challenger, logging to nx-27017."""
+    """MLServer on free ports serving champion and challenger, logging to nx-27017.
+
+    It signs in to MLflow as the reader, as `telescore serve` has it do.
+    """
     served = mlserver_on_free_ports(
         services_dir,
         mlflow_tracking_uri,
         mongodb.uri,  # type: ignore[attr-defined]
         "serving_tests",
         journal=services_dir / "journal",
+        mlflow_env=mlflow_users.reader.env(),
     )
     with served.process.running():
         yield served

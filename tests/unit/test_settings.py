@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,10 @@ from pydantic import SecretStr, ValidationError
 from telescore.app.metrics import metrics_token
 from telescore.app.security import session_secret
 from telescore.settings import (
+    MLFLOW_PASSWORD_VARIABLES,
     AlertmanagerSettings,
     ApiSettings,
+    MlflowSettings,
     MongoSettings,
     PrefectSettings,
     ProductionSecret,
@@ -24,14 +27,18 @@ from telescore.settings import (
 GOOD_SECRET = "k" * 16 + "3f9a1c7e5b2d8046"
 MONGODB = MongoSettings(uri="mongodb://telescore-app:9f3a1c7e5b2d8046aa71@mongo:27017")
 PREFECT = PrefectSettings(auth_string=f"telescore:{GOOD_SECRET}")
+MLFLOW = MlflowSettings(
+    tracking_uri="http://mlflow:5000", username="telescore-writer", password=GOOD_SECRET
+)
 
 
-def _production(secret: str | None) -> Settings:
+def _production(secret: str | None, mlflow: MlflowSettings = MLFLOW) -> Settings:
     return Settings(
         project=ProjectSettings(environment="production"),
         mongodb=MONGODB,
         prefect=PREFECT,
         api=ApiSettings(secret_key=secret),
+        mlflow=mlflow,
     )
 
 
@@ -75,6 +82,7 @@ def test_production_refuses_a_placeholder_mongodb_password() -> None:
             project=ProjectSettings(environment="production"),
             mongodb=placeholder,
             api=ApiSettings(secret_key=GOOD_SECRET),
+            mlflow=MLFLOW,
         )
 
 
@@ -111,6 +119,66 @@ def test_every_weak_secret_is_named_at_once() -> None:
     with pytest.raises(ValueError, match="A_KEY holds no value.*B_URI holds a placeholder") as e:
         refuse_weak_secrets(secrets)
     assert "GOOD_KEY" not in str(e.value), f"a good secret was refused: {e.value}"
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "refusal"),
+    [
+        ("telescore-writer", None, "holds no value"),
+        ("telescore-writer", "changeme", "holds a placeholder value"),
+        ("telescore-writer", "password", "holds a placeholder value"),
+        ("telescore-writer", "short-9f3a1c", "holds a short value"),
+        (None, GOOD_SECRET, "is set, TELESCORE_MLFLOW_USERNAME"),
+    ],
+)
+def test_production_refuses_a_weak_or_half_set_mlflow_login(
+    username: str | None, password: str | None, refusal: str
+) -> None:
+    # given production settings whose MLflow password is missing, a placeholder or short, or
+    # set without a user
+    mlflow = MlflowSettings(tracking_uri="http://mlflow:5000", username=username, password=password)
+
+    # when they are validated / then they are refused, naming the variables and why
+    named = re.escape(f"{MLFLOW_PASSWORD_VARIABLES} {refusal}")
+    with pytest.raises(ValidationError, match=named):
+        _production(GOOD_SECRET, mlflow)
+
+
+def test_production_without_an_mlflow_login_loads_but_cannot_talk_to_mlflow(
+    tmp_path: Path,
+) -> None:
+    # given production settings without MLflow credentials: a process compose or k8s gives
+    # none because it never talks to MLflow (the Evidently UI)
+    settings = _production(GOOD_SECRET, MlflowSettings(tracking_uri="http://mlflow:5000"))
+
+    # when something asks for the credentials to sign in to MLflow with
+    # then it is refused, naming the variables to set
+    with pytest.raises(ValueError, match="TELESCORE_MLFLOW_USERNAME .*MLFLOW_TRACKING_PASSWORD"):
+        settings.mlflow.checked_credentials(settings.project.environment, tmp_path)
+    # and with them set it gets them
+    credentials = MLFLOW.checked_credentials("production", tmp_path)
+    assert credentials is not None, "production credentials were dropped"
+    assert credentials[0] == "telescore-writer", f"signed in as {credentials[0]}"
+
+
+def test_embedded_mlflow_signs_in_as_the_writer_kept_under_the_state_folder(
+    tmp_path: Path,
+) -> None:
+    # given the embedded MLflow (no URI, no user set) and the writer's password kept by `up`
+    from telescore.settings import MLFLOW_WRITER, mlflow_password_file
+
+    path = mlflow_password_file(tmp_path, MLFLOW_WRITER)
+    path.parent.mkdir(parents=True)
+    path.write_text("kept-password\n")
+    mlflow = MlflowSettings(tracking_uri=None, username=None, password=None)
+
+    # when the credentials are resolved
+    credentials = mlflow.credentials(tmp_path)
+
+    # then they are the writer's, with the kept password
+    assert credentials is not None, "the embedded writer's credentials were not found"
+    assert credentials[0] == MLFLOW_WRITER, f"signed in as {credentials[0]}, not the writer"
+    assert credentials[1].get_secret_value() == "kept-password", "the kept password was altered"
 
 
 def test_development_needs_no_secret() -> None:

@@ -15,12 +15,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+from pydantic import SecretStr
+
 from telescore.io.mongodb import MongoStore
 from telescore.io.orchestrator import PrefectApi, embedded_auth_string
 from telescore.io.prometheus import Login, embedded_login
 from telescore.io.registry import Registry
 from telescore.io.serving_client import ServingClient
-from telescore.settings import Settings, load_settings
+from telescore.settings import MLFLOW_WRITER, Settings, load_settings
 
 StoreT = TypeVar("StoreT", bound=MongoStore)
 CONTROL_TOKEN_FILE = "mlserver-control-token"  # noqa: S105 - a file name, not a secret
@@ -72,6 +74,32 @@ class Context:
     def tracking_uri(self) -> str:
         """MLflow's tracking and registry URI."""
         return self.settings.mlflow.resolved_tracking_uri(self.host)
+
+    def mlflow_credentials(
+        self, embedded_user: str = MLFLOW_WRITER
+    ) -> tuple[str, SecretStr] | None:
+        """The user and password this entry point signs in to MLflow with (None: anonymous).
+
+        As the configured user (required in production); else, with the embedded server, as
+        `embedded_user` (the writer by default; MLServer, its reconciler and the app are given
+        the reader).
+        """
+        return self.settings.mlflow.checked_credentials(
+            self.settings.project.environment, self.state_dir, embedded_user
+        )
+
+    def mlflow_env(self, embedded_user: str = MLFLOW_WRITER) -> dict[str, str]:
+        """Environment that signs a process started from here in to MLflow as that user."""
+        credentials = self.mlflow_credentials(embedded_user)
+        if credentials is None:
+            return {}
+        username, password = credentials
+        return {
+            "MLFLOW_TRACKING_USERNAME": username,
+            "MLFLOW_TRACKING_PASSWORD": password.get_secret_value(),
+            "TELESCORE_MLFLOW_USERNAME": username,
+            "TELESCORE_MLFLOW_PASSWORD": password.get_secret_value(),
+        }
 
     @property
     def prefect_api_url(self) -> str:
@@ -151,7 +179,7 @@ class Context:
     @cached_property
     def registry(self) -> Registry:
         """The MLflow registry and tracking server."""
-        return Registry.from_settings(self.settings.mlflow, self.host)
+        return Registry.from_settings(self.settings.mlflow, self.host, self.mlflow_credentials())
 
     @property
     def serving(self) -> ServingClient:

@@ -22,6 +22,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from telescore.settings import MlflowSettings
 
 SKOPS_TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
@@ -122,21 +124,39 @@ class Registry:
     The only module that talks to MLflow: jobs reach it through this class (a contract says so).
     """
 
-    def __init__(self, tracking_uri: str, model_name: str, experiment: str) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        model_name: str,
+        experiment: str,
+        credentials: tuple[str, SecretStr] | None = None,
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.model_name = model_name
         self.experiment = experiment
+        if credentials is not None:
+            # MLflow reads them from the environment on every request, as it holds the URIs
+            # process-wide; processes started later (MLServer) are given their own.
+            username, password = credentials
+            os.environ["MLFLOW_TRACKING_USERNAME"] = username
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = password.get_secret_value()
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     @classmethod
-    def from_settings(cls, mlflow_settings: MlflowSettings, host: str) -> Registry:
+    def from_settings(
+        cls,
+        mlflow_settings: MlflowSettings,
+        host: str,
+        credentials: tuple[str, SecretStr] | None = None,
+    ) -> Registry:
         """Open the registry the settings name (the embedded MLflow on `host` by default)."""
         return cls(
             mlflow_settings.resolved_tracking_uri(host),
             mlflow_settings.model_name,
             mlflow_settings.experiment,
+            credentials,
         )
 
     def start_run(

@@ -11,10 +11,15 @@ from telescore.io import orchestrator
 from telescore.io.alert_log import alert_log_path
 from telescore.io.context import Context
 from telescore.io.params_files import load_monitoring_params
-from telescore.services import embedded
+from telescore.services import embedded, mlflow_auth
 from telescore.services import prometheus as alerting
 from telescore.services.processes import ServiceProcess, pid_alive, terminate_group
-from telescore.settings import ENV_FILE_VARIABLE, env_file
+from telescore.settings import (
+    ENV_FILE_VARIABLE,
+    MLFLOW_ADMIN,
+    MLFLOW_READER,
+    env_file,
+)
 
 WORKER_HEALTH_PORT_OFFSET = 1  # worker health server on the Prefect port + 1
 
@@ -38,6 +43,8 @@ class PlatformUrls:
     """Where the local receiver appends the alerts Alertmanager sends it."""
     monitoring_missing: str | None = None
     """Why Prometheus and Alertmanager were not started (not installed), if they were not."""
+    mlflow_login: tuple[str, str] | None = None
+    """The user and password the embedded MLflow's UI asks for (its administrator)."""
 
 
 def _pid_file(ctx: Context, name: str) -> Path:
@@ -71,8 +78,11 @@ def running_pid(ctx: Context, name: str) -> int | None:
 
 
 def service_env(ctx: Context) -> dict[str, str]:
-    """Environment that points flow runs and tools at this platform's services."""
-    return {
+    """Environment that points flow runs and tools at this platform's services.
+
+    MLflow's credentials are the writer's: flow runs train, monitor and promote.
+    """
+    return ctx.mlflow_env() | {
         "TELESCORE_MLFLOW_TRACKING_URI": ctx.tracking_uri,
         "MLFLOW_TRACKING_URI": ctx.tracking_uri,
         "MLFLOW_REGISTRY_URI": ctx.tracking_uri,
@@ -92,6 +102,11 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
     # Only what launches processes reads the settings: which services are embedded, ports.
     settings, state, host, api_url = ctx.settings, ctx.state_dir, ctx.host, ctx.prefect_api_url
     auth = ctx.prefect_api.auth_string
+    embedded_mlflow = settings.mlflow.tracking_uri is None
+    if embedded_mlflow:
+        # The users' passwords exist before anything that signs in with them starts.
+        mlflow_auth.writer(state)
+        mlflow_auth.reader(state)
     monitoring = load_monitoring_params(project_root / "params.yaml")
     env = service_env(ctx) | {
         "TELESCORE_PROJECT_ROOT": str(project_root.resolve()),
@@ -103,7 +118,7 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
         ),
     }
     servers = []
-    if settings.mlflow.tracking_uri is None:
+    if embedded_mlflow:
         servers.append(embedded.mlflow_server(state, settings.mlflow.port, host))
     if settings.prefect.api_url is None:
         servers.append(
@@ -112,7 +127,9 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
     if settings.mongodb.uri is None:
         servers.append(embedded.mongodb_server(state, settings.mongodb.port, host))
     servers.append(embedded.evidently_ui(state, settings.evidently.port, host))
-    servers.append(embedded.outcomes_api(state, settings.api.port, host, env))
+    # The app only reads the registry (explanations): it signs in as the reader.
+    api_env = env | ctx.mlflow_env(MLFLOW_READER)
+    servers.append(embedded.outcomes_api(state, settings.api.port, host, api_env))
     # Without them (no `make tools` yet) the platform runs, unwatched: it says so.
     embedded_monitoring = settings.prometheus.url is None or settings.alertmanager.url is None
     monitoring_missing = alerting.missing_commands() if embedded_monitoring else None
@@ -123,6 +140,10 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
     for service in launched:
         service.wait_healthy()
         record_pid(ctx, service)
+    if embedded_mlflow:
+        mlflow_auth.provision_embedded(
+            ctx.tracking_uri, state, settings.mlflow.model_name, settings.mlflow.experiment
+        )
 
     prefect_env = embedded.prefect_env(embedded.prefect_home(state), api_url, auth) | env
     orchestrator.ensure_work_pool(settings.prefect.work_pool, prefect_env, project_root)
@@ -154,6 +175,9 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
         prometheus=ctx.prometheus_url,
         alertmanager=ctx.alertmanager_url,
         prefect_login=auth if settings.prefect.auth_string is None else None,
+        mlflow_login=(
+            (MLFLOW_ADMIN, mlflow_auth.admin(state).password) if embedded_mlflow else None
+        ),
         monitoring_login=(
             f"{embedded_login.user}:{embedded_login.password}" if embedded_login else None
         ),

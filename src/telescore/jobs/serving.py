@@ -33,7 +33,7 @@ from telescore.jobs.model_repository import (
 from telescore.services.mlserver import mlserver_process, reconciler_process
 from telescore.services.processes import ServiceProcess
 from telescore.serving.options import RuntimeOptions
-from telescore.settings import ENV_FILE_VARIABLE, env_file
+from telescore.settings import ENV_FILE_VARIABLE, MLFLOW_READER, env_file
 
 PROBE_TIMEOUT = 2.0
 """Seconds to wait for MLServer to say whether it runs (it answers at once when it does)."""
@@ -141,7 +141,8 @@ def _process(ctx: Context, ready_models: list[str]) -> ServiceProcess:
         ready_models=ready_models,
         # MLServer runs in the state folder: point it at the env file this process read, so
         # that the runtime and its shipper read the same settings (the database included).
-        env={ENV_FILE_VARIABLE: str(env_file())},
+        # It only loads models from the registry: it signs in as the reader.
+        env={ENV_FILE_VARIABLE: str(env_file())} | ctx.mlflow_env(MLFLOW_READER),
     )
 
 
@@ -152,7 +153,7 @@ def _reconciler(ctx: Context) -> ServiceProcess:
         local_serving_url(ctx),
         reconciler_status_file(ctx),
         control_token=ctx.serving_control_token,
-        env={ENV_FILE_VARIABLE: str(env_file())},
+        env={ENV_FILE_VARIABLE: str(env_file())} | ctx.mlflow_env(MLFLOW_READER),
     )
 
 

@@ -5,16 +5,37 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+from telescore.services import mlflow_auth
 from telescore.services.processes import ServiceProcess, console_script, http_ok, tcp_open
+
+MLFLOW_ORIGIN_CHECKS = {
+    "MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE": "false",
+    "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS": "",
+    "MLFLOW_SERVER_ALLOWED_HOSTS": "",
+}
+"""MLflow's own host and origin checks at their defaults, whatever the caller's environment
+says (an inherited `*` would turn them off): a POST, PUT, PATCH or DELETE to its API from a
+page of another origin is refused (403; loopback origins excepted, any port), and only
+loopback and private addresses are answered as Host (DNS rebinding)."""
 
 
 def mlflow_server(
-    state_dir: Path, port: int, host: str = "127.0.0.1", backend_store_uri: str | None = None
+    state_dir: Path,
+    port: int,
+    host: str = "127.0.0.1",
+    backend_store_uri: str | None = None,
+    auth_database_uri: str | None = None,
 ) -> ServiceProcess:
     """MLflow tracking server and registry on SQLite, serving artifacts from a local folder.
 
+    It runs MLflow's basic-auth app: anonymous requests are refused, the administrator's
+    password is generated under the state folder, and `mlflow_auth.provision_embedded` creates the
+    users the services sign in as once it is healthy.
+
     `backend_store_uri` puts the runs and the registry elsewhere (postgresql://...); it goes
     through the environment, so that its password is not on the command line.
+    `auth_database_uri` puts the users and permissions elsewhere (SQLite in the state folder
+    by default).
     """
     root = state_dir / "mlflow"
     root.mkdir(parents=True, exist_ok=True)
@@ -26,6 +47,8 @@ def mlflow_server(
         command=[
             console_script("mlflow"),
             "server",
+            "--app-name",
+            "basic-auth",
             "--artifacts-destination",
             str((root / "artifacts").resolve()),
             "--host",
@@ -38,7 +61,10 @@ def mlflow_server(
         health=http_ok(f"http://{host}:{port}/health"),
         log_path=state_dir / "logs" / "mlflow.log",
         # The GenAI job runner starts half a dozen consumer processes; telescore needs none.
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | store,
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        | store
+        | mlflow_auth.server_env(state_dir, auth_database_uri)
+        | MLFLOW_ORIGIN_CHECKS,
     )
 
 

@@ -11,6 +11,7 @@ import inspect
 import os
 import secrets
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from telescore.io.registry import Registry
+from telescore.services import mlflow_auth
 from telescore.services.embedded import mlflow_server, prefect_server
 from telescore.services.postgres import (
     DEBIAN_BINARIES,
@@ -37,6 +39,45 @@ from telescore.services.postgres import (
 )
 from telescore.services.processes import free_port
 
+ROLES_SCRIPT = Path(__file__).resolve().parents[3] / "k8s" / "base" / "postgres-roles.sh"
+"""What the postgres image runs on its first start in compose and k8s: a role per database."""
+
+
+@dataclass(frozen=True)
+class DatabaseRoles:
+    """The passwords of the roles the roles script creates (`mlflow`, `prefect`)."""
+
+    mlflow: str
+    prefect: str
+
+    def uri(self, postgres: PostgresServer, role: str, database: str, driver: str) -> str:
+        """The URI of `database` signed in as `role` (`mlflow` or `prefect`)."""
+        password = getattr(self, role)
+        return f"{driver}://{role}:{password}@{postgres.host}:{postgres.port}/{database}"
+
+
+def create_database_roles(postgres: PostgresServer) -> DatabaseRoles:
+    """Run k8s/base/postgres-roles.sh as the image would: as the superuser, on a new cluster."""
+    roles = DatabaseRoles(secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+    completed = subprocess.run(
+        ["bash", str(ROLES_SCRIPT)],
+        env={
+            "PATH": f"{postgres.bin_dir}:{os.environ['PATH']}",
+            "POSTGRES_USER": postgres.role,
+            "PGHOST": postgres.host,
+            "PGPORT": str(postgres.port),
+            "PGPASSWORD": postgres.password,
+            "MLFLOW_DB_PASSWORD": roles.mlflow,
+            "PREFECT_DB_PASSWORD": roles.prefect,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, f"the roles script failed:\n{completed.stderr}"
+    return roles
+
 
 @dataclass(frozen=True)
 class PostgresPlatform:
@@ -45,6 +86,8 @@ class PostgresPlatform:
     postgres: PostgresServer
     mlflow_uri: str
     prefect_api_url: str
+    state: Path
+    """The state folder: the MLflow users' passwords are kept under it."""
 
     def query(self, database: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Run one SELECT on `database` directly (not through MLflow or Prefect)."""
@@ -99,23 +142,36 @@ def postgres_platform() -> Iterator[PostgresPlatform]:
     state.chmod(0o711)
     # The orchestrator exports PREFECT_API_URL for the processes it starts: put it back after.
     exported_api_url = os.environ.get("PREFECT_API_URL")
-    postgres = postgres_server(state, free_port(), password=secrets.token_urlsafe(24))
+    # No database of the superuser's: the roles script creates them, each owned by its role.
+    postgres = postgres_server(state, free_port(), password=secrets.token_urlsafe(24), databases=())
     try:
         with postgres.running():
+            roles = create_database_roles(postgres)
             mlflow_port, prefect_port = free_port(), free_port()
+            # MLflow and Prefect sign in as their own roles, as in compose and k8s; MLflow's
+            # users and permissions live in PostgreSQL too.
             tracking = mlflow_server(
-                state, mlflow_port, backend_store_uri=postgres.uri("mlflow")
+                state,
+                mlflow_port,
+                backend_store_uri=roles.uri(postgres, "mlflow", "mlflow", "postgresql+psycopg2"),
+                auth_database_uri=roles.uri(
+                    postgres, "mlflow", "mlflow_auth", "postgresql+psycopg2"
+                ),
             ).launch()
             orchestration = prefect_server(
-                state, prefect_port, database_url=postgres.uri("prefect", "postgresql+asyncpg")
+                state,
+                prefect_port,
+                database_url=roles.uri(postgres, "prefect", "prefect", "postgresql+asyncpg"),
             ).launch()
             try:
                 tracking.wait_healthy()
                 orchestration.wait_healthy()
+                mlflow_uri = f"http://127.0.0.1:{mlflow_port}"
+                mlflow_auth.provision_embedded(mlflow_uri, state, "telemarketing", "telemarketing")
                 api_url = f"http://127.0.0.1:{prefect_port}/api"
                 # The flows run in this process: their client talks to this server.
                 with temporary_settings(updates={PREFECT_API_URL: api_url}):
-                    yield PostgresPlatform(postgres, f"http://127.0.0.1:{mlflow_port}", api_url)
+                    yield PostgresPlatform(postgres, mlflow_uri, api_url, state)
                     # Else the flows' logs and events are sent to a stopped server, with
                     # retries, for minutes after the last test.
                     run_coro_as_sync(drain_prefect_workers())
@@ -138,6 +194,8 @@ def postgres_registry(
     name = f"telemarketing-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("TELESCORE_MLFLOW_TRACKING_URI", postgres_platform.mlflow_uri)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres_platform.mlflow_uri)
+    for variable, value in mlflow_auth.writer(postgres_platform.state).env().items():
+        monkeypatch.setenv(variable, value)
     monkeypatch.setenv("TELESCORE_MLFLOW_MODEL_NAME", name)
     monkeypatch.setenv("TELESCORE_MLFLOW_EXPERIMENT", "telemarketing-postgres")
     monkeypatch.setenv("TELESCORE_PREFECT_API_URL", postgres_platform.prefect_api_url)
