@@ -102,19 +102,22 @@ def mlserver_on_free_ports(
     *,
     journal: Path | None = None,
     startup_timeout: float = 120.0,
+    model_name: str = REGISTERED_MODEL,
+    repository: Path | None = None,
 ) -> ServedMLServer:
     """An MLServer (not started) serving the registry's aliases from `folder`, on free ports.
 
-    It logs to `database`; rows ship at once, even while the test machine is busy: the tests
-    wait for them. Start it with `.process.running()`.
+    It serves `model_name`'s aliases from `repository` (default: a folder in `folder`) and logs
+    to `database`; rows ship at once, even while the test machine is busy: the tests wait for
+    them. Start it with `.process.running()`.
     """
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    repository = folder / "mlserver-repository"
+    repository = repository or folder / "mlserver-repository"
     journal = journal or folder / "journal"
     control_token = secrets.token_urlsafe(32)
     write_registry_repository(
         repository,
-        Registry(tracking_uri, REGISTERED_MODEL, "serving-tests"),
+        Registry(tracking_uri, model_name, "serving-tests"),
         ServerOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port),
         RuntimeOptions(max_rows=MAX_ROWS, journal_dir=journal, ship_max_defer=0),
     )
