@@ -1,4 +1,6 @@
-"""Prefect flow `train-telemarketing`: ingest, validate data, train, validate model, register.
+"""Prefect flow `train-telemarketing`: ingest, validate, train, validate, register, release.
+
+A candidate that passes the offline gate goes to a shadow or canary release (`release`).
 
 Each task is one step of `telescore.jobs.training`, and `training.run_training` composes them:
 the flow hands it these tasks in place of the plain steps, so the order is written once.
@@ -25,6 +27,10 @@ TASKS = training.TrainingSteps(
     train=task(name="train", cache_policy=NO_CACHE)(training.train),
     validate_model=task(name="validate-model", cache_policy=NO_CACHE)(training.validate_model),
     register=task(name="register", cache_policy=NO_CACHE)(training.register),
+    # Starting the same release again only restarts its evidence: safe to retry.
+    release=task(name="release", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)(
+        training.release_candidate
+    ),
 )
 
 
@@ -44,7 +50,7 @@ def train_telemarketing(
     overrides: dict[str, Any] | None = None,
     trigger: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train, validate and register a telemarketing model; return what was decided.
+    """Train, validate, register and release a telemarketing model; return what was decided.
 
     `trigger` says who asked and why (the monitor: its decision, window and reason); it is
     kept as tags on the run and the model version.
@@ -72,6 +78,9 @@ def train_telemarketing(
         "model": model,
         "version": version,
         "promoted": result.promoted,
+        "released": result.released,
+        "release_mode": result.release_mode,
+        "superseded": result.superseded,
         "reason": result.reason,
         "holdout_roc_auc": result.metrics.get("holdout_roc_auc"),
         "production_rows": result.production_rows,

@@ -164,23 +164,21 @@ def train(
     params_file: Annotated[
         str, typer.Option(help="Params YAML, relative to the project.")
     ] = "params.yaml",
-    challenger: Annotated[
-        bool,
-        typer.Option(
-            "--challenger",
-            help="Register the new model as challenger only, for a canary or shadow release.",
-        ),
-    ] = False,
 ) -> None:
-    """Run the training deployment on the worker and wait for its verdict."""
+    """Run the training deployment on the worker and wait for its verdict.
+
+    A model that passes the gates is released as `training.release` says (shadow by default);
+    `telescore promote` (scheduled every 10 minutes) promotes or rolls it back on outcomes.
+    """
     parameters: dict[str, Any] = {"params_file": params_file}
-    if challenger:
-        parameters["overrides"] = {"promotion": {"auto_promote": False}}
     with Context.from_environment() as ctx:
         cli_operations.run_deployment_and_report(
             orchestrator.TRAINING_DEPLOYMENT, ctx.prefect_api, parameters
         )
-    console.print("A promoted champion is served by every MLServer's reconciler within seconds.")
+    console.print(
+        "Every MLServer's reconciler serves a new champion or challenger within seconds; "
+        "a release is judged by `promote-telemarketing` on the outcomes callers record."
+    )
 
 
 @app.command()
@@ -332,9 +330,30 @@ def _print_replay(result: replay.ReplayResult) -> None:
         )
     console.print(table)
     for each in result.retrains:
+        release = each.get("release")
+        verdict = "promoted" if each["promoted"] else "champion kept"
+        if release is not None:
+            verdict = (
+                f"{release['mode']} release, {release['outcome'] or 'undecided'} after "
+                f"{release['windows']} window(s), {release['calls']} calls"
+            )
         console.print(
             f"after window {each['window']}: {each['reason']} -> version {each['version']} "
-            f"({'promoted' if each['promoted'] else 'champion kept'}: {each['promotion']})"
+            f"({verdict}: {each['promotion']})"
+        )
+    summary = result.release_summary
+    if summary.get("started"):
+        median = summary["median_windows_before_serving"]
+        console.print(
+            f"Releases: {summary['started']} started, {summary['promote']} promoted"
+            + (
+                f" after a median of {median:g} window(s), "
+                f"{summary['median_calls_before_serving']:,.0f} calls, in release"
+                if median is not None
+                else ""
+            )
+            + f", {summary['rollback']} rolled back, {summary['superseded']} superseded, "
+            f"{summary['undecided']} undecided at the end."
         )
 
 
@@ -666,7 +685,10 @@ def _print_training(outcome: dict[str, Any], urls: platform.PlatformUrls) -> Non
     if result:
         name, version = result["model"], result["version"]
         table.add_row("Registered model", f"{urls.mlflow}/#/models/{name}/versions/{version}")
-        table.add_row("Aliases", "challenger" + (", champion" if result["promoted"] else ""))
+        aliases = "champion, challenger" if result["promoted"] else "none (gate not passed)"
+        if result.get("released"):
+            aliases = f"challenger, in a {result['release_mode']} release"
+        table.add_row("Aliases", aliases)
         table.add_row("Decision", result["reason"])
         table.add_row("Holdout ROC AUC", f"{result['holdout_roc_auc']:.4f}")
     console.print(table)
@@ -739,9 +761,9 @@ def demo() -> None:
     console.print(
         f"Log in to the web app at [bold]{urls.api}[/] as [bold]{login.user}[/] "
         f"with password [bold]{login.password}[/] (role ops).\n"
-        "Release a new model: [bold]telescore train --challenger[/], then "
-        "[bold]telescore routing set canary --weight 20[/] (or [bold]shadow[/]); "
-        "[bold]telescore promote[/] judges it on the outcomes callers record, "
-        "[bold]telescore rollback[/] undoes a promotion."
+        "Release a new model: [bold]telescore train[/] starts a shadow release of a model "
+        "that passes the gates ([bold]telescore routing set canary --weight 20[/] turns it "
+        "into a canary); [bold]telescore promote[/] judges it on the outcomes callers "
+        "record, [bold]telescore rollback[/] undoes a promotion."
     )
     console.print("Stop everything with [bold]telescore down[/].")

@@ -108,15 +108,17 @@ def mlserver_on_free_ports(
     startup_timeout: float = 120.0,
     mlflow_env: Mapping[str, str] | None = None,
     registered_model: str = REGISTERED_MODEL,
+    repository: Path | None = None,
 ) -> ServedMLServer:
     """An MLServer (not started) serving `registered_model`'s aliases from `folder`, on free ports.
 
-    It logs to `database`; rows ship at once, even while the test machine is busy: the tests
+    It serves `registered_model`'s aliases from `repository` (default: a folder in `folder`)
+    and logs to `database`; rows ship at once, even while the test machine is busy: the tests
     wait for them. Start it with `.process.running()`. `mlflow_env` signs it in to MLflow
     (by default it inherits this process's credentials).
     """
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    repository = folder / "mlserver-repository"
+    repository = repository or folder / "mlserver-repository"
     journal = journal or folder / "journal"
     control_token = secrets.token_urlsafe(32)
     write_registry_repository(

@@ -14,10 +14,11 @@ reported late), done here with the platform's own rules and no service, in secon
   applied, as the monitor triggers it), holds out the newest `split.holdout_rows`, passes the
   model gate, fits its registration offset, and is compared with the champion on the holdout
   rows the champion never saw (`core.promotion.decide_promotion`, as `jobs.training.register`);
-- with `promotion.auto_promote` off, a winner becomes the challenger and goes to a shadow
-  release: it scores every row of the next windows unseen, and `core.release.decide_release`
-  promotes it or rolls it back on their outcomes, paired with the champion's (a newer
-  challenger replaces one still undecided, as the registry's `challenger` alias moves);
+- with `training.release.mode` shadow or canary (not `direct`), a winner becomes the
+  challenger and goes to a shadow release: it scores every row of the next windows unseen,
+  and `core.release.decide_release` promotes it or rolls it back on their outcomes, paired
+  with the champion's (a newer challenger replaces one still undecided, as the registry's
+  `challenger` alias moves);
 - with no champion (the first one refused by its gate, "cold start"), nothing ranks the
   calls: their rows are scored with the known positive rate, and training is retried after each
   window once `min_training_labels` outcomes are in (and the cooldown is over).
@@ -422,7 +423,7 @@ class _Loop:
         decision = self.compare(model)
         if not decision.promote:
             self.runs.append(TrainingRun(index, end, reason, "kept", decision.reason))
-        elif self.champion is None or params.promotion.auto_promote:
+        elif self.champion is None or params.release.mode == "direct":
             self.runs.append(TrainingRun(index, end, reason, "promoted", decision.reason))
             self.promote(model)
         else:

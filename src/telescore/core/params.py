@@ -101,20 +101,62 @@ class ValidationParams(FrozenModel):
 
 
 class PromotionParams(FrozenModel):
-    """When a new model becomes champion."""
+    """The offline gate: whether a new model may be released against the champion.
+
+    Passing it does not make the candidate champion (but for the first model ever): it makes
+    it `challenger` in a release (`release`) that live outcomes decide. See `core.promotion`.
+    """
 
     metric: Literal["roc_auc", "pr_auc", "lift_top_decile", "brier"] = "roc_auc"
-    """Holdout metric that decides (`brier`: lower wins, and it weighs calibration too)."""
+    """Holdout metric of the point comparison (`brier`: lower wins, and it weighs calibration)."""
     min_improvement: float = Field(default=0.002, ge=-1)
-    """The challenger must beat the champion by at least this much on the same holdout.
+    """The candidate must beat the champion by at least this much on the same holdout.
 
-    Negative: a candidate may be that much worse and still be promoted. Every metric lies in
-    [0, 1], so -1 promotes every candidate that passed the validation gates (a loop that
-    retrains on a schedule and wants the newest model, whose base rate a log-odds offset
-    corrects anyway)."""
-    auto_promote: bool = True
-    """False: a candidate that wins stays `challenger`, for a canary or shadow release
-    (`promote-telemarketing`) to judge on real outcomes; a first model is champion anyway."""
+    Negative: a candidate may be that much worse and still pass. Every metric lies in [0, 1],
+    so -1 lets every candidate that passed the validation gates through this comparison; the
+    paired test below still stops one that is significantly worse."""
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    """Two-sided confidence of the paired DeLong test of ROC AUC, candidate against champion
+    on the same fresh holdout rows: a candidate significantly worse is not released. Lower is
+    stricter (a narrower interval finds "worse" sooner)."""
+    min_test_rows_per_class: int = Field(default=20, ge=2)
+    """Subscriptions, and non-subscriptions, the fresh rows need for the paired test to be
+    taken; with fewer the point comparison alone decides (the reason says so)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forget_auto_promote(cls, values: Any) -> Any:
+        # Versions registered before releases were automatic keep `auto_promote` in their
+        # lineage params, which the monitor and `reproduce` read back: accepted, and unused
+        # (`release.mode` says how a candidate is released now).
+        if isinstance(values, dict) and "auto_promote" in values:
+            return {key: value for key, value in values.items() if key != "auto_promote"}
+        return values
+
+
+ReleaseMode = Literal["shadow", "canary", "direct"]
+RELEASE_MODE_CAUTION: dict[str, int] = {"direct": 0, "canary": 1, "shadow": 2}
+"""How cautious each release mode is: shadow shows callers nothing new, a canary shows some
+of them the candidate, direct makes it champion with no online test."""
+
+
+class ReleaseParams(FrozenModel):
+    """How a candidate that passed the offline gate is released (`jobs.releases.start_release`).
+
+    `shadow` and `canary` make it `challenger` and set the routing, as `telescore routing set`
+    does; the `promote-telemarketing` deployment then promotes or rolls it back on live
+    outcomes (`core.release`, the `release` section of params.yaml). A challenger still
+    undecided when the next candidate passes the gate is superseded: the new one replaces it
+    and the release starts again.
+    """
+
+    mode: ReleaseMode = "shadow"
+    """shadow: the challenger scores every request too, unseen (paired evidence, no caller
+    risk); canary: `canary_weight` percent of prospects are shown its answers; direct: it
+    becomes champion at once, with no online test (for deployments whose traffic does not
+    pass through the web app's routing, where no release could gather evidence)."""
+    canary_weight: float = Field(default=10.0, ge=0.01, le=99.99)
+    """Percent of prospects shown the challenger in a canary release."""
 
 
 class CalibrationParams(FrozenModel):
@@ -151,6 +193,7 @@ class TrainingParams(FrozenModel):
     validation: ValidationParams = ValidationParams()
     promotion: PromotionParams = PromotionParams()
     calibration: CalibrationParams = CalibrationParams()
+    release: ReleaseParams = ReleaseParams()
 
     @model_validator(mode="after")
     def _holdout_leaves_training_rows(self) -> TrainingParams:
@@ -176,7 +219,8 @@ class GuardLoweredError(ValueError):
 # relaxing one takes a committed params.yaml change, which review and DVC see.
 #   "higher": a larger value is stricter; "lower": a smaller value is stricter;
 #   "superset": the new value must keep every item of the committed one;
-#   "false": may only be turned off; "pinned": may not change at all.
+#   "false": may only be turned off; "pinned": may not change at all;
+#   "caution": a release mode at least as cautious (`RELEASE_MODE_CAUTION`).
 GUARDS: dict[tuple[str, str], str] = {
     # The data gate: what the model may see. Dropping fewer columns lets `duration` (known only
     # after the call) leak the label; another data file trains on rows nobody reviewed.
@@ -191,11 +235,16 @@ GUARDS: dict[tuple[str, str], str] = {
     ("validation", "drifting_features_allowed"): "lower",
     ("validation", "max_new_category_ratio"): "lower",
     ("validation", "max_samples_mix"): "lower",
-    # The promotion: how much better a candidate must be before it scores every prospect, on
-    # which metric, and whether it becomes champion without a canary or shadow release.
+    # The offline gate: how much better a candidate must be before it is released, on which
+    # metric, and how readily the paired test finds it worse.
     ("promotion", "min_improvement"): "higher",
     ("promotion", "metric"): "pinned",
-    ("promotion", "auto_promote"): "false",
+    ("promotion", "confidence"): "lower",
+    ("promotion", "min_test_rows_per_class"): "lower",
+    # The release: a run may ask for a more cautious one (shadow over canary over direct, a
+    # smaller canary), never skip or widen the online test.
+    ("release", "mode"): "caution",
+    ("release", "canary_weight"): "lower",
 }
 
 
@@ -208,6 +257,8 @@ def _stricter_or_equal(rule: str, committed: Any, proposed: Any) -> bool:
         return set(proposed) >= set(committed)
     if rule == "false":
         return bool(proposed is False or proposed == committed)
+    if rule == "caution":
+        return RELEASE_MODE_CAUTION[proposed] >= RELEASE_MODE_CAUTION[committed]
     return bool(proposed == committed)
 
 

@@ -450,12 +450,33 @@ def _placements(scores: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarr
 def _compare_auc(
     champion: ArmEvidence, challenger: ArmEvidence, z: float, *, paired: bool, confidence: float
 ) -> MetricComparison:
-    auc_champion, positives_champion, negatives_champion = _placements(
-        champion.scores, champion.labels
+    return compare_auc(
+        (champion.scores, champion.labels),
+        (challenger.scores, challenger.labels),
+        paired=paired,
+        confidence=confidence,
+        z=z,
     )
-    auc_challenger, positives_challenger, negatives_challenger = _placements(
-        challenger.scores, challenger.labels
-    )
+
+
+def compare_auc(
+    champion: tuple[np.ndarray, np.ndarray],
+    challenger: tuple[np.ndarray, np.ndarray],
+    *,
+    paired: bool,
+    confidence: float,
+    z: float | None = None,
+) -> MetricComparison:
+    """Compare two models' ROC AUC by DeLong's method: (scores, labels) of each, row for row.
+
+    `paired`: both scored the same rows (the same labels, in the same order), so the
+    difference's variance takes their covariance into account. Each side needs both classes.
+    The offline gate of a retrained candidate (`core.promotion.paired_auc_test`) uses the same
+    test as an online release.
+    """
+    z = z if z is not None else NormalDist().inv_cdf((1 + confidence) / 2)
+    auc_champion, positives_champion, negatives_champion = _placements(*champion)
+    auc_challenger, positives_challenger, negatives_challenger = _placements(*challenger)
     if paired:
         # Same rows, same labels: the placements pair up row by row, and the variance of their
         # difference carries the covariance of the two models.

@@ -574,10 +574,11 @@ def follow_training_runs(monitor: Monitor) -> None:
             continue
         result = state["result"] if isinstance(state["result"], dict) else {}
         if state["completed"]:
+            verdict = "promoted to champion" if result.get("promoted") else "champion kept"
+            if result.get("released"):
+                verdict = f"challenger in a {result.get('release_mode')} release"
             summary = (
-                f"registered version {result.get('version')}: "
-                f"{'promoted to champion' if result.get('promoted') else 'champion kept'} "
-                f"({result.get('reason')})"
+                f"registered version {result.get('version')}: {verdict} ({result.get('reason')})"
             )
         else:
             kept = (

@@ -1,4 +1,17 @@
-"""Releases: route traffic between champion and challenger, and promote or roll back."""
+"""Releases: start one, route traffic between champion and challenger, promote or roll back.
+
+A release starts one way, whoever asks: `start_release` makes a version `challenger` and sets
+the routing (shadow or canary) with `set_routing`, the function `telescore routing set` and
+the app's `PUT /routing` call. The training flow starts one for every retrained candidate that
+passes the offline gate (`jobs.training.release_candidate`). `run_promotion` (the deployment
+`promote-telemarketing`, scheduled by `telescore up`) then judges it on live outcomes.
+
+A challenger still undecided when a newer candidate is released is superseded: the newer one
+is trained on everything the older one saw and more, so it is the one worth testing. The
+superseded version is tagged `release.superseded_by`, a `superseded` decision is recorded in
+`release_decisions`, and the release starts again (a new routing revision): the evidence of
+the old challenger does not count for the new one.
+"""
 
 from __future__ import annotations
 
@@ -54,6 +67,66 @@ class ReleaseOutcome:
     challenger: str | None
     decision_id: str | None
     reloaded: list[str]
+    labelled_rows: int | None = None
+    """Labelled rows of the challenger's arm the decision was taken on (None: idle)."""
+
+
+@dataclass(frozen=True)
+class ReleaseStart:
+    """A release started: who is challenger, how it is routed, and whom it replaced."""
+
+    challenger: str
+    mode: str
+    routing_revision: int | None
+    superseded: str | None
+    """The undecided challenger this release replaced, if any."""
+    reloaded: list[str]
+
+
+def start_release(ctx: Context, version: str, config: RoutingConfig, by: str) -> ReleaseStart:
+    """Make `version` the challenger and route to it (shadow or canary); supersede any other.
+
+    The champion is untouched: `run_promotion` decides on live outcomes. Every MLServer's
+    reconciler loads the new challenger within seconds (the local one is woken here).
+    """
+    if config.mode == "champion":
+        raise ValueError("mode: a release routes to the challenger (shadow or canary)")
+    registry = ctx.registry
+    releases = ctx.store(ReleaseStore)
+    champion = registry.alias_version(CHAMPION)
+    if champion is None or champion.version == version:
+        raise ValueError(f"version {version}: a release needs a champion other than itself")
+    undecided = registry.alias_version(CHALLENGER)
+    routing = read_routing(releases)
+    superseded = None
+    if (
+        routing.mode != "champion"
+        and undecided is not None
+        and undecided.version not in (champion.version, version)
+    ):
+        superseded = undecided.version
+        reason = f"superseded by version {version} before a decision"
+        registry.tag_version(superseded, "release.superseded_by", version)
+        releases.record_decision(
+            {
+                "decided_at": datetime.now(UTC),
+                "action": "superseded",
+                "reason": reason,
+                "champion_version": champion.version,
+                "challenger_version": superseded,
+                "superseded_by": version,
+                "routing_revision": routing.revision,
+                "routing_mode": routing.mode,
+                "release_since": routing.updated_at,
+                "decided_by": by,
+            }
+        )
+        logger.info("challenger %s %s", superseded, reason)
+    registry.set_alias(CHALLENGER, version)
+    registry.tag_version(version, "release.started_by", by)
+    stored = set_routing(releases, config, by)
+    reloaded = [each.model for each in serve_new_champion(ctx)]
+    return ReleaseStart(version, stored.mode, stored.revision, superseded, reloaded)
 
 
 def release_evidence(
@@ -216,6 +289,7 @@ def run_promotion(
         registry.delete_alias(CHALLENGER)
         set_routing(releases, RoutingConfig(), by)
         reloaded = [each.model for each in serve_new_champion(ctx)]
+    rows = decision.challenger.get("labelled_rows")
     return ReleaseOutcome(
         decision.action,
         decision.reason,
@@ -223,6 +297,7 @@ def run_promotion(
         challenger.version,
         decision_id,
         reloaded,
+        int(rows) if rows is not None else None,
     )
 
 

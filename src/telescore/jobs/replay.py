@@ -1,11 +1,16 @@
 """`telescore replay`: play the 2008-2010 calls through the platform, in time order.
 
-The first champion is trained on the earliest rows. The rest go through MLServer's REST
-endpoint a window at a time, their outcomes are reported through the outcomes API a
-configurable number of rows later, and after each window the monitor deployment runs on it,
-as its schedule would, with a compressed clock: a window lasts as long as its requests take.
-A training run the monitor triggers is waited for before the next window, so that a replay
-is repeatable; the training flow itself makes MLServer serve a promoted model.
+The first champion is trained on the earliest rows. The rest are scored a window at a time
+through the web app's scoring service (`jobs.scoring`: the release routing in force, MLServer's
+REST endpoint, in shadow mode the challenger scoring every request too), their outcomes are
+reported through the outcomes API a configurable number of rows later, and after each window
+the jobs the schedules run are run on it, with a compressed clock (a window lasts as long as
+its requests take): first the promotion (`promote-telemarketing`: judge the release under way
+on the outcomes so far), then the monitor (which may trigger a training run). A training run
+is waited for before the next window, so that a replay is repeatable; a retrained model that
+passes the gates starts a release there, as in production, and the replay records how many
+windows and calls each challenger spent in it before it was promoted, rolled back or
+superseded.
 
 Cold start: when the first champion fails its gates, the replay carries on as the platform
 does. MLServer runs with no model; each window is then served by nobody: its calls are logged
@@ -39,6 +44,7 @@ from telescore.core.access import API_KEY_HEADER
 from telescore.core.features import split_features_label
 from telescore.core.monitoring import Window
 from telescore.core.prequential import StreamQuality, stream_quality
+from telescore.core.routing import effective
 from telescore.core.schema import FEATURES
 from telescore.core.scoring import LOGIT_OFFSET_TAG
 from telescore.io import orchestrator
@@ -47,15 +53,17 @@ from telescore.io.context import Context
 from telescore.io.datasets import fingerprint_rows
 from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
-from telescore.io.params_files import load_monitoring_params
+from telescore.io.params_files import load_monitoring_params, load_release_rules
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.registry import ModelVersionRef, Registry
+from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingClient
-from telescore.jobs import access, cold_start, monitoring, platform, reconciler
+from telescore.jobs import access, cold_start, monitoring, platform, reconciler, releases
 from telescore.jobs import serving as deployment
 from telescore.jobs.model_repository import CHAMPION_MODEL
 from telescore.jobs.outcomes import REJECTED
 from telescore.jobs.plots import save_replay_plot
+from telescore.jobs.scoring import ScoringService
 from telescore.services.processes import free_port, wait_until
 from telescore.serving.options import RuntimeOptions
 from telescore.settings import ENV_FILE_VARIABLE, Settings, load_settings
@@ -113,8 +121,9 @@ class ReplayConfig:
     """Rows per monitoring window."""
     label_delay_rows: int = 1000
     """Outcomes are reported once this many later rows have been scored."""
-    request_rows: int = 100
-    """Rows per V2 request."""
+    request_rows: int = 20
+    """Rows per V2 request: 100 requests a 2,000-row window, so that a release's error-rate
+    and latency guards (`release.min_requests`, 100 per arm) can be judged after one window."""
     monitor_by_deployment: bool = False
     """Run each window's monitor as a `monitor-telemarketing` deployment run on the worker,
     as the schedule does (about 25 s a window, most of it a new process importing Evidently,
@@ -140,6 +149,75 @@ class ReplayResult:
     """How the first champion's training run ended: its state, and why when it failed."""
     unserved_windows: list[int] = field(default_factory=list)
     """Windows served by no model (cold start): their calls logged unscored."""
+    releases: list[dict[str, Any]] = field(default_factory=list)
+    """Each release a retrain started: its challenger, mode, when it started and ended, how,
+    and the windows and calls it spent in the release (`ReleaseTimeline`)."""
+    release_summary: dict[str, Any] = field(default_factory=dict)
+    """Releases started, promoted, rolled back, superseded, undecided at the end; the median
+    windows and calls a promoted challenger spent in its release before serving."""
+
+
+class ReleaseTimeline:
+    """The releases of a replay: when each started and ended, and the calls it saw."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def _open(self) -> list[dict[str, Any]]:
+        return [each for each in self.entries if each["outcome"] is None]
+
+    def started(self, window: int, training: dict[str, Any]) -> None:
+        """Record a release a training run started after `window`, and any it superseded."""
+        if training.get("superseded"):
+            self.ended(window, str(training["superseded"]), "superseded", "a newer candidate")
+        self.entries.append(
+            {
+                "challenger": str(training["version"]),
+                "mode": training.get("release_mode"),
+                "started_after_window": window,
+                "ended_after_window": None,
+                "outcome": None,
+                "reason": None,
+                "windows": 0,
+                "calls": 0,
+                "labelled_rows": None,
+            }
+        )
+
+    def scored(self, calls: int) -> None:
+        """Count a window's calls for every release under way while it was scored."""
+        for each in self._open():
+            each["windows"] += 1
+            each["calls"] += calls
+
+    def ended(
+        self, window: int, challenger: str | None, outcome: str, reason: str, rows: Any = None
+    ) -> None:
+        """Record how the release of `challenger` ended after `window`."""
+        for each in self._open():
+            if each["challenger"] == challenger:
+                each |= {
+                    "ended_after_window": window,
+                    "outcome": outcome,
+                    "reason": reason,
+                    "labelled_rows": rows,
+                }
+
+    def summary(self) -> dict[str, Any]:
+        """Return the counts per outcome and the time a promoted challenger spent in release."""
+        outcomes = [each["outcome"] or "undecided" for each in self.entries]
+        promoted = [each for each in self.entries if each["outcome"] == "promote"]
+        return {
+            "started": len(self.entries),
+            **{name: outcomes.count(name) for name in ("promote", "rollback", "superseded")},
+            "undecided": outcomes.count("undecided"),
+            "median_windows_before_serving": (
+                float(np.median([each["windows"] for each in promoted])) if promoted else None
+            ),
+            "median_calls_before_serving": (
+                float(np.median([each["calls"] for each in promoted])) if promoted else None
+            ),
+        }
 
 
 def replay_environment(state_dir: Path) -> dict[str, str]:
@@ -212,17 +290,21 @@ def report_outcomes(api_url: str, ids: list[str], labels: list[bool], api_key: s
 
 
 def score_window(
-    client: ServingClient, rows: pd.DataFrame, request_rows: int
+    scoring: ScoringService, rows: pd.DataFrame, request_id: str
 ) -> tuple[list[str], list[float]]:
-    """Score rows through MLServer's REST endpoint; return their prediction ids and scores."""
-    ids: list[str] = []
-    scores: list[float] = []
-    features = rows.loc[:, list(FEATURES)]
-    for start in range(0, len(features), request_rows):
-        scored = client.infer(features.iloc[start : start + request_rows], request_id="replay")
-        ids += scored.prediction_ids
-        scores += scored.scores
-    return ids, scores
+    """Score rows as the app does, under the routing in force; return the shown ids and scores.
+
+    Each row's routing key is its position in the stream, so a canary's share is sticky. In
+    shadow mode the challenger's answers are logged too; this waits for them.
+    """
+    records: list[dict[str, Any]] = [
+        {str(name): value for name, value in row.items()}
+        for row in rows.loc[:, list(FEATURES)].to_dict("records")
+    ]
+    keys = [f"replay-row-{index}" for index in rows.index]
+    answers = scoring.score(records, keys, request_id=request_id)
+    scoring.wait_for_shadow()
+    return [each.prediction_id for each in answers], [each.score for each in answers]
 
 
 def whole_second(moment: datetime) -> datetime:
@@ -234,13 +316,31 @@ def whole_second(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
 
 
-def wait_logged(outcomes: OutcomeStore, ids: list[str], timeout: float = 120) -> None:
-    """Wait until the shipper has moved the window's predictions into MongoDB."""
+def wait_logged(
+    outcomes: OutcomeStore,
+    ids: list[str],
+    shadow_request_ids: list[str] | None = None,
+    timeout: float = 120,
+) -> None:
+    """Wait until the shipper has moved the window's predictions (and shadow answers) to MongoDB.
+
+    `shadow_request_ids`: the request ids the challenger scored the window under in the shadow
+    (one answer per row, as many rows as `ids`); None: no shadow.
+    """
     query = {"_id": {"$in": ids}}
     wait_until(
         lambda: outcomes.predictions.count_documents(query) == len(ids),
         timeout,
         what=f"{len(ids)} predictions in MongoDB",
+        interval=0.2,
+    )
+    if not shadow_request_ids:
+        return
+    shadows = {"route": "shadow", "request_id": {"$in": shadow_request_ids}}
+    wait_until(
+        lambda: outcomes.predictions.count_documents(shadows) == len(ids),
+        timeout,
+        what=f"{len(ids)} shadow predictions in MongoDB",
         interval=0.2,
     )
 
@@ -320,11 +420,14 @@ def _replay(
     started: float,
 ) -> ReplayResult:
     params_path, stream = write_replay_inputs(config, ctx.state_dir)
+    rules = load_release_rules(params_path)
     progress("starting MLflow, Prefect, nx-27017, the worker, the API and Evidently", 0, 1)
     platform.bring_up(ctx, project_root)
     api_url = ctx.prefect_api
-    # The replay's clock drives the monitor; the hourly schedule would look at wall-clock hours.
-    orchestrator.set_schedules_active(orchestrator.MONITOR_DEPLOYMENT, api_url, active=False)
+    # The replay's clock drives the monitor and the promotion; their schedules would look at
+    # wall-clock hours and minutes.
+    for deployment_name in (orchestrator.MONITOR_DEPLOYMENT, orchestrator.PROMOTION_DEPLOYMENT):
+        orchestrator.set_schedules_active(deployment_name, api_url, active=False)
     # Served before any model exists, as `telescore up` does: MLServer starts with none, and
     # its reconciler serves the first model that passes its gates. Ship at once: the replay
     # waits for each window to be in MongoDB before monitoring it.
@@ -351,6 +454,7 @@ def _replay(
     reported = 0
     retrains: list[dict[str, Any]] = []
     offsets: list[dict[str, Any]] = []
+    timeline = ReleaseTimeline()
     windows = range(0, len(stream), config.window_rows)
     api = f"http://{ctx.host}:{ctx.settings.api.port}"
     # The replay reports outcomes as a CRM does: with an integration key of its own.
@@ -358,63 +462,89 @@ def _replay(
     client = ctx.serving_client(timeout=60.0)
     # Patient: nx-27017 answers slowly while a training run shares the two cores.
     outcomes = ctx.store(OutcomeStore, timeout_ms=30_000)
-    for index, start in enumerate(windows):
-        progress(f"window {index + 1} of {len(windows)}", index, len(windows))
-        # A promotion or a refitted offset reaches MLServer through its reconciler, a few
-        # seconds later: score the window only with what the registry now says, every time.
-        now_served = await_release(client, registry)
-        rows = stream.iloc[start : start + config.window_rows]
-        window_start = whole_second(datetime.now(UTC))
-        champion = now_served.get(CHAMPION_MODEL)
-        if champion is not None and champion.version is not None:
-            if first_served is None:
-                first_served = (index, registry.version(champion.version))
-            window_ids, window_scores = score_window(client, rows, config.request_rows)
-        else:
-            # Nobody serves: the calls are made all the same, logged with no score.
-            unserved.append(index)
-            window_ids = cold_start.log_unserved(
-                predictions,
-                rows.loc[:, list(FEATURES)].to_dict("records"),
-                "replay",
-                registry.model_name,
-            )
-            window_scores = [float("nan")] * len(window_ids)
-        window_end = whole_second(datetime.now(UTC)) + timedelta(seconds=1)
-        # The next window starts where this one ends.
-        time.sleep(max(0.0, (window_end - datetime.now(UTC)).total_seconds()))
-        ids += window_ids
-        served += window_scores
-        due = max(0, len(ids) - config.label_delay_rows)
-        report_outcomes(api, ids[reported:due], [bool(y) for y in labels[reported:due]], api_key)
-        reported = due
-        wait_logged(outcomes, window_ids)
-        window = Window(window_start, window_end)
-        if config.monitor_by_deployment:
-            result = monitor_by_deployment(api_url, params_path, window)
-        else:
-            result = monitor_in_process(ctx, params_path, window)
-        if result.get("recalibration"):
-            offsets.append({"window": index, **result["recalibration"]})
-            # Before a training run it may trigger can promote another version.
-            await_release(client, registry, offsets[-1])
-        if result.get("retrain") and result.get("training_flow_run_id"):
-            training = wait_training(api_url, result["training_flow_run_id"])
-            outcome = training["result"] if isinstance(training["result"], dict) else {}
-            retrains.append(
-                {
-                    "window": index,
-                    "cold_start": bool(result.get("cold_start")),
-                    "after_row": start + len(rows),
-                    "reason": result["reason"],
-                    "state": training["state"],
-                    "version": outcome.get("version"),
-                    "promoted": bool(outcome.get("promoted")),
-                    "promotion": outcome.get("reason") or training["message"],
-                    "production_rows": outcome.get("production_rows"),
-                    "logit_offset": registration_offset(registry, outcome.get("version")),
-                }
-            )
+    with ScoringService(client, ctx.store(ReleaseStore), batch_rows=config.request_rows) as scoring:
+        for index, start in enumerate(windows):
+            progress(f"window {index + 1} of {len(windows)}", index, len(windows))
+            # A promotion, a release or a refitted offset reaches MLServer through its
+            # reconciler, a few seconds later: score the window only with what the registry now
+            # says, every time, under the routing now in force.
+            now_served = await_release(client, registry)
+            scoring.routing.forget()
+            scoring.versions.forget()
+            rows = stream.iloc[start : start + config.window_rows]
+            request_id = f"replay-window-{index}"
+            window_start = whole_second(datetime.now(UTC))
+            champion = now_served.get(CHAMPION_MODEL)
+            shadow = False
+            if champion is not None and champion.version is not None:
+                if first_served is None:
+                    first_served = (index, registry.version(champion.version))
+                shadow = releases_shadow(scoring)
+                window_ids, window_scores = score_window(scoring, rows, request_id)
+                timeline.scored(len(rows))
+            else:
+                # Nobody serves: the calls are made all the same, logged with no score.
+                unserved.append(index)
+                window_ids = cold_start.log_unserved(
+                    predictions,
+                    rows.loc[:, list(FEATURES)].to_dict("records"),
+                    "replay",
+                    registry.model_name,
+                )
+                window_scores = [float("nan")] * len(window_ids)
+            window_end = whole_second(datetime.now(UTC)) + timedelta(seconds=1)
+            # The next window starts where this one ends.
+            time.sleep(max(0.0, (window_end - datetime.now(UTC)).total_seconds()))
+            ids += window_ids
+            served += window_scores
+            due = max(0, len(ids) - config.label_delay_rows)
+            labelled = [bool(y) for y in labels[reported:due]]
+            report_outcomes(api, ids[reported:due], labelled, api_key)
+            reported = due
+            shadow_ids = scoring.batch_ids(request_id, len(rows)) if shadow else None
+            wait_logged(outcomes, window_ids, shadow_ids)
+            judged = releases.run_promotion(ctx, rules, by="replay")
+            if judged.action in ("promote", "rollback"):
+                timeline.ended(
+                    index, judged.challenger, judged.action, judged.reason, judged.labelled_rows
+                )
+            window = Window(window_start, window_end)
+            if config.monitor_by_deployment:
+                result = monitor_by_deployment(api_url, params_path, window)
+            else:
+                result = monitor_in_process(ctx, params_path, window)
+            if result.get("recalibration"):
+                offsets.append({"window": index, **result["recalibration"]})
+                # Before a training run it may trigger can promote another version.
+                await_release(client, registry, offsets[-1])
+            if result.get("retrain") and result.get("training_flow_run_id"):
+                training = wait_training(api_url, result["training_flow_run_id"])
+                outcome = training["result"] if isinstance(training["result"], dict) else {}
+                if outcome.get("released"):
+                    timeline.started(index, outcome)
+                retrains.append(
+                    {
+                        "window": index,
+                        "cold_start": bool(result.get("cold_start")),
+                        "after_row": start + len(rows),
+                        "reason": result["reason"],
+                        "state": training["state"],
+                        "version": outcome.get("version"),
+                        "promoted": bool(outcome.get("promoted")),
+                        "released": outcome.get("release_mode")
+                        if outcome.get("released")
+                        else None,
+                        "promotion": outcome.get("reason") or training["message"],
+                        "production_rows": outcome.get("production_rows"),
+                        "logit_offset": registration_offset(registry, outcome.get("version")),
+                    }
+                )
+    for retrain in retrains:
+        # Promoted: at once (the first model, `release.mode: direct`), or by its release.
+        its_release = [e for e in timeline.entries if e["challenger"] == retrain["version"]]
+        if its_release:
+            retrain["release"] = its_release[0]
+            retrain["promoted"] = retrain["promoted"] or its_release[0]["outcome"] == "promote"
     decisions = ctx.store(MonitoringStore).decisions.count_documents({})
     scored = len(served)
     loop = never_retrained = None
@@ -439,10 +569,13 @@ def _replay(
         offsets=offsets,
         first_training=first_training,
         unserved_windows=unserved,
+        releases=timeline.entries,
+        release_summary=timeline.summary(),
         config={
             "streamed_rows": scored,
             "window_rows": config.window_rows,
             "label_delay_rows": config.label_delay_rows,
+            "request_rows": config.request_rows,
             "data_fingerprint": fingerprint_rows(stream),
             "first_champion": first_version,
             "first_champion_logit_offset": registration_offset(registry, first_version),
@@ -450,6 +583,12 @@ def _replay(
             "params": yaml.safe_load(params_path.read_text()),
         },
     )
+
+
+def releases_shadow(scoring: ScoringService) -> bool:
+    """Tell whether the challenger scores every request in the shadow now (a served one)."""
+    config = effective(scoring.routing.get(), scoring.versions.get().challenger is not None)
+    return config.mode == "shadow"
 
 
 def await_release(

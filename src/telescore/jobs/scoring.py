@@ -173,6 +173,12 @@ class ScoringService:
         """Return a batch's request id: the request's own, or with its first row appended."""
         return request_id if rows <= self._batch_rows else f"{request_id}.{start}"
 
+    def batch_ids(self, request_id: str, rows: int) -> list[str]:
+        """Return the request ids `score` sends `rows` rows under (in the shadow too)."""
+        return [
+            self._batch_id(request_id, start, rows) for start in range(0, rows, self._batch_rows)
+        ]
+
     def wait_for_shadow(self) -> None:
         """Wait until the shadow calls started so far are done (tests, shutdown)."""
         for call in list(self._shadow_calls):

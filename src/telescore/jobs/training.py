@@ -1,6 +1,12 @@
-"""The training job: ingest, validate data, train, validate model, register; composed once.
+"""The training job: ingest, validate data, train, validate model, register, release.
 
-`run_training` composes the steps in one MLflow run. The Prefect flow hands it the same steps
+`run_training` composes the steps in one MLflow run. `register` registers the candidate and
+takes the offline gate (`core.promotion`: a point comparison with the champion on the
+freshest holdout rows, and a paired DeLong test where they allow it). The first model ever
+becomes champion there; a later one that passes goes to `release_candidate`, which starts a
+shadow or canary release (`training.release`, `jobs.releases.start_release`) for the
+`promote-telemarketing` deployment to decide on live outcomes, superseding any challenger
+still undecided. The Prefect flow hands it the same steps
 wrapped as its tasks (`TrainingSteps`), and the DVC stages (`jobs.stages`) run the steps that
 need no registry, `fit`, `check_data`, `check_model` and `save_plots`, writing files instead.
 
@@ -16,7 +22,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from telescore.core.params import TrainingParams, apply_overrides
-from telescore.core.promotion import PromotionDecision, decide_promotion
+from telescore.core.promotion import PromotionDecision, decide_promotion, paired_auc_test
 from telescore.core.splits import chronological_split
 from telescore.io.datasets import Dataset, source_from_params, with_production_rows, write_snapshot
 from telescore.validation.base import ValidationFailedError, ValidationReport
@@ -70,10 +76,17 @@ class TrainingResult:
     run_id: str
     version: ModelVersionRef | None
     promoted: bool
+    """The new version became champion (the first model ever, or `release.mode: direct`)."""
     reason: str
     metrics: dict[str, float] = field(default_factory=dict)
     production_rows: int = 0
     """Labelled production rows trained on, after the versioned rows."""
+    release_mode: str | None = None
+    """shadow or canary: the version passed the gate and is (or is to be) released so."""
+    released: bool = False
+    """The release started: the version is `challenger` and the routing sends it traffic."""
+    superseded: str | None = None
+    """The undecided challenger this release replaced, if any."""
 
 
 SNAPSHOT_ARTIFACT = "data/training_rows.csv.gz"
@@ -220,34 +233,72 @@ def validate_model(
     return require_passed(report)
 
 
+@dataclass(frozen=True)
+class FreshComparison:
+    """Candidate and champion scored on the same holdout rows, those the champion never saw."""
+
+    champion_score: float | None
+    """The champion's `metric` on them; None without a champion."""
+    candidate_score: float
+    labels: np.ndarray
+    champion_scores: np.ndarray | None
+    candidate_scores: np.ndarray
+
+
 def score_champion(
     registry: Registry,
     champion: ModelVersionRef | None,
     trained: TrainedModel,
     dataset: Dataset,
     metric: str,
-) -> tuple[float | None, float]:
+) -> FreshComparison:
     """Score candidate and champion on the holdout rows neither trained on.
 
-    Returns (champion score or None without a champion, candidate score). The candidate never
-    saw the holdout. A champion trained on production rows saw those up to its last
-    prediction id, so those rows are left out of both scores.
+    The candidate never saw the holdout. A champion trained on production rows saw those up to
+    its last prediction id, so those rows are left out of both scores.
     """
     from telescore.core.metrics import classification_metrics
 
     features, labels = trained.holdout
     candidate_scores = trained.holdout_scores
     if champion is None:
-        return None, classification_metrics(labels, candidate_scores)[metric]
+        score = classification_metrics(labels, candidate_scores)[metric]
+        return FreshComparison(None, score, labels, None, candidate_scores)
     last_seen = registry.version_tags(champion).get("data_last_prediction_id")
     unseen = unseen_by(last_seen, dataset, len(labels))
     if not unseen.any():  # nothing newer: compare on all of it, which favours the champion
         unseen[:] = True
     model = registry.load_model(champion)
     champion_scores = model.predict_proba(features[unseen])[:, 1]
-    return (
-        classification_metrics(labels[unseen], champion_scores)[metric],
-        classification_metrics(labels[unseen], candidate_scores[unseen])[metric],
+    fresh_labels = labels[unseen]
+    return FreshComparison(
+        classification_metrics(fresh_labels, champion_scores)[metric],
+        classification_metrics(fresh_labels, candidate_scores[unseen])[metric],
+        fresh_labels,
+        champion_scores,
+        candidate_scores[unseen],
+    )
+
+
+def gate_candidate(comparison: FreshComparison, params: TrainingParams) -> PromotionDecision:
+    """Take the offline gate: the point comparison, and the paired test where the rows allow."""
+    promotion = params.promotion
+    test, note = None, ""
+    if comparison.champion_scores is not None:
+        test, note = paired_auc_test(
+            comparison.labels,
+            comparison.champion_scores,
+            comparison.candidate_scores,
+            confidence=promotion.confidence,
+            min_rows_per_class=promotion.min_test_rows_per_class,
+        )
+    return decide_promotion(
+        comparison.candidate_score,
+        comparison.champion_score,
+        metric=promotion.metric,
+        min_improvement=promotion.min_improvement,
+        test=test,
+        test_note=note,
     )
 
 
@@ -330,7 +381,11 @@ def register(
     code_root: Path = Path(),
     trigger: Mapping[str, Any] | None = None,
 ) -> TrainingResult:
-    """Log and register the model, set `challenger`, and move `champion` if it wins."""
+    """Log and register the model and take the offline gate; the first model becomes champion.
+
+    A later candidate that passes is left for `release_candidate` (`release_mode` set), or made
+    champion at once with `release.mode: direct`; one that fails gets no alias.
+    """
     from telescore.core.features import feature_ranges
     from telescore.io.registry import CHALLENGER, CHAMPION, PREVIOUS, git_commit
 
@@ -348,19 +403,17 @@ def register(
     )
     metric = params.promotion.metric
     champion_before = registry.alias_version(CHAMPION)
-    champion_score, candidate_score = score_champion(
-        registry, champion_before, trained, dataset, metric
-    )
-    decision: PromotionDecision = decide_promotion(
-        candidate_score,
-        champion_score,
-        metric=metric,
-        min_improvement=params.promotion.min_improvement,
-    )
-    if decision.promote and champion_before is not None and not params.promotion.auto_promote:
-        decision = PromotionDecision(
-            False, f"{decision.reason}; left as challenger for a release (auto_promote off)"
-        )
+    comparison = score_champion(registry, champion_before, trained, dataset, metric)
+    decision = gate_candidate(comparison, params)
+    # The first model ever is champion at once (nothing to compare it with, nothing serving);
+    # a later one that passes the gate is released, unless the params say `direct`.
+    direct = champion_before is None or params.release.mode == "direct"
+    promote = decision.promote and direct
+    release_mode = params.release.mode if decision.promote and not direct else None
+    outcome = "kept champion"
+    if promote or release_mode:
+        outcome = "promoted" if promote else f"{release_mode} release"
+    test = decision.test
     lineage = {
         "git_commit": git_commit(code_root),
         "data_fingerprint": dataset.fingerprint,
@@ -372,23 +425,33 @@ def register(
         "gx_suite_sha256": str(data_report.details["suite_sha256"]),
         **validation_lineage(data_report, model_report),
         "params": json.dumps(params.model_dump(mode="json"), sort_keys=True),
-        f"holdout_{metric}": f"{candidate_score:.6f}",
-        "promotion_decision": "promoted" if decision.promote else "kept champion",
+        f"holdout_{metric}": f"{comparison.candidate_score:.6f}",
+        "promotion_decision": outcome,
         "promotion_reason": decision.reason,
+        **({"promotion_test": test.verdict} if test is not None else {}),
         # Served with the model when it is champion (jobs.model_repository.champion_offset).
         **registration_offset(trained.pipeline, dataset, params),
     }
     version = registry.register(model_uri, run_id, lineage)
-    registry.set_alias(CHALLENGER, version.version)
-    if decision.promote:
+    if promote:
+        registry.set_alias(CHALLENGER, version.version)
         if champion_before is not None:
             registry.set_alias(PREVIOUS, champion_before.version)  # where a rollback goes
         registry.set_alias(CHAMPION, version.version)
+    metrics = {}
+    if comparison.champion_score is not None:
+        metrics["champion_holdout_score"] = comparison.champion_score
+    if test is not None:
+        metrics |= {
+            "gate_auc_difference": test.difference,
+            "gate_auc_difference_low": test.low or 0.0,
+            "gate_auc_difference_high": test.high or 0.0,
+        }
     registry.log(
         run_id,
-        metrics={"champion_holdout_score": champion_score} if champion_score is not None else None,
+        metrics=metrics or None,
         tags={
-            "promotion.decision": lineage["promotion_decision"],
+            "promotion.decision": outcome,
             "promotion.reason": decision.reason,
             "promotion.previous_champion": champion_before.version if champion_before else "none",
             "registered.version": version.version,
@@ -397,10 +460,45 @@ def register(
     return TrainingResult(
         run_id,
         version,
-        decision.promote,
+        promote,
         decision.reason,
         trained.metrics,
         dataset.production_rows,
+        release_mode=release_mode,
+    )
+
+
+def release_candidate(
+    ctx: Context, result: TrainingResult, params: TrainingParams, by: str = "train-telemarketing"
+) -> TrainingResult:
+    """Start the release of a candidate that passed the gate (a no-op for any other result).
+
+    The same job a person's release runs (`jobs.releases.start_release`): the version becomes
+    `challenger`, the routing becomes `release.mode`, and an undecided challenger is superseded.
+    """
+    from telescore.core.routing import RoutingConfig
+    from telescore.jobs.releases import start_release
+
+    if result.release_mode is None or result.version is None:
+        return result
+    config = RoutingConfig(mode=result.release_mode, canary_weight=params.release.canary_weight)
+    started = start_release(ctx, result.version.version, config, by)
+    ctx.registry.log(
+        result.run_id,
+        tags={
+            "release.mode": started.mode,
+            "release.routing_revision": str(started.routing_revision),
+            "release.superseded": started.superseded or "none",
+        },
+    )
+    superseded = ""
+    if started.superseded:
+        superseded = f"; superseded undecided challenger {started.superseded}"
+    return replace(
+        result,
+        released=True,
+        superseded=started.superseded,
+        reason=f"{result.reason}; challenger in a {started.mode} release{superseded}",
     )
 
 
@@ -416,6 +514,7 @@ class TrainingSteps:
     train: Callable[..., TrainedModel] = train
     validate_model: Callable[..., ValidationReport] = validate_model
     register: Callable[..., TrainingResult] = register
+    release: Callable[..., TrainingResult] = release_candidate
 
 
 STEPS = TrainingSteps()
@@ -430,7 +529,7 @@ def run_training(
     steps: TrainingSteps = STEPS,
     logger: logging.Logger | logging.LoggerAdapter[Any] = LOGGER,
 ) -> TrainingResult:
-    """Ingest, validate the data, train, validate the model and register, in one MLflow run.
+    """Ingest, validate the data, train, validate the model, register and release, in one run.
 
     `trigger` says who asked and why (the monitor: its decision, window and reason); it is
     kept as tags on the run and the model version. A failed gate raises
@@ -458,6 +557,8 @@ def run_training(
             result = steps.register(
                 trained, dataset, data_report, model_report, params, registry, run_id, root, trigger
             )
+            if result.release_mode is not None:
+                result = steps.release(ctx, result, params)
         succeeded = True
     finally:
         registry.end_run(run_id, succeeded)

@@ -111,11 +111,14 @@ def test_second_run_that_does_not_beat_champion_leaves_it(registry: Registry) ->
     first = train_telemarketing(overrides=SAMPLE)
     # when the same training runs again (same data, same seed: no improvement)
     second = train_telemarketing(overrides=SAMPLE)
-    # then champion stays on the first version and only challenger moves
+    # then it fails the gate: registered for the record, but neither champion nor challenger,
+    # and no release starts (no MongoDB is configured here: none is needed)
     assert not second["promoted"], f"an equal model must not be promoted: {second['reason']}"
+    assert not second["released"], f"an equal model must not be released: {second['reason']}"
     assert "does not beat" in second["reason"], "the reason must say why"
+    assert "no significant difference" in second["reason"], "the paired test must be reported"
     assert registry.alias_version(CHAMPION).version == first["version"], "champion moved"
-    assert registry.alias_version(CHALLENGER).version == second["version"], "challenger not moved"
+    assert registry.alias_version(CHALLENGER).version == first["version"], "challenger moved"
     run = registry.client.get_run(second["run_id"])
     assert run.data.tags["promotion.decision"] == "kept champion", "decision not recorded"
 
@@ -161,23 +164,22 @@ def test_model_failing_a_deepchecks_condition_is_not_registered(registry: Regist
     )
 
 
-def test_a_challenger_only_run_leaves_the_champion_and_a_promotion_keeps_previous(
+def test_a_direct_release_promotes_at_once_and_keeps_the_champion_as_previous(
     registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given a champion, and params committed to promote any candidate that passes the gates
+    # given a champion, and params committed to release without an online test and to let
+    # any candidate that passes the gates through the point comparison
     first = train_telemarketing(overrides=SAMPLE)["version"]
-    always = committed_params(tmp_path, monkeypatch, {"promotion": {"min_improvement": -1.0}})
-    # when a better-or-not candidate is trained as challenger only (for a canary release)
-    second = train_telemarketing(
-        params_file=always, overrides={**SAMPLE, "promotion": {"auto_promote": False}}
+    direct = committed_params(
+        tmp_path,
+        monkeypatch,
+        {"promotion": {"min_improvement": -1.0}, "release": {"mode": "direct"}},
     )
-    # then the champion stays, and the candidate is the challenger, with the reason said
-    assert not second["promoted"] and "auto_promote off" in second["reason"], second
-    assert registry.alias_version(CHAMPION).version == first  # type: ignore[union-attr]
-    assert registry.alias_version(CHALLENGER).version == second["version"]  # type: ignore[union-attr]
-    # and when a later run is promoted directly, the champion it replaces becomes `previous`
-    third = train_telemarketing(params_file=always, overrides=SAMPLE)
-    assert third["promoted"], third
+    # when a candidate no worse than the champion is trained
+    second = train_telemarketing(params_file=direct, overrides=SAMPLE)
+    # then it is champion at once, and the champion it replaces becomes `previous`
+    assert second["promoted"] and not second["released"], second
+    assert registry.alias_version(CHAMPION).version == second["version"]  # type: ignore[union-attr]
     assert registry.alias_version(PREVIOUS).version == first  # type: ignore[union-attr]
 
 
@@ -187,6 +189,7 @@ def test_a_challenger_only_run_leaves_the_champion_and_a_promotion_keeps_previou
         ("/etc/passwd", None, "params_file '/etc/passwd'"),
         ("../../../../etc/hosts", None, "outside the project root"),
         ("params.yaml", {"promotion": {"min_improvement": -1.0}}, "promotion.min_improvement"),
+        ("params.yaml", {"release": {"mode": "direct"}}, "release.mode"),
         ("params.yaml", {"validation": {"min_roc_auc": 0.0}}, "validation.min_roc_auc"),
         ("params.yaml", {"data": {"drop_columns": []}}, "data.drop_columns"),
         ("params.yaml", {"deploy": {"command": "sh -c id"}}, "unknown params fields: deploy"),

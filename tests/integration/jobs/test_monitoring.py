@@ -357,11 +357,13 @@ def test_mongodb_down_fails_the_run_visibly_and_decides_nothing(
 def test_a_calibrated_champion_gets_its_offset_refitted_and_recorded(
     platform: dict[str, Any], registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given a champion trained with calibration on (every candidate promoted: a committed
-    # params change, since a run cannot relax a guard), and a window of 600 predictions whose
-    # outcomes are all known
+    # given a champion trained with calibration on (every candidate that passes the gates made
+    # champion at once: a committed params change, since a run cannot relax a guard), and a
+    # window of 600 predictions whose outcomes are all known
     always = committed_params(
-        platform["state"], monkeypatch, {"promotion": {"min_improvement": -1.0}}
+        platform["state"],
+        monkeypatch,
+        {"promotion": {"min_improvement": -1.0}, "release": {"mode": "direct"}},
     )
     calibrated = SAMPLE | {"calibration": {"enabled": True, "rows": 600, "min_rows": 200}}
     trained = train_telemarketing(params_file=always, overrides=calibrated)

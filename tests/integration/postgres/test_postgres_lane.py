@@ -85,8 +85,13 @@ def test_training_runs_and_a_promotion_are_stored_in_postgres(
 ) -> None:
     # given a fresh model name, when the training flow runs on a sample of the real data
     first, first_flow_run = run_flow(train_telemarketing, overrides=SAMPLE)
-    # and a second training run is promoted over it (any candidate beats the champion)
-    always = committed_params(tmp_path, monkeypatch, {"promotion": {"min_improvement": -1.0}})
+    # and a second training run is promoted over it (any candidate that passes the gates, made
+    # champion at once: `release.mode: direct`)
+    always = committed_params(
+        tmp_path,
+        monkeypatch,
+        {"promotion": {"min_improvement": -1.0}, "release": {"mode": "direct"}},
+    )
     second, second_flow_run = run_flow(train_telemarketing, params_file=always, overrides=SAMPLE)
 
     # then both were promoted, and the champion they replaced is kept as `previous`

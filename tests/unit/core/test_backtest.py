@@ -149,7 +149,7 @@ def test_a_first_champion_that_fails_starts_cold_and_the_loop_serves_once_one_pa
     assert np.ptp(run.served[served_from : served_from + 1000]) > 0, "it ranks the next window"
 
 
-def test_with_auto_promote_off_a_retrained_model_is_promoted_only_by_its_shadow_release(
+def test_in_a_shadow_release_mode_a_retrained_model_is_promoted_only_by_its_shadow_release(
     frame: pd.DataFrame, plan_candidates: dict[str, LoopConfig]
 ) -> None:
     # given the shipped grid's shadow candidate on the first 20,000 rows
@@ -162,7 +162,7 @@ def test_with_auto_promote_off_a_retrained_model_is_promoted_only_by_its_shadow_
     # and a release is decided after at least one window in the shadow
     outcomes = {each.outcome for each in run.runs}
     assert "challenger" in outcomes, f"challengers: {run.runs}"
-    assert "promoted" not in outcomes, "no direct promotion with auto_promote off"
+    assert "promoted" not in outcomes, "no direct promotion in the shadow release mode"
     assert run.releases, "the challengers' releases are recorded"
     for release in run.releases:
         if release.decided_after_window is not None and release.action != "replaced":

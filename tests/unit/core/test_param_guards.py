@@ -11,7 +11,8 @@ from telescore.core.params import GUARDS, GuardLoweredError, TrainingParams, app
 COMMITTED = TrainingParams.model_validate(
     {
         "validation": {"min_roc_auc": 0.6, "max_numeric_drift": 0.5},
-        "promotion": {"min_improvement": 0.002, "auto_promote": True},
+        "promotion": {"min_improvement": 0.002},
+        "release": {"mode": "canary", "canary_weight": 10.0},
     },
     strict=False,
 )
@@ -28,6 +29,10 @@ COMMITTED = TrainingParams.model_validate(
         {"validation": {"drifting_features_allowed": 19}},
         {"data": {"drop_columns": []}},
         {"data": {"path": "/tmp/poisoned.csv"}},
+        {"promotion": {"confidence": 0.999}},
+        {"promotion": {"min_test_rows_per_class": 1000}},
+        {"release": {"mode": "direct"}},
+        {"release": {"canary_weight": 50.0}},
     ],
 )
 def test_an_override_that_relaxes_a_guard_is_refused(overrides: dict[str, Any]) -> None:
@@ -40,13 +45,28 @@ def test_an_override_that_relaxes_a_guard_is_refused(overrides: dict[str, Any]) 
     assert "committed params change" in str(refused.value), "the error must say what to do"
 
 
-def test_auto_promote_may_be_turned_off_but_not_on() -> None:
-    # given a committed params that keeps candidates as challenger
-    cautious = apply_overrides(COMMITTED, {"promotion": {"auto_promote": False}})
-    assert cautious.promotion.auto_promote is False, "turning auto_promote off is stricter"
-    # when a run turns it back on, then it is refused
-    with pytest.raises(GuardLoweredError, match="promotion.auto_promote"):
-        apply_overrides(cautious, {"promotion": {"auto_promote": True}})
+def test_a_release_may_be_made_more_cautious_but_not_less() -> None:
+    # given committed params that release candidates by canary
+    # when a run asks for a shadow release instead (no caller sees the candidate)
+    cautious = apply_overrides(COMMITTED, {"release": {"mode": "shadow"}})
+    # then it is taken
+    assert cautious.release.mode == "shadow", "shadow is more cautious than a canary"
+    # and when a run asks to go back to a canary, or to skip the online test, it is refused
+    for mode in ("canary", "direct"):
+        with pytest.raises(GuardLoweredError, match="release.mode"):
+            apply_overrides(cautious, {"release": {"mode": mode}})
+
+
+def test_the_auto_promote_flag_of_older_lineage_is_read_but_no_override() -> None:
+    # given the params of a version registered before releases were automatic (its lineage)
+    older = TrainingParams.model_validate(
+        {"promotion": {"min_improvement": 0.002, "auto_promote": True}}, strict=False
+    )
+    # then they still validate (the monitor and `reproduce` read them back)
+    assert older.promotion.min_improvement == 0.002, older
+    # and a run cannot set the old flag any more: it names no field
+    with pytest.raises(GuardLoweredError, match="unknown params fields: promotion.auto_promote"):
+        apply_overrides(COMMITTED, {"promotion": {"auto_promote": True}})
 
 
 def test_an_override_that_tightens_a_guard_is_taken() -> None:

@@ -85,3 +85,30 @@ def test_flat_params_name_each_value_by_its_section() -> None:
     sections = TrainingParams.model_fields
     expected = sum(len(type(getattr(params, name)).model_fields) for name in sections)
     assert len(flat) == expected, f"{len(flat)} keys for {expected} fields"
+
+
+def test_a_gated_candidate_is_released_in_the_shadow_unless_the_params_say_otherwise() -> None:
+    # Given no release section / When validated / Then candidates go to a shadow release, and
+    # the offline gate neither waves every candidate through nor skips its paired test
+    params = _params({})
+    assert params.release.mode == "shadow", "a retrained model must be tested on live traffic"
+    assert params.promotion.min_improvement >= 0, "every candidate passing is not the default"
+    assert 0.5 < params.promotion.confidence < 1, params.promotion
+    # And a canary with its weight is taken, an unknown mode or an empty canary refused
+    canary = _params({"release": {"mode": "canary", "canary_weight": 25}})
+    assert (canary.release.mode, canary.release.canary_weight) == ("canary", 25.0), canary
+    with pytest.raises(ValidationError, match="release.mode"):
+        _params({"release": {"mode": "everyone"}})
+    with pytest.raises(ValidationError, match="release.canary_weight"):
+        _params({"release": {"mode": "canary", "canary_weight": 0}})
+
+
+def test_the_shipped_params_test_every_retrained_model_online() -> None:
+    # Given the params.yaml a user deploys / When read / Then a retrained model that passes
+    # the gates is released (shadow or canary), never made champion without an online test
+    from pathlib import Path
+
+    from telescore.io.params_files import load_training_params
+
+    shipped = load_training_params(Path(__file__).resolve().parents[3] / "params.yaml")
+    assert shipped.release.mode in {"shadow", "canary"}, shipped.release

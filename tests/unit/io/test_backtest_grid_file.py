@@ -38,7 +38,7 @@ def test_the_shipped_grid_resolves_every_candidate_against_params_yaml() -> None
     assert names[:2] == ["params", "replay"], f"the first candidates: {names}"
     assert plan.candidates[0] == plan.base, "the `params` candidate is the params file"
     shadow = next(each for each in plan.candidates if each.name == "replay-shadow")
-    assert not shadow.training.promotion.auto_promote, "its own override"
+    assert shadow.training.release.mode == "shadow", "its own override"
     assert shadow.training.model.C == 0.01, "the model of the candidate it extends"
     assert shadow.retraining.data.production.enabled, "retrain_overrides applied to retraining"
     assert len(plan.grid.variants.streams()) == 27, "3 windows x 3 delays x 3 first champions"
