@@ -70,6 +70,16 @@ class ServedModel(NamedTuple):
     route: Route
 
 
+
+def utc_time(timestamp: datetime) -> datetime:
+    """Return `timestamp` in UTC; a naive time is refused.
+
+    A naive time could be local or UTC: refuse to guess, a wrong hour would skew monitoring.
+    """
+    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
+        raise ValueError("timestamp must be timezone-aware")
+    return timestamp.astimezone(UTC)
+
 def entry_payload(entry: JournalEntry) -> bytes:
     """Encode an entry for the journal (compact JSON)."""
     # A tuple: orjson takes tuples, not their subclasses. NumPy scalars (from in-process
@@ -138,10 +148,7 @@ def prediction_records(
         )
     if model.route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, not {model.route!r}")
-    # A naive time could be local or UTC: refuse to guess, a wrong hour would skew monitoring.
-    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
-        raise ValueError("timestamp must be timezone-aware")
-    when = timestamp.astimezone(UTC)
+    when = utc_time(timestamp)
     return [
         {
             ID: prediction_id,
@@ -176,9 +183,7 @@ def unserved_records(
     """
     if len(prediction_ids) != len(rows):
         raise ValueError(f"{len(prediction_ids)} prediction ids for {len(rows)} rows")
-    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
-        raise ValueError("timestamp must be timezone-aware")
-    when = timestamp.astimezone(UTC)
+    when = utc_time(timestamp)
     return [
         {
             ID: prediction_id,
