@@ -81,6 +81,10 @@ def reader(state_dir: Path) -> MlflowUser:
     return user(state_dir, MLFLOW_READER)
 
 
+AUTH_CACHE_SECONDS = 60
+"""How long MLflow remembers a checked login (its `auth_cache_ttl_seconds`; 0 = never)."""
+
+
 def write_auth_config(path: Path, database_uri: str, admin_username: str = MLFLOW_ADMIN) -> Path:
     """Write the basic-auth app's config (`MLFLOW_AUTH_CONFIG_PATH`) to `path`, owner-only.
 
@@ -98,6 +102,10 @@ def write_auth_config(path: Path, database_uri: str, admin_username: str = MLFLO
         f"database_uri = {database_uri.replace('%', '%%')}\n"
         f"admin_username = {admin_username}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # MLflow checks the password hash (scrypt, about 0.2 s of CPU) on every request, and
+        # each reconciler asks every 2 s: a checked login is remembered for a minute, so a
+        # changed or deleted user may still sign in for up to 60 s on another worker.
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_SECONDS}\n"
     )
     return path
 
