@@ -32,6 +32,15 @@ MLFLOW = MlflowSettings(
 )
 
 
+@pytest.fixture(autouse=True)
+def no_mlflow_login_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read only what each test gives: a `Registry` opened earlier in the same pytest process
+    exports its MLflow login to the environment, where these settings would find it."""
+    for prefix in ("TELESCORE_MLFLOW_", "MLFLOW_TRACKING_"):
+        for name in ("USERNAME", "PASSWORD"):
+            monkeypatch.delenv(prefix + name, raising=False)
+
+
 def _production(secret: str | None, mlflow: MlflowSettings = MLFLOW) -> Settings:
     return Settings(
         project=ProjectSettings(environment="production"),

@@ -7,7 +7,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from telescore.app.deps import CallListDep, MetricsDep, requires_metrics_token
 
-router = APIRouter(tags=["health"], dependencies=[Depends(requires_metrics_token)])
+router = APIRouter(
+    tags=["health"],
+    dependencies=[Depends(requires_metrics_token)],
+    responses={401: {"description": "No bearer token, or not the app's metrics token"}},
+)
 
 
 @router.get("/metrics", response_class=Response)
