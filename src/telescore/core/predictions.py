@@ -70,7 +70,6 @@ class ServedModel(NamedTuple):
     route: Route
 
 
-
 def utc_time(timestamp: datetime) -> datetime:
     """Return `timestamp` in UTC; a naive time is refused.
 
@@ -79,6 +78,7 @@ def utc_time(timestamp: datetime) -> datetime:
     if timestamp.tzinfo is None or timestamp.utcoffset() is None:
         raise ValueError("timestamp must be timezone-aware")
     return timestamp.astimezone(UTC)
+
 
 def entry_payload(entry: JournalEntry) -> bytes:
     """Encode an entry for the journal (compact JSON)."""
