@@ -9,7 +9,7 @@ read the window's latest figures. Every decision, to retrain or not, is a new
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING
@@ -26,9 +26,11 @@ class MonitoringStore(MongoStore):
 
     appname = "telescore-monitor"
 
-    def __init__(self, uri: str, database: str, *, timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, uri: str, database: str, *, timeout_ms: int = 5000, read_timeout_ms: int = 600_000
+    ) -> None:
         # Small reads and writes, but on a server a large window's read may keep busy.
-        super().__init__(uri, database, timeout_ms=timeout_ms, read_timeout_ms=600_000)
+        super().__init__(uri, database, timeout_ms=timeout_ms, read_timeout_ms=read_timeout_ms)
 
     @property
     def runs(self) -> Collection[Document]:
@@ -68,6 +70,40 @@ class MonitoringStore(MongoStore):
         """Return the latest decision that triggered a training run."""
         found = self.decisions.find({"retrain": True}, sort=[("decided_at", DESCENDING)]).limit(1)
         return next(iter(found), None)
+
+    def last_decision(self) -> Document | None:
+        """Return the latest decision: each monitor run records one as it ends."""
+        found = self.decisions.find({}, sort=[("decided_at", DESCENDING)]).limit(1)
+        return next(iter(found), None)
+
+    def count_retrains(self) -> int:
+        """Return how many decisions triggered a training run."""
+        return self.decisions.count_documents({"retrain": True})
+
+    def count_retrains_ended(self, states: Sequence[str]) -> int:
+        """Return how many triggered training runs ended in one of `states` (Prefect's names)."""
+        return self.decisions.count_documents(
+            {"retrain": True, "training.final": True, "training.state": {"$in": list(states)}}
+        )
+
+    def count_retrains_promoted(self) -> int:
+        """Return how many triggered training runs made their version champion themselves."""
+        return self.decisions.count_documents({"retrain": True, "training.promoted": True})
+
+    def released_versions(self) -> list[str]:
+        """Return the versions triggered training runs released as challenger."""
+        # The whole `training` field: nx-27017 leaves out a dotted path's parent in a projection.
+        found = self.decisions.find(
+            {"retrain": True, "training.released": True}, projection={"training": 1}
+        )
+        return [str(each["training"]["version"]) for each in found]
+
+    def retrained(self, version: str) -> bool:
+        """Tell whether a triggered training run registered `version`."""
+        return (
+            self.decisions.find_one({"training.version": version}, projection={"_id": 1})
+            is not None
+        )
 
     def awaiting_training_outcome(self) -> list[Document]:
         """Return the retrain decisions whose training run's end is not yet recorded."""

@@ -10,7 +10,7 @@ per routing revision (`_id`), every MLServer process's request counts as the rou
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING
@@ -78,3 +78,15 @@ class ReleaseStore(MongoStore):
     def latest_decisions(self, limit: int = 20) -> list[Document]:
         """Return the latest release decisions, newest first."""
         return list(self.decisions.find({}, sort=[("decided_at", DESCENDING)], limit=limit))
+
+    def count_decisions(self, action: str) -> int:
+        """Return how many release decisions took `action`."""
+        return self.decisions.count_documents({"action": action})
+
+    def count_promotions_of(self, versions: Sequence[str]) -> int:
+        """Return how many decisions promoted one of `versions` (a challenger) to champion."""
+        if not versions:
+            return 0
+        return self.decisions.count_documents(
+            {"action": "promote", "challenger_version": {"$in": list(versions)}}
+        )
