@@ -21,6 +21,8 @@ WINDOW_VERDICTS: Final[tuple[str, ...]] = get_args(WindowVerdict)
 """The verdicts a judged window gets; a window monitored with no champion gets none of them."""
 RELEASE_ACTIONS: Final[tuple[str, ...]] = (*get_args(Action), "superseded")
 """What a release decision does: the promotion's three, and a challenger replaced undecided."""
+RARE_RELEASE_ACTIONS: Final[tuple[str, ...]] = ("promote", "rollback", "superseded")
+"""Actions taken once per release; `wait` is taken at every promotion run in between."""
 FAILED_RUN_STATES: Final[tuple[str, ...]] = ("Failed", "Crashed", "TimedOut")
 """Prefect's names of a final state that is a failure (a cancelled run was stopped by a person)."""
 QUALITY_SILENT: Final = frozenset({*SILENT_VERDICTS, "drifted, unlabelled"})
@@ -149,6 +151,61 @@ def judged_window(document: Mapping[str, Any]) -> JudgedWindow | None:
         model_version=None if version is None else str(version),
         evaluated_at=document.get("read_at"),
     )
+
+
+@dataclass(frozen=True)
+class RetrainCounts:
+    """Training runs the policy triggered, and what became of them."""
+
+    started: int
+    failed: int
+    """Ended in a failed state (`FAILED_RUN_STATES`)."""
+    promoted: int
+    """Made their version champion: at once, or as a released challenger later promoted."""
+    versions: frozenset[str]
+    """The versions they registered."""
+
+
+def count_retrains(
+    retrains: Iterable[Mapping[str, Any]], promotions: Iterable[Mapping[str, Any]]
+) -> RetrainCounts:
+    """Count the retraining decisions that triggered a run, from their recorded `training`.
+
+    `promotions` are the release decisions that promoted a challenger: a retrained version
+    released as challenger counts as promoted when one of them names it.
+    """
+    started = failed = promoted = 0
+    versions: set[str] = set()
+    released: set[str] = set()
+    for decision in retrains:
+        started += 1
+        training = decision.get("training") or {}
+        if training.get("final") and training.get("state") in FAILED_RUN_STATES:
+            failed += 1
+        version = training.get("version")
+        if version is not None:
+            versions.add(str(version))
+        if training.get("promoted"):
+            promoted += 1
+        elif training.get("released") and version is not None:
+            released.add(str(version))
+    promoted += sum(1 for each in promotions if str(each.get("challenger_version")) in released)
+    return RetrainCounts(started, failed, promoted, frozenset(versions))
+
+
+def count_release_decisions(rare: Iterable[Mapping[str, Any]], total: int) -> dict[str, int]:
+    """Return the release decisions per action, every action included.
+
+    `rare` are the decisions taking one of `RARE_RELEASE_ACTIONS`, `total` how many there are
+    in all: the others are `wait`.
+    """
+    counts = dict.fromkeys(RELEASE_ACTIONS, 0)
+    for decision in rare:
+        action = decision.get("action")
+        if action in counts:
+            counts[str(action)] += 1
+    counts["wait"] = max(0, total - sum(counts.values()))
+    return counts
 
 
 def degraded_in_a_row(verdicts: Iterable[str]) -> int:

@@ -48,6 +48,7 @@ class ReleaseStore(MongoStore):
     def ensure_indexes(self) -> None:
         """Create the indexes releases are read by (idempotent)."""
         self.decisions.create_index([("decided_at", ASCENDING)])
+        self.decisions.create_index([("action", ASCENDING)])
         self.routing.create_index([(REVISION, DESCENDING)])
 
     def current_routing(self) -> Document | None:
@@ -79,14 +80,19 @@ class ReleaseStore(MongoStore):
         """Return the latest release decisions, newest first."""
         return list(self.decisions.find({}, sort=[("decided_at", DESCENDING)], limit=limit))
 
-    def count_decisions(self, action: str) -> int:
-        """Return how many release decisions took `action`."""
-        return self.decisions.count_documents({"action": action})
+    def decisions_taking(self, actions: Sequence[str]) -> list[Document]:
+        """Return the decisions that took one of `actions`: their action and challenger.
 
-    def count_promotions_of(self, versions: Sequence[str]) -> int:
-        """Return how many decisions promoted one of `versions` (a challenger) to champion."""
-        if not versions:
-            return 0
-        return self.decisions.count_documents(
-            {"action": "promote", "challenger_version": {"$in": list(versions)}}
+        For the rare actions (promote, roll back, supersede): found by the `action` index and
+        counted here, not by `count_documents`, which nx-27017 answers by reading them all.
+        """
+        return list(
+            self.decisions.find(
+                {"action": {"$in": list(actions)}},
+                projection={"action": 1, "challenger_version": 1},
+            )
         )
+
+    def count_all_decisions(self) -> int:
+        """Return how many release decisions are stored (the collection's count, not a scan)."""
+        return self.decisions.estimated_document_count()

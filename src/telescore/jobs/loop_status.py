@@ -7,17 +7,17 @@ every Prometheus scrape (docs/metrics.md has their time on 10,000 monitored wind
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
 
 from telescore.core.loop_status import (
-    FAILED_RUN_STATES,
-    RELEASE_ACTIONS,
+    RARE_RELEASE_ACTIONS,
     LoopStatus,
     ReleaseSummary,
     RetrainSummary,
+    count_release_decisions,
+    count_retrains,
     degraded_in_a_row,
     judged_window,
 )
@@ -59,20 +59,22 @@ def read_loop_status(
     Raises a pymongo error when MongoDB does not answer.
     """
     recent = list(reversed(monitoring.recent_runs(RECENT_WINDOWS)))  # newest first
-    judged = [(each, window) for each in recent if (window := judged_window(each)) is not None]
-    last_window = judged[0][1] if judged else None
+    judged = [window for each in recent if (window := judged_window(each)) is not None]
+    last_window = judged[0] if judged else None
+    promotions = releases.decisions_taking(RARE_RELEASE_ACTIONS)
+    retrains = count_retrains(
+        monitoring.retrains(), (each for each in promotions if each.get("action") == "promote")
+    )
     streak = 0
-    if last_window is not None and last_window.model_version is not None:
+    if last_window is not None and last_window.model_version in retrains.versions:
         version = last_window.model_version
-        if monitoring.retrained(version):
-            streak = degraded_in_a_row(
-                window.verdict for _, window in judged if window.model_version == version
-            )
+        streak = degraded_in_a_row(
+            window.verdict for window in judged if window.model_version == version
+        )
     window_seconds = None
     if recent:
         window_seconds = (recent[0]["window_end"] - recent[0]["window_start"]).total_seconds()
     last_decision = monitoring.last_decision()
-    released = monitoring.released_versions()
     routing = read_routing(releases)
     latest_release = releases.latest_decisions(limit=1)
     return LoopStatus(
@@ -80,11 +82,10 @@ def read_loop_status(
         window_seconds=window_seconds,
         last_run_at=last_decision["decided_at"] if last_decision else None,
         degraded_windows_since_retrain=streak,
-        retrains_started=monitoring.count_retrains(),
-        retrains_failed=monitoring.count_retrains_ended(FAILED_RUN_STATES),
-        retrains_promoted=monitoring.count_retrains_promoted()
-        + releases.count_promotions_of(released),
-        release_decisions={action: releases.count_decisions(action) for action in RELEASE_ACTIONS},
+        retrains_started=retrains.started,
+        retrains_failed=retrains.failed,
+        retrains_promoted=retrains.promoted,
+        release_decisions=count_release_decisions(promotions, releases.count_all_decisions()),
         last_retrain=_retrain_summary(monitoring.last_retrain()),
         last_release=_release_summary(latest_release[0]) if latest_release else None,
         routing_mode=routing.mode,
@@ -121,16 +122,29 @@ def _release_summary(decision: Mapping[str, Any]) -> ReleaseSummary:
     )
 
 
-@dataclass(frozen=True)
 class LoopStatusReader:
     """Reads the loop's state on the stores it was given (the app reads it at every scrape)."""
 
-    monitoring: MonitoringStore
-    releases: ReleaseStore
-    outcomes: OutcomeStore
-    served: ServedReader | None = None
+    def __init__(
+        self,
+        monitoring: MonitoringStore,
+        releases: ReleaseStore,
+        outcomes: OutcomeStore,
+        served: ServedReader | None = None,
+    ) -> None:
+        self.monitoring = monitoring
+        self.releases = releases
+        self.outcomes = outcomes
+        self.served = served
+        self._indexed = False
 
     def read(self) -> LoopStatus:
         """Return the loop's state now; a pymongo error when MongoDB does not answer."""
+        if not self._indexed:
+            # Once, at the first read that reaches MongoDB: the queries need them, and the
+            # monitor (which creates its own too) may not have run since an upgrade.
+            self.monitoring.ensure_indexes()
+            self.releases.ensure_indexes()
+            self._indexed = True
         served = self.served() if self.served is not None else None
         return read_loop_status(self.monitoring, self.releases, self.outcomes, served)
