@@ -72,8 +72,14 @@ def window(start: datetime, verdict: str, version: str | None, **figures: Any) -
     }
 
 
-def seed_loop(monitoring: MonitoringStore, releases: ReleaseStore, outcomes: OutcomeStore) -> None:
-    """Store the story of the module's docstring."""
+def seed_loop(
+    monitoring: MonitoringStore,
+    releases: ReleaseStore,
+    outcomes: OutcomeStore,
+    *,
+    with_rollback: bool = True,
+) -> None:
+    """Store the story of the module's docstring (without its rollback: `roll_back` later)."""
     monitoring.ensure_indexes()
     releases.ensure_indexes()
     start = EXPECTED.last_window_start - WINDOW * 4
@@ -126,20 +132,13 @@ def seed_loop(monitoring: MonitoringStore, releases: ReleaseStore, outcomes: Out
     decision(EXPECTED.last_run_at, False)
 
     def release(at: datetime, action: str, challenger: str) -> None:
-        releases.record_decision(
-            {
-                "decided_at": at,
-                "action": action,
-                "reason": f"seeded {action}",
-                "champion_version": "3",
-                "challenger_version": challenger,
-            }
-        )
+        releases.record_decision(release_decision(at, action, challenger))
 
     release(NOW - timedelta(hours=6, minutes=30), "wait", "4")
     release(NOW - timedelta(hours=6, minutes=20), "wait", "4")
     release(NOW - timedelta(hours=6), "promote", "4")
-    release(NOW - timedelta(minutes=30), "rollback", "5")
+    if with_rollback:
+        roll_back(releases)
     releases.set_routing({"mode": "canary", "canary_weight": 20.0})
     releases.set_routing({"mode": "shadow", "canary_weight": 20.0})
 
@@ -148,3 +147,19 @@ def seed_loop(monitoring: MonitoringStore, releases: ReleaseStore, outcomes: Out
         [Outcome(prediction_id=each, subscribed=True) for each in ids],
         pending=set(ids[: EXPECTED.pending_outcomes]),
     )
+
+
+def release_decision(at: datetime, action: str, challenger: str) -> dict[str, Any]:
+    """Return a `release_decisions` document as the promotion records one."""
+    return {
+        "decided_at": at,
+        "action": action,
+        "reason": f"seeded {action}",
+        "champion_version": "3",
+        "challenger_version": challenger,
+    }
+
+
+def roll_back(releases: ReleaseStore) -> None:
+    """Record the story's rollback of the person's challenger, version 5."""
+    releases.record_decision(release_decision(NOW - timedelta(minutes=30), "rollback", "5"))
