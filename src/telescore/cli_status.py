@@ -42,11 +42,11 @@ def _serving(loop: LoopStatus, serving_url: str) -> list[tuple[str, str]]:
     if loop.served is None:
         served = f"not answering at {serving_url}"
         return [("MLServer", served), ("Routing", routing)]
-    return [
-        ("Champion", f"version {loop.served.get('champion') or '(none served)'}"),
-        ("Challenger", f"version {loop.served.get('challenger') or '(none served)'}"),
-        ("Routing", routing),
-    ]
+    rows = []
+    for slot in ("champion", "challenger"):
+        version = loop.served.get(slot)
+        rows.append((slot.capitalize(), f"version {version}" if version else "none served"))
+    return [*rows, ("Routing", routing)]
 
 
 def _window(loop: LoopStatus, now: datetime) -> list[tuple[str, str]]:
