@@ -3,8 +3,9 @@
 Every app replica reads the same records and exports the same values (the alert rules take
 `max` over the replicas). Counters are totals of stored records, exported from 0 before the
 first one. Labels are bounded: the five window verdicts, the release actions, two aliases.
-While MongoDB does not answer, none of these is exported (the app's own metrics still are):
-Prometheus then sees them absent rather than stale. Names and meaning: docs/metrics.md.
+While MongoDB does not answer (or a record cannot be read), none of these is exported, and the
+app's own metrics still are: Prometheus sees them absent rather than stale. Names and meaning:
+docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -143,5 +144,10 @@ class LoopCollector(Collector):
             status = self.read()
         except PyMongoError as error:
             logger.warning("the loop's metrics are not exported: MongoDB: %s", error)
+            return
+        except Exception:  # noqa: BLE001 - a failing scrape would read as the app being down
+            # A record the reader cannot make sense of must not fail the whole scrape: that
+            # is `up == 0`, AppDown, for an app that serves. Logged, and these left out.
+            logger.exception("the loop's metrics are not exported: its records could not be read")
             return
         yield from loop_metrics(status)

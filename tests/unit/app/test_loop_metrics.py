@@ -173,3 +173,16 @@ def test_every_telescore_metric_the_alert_rules_read_is_exported(fast_app: FastA
             assert label in exported[name], f"{name} has no label {label} (rules: {matchers})"
             if name.startswith(("telescore_monitor", "telescore_release", "telescore_retrains")):
                 assert f'{label}="{value}"' in exported[name], f"{name} has no {label}={value}"
+
+
+def test_a_record_the_reader_cannot_read_leaves_the_loop_out_not_the_scrape(
+    fast_app: FastApp,
+) -> None:
+    # given a routing revision no routing validates (written by hand, say)
+    fast_app.services.loop.releases.set_routing({"mode": "no such mode"})
+    # when Prometheus scrapes the app
+    samples = _samples(fast_app)
+    # then the scrape succeeds (no AppDown for an app that serves), without the loop's metrics
+    names = {name for name, _ in samples}
+    assert "telescore_app_failed_logins_total" in names, "the app's own metrics are served"
+    assert "telescore_retrains_started_total" not in names, "the loop's metrics were read"
