@@ -4,7 +4,8 @@ The app runs under uvicorn as `telescore up` runs it, on the session's nx-27017 
 its own, holding the seeded story of `tests.loop_records`) and the state folder the embedded
 Prometheus shares with it (the generated metrics token). Prometheus, started as `telescore up`
 starts it, scrapes it with that token every second; its query API then answers with the
-seeded figures; and a rollback recorded while it scrapes fires the rule that reads them.
+seeded figures; and a rollback recorded while it scrapes fires the rule that reads them, which
+Alertmanager then holds as firing (what `telescore status` shows).
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from tests.integration.services.test_alert_delivery import WAIT, Alerting, _firing, alerting
 from tests.loop_records import EXPECTED, roll_back, seed_loop
 
+from telescore.io.context import Context
 from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.release_store import ReleaseStore
+from telescore.jobs.status import firing_alerts
 from telescore.services.embedded import outcomes_api
 from telescore.services.processes import ServiceProcess, free_port, wait_until
+from telescore.settings import AlertmanagerSettings, ProjectSettings, Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -106,3 +111,19 @@ def test_the_loop_s_metrics_appear_in_prometheus_with_the_recorded_values(
             WAIT,
             what="ReleaseRolledBack firing on the rollback recorded",
         )
+        # and Alertmanager holds it as firing, where `telescore status` reads it
+        user, password = stack.login
+        settings = Settings(
+            project=ProjectSettings(state_dir=state),
+            alertmanager=AlertmanagerSettings(
+                url=stack.alertmanager_url, auth_string=SecretStr(f"{user}:{password}")
+            ),
+        )
+        with Context(settings) as ctx:
+
+            def rolled_back() -> bool:
+                alerts, problem = firing_alerts(ctx)
+                assert problem is None, f"Alertmanager did not answer: {problem}"
+                return any(alert.name == "ReleaseRolledBack" for alert in alerts or [])
+
+            wait_until(rolled_back, WAIT, what="ReleaseRolledBack firing in Alertmanager")
