@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from telescore.io.context import Context
 from telescore.io.params_files import load_training_params, resolve_params_file
-from telescore.jobs import serving, training
+from telescore.jobs import cold_start, serving, training
 from telescore.settings import project_root
 
 # Retries on reads only: reading the rows twice is harmless, registering twice is not.
@@ -53,18 +53,23 @@ def train_telemarketing(
     """Train, validate, register and release a telemarketing model; return what was decided.
 
     `trigger` says who asked and why (the monitor: its decision, window and reason); it is
-    kept as tags on the run and the model version.
+    kept as tags on the run and the model version. Without the monitor's trigger and with no
+    champion, a run that makes none is recorded as a cold-start attempt (`jobs.cold_start`).
     """
     logger = get_run_logger()
     root = project_root()
     with Context.from_environment() as ctx:
         path = resolve_params_file(params_file, root, ctx.state_dir)
         params = training.resolve_params(load_training_params(path), overrides)
-        result = training.run_training(
-            ctx, params, root, trigger=trigger, steps=TASKS, logger=logger
-        )
-        model = ctx.registry.model_name
-        version = result.version.version if result.version else None
+        # Started by hand while no champion serves: a cold-start attempt the monitor's policy
+        # counts, as it counts the runs it starts itself.
+        with cold_start.counted_attempt(ctx, trigger) as attempt:
+            result = training.run_training(
+                ctx, params, root, trigger=trigger, steps=TASKS, logger=logger
+            )
+            model = ctx.registry.model_name
+            version = result.version.version if result.version else None
+            attempt.ended(result.promoted, f"registered version {version}: {result.reason}")
         logger.info("Registered %s version %s: %s", model, version, result.reason)
         if result.promoted:
             # Without a person in the loop: each MLServer's reconciler follows the champion

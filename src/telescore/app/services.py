@@ -6,6 +6,7 @@ stand-in, and hand them to the routes through `app.dependency_overrides`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,10 +18,12 @@ from telescore.io.call_list_store import CallListStore
 from telescore.io.context import Context
 from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
+from telescore.io.prediction_store import PredictionStore
 from telescore.io.prospect_store import ProspectStore
 from telescore.io.registry import Registry
 from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingClient
+from telescore.jobs import cold_start
 from telescore.jobs.call_lists import SharedCallLists
 from telescore.jobs.calls import CallRecorder
 from telescore.jobs.explanations import Explainer
@@ -69,7 +72,18 @@ def build_services(
     prospects = ctx.store(ProspectStore)
     outcomes = ctx.store(OutcomeStore)
     access = ctx.store(AccessStore)
-    scorer = ProspectScorer(scoring, prospects)
+    scorer = ProspectScorer(
+        scoring,
+        prospects,
+        # While no model serves, the list is given unranked, each row logged with no score:
+        # calls go on, and their outcomes are the rows the first model learns from. Up to 5,000
+        # rows an insert: more time than a request's write.
+        log_unserved=functools.partial(
+            cold_start.log_unserved,
+            ctx.store(PredictionStore, timeout_ms=5000),
+            model_name=ctx.settings.mlflow.model_name,
+        ),
+    )
     # The registry is opened on the first page view: a client sets MLflow's URIs process-wide.
     explainer = Explainer(registry or (lambda: ctx.registry), scorer.model_inputs)
     call_list = CallListCache(

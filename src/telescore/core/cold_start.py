@@ -4,16 +4,23 @@ No model serves when none has passed the gates yet, when the champion is gone (i
 its version removed from the registry), or while MLServer has not loaded it (loading, or
 failing to). The app answers 503 with one of these sentences, and a `Retry-After`; the monitor
 retries training as labelled outcomes arrive (`core.retraining.decide_cold_start`).
+
+The call list is given all the same, unranked, in a stated order (`unranked_order`), so that
+callers keep working and their outcomes become the labelled rows the next attempt learns from.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
 RETRY_AFTER_SECONDS: Final = 60
 """What a 503 for "no model serving" tells a client to wait before asking again."""
 RETRIED: Final = "training is retried as labelled outcomes arrive"
+UNRANKED_ORDER: Final = "a fixed shuffled order (the SHA-256 of their id)"
+"""The order of the call list while no model serves, as the list says it."""
 
 
 @dataclass(frozen=True)
@@ -44,3 +51,27 @@ def no_model_sentence(record: ChampionRecord | None) -> str:
         "no model is serving: the registry has no champion any more (its alias or its version "
         f"was removed); {RETRIED}"
     )
+
+
+def unranked_order(prospect_ids: Iterable[str]) -> list[str]:
+    """Return the prospect ids in the call list's order while no model serves.
+
+    A shuffle, not the order the prospects were added in: the outcomes of these calls are the
+    rows the first model learns from, and an import is often sorted (by region, age, source),
+    so working it from the top would label one segment first and teach a skewed sample. A
+    hash of the id is a shuffle that every replica, every day and every reader reproduces
+    (`sha256(id)`), and a prospect keeps its place as others are added or removed.
+    """
+    return sorted(prospect_ids, key=lambda each: (hashlib.sha256(each.encode()).hexdigest(), each))
+
+
+def unranked_sentence(reason: str, *, min_score_ignored: bool = False) -> str:
+    """Say that the call list is unranked, in which order, and why, from `no_model_sentence`."""
+    head, _, why = reason.partition(": ")
+    sentence = (
+        f"{head}: prospects in {UNRANKED_ORDER}, unranked; {why}; record each call as usual: "
+        "its outcome is a labelled row the next training attempt learns from"
+    )
+    if min_score_ignored:
+        sentence += "; the minimum score filter is ignored, since nothing is scored"
+    return sentence

@@ -14,7 +14,9 @@ window's figures announce; a fixed cadence spends a known budget of training run
 Cold start: while no champion serves (no model has passed the gates yet, or the champion is
 gone), there are no windows to judge. Training is then retried as labelled outcomes accumulate:
 once `cold_start_min_new_labels` more are recorded than the last training attempt had, and
-`cold_start_cooldown_windows` windows after it (`decide_cold_start`).
+`cold_start_cooldown_windows` windows after it (`decide_cold_start`). A run started by hand
+while no champion serves is an attempt too (`manual_attempt_record`): the policy retries only
+on rows it did not have either.
 
 A pure function of the window history and the run state, so that every guard is unit-tested.
 """
@@ -22,10 +24,10 @@ A pure function of the window history and the run state, so that every guard is 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field, model_validator
 
@@ -34,6 +36,8 @@ from telescore.core.models import FrozenModel
 WindowVerdict = Literal[
     "insufficient data", "awaiting labels", "drifted, unlabelled", "degraded", "healthy"
 ]
+MONITOR_TRIGGER: Final = "monitor-telemarketing"
+"""`trigger.by` of a training run the monitor started: the monitor's own decision records it."""
 SILENT_VERDICTS: frozenset[WindowVerdict] = frozenset({"insufficient data", "awaiting labels"})
 """Verdicts that say nothing about the model: they count neither for nor against a retrain."""
 
@@ -321,3 +325,41 @@ def decide_cold_start(state: ColdStartState, policy: RetrainingPolicy) -> Retrai
             (),
         )
     return RetrainingDecision(True, why, ())
+
+
+def started_by_monitor(trigger: Mapping[str, Any] | None) -> bool:
+    """Tell whether a training run was started by the monitor (its decision is the attempt)."""
+    return (trigger or {}).get("by") == MONITOR_TRIGGER
+
+
+def manual_attempt_record(
+    *,
+    started_at: datetime,
+    labelled_rows: int,
+    after_window: datetime | None,
+    state: str,
+    summary: str,
+    trigger: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build the decision-log entry of a training run started by hand while no champion serves.
+
+    Shaped as the monitor's cold-start decision that triggers a run, its run's end included,
+    so that the policy counts it alike: the labelled rows it had (`state`), the latest window
+    monitored before it (`window_start`; None: none yet, every window is after it), how it
+    ended (`training`). `state` is the run's end as Prefect names it (Failed, Completed).
+    """
+    return {
+        "decided_at": started_at,
+        "window_start": after_window,
+        "window": None,
+        "champion_version": None,
+        "cold_start": True,
+        "manual": True,
+        "retrain": True,
+        "reason": "training started by hand (not by the monitor) while no champion serves",
+        "verdicts": [],
+        "episode_start": None,
+        "state": {"labelled_rows_available": labelled_rows},
+        "trigger": {str(key): str(value) for key, value in (trigger or {}).items()},
+        "training": {"final": True, "state": state, "summary": summary},
+    }

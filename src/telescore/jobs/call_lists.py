@@ -30,6 +30,7 @@ from telescore.core.call_lists import (
     lists_to_delete,
     next_step,
 )
+from telescore.core.predictions import UNSERVED
 from telescore.io.call_list_store import CallListStore
 
 logger = logging.getLogger(__name__)
@@ -174,6 +175,18 @@ def columns_of(prospect_ids: Sequence[str], scored: Sequence[Any]) -> Columns:
         "prediction_id": [each.prediction_id for each in scored],
         "model_version": [each.model_version for each in scored],
         "route": [each.route for each in scored],
+    }
+
+
+def unserved_columns(prospect_ids: Sequence[str], prediction_ids: Sequence[str]) -> Columns:
+    """Return rows logged with no model serving (`jobs.cold_start`) as stored columns: no score."""
+    rows = len(prospect_ids)
+    return {
+        "prospect_id": list(prospect_ids),
+        "score": [None] * rows,
+        "prediction_id": list(prediction_ids),
+        "model_version": [""] * rows,
+        "route": [UNSERVED] * rows,
     }
 
 

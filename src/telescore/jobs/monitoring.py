@@ -39,6 +39,7 @@ from telescore.core.outcomes import PENDING_EXPIRY
 from telescore.core.params import CalibrationParams, TrainingParams
 from telescore.core.predictions import FEATURES, MODEL_VERSION, ROUTE, SCORE
 from telescore.core.retraining import (
+    MONITOR_TRIGGER,
     ColdStartState,
     RetrainingDecision,
     RunState,
@@ -302,10 +303,20 @@ def run_state(monitor: Monitor, history: list[dict[str, Any]]) -> RunState:
         and orchestrator.runs_in_flight(monitor.training_deployment, monitor.prefect_api)
     )
     last = monitor.records.last_retrain()
-    since: int | None = None
-    if last is not None:
-        since = sum(1 for document in history if document["window_start"] > last["window_start"])
+    since = None if last is None else windows_since(history, last)
     return RunState(in_flight, since, monitor.outcomes.count())
+
+
+def windows_since(history: list[dict[str, Any]], attempt: dict[str, Any]) -> int:
+    """Return how many windows of `history` were monitored after a training attempt.
+
+    An attempt started by hand before any window was monitored has no `window_start`: every
+    window is after it.
+    """
+    after = attempt.get("window_start")
+    if after is None:
+        return len(history)
+    return sum(1 for document in history if document["window_start"] > after)
 
 
 def champion_calibration(registry: Registry, champion: ModelVersionRef) -> CalibrationParams:
@@ -456,7 +467,7 @@ def trigger_training(monitor: Monitor, key: str, trigger: dict[str, Any]) -> dic
             parameters={
                 "params_file": monitor.params_file,
                 "overrides": monitor.params.retrain_overrides,
-                "trigger": {"by": "monitor-telemarketing", **trigger},
+                "trigger": {"by": MONITOR_TRIGGER, **trigger},
             },
             idempotency_key=key,
         )
@@ -467,7 +478,9 @@ def cold_start_state(monitor: Monitor, history: list[dict[str, Any]]) -> ColdSta
     """Return the labels recorded now and the last training attempt, from the decision log.
 
     An attempt is a decision that triggered training: it recorded the labelled rows there
-    were then, and `follow_training_runs` how its run ended (failed gates included).
+    were then, and `follow_training_runs` how its run ended (failed gates included). A run
+    started by hand while no champion served recorded itself the same way
+    (`jobs.cold_start.counted_attempt`).
     """
     in_flight = bool(
         monitor.prefect_api
@@ -477,9 +490,11 @@ def cold_start_state(monitor: Monitor, history: list[dict[str, Any]]) -> ColdSta
     last = monitor.records.last_retrain()
     if last is None:
         return ColdStartState(in_flight, labelled, None, None)
-    since = sum(1 for document in history if document["window_start"] > last["window_start"])
+    since = windows_since(history, last)
     training = last.get("training") or {}
     ended = f"its run {training['state']}" if training.get("final") else "its run's end unknown"
+    if last.get("manual"):
+        ended = f"started by hand, {ended}"
     return ColdStartState(
         in_flight,
         labelled,

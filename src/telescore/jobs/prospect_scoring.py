@@ -4,6 +4,10 @@ A caller never types the call's month and weekday, nor the five macro indicators
 scored here gets today's calendar and the latest indicators ops entered (read again at most
 once a second). Prospects are scored by id, by posted profile, or the whole campaign for the
 call list, chunk by chunk; each row scored is a logged prediction, with its id.
+
+While no model serves, the call list is made all the same, unranked (`log_unserved_in_chunks`):
+each prospect is logged as a call made with no model serving (`jobs.cold_start`), so that the
+outcome a caller records for it cites a prediction id, and becomes a labelled training row.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ import pandas as pd
 from telescore.core.call_lists import CHUNK_ROWS, CacheKey
 from telescore.core.prospects import IndicatorsRecord, model_records, model_rows
 from telescore.io.prospect_store import ProspectStore
-from telescore.jobs.call_lists import Columns, columns_of
+from telescore.jobs.call_lists import Columns, columns_of, unserved_columns
 from telescore.jobs.indicators import NoIndicatorsError, read_indicators
 from telescore.jobs.scoring import Refreshed, Scored, ScoringService
+
+UnservedLog = Callable[[Sequence[Mapping[str, Any]], str], list[str]]
+"""Logs model rows as calls made with no model serving, under a request id; returns their ids."""
 
 
 class UnknownProspectsError(LookupError):
@@ -49,10 +56,13 @@ class ProspectScorer:
         prospects: ProspectStore,
         *,
         today: Callable[[], date] = lambda: datetime.now(UTC).date(),
+        log_unserved: UnservedLog | None = None,
     ) -> None:
         self.scoring = scoring
         self._prospects = prospects
         self._today = today
+        self._log_unserved = log_unserved
+        """None: no list is given while no model serves (NoModelServingError)."""
         self.indicators = Refreshed(lambda: read_indicators(prospects))
 
     def key(self, prospects: Callable[[], int]) -> CacheKey:
@@ -66,6 +76,26 @@ class ProspectScorer:
             champion=versions.champion,
             challenger=versions.challenger,
             routing_revision=self.scoring.routing.get().revision,
+            indicators_revision=self.indicators_in_force().revision,
+            day=self._today(),
+            prospects=prospects(),
+        )
+
+    @property
+    def lists_unserved(self) -> bool:
+        """Whether an unranked list is given while no model serves."""
+        return self._log_unserved is not None
+
+    def unserved_key(self, prospects: Callable[[], int]) -> CacheKey:
+        """Return the key of the unranked list of `prospects()` made now, with no model serving.
+
+        No version and no routing: what its logged inputs depend on, the calendar day and the
+        indicators; a ranked list's key always has a champion.
+        """
+        return CacheKey(
+            champion=None,
+            challenger=None,
+            routing_revision=None,
             indicators_revision=self.indicators_in_force().revision,
             day=self._today(),
             prospects=prospects(),
@@ -112,6 +142,22 @@ class ProspectScorer:
                 rows[start : start + CHUNK_ROWS], keys, f"call-list-{uuid.uuid4()}"
             )
             yield columns_of(keys, scored)
+
+    def log_unserved_in_chunks(self, prospects: pd.DataFrame) -> Iterator[Columns]:
+        """Log every prospect (indexed by id) as a call with no model serving; yield chunks.
+
+        Each row gets a prediction id and its inputs as they would be scored today, no score.
+        """
+        if prospects.empty or self._log_unserved is None:
+            return
+        records = prospects.reset_index(drop=True).to_dict(orient="records")
+        rows = model_records(records, self.indicators_in_force().indicators, self._today())
+        for start in range(0, len(rows), CHUNK_ROWS):
+            keys = [str(each) for each in prospects.index[start : start + CHUNK_ROWS]]
+            ids = self._log_unserved(
+                rows[start : start + CHUNK_ROWS], f"call-list-unserved-{uuid.uuid4()}"
+            )
+            yield unserved_columns(keys, ids)
 
     def model_inputs(self, prospects: pd.DataFrame) -> pd.DataFrame:
         """Return the model's inputs for profiles (indexed by id), as they are scored today."""

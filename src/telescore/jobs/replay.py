@@ -545,7 +545,8 @@ def _replay(
         if its_release:
             retrain["release"] = its_release[0]
             retrain["promoted"] = retrain["promoted"] or its_release[0]["outcome"] == "promote"
-    decisions = ctx.store(MonitoringStore).decisions.count_documents({})
+    # The monitor's decisions: a first champion that failed is logged there as an attempt too.
+    decisions = ctx.store(MonitoringStore).decisions.count_documents({"manual": {"$ne": True}})
     scored = len(served)
     loop = never_retrained = None
     if first_served is not None:

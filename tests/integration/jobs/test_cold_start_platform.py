@@ -3,11 +3,13 @@ the first model that passes is served, and nobody runs a command in between.
 
 The platform is the one `telescore up` starts (MLflow, Prefect and its worker, nx-27017, the
 web app), on free ports under the test's folder, and MLServer with its reconciler, started
-before any model exists. The first training run has too few rows for the data gate; calls
-made meanwhile are logged unscored and their outcomes recorded; the monitor (run here, as its
-schedule would) triggers training once enough new labels arrived; the worker runs it; the
-reconciler serves the new champion; the app ranks. Removing the champion's alias takes the
-platform back to "no model serving".
+before any model exists. The first training run, started by hand, has too few rows for the
+data gate: it is recorded as a cold-start attempt. The app gives the call list unranked, and a
+call recorded on one of its rows is a labelled row; calls made meanwhile are logged unscored
+and their outcomes recorded; the monitor (run here, as its schedule would) triggers training
+once enough new labels arrived since that attempt; the worker runs it; the reconciler serves
+the new champion; the app ranks. Removing the champion's alias takes the platform back to "no
+model serving", and the list back to unranked.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from telescore.core.schema import FEATURES
 from telescore.io import orchestrator
 from telescore.io.access_store import AccessStore
 from telescore.io.context import Context
+from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.params_files import load_monitoring_params
 from telescore.io.prediction_store import PredictionStore
@@ -146,14 +149,16 @@ def eventually(what: str, probe: Callable[[], T | None], timeout: float = 60.0) 
         time.sleep(0.5)
 
 
-def answered(app: httpx.Client, status: int, saying: str = "") -> httpx.Response | None:
-    """Return the ranked list's answer if it has `status` and says `saying`.
+def listed(app: httpx.Client, *, ranked: bool, saying: str = "") -> dict[str, Any] | None:
+    """Return the call list if it is `ranked` (or not) and its notice says `saying`.
 
     The app reads what MLServer serves at most every second, and the registry's reason for
     serving nothing at most every 10 s.
     """
     answer = app.get("/prospects")
-    return answer if answer.status_code == status and saying in answer.text else None
+    assert answer.status_code == 200, f"the call list is always given: {answer.text}"
+    body: dict[str, Any] = answer.json()
+    return body if body["ranked"] is ranked and saying in (body["notice"] or "") else None
 
 
 def test_a_cold_start_reaches_serving_with_no_person_in_between(
@@ -181,17 +186,39 @@ def test_a_cold_start_reaches_serving_with_no_person_in_between(
     # then no model is registered, MLServer serves none, and the app says so
     assert registry.alias_version(CHAMPION) is None, "a model that failed a gate was registered"
     assert reconciler.wait_reconciled(client, registry) == {}, "MLServer should serve nothing"
-    refused = app.get("/prospects")
+    refused = app.post("/prospects/score", json={"prospect_ids": ["P00001"]})
     assert refused.status_code == 503 and refused.headers.get("retry-after"), refused.text
     assert refused.json()["detail"].startswith("no model is serving yet"), refused.text
+    # and the run started by hand is an attempt the monitor's policy counts, on 0 labels
+    attempt = ctx.store(MonitoringStore).last_retrain()
+    assert attempt is not None and attempt["manual"], f"the failed run is no attempt: {attempt}"
+    assert attempt["state"]["labelled_rows_available"] == 0, attempt["state"]
+
+    # when a caller opens the call list: it is given unranked, saying so and why
+    unranked = listed(app, ranked=False, saying="no model is serving yet: prospects in ")
+    assert unranked is not None and unranked["total"] == 200, unranked
+    shown = unranked["prospects"][0]
+    assert shown["score"] is None and shown["route"] == "unserved", shown
+    # and records that the first prospect subscribed, citing the row's prediction
+    call = app.post(
+        f"/prospects/{shown['prospect_id']}/calls",
+        json={"prediction_id": shown["prediction_id"], "result": "subscribed"},
+    )
+    # then its outcome is a labelled row the next training attempt reads
+    assert call.status_code == 201 and call.json()["outcome_status"] == "recorded", call.text
+    outcomes = ctx.store(OutcomeStore)
+    labelled = outcomes.latest_labelled(outcomes.count())
+    assert labelled["prediction_id"].tolist() == [shown["prediction_id"]], labelled
+    assert labelled["y"].tolist() == ["yes"], "the call's outcome should be the row's label"
 
     # when calls are made and 500 outcomes recorded, and the monitor runs
     few = monitor(
         ctx, params, call_unserved(ctx, rows.iloc[FIRST_ROWS : FIRST_ROWS + 500]), tmp_path
     )
-    # then it waits for more labels, saying how many it has
+    # then it waits for more labels, saying how many it has since the attempt by hand
     assert not few["retrain"], few["reason"]
-    assert "500 new labelled rows" in few["reason"] and str(NEW_LABELS) in few["reason"], few
+    assert "501 new labelled rows" in few["reason"] and str(NEW_LABELS) in few["reason"], few
+    assert "started by hand, its run Failed, on 0 labelled rows" in few["reason"], few
 
     # when 1,000 more are recorded, and the monitor runs on the next window
     enough = monitor(ctx, params, call_unserved(ctx, rows.iloc[FIRST_ROWS + 500 :]), tmp_path)
@@ -201,22 +228,25 @@ def test_a_cold_start_reaches_serving_with_no_person_in_between(
     assert training["final"] and training["state"] == "Completed", training
     champion = registry.alias_version(CHAMPION)
     assert champion is not None, "the first model that passed should be champion"
-    assert registry.version_tags(champion)["data_production_rows"] == "1500", "the new labels"
+    production = registry.version_tags(champion)["data_production_rows"]
+    assert production == "1501", f"the new labels, the app's call included: {production}"
 
     # and MLServer's reconciler serves it, with no command: MLServer answers, the app ranks
     served = reconciler.wait_reconciled(client, registry)
     assert served[CHAMPION_MODEL].version == champion.version, served
     scored = client.infer(rows.head(3).loc[:, list(FEATURES)])
     assert scored.model_version == champion.version and len(scored.scores) == 3, scored
-    ranked = eventually("the app ranks with the new champion", lambda: answered(app, 200))
-    listed = ranked.json()["prospects"]
-    assert listed and {each["model_version"] for each in listed} == {champion.version}, listed
+    ranked = eventually("the app ranks with the new champion", lambda: listed(app, ranked=True))
+    rows = ranked["prospects"]
+    assert rows and {each["model_version"] for each in rows} == {champion.version}, rows
+    assert ranked["notice"] is None, ranked["notice"]
 
     # when the champion's alias is removed
     registry.delete_alias(CHAMPION)
     # then MLServer stops serving it and the app goes back to saying why
     assert reconciler.wait_reconciled(client, registry) == {}, "the removed champion answers"
     gone = eventually(
-        "the app says the champion is gone", lambda: answered(app, 503, "no champion any more")
+        "the app lists unranked, saying the champion is gone",
+        lambda: listed(app, ranked=False, saying="no champion any more"),
     )
-    assert gone.headers.get("retry-after"), dict(gone.headers)
+    assert {each["route"] for each in gone["prospects"]} == {"unserved"}, gone["prospects"][:2]

@@ -272,3 +272,20 @@ def test_the_cold_start_parameters_are_validated() -> None:
         RetrainingPolicy(cold_start_min_new_labels=0)
     with pytest.raises(ValidationError, match="cold_start_cooldown_windows"):
         RetrainingPolicy(cold_start_cooldown_windows=-1)
+
+
+def test_a_failed_attempt_started_by_hand_holds_the_retry_back_like_the_monitors() -> None:
+    # given no monitor attempt ever, but a run started by hand that failed on 4,000 rows,
+    # two windows ago (as `jobs.monitoring.cold_start_state` reads it from the decision log)
+    def after(labelled: int) -> ColdStartState:
+        last = "started by hand, its run Failed, on 4000 labelled rows"
+        return ColdStartState(False, labelled, 4000, 2, last)
+
+    # when 4,500 labelled rows are recorded / then no retry: only 500 are new to it
+    short = decide_cold_start(after(4500), COLD)
+    assert not short.retrain, "the monitor would retry on the rows that already failed"
+    assert "500 new labelled rows since the last training attempt" in short.reason, short.reason
+    assert "started by hand" in short.reason, "the reason should name the manual attempt"
+    # when 5,000 are / then training is tried again
+    due = decide_cold_start(after(5000), COLD)
+    assert due.retrain, due.reason

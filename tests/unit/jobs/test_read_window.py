@@ -67,3 +67,31 @@ def test_other_routes_are_left_out_of_the_champions_window() -> None:
     # then it keeps the champion's 75 rows, yet counts all 100 predictions
     assert len(frame) == 75, "the shadow's rows are not the champion's"
     assert info["predictions"] == 100, f"every prediction should be counted: {info}"
+
+
+class UnservedAmongChampion(LoggedWindow):
+    """A window where every other call was made with no model serving (logged unscored)."""
+
+    def _row(self, n: int) -> dict[str, Any]:
+        if n % 2:
+            return super()._row(n)
+        return {
+            "route": "unserved",
+            "features": PROSPECT,
+            "score": None,
+            "subscribed": n % 4 == 0,
+            "model_version": "",
+        }
+
+
+def test_calls_made_with_no_model_serving_are_no_evidence_of_the_champion() -> None:
+    # given 100 labelled predictions, half of them logged unscored (no model served them)
+    logged = UnservedAmongChampion(100)
+
+    # when the monitor reads the champion's window
+    frame, info = read_window(logged, WINDOW, 1000)  # type: ignore[arg-type]
+
+    # then only the champion's 50 scored rows are judged, every score a number
+    assert len(frame) == 50, "unserved rows must not enter the champion's AUC or calibration"
+    assert frame["score"].notna().all(), "no unscored row should reach the figures"
+    assert info["model_version"] == "7", f"the unserved rows have no version: {info}"

@@ -145,7 +145,7 @@ def prospects_page(
     scoring: ScoringDep,
     releases: ReleaseStoreDep,
 ) -> Response:
-    """Show the ranked call list with its filters, one page at a time."""
+    """Show the ranked call list (unranked while no model serves), filtered, one page at a time."""
     if session is None:
         return _redirect("/login")
     raw = {
@@ -163,6 +163,7 @@ def prospects_page(
         "routing": _routing_label(scoring),
         "decision": _latest_decision(releases),
         "no_model": None,
+        "unranked": None,
     }
     try:
         query = RankingQuery.model_validate(raw)
@@ -194,7 +195,9 @@ def prospects_page(
             "pages": max(1, math.ceil(page.total / query.page_size)),
             "back": back,
             "page_url": lambda number: "/?" + urlencode({**raw, "page": number}),
-            "reasons": explainer.reasons(page.rows),
+            # Unranked (no model serves): no score to explain, a banner says why.
+            "reasons": explainer.reasons(page.rows) if page.unranked is None else {},
+            "unranked": page.unranked,
         }
     return TEMPLATES.TemplateResponse(
         request, "prospects.html", context, status_code=status_code, headers=headers

@@ -77,20 +77,28 @@ class RankedProspect(BaseModel):
     job: str
     marital: str
     education: str
-    score: float
+    score: float | None
+    """None while no model serves (the list is unranked)."""
     prediction_id: str
+    """The prediction a call's outcome cites (logged unscored while no model serves)."""
     model_version: str
+    """Empty while no model serves."""
     route: str
+    """champion or challenger; `unserved` while no model serves."""
     called: bool
     last_result: str | None
 
 
 class RankedList(BaseModel):
-    """One page of the call list, best first."""
+    """One page of the call list: best first, or unranked while no model serves."""
 
     total: int
     page: int
     page_size: int
+    ranked: bool
+    """False while no model serves: the prospects are in the order `notice` states."""
+    notice: str | None
+    """While no model serves: that the list is unranked, in which order, and why."""
     prospects: list[RankedProspect]
 
 
@@ -115,12 +123,14 @@ class CallStored(BaseModel):
 
 @router.get("")
 def list_prospects(call_list: CallListDep, query: Annotated[RankingQuery, Query()]) -> RankedList:
-    """List prospects ranked by score, best first, filtered and one page at a time."""
+    """List prospects ranked by score, best first (unranked while no model serves), by page."""
     page = call_list.page(query)
     return RankedList(
         total=page.total,
         page=query.page,
         page_size=query.page_size,
+        ranked=page.unranked is None,
+        notice=page.unranked,
         prospects=[RankedProspect.model_validate(row) for row in page.rows],
     )
 
