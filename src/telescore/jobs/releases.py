@@ -291,7 +291,8 @@ def guard_figures(
     if source == "prometheus":
         try:
             return prometheus_guard_figures(ctx.prometheus, versions, start, end)
-        except MonitoringApiError as error:
+        # OSError: the embedded login could not be kept under the state folder (read-only).
+        except (MonitoringApiError, OSError) as error:
             fallback = f"Prometheus at {ctx.prometheus_url}: {error}"
             logger.warning("release guards from the serving counters: %s", fallback)
     releases = ctx.store(ReleaseStore)
