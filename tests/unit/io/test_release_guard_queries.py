@@ -1,7 +1,7 @@
 """The release guards' PromQL: built for one served version, parsed from Prometheus's answers.
 
 What the queries compute, on series shaped like the runtime's, is checked by promtool
-(tests/deploy/test_release_guard_queries.py); a live Prometheus over two MLServers by
+(tests/deploy/test_release_guard_promql.py); a live Prometheus over two MLServers by
 tests/integration/serving/test_release_guards_prometheus.py.
 """
 
