@@ -124,3 +124,13 @@ def test_prometheus_reaches_mlserver_only_on_its_metrics_port(objects):
     # and with it, still only the app and the flow runs reach MLServer's APIs
     problems = mlserver_policy_problems(objects, pod_labels(objects), {"web", "telescore-flow-run"})
     assert problems == [], "\n".join(problems)
+
+
+def test_the_promotion_reads_the_clusters_prometheus_with_the_component_on(objects):
+    # given the rendering with the component on: the config every platform process reads
+    config = find(objects, "ConfigMap", "telescore-config")["data"]
+    # then the promotion's guards are pointed at the operator's Prometheus, the rest kept
+    assert config.get("TELESCORE_PROMETHEUS_URL") == (
+        "http://prometheus-operated.monitoring.svc:9090"
+    ), f"the guards' Prometheus: {config}"
+    assert config.get("TELESCORE_MONGODB_DATABASE") == "telescore", "the merge dropped the base's"

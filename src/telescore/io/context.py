@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from telescore.io.mongodb import MongoStore
 from telescore.io.orchestrator import PrefectApi, embedded_auth_string
-from telescore.io.prometheus import Login, embedded_login
+from telescore.io.prometheus import Login, PrometheusClient, embedded_login
 from telescore.io.registry import Registry
 from telescore.io.serving_client import ServingClient
 from telescore.settings import MLFLOW_WRITER, Settings, load_settings
@@ -57,6 +57,7 @@ class Context:
         self._stores.clear()
         self._serving.clear()
         self.__dict__.pop("registry", None)
+        self.__dict__.pop("prometheus", None)
 
     # Where things are: resolved once, the embedded defaults on `project.host` when unset.
 
@@ -156,6 +157,13 @@ class Context:
         if prometheus.auth_string is not None:
             return Login.parse(prometheus.auth_string.get_secret_value())
         return embedded_login(self.state_dir) if prometheus.url is None else None
+
+    @cached_property
+    def prometheus(self) -> PrometheusClient:
+        """A client of Prometheus's API at `prometheus_url`, with its login."""
+        return self._stack.enter_context(
+            PrometheusClient(self.prometheus_url, self.prometheus_login)
+        )
 
     @cached_property
     def alertmanager_login(self) -> Login | None:

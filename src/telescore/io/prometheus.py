@@ -4,16 +4,22 @@ Both ask every request for a login (basic auth). A configured server's comes fro
 (`TELESCORE_PROMETHEUS_AUTH_STRING`, `TELESCORE_ALERTMANAGER_AUTH_STRING`); the embedded ones
 share one, generated on first use and kept, readable by its owner only, in
 `<state_dir>/monitoring-auth`.
+
+The release guards' figures (`serving_figures`) are PromQL over every MLServer replica, as
+Flagger's `request-success-rate` and `request-duration` checks read a canary's: its requests,
+server faults and refusals, and its p50 and p99 time per request, since the release began.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import httpx
 
@@ -71,9 +77,15 @@ class PrometheusClient:
         """Close the HTTP connections."""
         self._http.close()
 
-    def query(self, expression: str) -> list[dict[str, Any]]:
-        """Return the instant vector `expression` evaluates to now: `{metric, value}` items."""
-        data = self._get("/api/v1/query", {"query": expression})
+    def query(self, expression: str, at: datetime | None = None) -> list[dict[str, Any]]:
+        """Return the instant vector `expression` evaluates to at `at` (default: now).
+
+        Items are `{metric, value}`, `value` being `[timestamp, "number"]`.
+        """
+        params = {"query": expression}
+        if at is not None:
+            params["time"] = f"{at.timestamp():.3f}"
+        data = self._get("/api/v1/query", params)
         if data["resultType"] != "vector":
             raise MonitoringApiError(f"{expression!r} is a {data['resultType']}, not a vector")
         return list(data["result"])
@@ -91,8 +103,10 @@ class PrometheusClient:
             raise MonitoringApiError(
                 f"Prometheus answered {path} with {response.status_code}: {response.text[:200]}"
             )
-        body = response.json()
-        return body["data"]
+        try:
+            return response.json()["data"]
+        except (ValueError, KeyError):
+            raise MonitoringApiError(f"Prometheus answered {path} with no data") from None
 
 
 class AlertmanagerClient:
@@ -124,3 +138,128 @@ class AlertmanagerClient:
                 f"Alertmanager answered {response.status_code}: {response.text[:200]}"
             )
         return list(response.json())
+
+
+# The release guards' figures.
+
+MLSERVER_JOB: Final = "mlserver"
+"""The scrape job of MLServer's metrics port, under every way to run (docs/metrics.md)."""
+REQUESTS: Final = "telescore_serving_requests_total"
+FAILURES: Final = "telescore_serving_failures_total"
+REFUSED: Final = "telescore_serving_refused_total"
+DURATION_BUCKETS: Final = "telescore_serving_request_duration_seconds_bucket"
+START_LOOKBACK: Final = "1h"
+"""How far before a release's start the counts it starts from are looked for (below)."""
+
+
+@dataclass(frozen=True)
+class ServingFigures:
+    """One served model version's requests and time per request over a time range, fleet-wide."""
+
+    requests: int
+    """Requests the model accepted (answered, or failed by the server)."""
+    failures: int
+    """Of those, the ones the server failed (5xx)."""
+    refused: int
+    """Requests refused for invalid input (4xx); not among `requests`."""
+    latency_p50_ms: float | None
+    """The median time per accepted request (None: none was timed)."""
+    latency_p99_ms: float | None
+
+
+def _selector(metric: str, model: str, version: str) -> str:
+    return f'{metric}{{model="{_quoted(model)}",version="{_quoted(version)}"}}'
+
+
+def _quoted(value: str) -> str:
+    """Escape a label value for a PromQL double-quoted string."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def growth_since_start(series: str, range_seconds: int) -> str:
+    """PromQL: how much each series of the counter `series` grew over the last `range_seconds`.
+
+    Every series of the runtime's counters belongs to one MLServer process (its `process`
+    label: host, pid and a random part), so a series never resets: a restarted process is a new
+    series. A series' growth is therefore exactly its last value in the range minus its value
+    at the start (the last sample at or before it, looked for `START_LOOKBACK` back), and a
+    series born in the range (a process started, or a version first served, since) grew from
+    zero. Exact, where `increase()` extrapolates to the range's edges (fractional counts) and
+    ignores the first sample of a series born in the range: every series of a new challenger
+    is, and the requests before its first scrape would be lost. Series that ended in the range
+    (a process stopped) keep their last value.
+    """
+    window = f"[{range_seconds}s]"
+    return (
+        f"(max_over_time({series}{window})"
+        f" - last_over_time({series}[{START_LOOKBACK}] offset {range_seconds}s))"
+        f" or max_over_time({series}{window})"
+    )
+
+
+def serving_queries(model: str, version: str, range_seconds: int) -> dict[str, str]:
+    """The PromQL of one served model version's figures over the last `range_seconds`.
+
+    Counts are summed over every replica (`sum by (model)`), the time per request is a
+    quantile of the runtime's histogram summed over every replica, as Flagger's
+    `request-duration` is (its buckets bound the resolution: 0.5, 1, 2.5, 5 ms, ...).
+    """
+    range_seconds = max(1, range_seconds)
+    counts = {
+        name: "sum by (model) ("
+        + growth_since_start(_selector(metric, model, version), range_seconds)
+        + ")"
+        for name, metric in (("requests", REQUESTS), ("failures", FAILURES), ("refused", REFUSED))
+    }
+    buckets = (
+        "sum by (model, le) ("
+        + growth_since_start(_selector(DURATION_BUCKETS, model, version), range_seconds)
+        + ")"
+    )
+    return counts | {
+        "latency_p50_seconds": f"histogram_quantile(0.5, {buckets})",
+        "latency_p99_seconds": f"histogram_quantile(0.99, {buckets})",
+    }
+
+
+def scalar_of(result: list[dict[str, Any]]) -> float | None:
+    """Return the one value of a query's result (None: no series, or not a number)."""
+    if not result:
+        return None
+    if len(result) > 1:
+        raise MonitoringApiError(f"expected one series, got {len(result)}")
+    value = float(result[0]["value"][1])
+    return value if math.isfinite(value) else None
+
+
+def scrapes_mlserver(client: PrometheusClient) -> bool:
+    """Tell whether Prometheus has a target of job `mlserver` (up or down)."""
+    return bool(client.query(f'up{{job="{MLSERVER_JOB}"}}'))
+
+
+def serving_figures(
+    client: PrometheusClient, model: str, version: str, start: datetime, end: datetime
+) -> ServingFigures:
+    """Return one served model version's figures from `start` to `end`, over every replica.
+
+    Every query is evaluated at `end`, so that the figures are of one moment. Raises
+    MonitoringApiError when Prometheus does not answer or refuses a query.
+    """
+    range_seconds = math.ceil((end - start).total_seconds())
+    queries = serving_queries(model, version, range_seconds)
+    values = {name: scalar_of(client.query(query, at=end)) for name, query in queries.items()}
+
+    def count(name: str) -> int:
+        return round(values[name] or 0.0)
+
+    def milliseconds(name: str) -> float | None:
+        seconds = values[name]
+        return None if seconds is None else seconds * 1000.0
+
+    return ServingFigures(
+        requests=count("requests"),
+        failures=count("failures"),
+        refused=count("refused"),
+        latency_p50_ms=milliseconds("latency_p50_seconds"),
+        latency_p99_ms=milliseconds("latency_p99_seconds"),
+    )

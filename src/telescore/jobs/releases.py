@@ -11,6 +11,14 @@ is trained on everything the older one saw and more, so it is the one worth test
 superseded version is tagged `release.superseded_by`, a `superseded` decision is recorded in
 `release_decisions`, and the release starts again (a new routing revision): the evidence of
 the old challenger does not count for the new one.
+
+Where the guards' figures come from (`guard_figures`): the error rate's requests and server
+faults and the p99 latency are PromQL over every MLServer replica that Prometheus scrapes, as
+Flagger and Argo Rollouts analyse a canary (`io.prometheus.serving_figures`). When Prometheus
+does not answer, or scrapes no MLServer, they come from the counts every MLServer process stores
+in MongoDB (`serving_counters`) and the prediction log's latencies, and the decision record says
+so and why (`guards_source`, `guards_fallback`). Quality always comes from the prediction log
+and the outcomes.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -31,6 +39,12 @@ from telescore.core.routing import RoutingConfig
 from telescore.core.serving_counts import ReleaseCounts, counts_since
 from telescore.io.context import Context
 from telescore.io.outcome_store import OutcomeStore
+from telescore.io.prometheus import (
+    MonitoringApiError,
+    PrometheusClient,
+    scrapes_mlserver,
+    serving_figures,
+)
 from telescore.io.prospect_store import ProspectStore
 from telescore.io.registry import CHALLENGER, CHAMPION, PREVIOUS
 from telescore.io.release_store import ReleaseStore
@@ -46,6 +60,23 @@ FORGET_SILENT_SECONDS = 3600.0
 
 Live processes store theirs at least every minute (`ShipperConfig.counters_heartbeat`).
 """
+
+
+GuardsSource = Literal["prometheus", "serving_counters"]
+"""Where the guards' figures came from: PromQL over every replica, or the MongoDB counters."""
+
+
+@dataclass(frozen=True)
+class GuardFigures:
+    """The figures the release's guards judge, per served model name, and their source."""
+
+    source: GuardsSource
+    counts: Mapping[str, ReleaseCounts]
+    """Requests, server faults and refusals since the release began, over every replica."""
+    latencies_ms: Mapping[str, tuple[float, float]]
+    """(p50, p99) time per request; a model missing here is timed from the prediction log."""
+    fallback: str | None = None
+    """Why the figures are not Prometheus's, when Prometheus was asked and could not say."""
 
 
 def set_routing(store: ReleaseStore, config: RoutingConfig, by: str) -> RoutingConfig:
@@ -69,6 +100,8 @@ class ReleaseOutcome:
     reloaded: list[str]
     labelled_rows: int | None = None
     """Labelled rows of the challenger's arm the decision was taken on (None: idle)."""
+    guards_source: GuardsSource | None = None
+    """Where the error rate and latency guards' figures came from (None: idle)."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +165,7 @@ def start_release(ctx: Context, version: str, config: RoutingConfig, by: str) ->
 def release_evidence(
     labelled: pd.DataFrame,
     calls: Sequence[Mapping[str, Any]],
-    serving_counts: Mapping[str, ReleaseCounts],
+    guards: GuardFigures,
     routing: RoutingConfig,
     champion: str,
     challenger: str,
@@ -142,8 +175,9 @@ def release_evidence(
     `labelled`: predictions since the release began, with `subscribed` joined (None: no
     outcome yet). In shadow mode the challenger's answers pair with the champion's shown ones
     by (request id, row), and so with their outcomes: the comparison is paired.
-    `serving_counts`: requests, server failures and refused requests per served model since
-    the routing changed, over every MLServer process (`fleet_serving_counts`).
+    `guards`: requests, server failures and refused requests per served model since the
+    routing changed, over every MLServer process, and their latencies when measured there
+    (`guard_figures`); otherwise the latencies are the prediction log's.
     """
     shown = labelled[labelled["route"].isin(["champion", "challenger"])]
     arms = {
@@ -176,20 +210,25 @@ def release_evidence(
     evidence = {}
     for arm, rows in arms.items():
         labelled_rows = rows[rows["subscribed"].notna()]
-        counts = serving_counts.get(SERVED_MODELS[arm], ReleaseCounts())
+        counts = guards.counts.get(SERVED_MODELS[arm], ReleaseCounts())
         results = [calls_by_prediction[i] for i in rows[ID] if i in calls_by_prediction]
         shown_arm = not (paired and arm == "challenger")
-        # One latency per request (every row of a request carries the request's own).
-        per_request = rows.drop_duplicates("request_id") if "request_id" in rows else rows
-        latencies = per_request["latency_ms"].to_numpy(dtype=float) if len(rows) else np.zeros(1)
+        measured = guards.latencies_ms.get(SERVED_MODELS[arm])
+        if measured is None:
+            # One latency per request (every row of a request carries the request's own).
+            per_request = rows.drop_duplicates("request_id") if "request_id" in rows else rows
+            latencies = (
+                per_request["latency_ms"].to_numpy(dtype=float) if len(rows) else np.zeros(1)
+            )
+            measured = (float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99)))
         evidence[arm] = ArmEvidence(
             scores=labelled_rows["score"].to_numpy(dtype=float),
             labels=labelled_rows["subscribed"].astype(int).to_numpy(),
             requests=counts.requests,
             errors=counts.failures,
             refused=counts.refused,
-            latency_p50_ms=float(np.percentile(latencies, 50)),
-            latency_p99_ms=float(np.percentile(latencies, 99)),
+            latency_p50_ms=measured[0],
+            latency_p99_ms=measured[1],
             calls=len(results) if shown_arm else None,
             subscriptions=sum(r == "subscribed" for r in results) if shown_arm else None,
         )
@@ -207,10 +246,74 @@ def fleet_serving_counts(
     return counts_since(counters.processes(), releases.serving_baseline(routing.revision))
 
 
+def prometheus_guard_figures(
+    prometheus: PrometheusClient,
+    versions: Mapping[str, str],
+    start: datetime,
+    end: datetime,
+) -> GuardFigures:
+    """Return the guards' figures of each served model (name: version) from PromQL.
+
+    Raises MonitoringApiError when Prometheus does not answer, refuses a query, or scrapes no
+    MLServer at all (a Prometheus that sees none would report no traffic, for ever).
+    """
+    if not scrapes_mlserver(prometheus):
+        raise MonitoringApiError("Prometheus scrapes no MLServer (no target of job mlserver)")
+    counts: dict[str, ReleaseCounts] = {}
+    latencies: dict[str, tuple[float, float]] = {}
+    for model, version in versions.items():
+        figures = serving_figures(prometheus, model, version, start, end)
+        counts[model] = ReleaseCounts(figures.requests, figures.failures, figures.refused)
+        if figures.latency_p50_ms is not None and figures.latency_p99_ms is not None:
+            latencies[model] = (figures.latency_p50_ms, figures.latency_p99_ms)
+    return GuardFigures("prometheus", counts, latencies)
+
+
+def guard_figures(
+    ctx: Context,
+    routing: RoutingConfig,
+    versions: Mapping[str, str],
+    start: datetime,
+    end: datetime,
+    source: GuardsSource = "prometheus",
+) -> GuardFigures:
+    """Return the guards' figures since the release began: Prometheus's, else the counters'.
+
+    Prometheus down, or blind to MLServer, makes the guards fall back on the MongoDB counters
+    rather than wait, and the fallback is recorded with its reason. Flagger halts a canary's
+    advancement when a metric query fails, because it has no other source; here the counters
+    are the same requests, counted by every process and summed over all of them, so the guards
+    still see the whole fleet, and a challenger that fails requests is rolled back while
+    Prometheus is down instead of serving until it is back (the guards are judged early for
+    exactly that). A platform run without Prometheus (`make tools` not run) still releases.
+    """
+    fallback = None
+    if source == "prometheus":
+        try:
+            return prometheus_guard_figures(ctx.prometheus, versions, start, end)
+        # OSError: the embedded login could not be kept under the state folder (read-only).
+        except (MonitoringApiError, OSError) as error:
+            fallback = f"Prometheus at {ctx.prometheus_url}: {error}"
+            logger.warning("release guards from the serving counters: %s", fallback)
+    releases = ctx.store(ReleaseStore)
+    counters = ctx.store(ServingCounterStore)
+    since = routing.updated_at or datetime.fromtimestamp(0, UTC)
+    # Processes silent since well before the release count zero in it: forget them.
+    counters.forget_before(since.timestamp() - FORGET_SILENT_SECONDS)
+    counts = fleet_serving_counts(counters, releases, routing)
+    return GuardFigures("serving_counters", counts, {}, fallback)
+
+
 def run_promotion(
-    ctx: Context, rules: ReleaseRules, by: str = "promote-telemarketing"
+    ctx: Context,
+    rules: ReleaseRules,
+    by: str = "promote-telemarketing",
+    guards_source: GuardsSource = "prometheus",
 ) -> ReleaseOutcome:
-    """Judge the release under way (canary or shadow), record the decision, and act on it."""
+    """Judge the release under way (canary or shadow), record the decision, and act on it.
+
+    `guards_source`: where the error rate and latency guards are read first (`guard_figures`).
+    """
     registry = ctx.registry
     champion = registry.alias_version(CHAMPION)
     challenger = registry.alias_version(CHALLENGER)
@@ -232,7 +335,6 @@ def run_promotion(
             [],
         )
     outcomes = ctx.store(OutcomeStore, read_timeout_ms=600_000)
-    counters = ctx.store(ServingCounterStore)
     since = routing.updated_at or datetime.fromtimestamp(0, UTC)
     now = datetime.now(UTC)
     # Whole seconds (nx-27017 compares sub-second bounds of a date range wrongly), from the
@@ -242,12 +344,21 @@ def run_promotion(
     labelled = pd.DataFrame(
         [row for chunk in outcomes.labelled_predictions(start, end) for row in chunk]
     )
-    # Processes silent since well before the release count zero in it: forget them.
-    counters.forget_before(since.timestamp() - FORGET_SILENT_SECONDS)
+    guards = guard_figures(
+        ctx,
+        routing,
+        {
+            SERVED_MODELS["champion"]: champion.version,
+            SERVED_MODELS["challenger"]: challenger.version,
+        },
+        since,
+        now,
+        guards_source,
+    )
     champion_arm, challenger_arm, paired = release_evidence(
         labelled if not labelled.empty else _no_predictions(),
         ctx.store(ProspectStore).calls_since(since),
-        fleet_serving_counts(counters, releases, routing),
+        guards,
         routing,
         champion.version,
         challenger.version,
@@ -264,6 +375,8 @@ def run_promotion(
             "routing_mode": routing.mode,
             "release_since": since,
             "decision": decision.as_record(),
+            "guards_source": guards.source,
+            "guards_fallback": guards.fallback,
             "decided_by": by,
         }
     )
@@ -298,6 +411,7 @@ def run_promotion(
         decision_id,
         reloaded,
         int(rows) if rows is not None else None,
+        guards.source,
     )
 
 

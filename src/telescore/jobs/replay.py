@@ -503,7 +503,13 @@ def _replay(
             reported = due
             shadow_ids = scoring.batch_ids(request_id, len(rows)) if shadow else None
             wait_logged(outcomes, window_ids, shadow_ids)
-            judged = releases.run_promotion(ctx, rules, by="replay")
+            # The guards read the MongoDB counters, not the replay's Prometheus: a window lasts
+            # seconds and Prometheus scrapes every 15 s, so its figures would miss the window
+            # just served, by an amount that depends on when the scrape fell: the decisions
+            # would not repeat. Each MLServer stores its counts within a second or so.
+            judged = releases.run_promotion(
+                ctx, rules, by="replay", guards_source="serving_counters"
+            )
             if judged.action in ("promote", "rollback"):
                 timeline.ended(
                     index, judged.challenger, judged.action, judged.reason, judged.labelled_rows

@@ -370,7 +370,7 @@ class PredictionLogMetrics(Collector):
         )
         counter = request_counter()
         yield from _request_metrics(counter.snapshot())
-        yield _duration_metric(counter.durations())
+        yield _duration_metric(counter.process, counter.durations())
 
 
 def _request_metrics(counts: ProcessCounts) -> Iterator[Metric]:
@@ -401,17 +401,21 @@ def _request_metrics(counts: ProcessCounts) -> Iterator[Metric]:
     yield refused
 
 
-def _duration_metric(durations: list[tuple[str, str, list[int], float]]) -> Metric:
-    """The runtime's time per request, per model and version (this process)."""
+def _duration_metric(process: str, durations: list[tuple[str, str, list[int], float]]) -> Metric:
+    """The runtime's time per request, per model and version (this process).
+
+    Labelled with the process, as the counts are: a series then never resets (a restarted
+    process is a new one), so the promotion can take its exact growth since a release began.
+    """
     histogram = HistogramMetricFamily(
         f"{SERVING_PREFIX}_request_duration_seconds",
         "Time the runtime took to answer a request (validate, score, journal), failed or not.",
-        labels=["model", "version"],
+        labels=["process", "model", "version"],
     )
     bounds = [str(bound) for bound in DURATION_BUCKETS] + ["+Inf"]
     for model, version, cumulative, total in durations:
         histogram.add_metric(
-            [model, version], list(zip(bounds, cumulative, strict=True)), sum_value=total
+            [process, model, version], list(zip(bounds, cumulative, strict=True)), sum_value=total
         )
     return histogram
 

@@ -27,7 +27,7 @@ def test_request_durations_are_a_histogram_per_model_and_version():
     text = _exposed()
     # then each bucket counts the accepted requests at or under its bound, failed ones
     # included; the refused one (the caller's invalid input) is not the model's time
-    labels = f'model="{model}",version="7"'
+    labels = f'model="{model}",process="{counter.process}",version="7"'
     prefix = "telescore_serving_request_duration_seconds"
     expected = {"0.0005": 1.0, "0.0025": 1.0, "0.005": 2.0, "0.025": 2.0, "0.05": 3.0, "+Inf": 3.0}
     for bound, count in expected.items():
