@@ -743,6 +743,7 @@ def _simulate(ctx: Context, config: simulation.SimulationConfig) -> simulation.S
         TimeElapsedColumn(),
     )
     since = datetime.now(UTC)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # one bar: the simulation's
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("simulation", total=config.windows)
 
@@ -870,8 +871,17 @@ def demo() -> None:
     with Context.from_environment() as ctx:
         with console.status("Starting MLflow, Prefect, MongoDB (nx-27017) and a Prefect worker..."):
             urls = platform.bring_up(ctx, root)
-        console.print("[green]Services up.[/] Running the training deployment (about a minute)...")
-        outcome = orchestrator.run_deployment(orchestrator.TRAINING_DEPLOYMENT, ctx.prefect_api)
+        simulated = simulation.SimulationConfig(
+            data=root / DATASET_FILE, params=root / "params.yaml"
+        )
+        params, _, first_streamed = simulation.write_inputs(simulated, ctx.state_dir)
+        console.print(
+            f"[green]Services up.[/] Running the training deployment on the {first_streamed:,} "
+            "earliest calls (about a minute)..."
+        )
+        outcome = orchestrator.run_deployment(
+            orchestrator.TRAINING_DEPLOYMENT, ctx.prefect_api, {"params_file": str(params)}
+        )
         _print_training(outcome, urls)
         if not outcome["completed"]:
             console.print(f"[red]Training did not complete[/]; see {ctx.state_dir / 'logs'}")
@@ -883,7 +893,7 @@ def demo() -> None:
                 console.print(f"[red]Not logged:[/] {error}")
                 raise typer.Exit(code=1) from None
             console.print(
-                "Streaming the calls of mid-2010 through the live platform: every window "
+                "Streaming the calls after those through the live platform: every window "
                 "scored, its outcomes reported, judged by the monitor and the promotion..."
             )
             _simulate(

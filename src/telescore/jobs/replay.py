@@ -44,6 +44,7 @@ from telescore.jobs.streaming import (
     StreamClock,
     registration_offset,
     stream_calls,
+    write_stream_params,
 )
 from telescore.services.processes import free_port
 from telescore.serving.options import RuntimeOptions
@@ -173,12 +174,7 @@ def write_replay_inputs(config: ReplayConfig, folder: Path) -> tuple[Path, pd.Da
         rows = rows.iloc[: config.rows]
     if first >= len(rows):
         raise ValueError(f"{len(rows)} rows leave nothing to replay after the first {first}")
-    base = folder / "first-rows.csv.gz"
-    rows.iloc[:first].to_csv(base, sep=";", index=False, compression={"method": "gzip", "mtime": 0})
-    params = yaml.safe_load(config.params.read_text())
-    params["training"]["data"] |= {"path": str(base.resolve()), "sample_rows": None}
-    params_path = folder / "params.yaml"
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    params_path = write_stream_params(config.params, rows.iloc[:first], folder)
     return params_path, rows.iloc[first:].reset_index(drop=True)
 
 

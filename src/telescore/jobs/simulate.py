@@ -8,15 +8,15 @@ monitor triggers is a run of the live `train-telemarketing` deployment on the li
 the Evidently UI, MLflow, Prefect, the web app, Prometheus and Alertmanager that `telescore up`
 printed show the loop: windows judged, a retrain, a release decided, alerts.
 
-Only the clock differs from the live platform's params file: the window (a few hundred calls
-instead of an hour), the label delay and how many windows. The policy, the gates and the
-release rules are the params file's.
+Only the clock and the data source differ from the live platform's params file, as for the
+replay: the window (a few hundred calls instead of an hour), the label delay, how many windows,
+and the training data (the rows before the slice: `write_inputs`). The policy, the gates and
+the release rules are the params file's.
 
-The slice: by default the calls from the first row the params file holds out of training (the
-most recent `split.holdout_rows`): a champion trained on that file never saw them. In this data
-they are mid to late 2010, where the positive rate swings between a third and a half within
-days and the macro indicators leave the range the champion was trained on: the drift is real,
-not injected.
+The slice: by default it starts at the most recent `split.holdout_rows` calls (the last 4,000:
+mid to late 2010), where the positive rate swings between a third and a half within days and
+the macro indicators leave the range the earlier calls span: the drift is real, not injected.
+`telescore demo` trains its first champion on the calls before the slice.
 """
 
 from __future__ import annotations
@@ -32,20 +32,23 @@ import pandas as pd
 from telescore.io.alert_log import AlertLog
 from telescore.io.context import Context
 from telescore.io.params_files import load_training_params
-from telescore.jobs.streaming import Progress, StreamClock, stream_calls
+from telescore.jobs.streaming import Progress, StreamClock, stream_calls, write_stream_params
 
 SOURCE: Final = "simulate"
 """Names the simulation's requests, outcomes, API key and promotion runs."""
 DEFAULT_CLOCK: Final = StreamClock(
+    # Judged with labels (`min_labelled_rows`: 300); 1,200 labelled calls, enough to retrain
+    # (`min_training_labels`: 1,000), after three windows.
     window_rows=400,
-    # Three quarters of a window labelled when it is first judged (`min_labelled_rows`: 300),
-    # the rest when the next window's outcomes arrive: the monitor judges it again.
-    label_delay_rows=100,
+    # A caller records whether the prospect subscribed at the end of the call: every outcome
+    # of a window is in when it is judged (a longer delay judges each window twice, as the
+    # late outcomes arrive, and the demo has minutes, not hours).
+    label_delay_rows=0,
     # 100 requests a window per arm: a release's guards (`release.min_requests`) are judged
     # after one window, as a page of the app asks for a few prospects at a time.
     request_rows=4,
 )
-DEFAULT_WINDOWS: Final = 7
+DEFAULT_WINDOWS: Final = 6
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class SimulationConfig:
 class SimulationResult:
     """What a simulation did to the live platform."""
 
+    params: Path
+    """The params file its monitor, promotion and training runs read."""
     rows: tuple[int, int]
     """The dataset rows streamed: [first, last)."""
     windows: list[dict[str, Any]]
@@ -96,15 +101,28 @@ def slice_rows(config: SimulationConfig, total_rows: int) -> tuple[int, int]:
     return first, first + length
 
 
+def write_inputs(config: SimulationConfig, state_dir: Path) -> tuple[Path, pd.DataFrame, int]:
+    """Write the simulation's params under `state_dir`; return them, the slice and its first row.
+
+    The params are `config.params` with the rows before the slice as training data (the data
+    source, the one thing besides the clock a stream sets): a training run, the demo's first
+    one or a retrain, never learns a streamed call twice. Writing them again gives the same
+    files.
+    """
+    rows = pd.read_csv(config.data, sep=";")
+    first, last = slice_rows(config, len(rows))
+    params = write_stream_params(config.params, rows.iloc[:first], state_dir / SOURCE)
+    return params, rows.iloc[first:last].reset_index(drop=True), first
+
+
 def run_simulation(
     ctx: Context, config: SimulationConfig, progress: Progress = lambda *_: None
 ) -> SimulationResult:
     """Stream the slice through the live platform `ctx` is opened on; return what it did."""
     started = time.monotonic()
-    rows = pd.read_csv(config.data, sep=";")
-    first, last = slice_rows(config, len(rows))
-    stream = rows.iloc[first:last].reset_index(drop=True)
-    run = stream_calls(ctx, stream, config.params, config.clock, SOURCE, progress)
+    params, stream, first = write_inputs(config, ctx.state_dir)
+    last = first + len(stream)
+    run = stream_calls(ctx, stream, params, config.clock, SOURCE, progress)
     judged = {each["window"]: each for each in run.judged}
     windows = [
         {
@@ -116,6 +134,7 @@ def run_simulation(
         for each in run.monitored
     ]
     return SimulationResult(
+        params=params,
         rows=(first, last),
         windows=windows,
         retrains=run.retrains,

@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+import yaml
 
 from telescore.core.access import API_KEY_HEADER
 from telescore.core.features import split_features_label
@@ -297,6 +298,22 @@ def registration_offset(registry: Registry, version: str | None) -> float | None
         return None
     offset = registry.version(str(version)).tags.get(LOGIT_OFFSET_TAG)
     return None if offset is None else float(offset)
+
+
+def write_stream_params(params: Path, base_rows: pd.DataFrame, folder: Path) -> Path:
+    """Write `params` with the rows before the stream as its training data; return its path.
+
+    The stream's calls are rows of the same dataset: a base holding them too would give a
+    retrain each streamed row twice, once as a versioned row and once as a production one.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    base = folder / "base-rows.csv.gz"
+    base_rows.to_csv(base, sep=";", index=False, compression={"method": "gzip", "mtime": 0})
+    document = yaml.safe_load(params.read_text())
+    document["training"]["data"] |= {"path": str(base.resolve()), "sample_rows": None}
+    written = folder / "params.yaml"
+    written.write_text(yaml.safe_dump(document, sort_keys=False))
+    return written
 
 
 def stream_calls(
