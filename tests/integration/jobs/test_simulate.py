@@ -180,7 +180,8 @@ def test_the_policy_retrains_and_the_promotion_judges_its_shadow_release(
 
 
 def test_the_evidently_ui_shows_points_in_the_quality_panel(simulated: Simulated) -> None:
-    # given the Evidently UI the platform started, after the simulation
+    # given the Evidently UI the platform started, after the simulation (Evidently 0.7 shows
+    # every panel of the project's dashboard on one page)
     executable = shutil.which("chromium")
     assert executable is not None, CHROMIUM_MISSING
     ctx = simulated.ctx
@@ -190,15 +191,16 @@ def test_the_evidently_ui_shows_points_in_the_quality_panel(simulated: Simulated
             executable_path=executable, headless=True, args=list(CHROMIUM_ARGS)
         )
         try:
-            page = browser.new_page()
-            # when a newcomer opens the project and its Quality tab
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # when a newcomer opens the project's dashboard
             page.goto(url, timeout=60_000)
-            page.get_by_role("tab", name="Quality").click(timeout=60_000)
-            # then the ranking-quality panel plots a point per judged window
-            panel = page.locator("div", has_text="Ranking quality").locator(".js-plotly-plot")
-            expect(panel.first).to_be_visible(timeout=60_000)
-            points = panel.first.locator(".scatterlayer .point")
+            heading = page.get_by_role("heading", name="Ranking quality")
+            expect(heading).to_be_visible(timeout=60_000)
+            # then the ranking-quality panel plots a point per judged window, per figure (ROC
+            # AUC, top-decile precision): MUI X Charts draws each point as a circle
+            panel = page.locator(".MuiCard-root", has=heading)
+            points = panel.locator("svg circle")
             expect(points.first).to_be_attached(timeout=30_000)
-            assert points.count() >= WINDOWS, f"{points.count()} points in the quality panel"
+            assert points.count() >= 2 * WINDOWS, f"{points.count()} points in the quality panel"
         finally:
             browser.close()
