@@ -123,13 +123,16 @@ def run_simulation(
     params, stream, first = write_inputs(config, ctx.state_dir)
     last = first + len(stream)
     run = stream_calls(ctx, stream, params, config.clock, SOURCE, progress)
-    judged = {each["window"]: each for each in run.judged}
+    # The promotion's action per window; "idle": no release under way, nothing judged.
+    actions = {each["window"]: each["action"] for each in run.judged}
     windows = [
         {
             "window": each["window"],
             "decision": "retrain" if each.get("retrain") else "no retrain",
             "reason": each.get("reason"),
-            "release": judged.get(each["window"], {}).get("action"),
+            "release": None
+            if actions.get(each["window"]) in (None, "idle")
+            else actions[each["window"]],
         }
         for each in run.monitored
     ]

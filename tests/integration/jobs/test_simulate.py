@@ -55,18 +55,19 @@ class Simulated:
     result: simulate.SimulationResult
 
 
-def write_params(ctx: Context, base: pd.DataFrame) -> Path:
-    """params.yaml with a small base and a policy that acts within three tiny windows.
+def write_inputs(folder: Path) -> tuple[Path, Path]:
+    """The last calls of the dataset, and params.yaml with a policy that acts in three windows.
 
+    Returns the data file (3,000 calls to learn from, then the 600 streamed) and the params.
     The test's clock is far shorter than the demo's: the policy retrains on a schedule after
     the first judged window, and every candidate that passes the gates is released, so that a
     retrain and a release happen in three windows of 200 calls.
     """
-    path = ctx.state_dir / "base-rows.csv"
-    base.to_csv(path, sep=";", index=False)
+    data = folder / "calls.csv"
+    # The last calls of the dataset: 3,000 teach a ranking the gates accept.
+    pd.read_csv(DATA, sep=";").tail(BASE_ROWS + STREAMED).to_csv(data, sep=";", index=False)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     training = params["training"]
-    training["data"] |= {"path": str(path), "sample_rows": None}
     training["split"]["holdout_rows"] = 1000
     # The quality gates as shipped; the drift and sample-mix checks opened: the base rows and
     # the streamed ones are one short period, not a campaign's months.
@@ -88,9 +89,9 @@ def write_params(ctx: Context, base: pd.DataFrame) -> Path:
         "cooldown_windows": WINDOWS,
         "min_training_labels": 150,
     }
-    written = ctx.state_dir / "params.yaml"
+    written = folder / "params.yaml"
     written.write_text(yaml.safe_dump(params, sort_keys=False))
-    return written
+    return data, written
 
 
 @pytest.fixture(scope="module")
@@ -104,23 +105,24 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulated]:
             try:
                 platform.bring_up(ctx, ROOT)
                 deployment.start_serving(ctx, RuntimeOptions(ship_max_defer=0.0))
-                rows = pd.read_csv(DATA, sep=";")
-                # The last calls of the dataset: 3,000 teach a ranking the gates accept.
-                start = len(rows) - STREAMED
-                params = write_params(ctx, rows.iloc[start - BASE_ROWS : start])
-                first = orchestrator.run_deployment(
-                    orchestrator.TRAINING_DEPLOYMENT, ctx.prefect_api, {"params_file": str(params)}
-                )
-                assert first["completed"], f"the first champion's training run: {first}"
+                data, params = write_inputs(ctx.state_dir)
                 config = simulate.SimulationConfig(
-                    data=DATA,
+                    data=data,
                     params=params,
                     windows=WINDOWS,
-                    start_row=start,
+                    start_row=BASE_ROWS,
                     clock=StreamClock(
                         window_rows=WINDOW_ROWS, label_delay_rows=LABEL_DELAY, request_rows=4
                     ),
                 )
+                # The first champion learns the calls before the slice, as the demo's does.
+                trained_on, _, _ = simulate.write_inputs(config, ctx.state_dir)
+                first = orchestrator.run_deployment(
+                    orchestrator.TRAINING_DEPLOYMENT,
+                    ctx.prefect_api,
+                    {"params_file": str(trained_on)},
+                )
+                assert first["completed"], f"the first champion's training run: {first}"
                 result = simulate.run_simulation(ctx, config)
                 yield Simulated(ctx, result)
             finally:
@@ -137,7 +139,7 @@ def test_the_simulation_fills_the_live_workspace_with_judged_windows(
     # given a simulation of three windows on the live platform
     ctx, result = simulated.ctx, simulated.result
     # then it streamed the slice it was given, every window served and monitored
-    assert result.rows == (41188 - STREAMED, 41188), result.rows
+    assert result.rows == (BASE_ROWS, BASE_ROWS + STREAMED), result.rows
     assert [each["window"] for each in result.windows] == list(range(WINDOWS)), result.windows
     assert result.unserved_windows == [], "the champion should serve every window"
     # and the monitor judged each window on its labels, in the platform's records
@@ -167,11 +169,16 @@ def test_the_policy_retrains_and_the_promotion_judges_its_shadow_release(
     assert retrain["released"] == "shadow", f"the default release mode is shadow: {retrain}"
     state = orchestrator.flow_run_state(retrain["flow_run_id"], ctx.prefect_api)
     assert state["state"] == "Completed", f"Prefect knows the run: {state}"
-    # and the promotion job judged that release after the next windows, recorded for the app
-    judged = ctx.store(ReleaseStore).latest_decisions(10)
+    # and the promotion job judged that release after each later window, recorded for the app
+    # (the platform's own schedule may have judged it too: only the simulation's are compared)
+    judged = [
+        each
+        for each in ctx.store(ReleaseStore).latest_decisions(20)
+        if each.get("decided_by") == simulate.SOURCE
+    ]
     assert judged, "no release decision recorded"
     assert {each["challenger_version"] for each in judged} == {retrain["version"]}, judged
-    assert [each["release"] for each in result.windows][1:] == [
+    assert [each["release"] for each in result.windows] == [None] + [
         each["action"] for each in sorted(judged, key=lambda each: each["decided_at"])
     ], (result.windows, judged)
     # and each decision is on the dashboard's Releases tab, as a snapshot of its own
