@@ -796,7 +796,11 @@ def _print_simulation(result: simulation.SimulationResult, ctx: Context) -> None
             f"{release['mode']} release {release['outcome'] or 'undecided'}"
             + (f" ({release['reason']})" if release["reason"] else "")
             if release
-            else ("champion at once" if each["promoted"] else "not released")
+            else (
+                "champion at once"
+                if each["promoted"]
+                else f"not released: {(each['promotion'] or '')[:200]}"
+            )
         )
         console.print(
             f"Retrain after window {each['window'] + 1}: {each['reason']} -> training run "

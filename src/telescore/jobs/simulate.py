@@ -13,8 +13,8 @@ replay: the window (a few hundred calls instead of an hour), the label delay, ho
 and the training data (the rows before the slice: `write_inputs`). The policy, the gates and
 the release rules are the params file's.
 
-The slice: by default it starts at the most recent `split.holdout_rows` calls (the last 4,000:
-mid to late 2010), where the positive rate swings between a third and a half within days and
+The slice: by default it starts at the most recent `split.holdout_rows` calls (the last 4,000,
+in 2010), where the positive rate swings between a third and a half within days and
 the macro indicators leave the range the earlier calls span: the drift is real, not injected.
 `telescore demo` trains its first champion on the calls before the slice.
 """

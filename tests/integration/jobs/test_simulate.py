@@ -39,7 +39,9 @@ from telescore.validation.evidently_dashboards import (
     window_snapshot_id,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# Bringing the platform up, two training runs and the simulation: 4 minutes on two idle
+# cores, three times that on a loaded machine.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "data" / "bank-additional-full.csv.gz"
