@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from telescore import cli_operations
+from telescore import cli_operations, cli_status
 from telescore.cli_stages import stages_app
 from telescore.core.backtest_grid import flat_keys
 from telescore.core.outcomes import MalformedBatchError
@@ -44,25 +44,18 @@ app.add_typer(stages_app, name="stage", help="DVC pipeline stages (run by `dvc r
 outcomes_app = typer.Typer(help="Call outcomes: did the prospect subscribe?", no_args_is_help=True)
 app.add_typer(outcomes_app, name="outcomes")
 cli_operations.register(app)
+cli_status.register(app)
 console = Console()
 
 
 def _print_urls(urls: platform.PlatformUrls, ctx: Context) -> None:
     table = Table(title="telescore is up", show_header=False)
-    table.add_row("MLflow UI", urls.mlflow)
-    if urls.mlflow_login:
-        table.add_row("MLflow UI login", "printed below the table")
-    table.add_row("Prefect UI", urls.prefect)
-    if urls.prefect_login:
-        table.add_row("Prefect UI login", "printed below the table")
-    table.add_row("Evidently UI (monitoring)", urls.evidently)
-    table.add_row("Web app (callers)", urls.api)
-    table.add_row("JSON API (OpenAPI)", f"{urls.api}/docs")
+    logins = {"MLflow UI": urls.mlflow_login, "Prefect UI": urls.prefect_login}
+    for name, url in platform.ui_urls(urls).items():
+        table.add_row(name, url)
+        if logins.get(name):
+            table.add_row(f"{name} login", "printed below the table")
     table.add_row("MongoDB", urls.mongodb)
-    if urls.prometheus:
-        table.add_row("Prometheus (metrics, alert rules)", urls.prometheus)
-    if urls.alertmanager:
-        table.add_row("Alertmanager (notifications)", urls.alertmanager)
     if urls.monitoring_login:
         table.add_row("Prometheus, Alertmanager login", "printed below the table")
     if urls.alert_log:

@@ -29,6 +29,7 @@ from telescore.io.serving_client import ServingClient
 from telescore.jobs.calls import CallRecorder
 from telescore.jobs.explanations import Explainer
 from telescore.jobs.logins import LoginGuard
+from telescore.jobs.loop_status import LoopStatusReader
 from telescore.jobs.prospect_scoring import ProspectScorer
 from telescore.jobs.ranking import CallListCache
 from telescore.jobs.scoring import ScoringService
@@ -109,6 +110,7 @@ get_explainer = part("explainer")
 get_api_keys = part("api_keys")
 get_logins = part("logins")
 get_session_checks = part("session_checks")
+get_loop = part("loop")
 
 
 async def get_session(
@@ -172,6 +174,7 @@ CallsDep = Annotated[CallRecorder, Depends(get_calls)]
 ExplainerDep = Annotated[Explainer, Depends(get_explainer)]
 LoginsDep = Annotated[LoginGuard, Depends(get_logins)]
 SessionChecksDep = Annotated[SessionChecks, Depends(get_session_checks)]
+LoopDep = Annotated[LoopStatusReader, Depends(get_loop)]
 SessionDep = Annotated[Session | None, Depends(get_session)]
 CallerDep = Annotated[Principal, Depends(requires("caller"))]
 OpsDep = Annotated[Principal, Depends(requires("ops"))]

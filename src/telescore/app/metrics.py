@@ -9,7 +9,7 @@ has its own registry: several apps in one process (the tests) count apart. Serve
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -20,6 +20,8 @@ from prometheus_client.registry import Collector
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from telescore.app.loop_metrics import LoopCollector
+from telescore.core.loop_status import LoopStatus
 from telescore.services.prometheus import metrics_token_file
 from telescore.settings import Settings
 
@@ -77,6 +79,12 @@ class AppMetrics:
             self.outcomes_recorded.labels(source=source)
         self._call_list_age = _CallListAge()
         self.registry.register(self._call_list_age)
+        self._loop = LoopCollector()
+        self.registry.register(self._loop)
+
+    def read_loop_with(self, read: Callable[[], LoopStatus]) -> None:
+        """Export the loop's figures as `read` returns them, at each scrape."""
+        self._loop.read = read
 
     def call_list_scored(self, scored_at: datetime | None) -> None:
         """Note when the call list this replica shows was scored (None: none yet)."""

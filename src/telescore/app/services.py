@@ -15,6 +15,7 @@ from telescore.core.login_throttle import LoginLimits
 from telescore.io.access_store import AccessStore
 from telescore.io.call_list_store import CallListStore
 from telescore.io.context import Context
+from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prospect_store import ProspectStore
 from telescore.io.registry import Registry
@@ -24,6 +25,7 @@ from telescore.jobs.call_lists import SharedCallLists
 from telescore.jobs.calls import CallRecorder
 from telescore.jobs.explanations import Explainer
 from telescore.jobs.logins import LoginGuard
+from telescore.jobs.loop_status import LoopStatusReader, served_by
 from telescore.jobs.prospect_scoring import ProspectScorer
 from telescore.jobs.ranking import CallListCache
 from telescore.jobs.scoring import ScoringService
@@ -49,7 +51,8 @@ class Services:
     """Password checks, throttled per user and address, bounded in parallel."""
     session_checks: SessionChecks
     """Which session cookies are live (users' epochs and roles, cached briefly)."""
-    """Password checks, throttled per user and address, bounded in parallel."""
+    loop: LoopStatusReader
+    """The loop's state (monitor, retrains, releases), read at each scrape of /metrics."""
 
 
 def build_services(
@@ -104,4 +107,11 @@ def build_services(
             max_parallel_hashes=api.max_parallel_password_checks,
         ),
         session_checks=SessionChecks(access),
+        # Read at every scrape: answers within a scrape's timeout, or none is exported.
+        loop=LoopStatusReader(
+            ctx.store(MonitoringStore, timeout_ms=1500, read_timeout_ms=5000),
+            ctx.store(ReleaseStore),
+            outcomes,
+            served_by(scoring),
+        ),
     )

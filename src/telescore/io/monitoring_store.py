@@ -26,9 +26,11 @@ class MonitoringStore(MongoStore):
 
     appname = "telescore-monitor"
 
-    def __init__(self, uri: str, database: str, *, timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, uri: str, database: str, *, timeout_ms: int = 5000, read_timeout_ms: int = 600_000
+    ) -> None:
         # Small reads and writes, but on a server a large window's read may keep busy.
-        super().__init__(uri, database, timeout_ms=timeout_ms, read_timeout_ms=600_000)
+        super().__init__(uri, database, timeout_ms=timeout_ms, read_timeout_ms=read_timeout_ms)
 
     @property
     def runs(self) -> Collection[Document]:
@@ -44,6 +46,7 @@ class MonitoringStore(MongoStore):
         """Create the indexes the monitor queries by (idempotent)."""
         self.runs.create_index([("window_start", ASCENDING)])
         self.decisions.create_index([("decided_at", ASCENDING)])
+        self.decisions.create_index([("retrain", ASCENDING)])
 
     def save_run(self, window_key: str, figures: Mapping[str, Any]) -> None:
         """Store a window's figures, replacing those of an earlier evaluation of it."""
@@ -68,6 +71,22 @@ class MonitoringStore(MongoStore):
         """Return the latest decision that triggered a training run."""
         found = self.decisions.find({"retrain": True}, sort=[("decided_at", DESCENDING)]).limit(1)
         return next(iter(found), None)
+
+    def last_decision(self) -> Document | None:
+        """Return the latest decision: each monitor run records one as it ends."""
+        found = self.decisions.find({}, sort=[("decided_at", DESCENDING)]).limit(1)
+        return next(iter(found), None)
+
+    def retrains(self) -> list[Document]:
+        """Return every decision that triggered a training run: `decided_at` and `training`.
+
+        Found by the `retrain` index (and counted here, not by `count_documents`, which
+        nx-27017 answers by reading every decision); the policy's cooldown keeps them few.
+        """
+        # The whole `training` field: nx-27017 leaves out a dotted path's parent in a projection.
+        return list(
+            self.decisions.find({"retrain": True}, projection={"decided_at": 1, "training": 1})
+        )
 
     def awaiting_training_outcome(self) -> list[Document]:
         """Return the retrain decisions whose training run's end is not yet recorded."""

@@ -93,3 +93,34 @@ class PrometheusClient:
             )
         body = response.json()
         return body["data"]
+
+
+class AlertmanagerClient:
+    """Alertmanager's HTTP API (v2): the alerts it holds."""
+
+    def __init__(self, url: str, login: Login | None, timeout: float = 5.0) -> None:
+        auth = (login.user, login.password) if login else None
+        self._http = httpx.Client(base_url=url.rstrip("/"), auth=auth, timeout=timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._http.close()
+
+    def firing(self) -> list[dict[str, Any]]:
+        """Return the alerts firing now, neither silenced nor inhibited (labels, annotations)."""
+        params = {"active": "true", "silenced": "false", "inhibited": "false"}
+        try:
+            response = self._http.get("/api/v2/alerts", params=params)
+        except httpx.HTTPError as error:
+            raise MonitoringApiError(f"Alertmanager did not answer: {error}") from None
+        if response.status_code != httpx.codes.OK:
+            raise MonitoringApiError(
+                f"Alertmanager answered {response.status_code}: {response.text[:200]}"
+            )
+        return list(response.json())

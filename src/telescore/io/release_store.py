@@ -10,7 +10,7 @@ per routing revision (`_id`), every MLServer process's request counts as the rou
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING
@@ -48,6 +48,7 @@ class ReleaseStore(MongoStore):
     def ensure_indexes(self) -> None:
         """Create the indexes releases are read by (idempotent)."""
         self.decisions.create_index([("decided_at", ASCENDING)])
+        self.decisions.create_index([("action", ASCENDING)])
         self.routing.create_index([(REVISION, DESCENDING)])
 
     def current_routing(self) -> Document | None:
@@ -78,3 +79,20 @@ class ReleaseStore(MongoStore):
     def latest_decisions(self, limit: int = 20) -> list[Document]:
         """Return the latest release decisions, newest first."""
         return list(self.decisions.find({}, sort=[("decided_at", DESCENDING)], limit=limit))
+
+    def decisions_taking(self, actions: Sequence[str]) -> list[Document]:
+        """Return the decisions that took one of `actions`: their action and challenger.
+
+        For the rare actions (promote, roll back, supersede): found by the `action` index and
+        counted here, not by `count_documents`, which nx-27017 answers by reading them all.
+        """
+        return list(
+            self.decisions.find(
+                {"action": {"$in": list(actions)}},
+                projection={"action": 1, "challenger_version": 1},
+            )
+        )
+
+    def count_all_decisions(self) -> int:
+        """Return how many release decisions are stored (the collection's count, not a scan)."""
+        return self.decisions.estimated_document_count()

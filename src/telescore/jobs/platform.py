@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from telescore.io import orchestrator
@@ -166,14 +166,8 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
         if settings.prometheus.auth_string is None and monitoring_missing is None
         else None
     )
-    return PlatformUrls(
-        mlflow=ctx.tracking_uri,
-        prefect=api_url.removesuffix("/api"),
-        mongodb=ctx.mongodb_uri,
-        evidently=f"http://{host}:{settings.evidently.port}",
-        api=f"http://{host}:{settings.api.port}",
-        prometheus=ctx.prometheus_url,
-        alertmanager=ctx.alertmanager_url,
+    return replace(
+        platform_urls(ctx, monitoring_missing),
         prefect_login=auth if settings.prefect.auth_string is None else None,
         mlflow_login=(
             (MLFLOW_ADMIN, mlflow_auth.admin(state).password) if embedded_mlflow else None
@@ -181,11 +175,41 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
         monitoring_login=(
             f"{embedded_login.user}:{embedded_login.password}" if embedded_login else None
         ),
-        alert_log=alert_log_path(state)
+    )
+
+
+def platform_urls(ctx: Context, monitoring_missing: str | None = None) -> PlatformUrls:
+    """Return where each service is, with no login: what `up` prints and `status` shows."""
+    settings, host = ctx.settings, ctx.host
+    return PlatformUrls(
+        mlflow=ctx.tracking_uri,
+        prefect=ctx.prefect_api_url.removesuffix("/api"),
+        mongodb=ctx.mongodb_uri,
+        evidently=f"http://{host}:{settings.evidently.port}",
+        api=f"http://{host}:{settings.api.port}",
+        prometheus=ctx.prometheus_url,
+        alertmanager=ctx.alertmanager_url,
+        alert_log=alert_log_path(ctx.state_dir)
         if settings.alertmanager.url is None and monitoring_missing is None
         else None,
         monitoring_missing=monitoring_missing,
     )
+
+
+def ui_urls(urls: PlatformUrls) -> dict[str, str]:
+    """Return each UI a person opens, by name, with its URL (MongoDB's URI aside: no UI)."""
+    found = {
+        "MLflow UI": urls.mlflow,
+        "Prefect UI": urls.prefect,
+        "Evidently UI (monitoring)": urls.evidently,
+        "Web app (callers)": urls.api,
+        "JSON API (OpenAPI)": f"{urls.api}/docs",
+    }
+    if urls.prometheus:
+        found["Prometheus (metrics, alert rules)"] = urls.prometheus
+    if urls.alertmanager:
+        found["Alertmanager (notifications)"] = urls.alertmanager
+    return found
 
 
 def monitoring_servers(
