@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,7 +30,9 @@ from telescore.io.prospect_store import ProspectStore
 from telescore.jobs import backtest, campaign, outcomes, platform, reconciler, replay, reproduce
 from telescore.jobs import demo as demo_steps
 from telescore.jobs import serving as deployment
+from telescore.jobs import simulate as simulation
 from telescore.jobs.model_repository import CHAMPION_MODEL
+from telescore.jobs.streaming import StreamClock
 from telescore.settings import project_root
 
 app = typer.Typer(
@@ -703,7 +706,7 @@ def _print_sample(sample: demo_steps.ScoredSample) -> None:
 
 
 def _close_the_loop(ctx: Context, app_url: str, dataset: Path) -> None:
-    """Score a sample, follow it into MongoDB, report its outcomes, monitor its minutes."""
+    """Score a sample, follow it into MongoDB, report its outcomes."""
     sample = demo_steps.score_sample(ctx.serving, dataset)
     _print_sample(sample)
     with console.status("Waiting for the shipper to move them from the journal to MongoDB..."):
@@ -717,24 +720,165 @@ def _close_the_loop(ctx: Context, app_url: str, dataset: Path) -> None:
     with httpx.Client(base_url=app_url, timeout=30) as app_client:
         recorded = demo_steps.report_outcomes(ctx, app_client, sample)
     console.print(f"Outcomes API: {recorded} outcomes recorded for them.")
-    with console.status(f"Running {orchestrator.MONITOR_DEPLOYMENT} on the last minutes..."):
-        verdict = demo_steps.monitor_recent(ctx)
+
+
+ALERT_WAIT_SECONDS = 150.0
+"""How long the simulation waits for the alerts its events fire: a rule is evaluated every 15 s
+on metrics scraped every 15 s, and Alertmanager holds a new group for 30 s (`group_wait`)."""
+
+
+def _simulate(ctx: Context, config: simulation.SimulationConfig) -> simulation.SimulationResult:
+    """Stream the slice through the live platform with a progress bar; print what it did."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    since = datetime.now(UTC)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # one bar: the simulation's
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("simulation", total=config.windows)
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        result = simulation.run_simulation(ctx, config, progress)
+    _print_simulation(result, ctx)
+    expected = simulation.expected_alerts(result)
+    log = AlertLog(alert_log_path(ctx.state_dir))
+    with console.status(
+        f"Waiting for Alertmanager to deliver {', '.join(expected) or 'alerts'}..."
+    ):
+        firing = simulation.wait_for_alerts(
+            log, expected, since, ALERT_WAIT_SECONDS if expected else 0.0
+        )
+    delivered = sorted({each["alertname"] for each in firing})
+    missing = sorted(set(expected) - set(delivered))
     console.print(
-        f"Monitor ({verdict.state}): {'; '.join(verdict.evaluated)}. "
-        f"Decision: {'retrain' if verdict.retrain else 'no retrain'} ({verdict.reason})."
+        "Alerts delivered to the local receiver during the simulation: "
+        + (", ".join(delivered) or "none")
+        + (f"; [yellow]not (yet) delivered[/]: {', '.join(missing)}" if missing else "")
+        + " (`telescore alerts`, the app's ops view: GET /alerts)"
+    )
+    return result
+
+
+def _print_simulation(result: simulation.SimulationResult, ctx: Context) -> None:
+    first, last = result.rows
+    table = Table(
+        title=(
+            f"Simulation: dataset rows {first:,}-{last:,} through the live platform, "
+            f"{len(result.windows)} windows in {result.seconds:.0f} s"
+        )
+    )
+    for column in ("window", "release judged", "monitor decision", "why"):
+        table.add_column(column)
+    for each in result.windows:
+        table.add_row(
+            str(each["window"] + 1),
+            each["release"] or "",
+            each["decision"],
+            (each["reason"] or "")[:120],
+        )
+    console.print(table)
+    prefect = ctx.prefect_api_url.removesuffix("/api")
+    for each in result.retrains:
+        release = each.get("release")
+        ended = (
+            f"{release['mode']} release {release['outcome'] or 'undecided'}"
+            + (f" ({release['reason']})" if release["reason"] else "")
+            if release
+            else (
+                "champion at once"
+                if each["promoted"]
+                else f"not released: {(each['promotion'] or '')[:200]}"
+            )
+        )
+        console.print(
+            f"Retrain after window {each['window'] + 1}: {each['reason']} -> training run "
+            f"{each['state']} ({prefect}/runs/flow-run/{each['flow_run_id']}), "
+            + (
+                f"version {each['version']} ({ctx.tracking_uri}/#/models/"
+                f"{ctx.registry.model_name}/versions/{each['version']}): {ended}"
+                if each["version"]
+                else f"no version: {(each['promotion'] or '')[:200]}"
+            )
+        )
+    summary = result.release_summary
+    console.print(
+        f"Releases: {summary.get('started', 0)} started, {summary.get('promote', 0)} promoted, "
+        f"{summary.get('rollback', 0)} rolled back, {summary.get('superseded', 0)} superseded, "
+        f"{summary.get('undecided', 0)} undecided. Evidently UI: "
+        f"http://{ctx.host}:{ctx.settings.evidently.port} (project telemarketing)."
     )
 
 
 @app.command()
+def simulate(
+    windows: Annotated[int, typer.Option(min=1, help="How many windows.")] = (
+        simulation.DEFAULT_WINDOWS
+    ),
+    window_rows: Annotated[int, typer.Option(min=1, help="Calls per window.")] = (
+        simulation.DEFAULT_CLOCK.window_rows
+    ),
+    label_delay_rows: Annotated[
+        int, typer.Option(min=0, help="Outcomes are reported this many calls later.")
+    ] = simulation.DEFAULT_CLOCK.label_delay_rows,
+    start_row: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="The slice's first row; default: the first one training holds out."
+        ),
+    ] = None,
+    params_file: Annotated[Path, typer.Option(help="The live deployments' params file.")] = Path(
+        "params.yaml"
+    ),
+    monitor_by_deployment: Annotated[
+        bool,
+        typer.Option(help="Monitor each window by a deployment run on the worker (~25 s each)."),
+    ] = False,
+) -> None:
+    """Stream a compressed slice of the real calls through the live platform (`telescore up`)."""
+    root = project_root()
+    params = params_file if params_file.is_absolute() else root / params_file
+    clock = StreamClock(
+        window_rows=window_rows,
+        label_delay_rows=label_delay_rows,
+        request_rows=simulation.DEFAULT_CLOCK.request_rows,
+        monitor_by_deployment=monitor_by_deployment,
+    )
+    config = simulation.SimulationConfig(
+        data=root / DATASET_FILE, params=params, windows=windows, start_row=start_row, clock=clock
+    )
+    with Context.from_environment() as ctx:
+        if not deployment.status(ctx).answering:
+            console.print(
+                "[red]MLServer is not answering[/]: start the platform with `telescore up`."
+            )
+            raise typer.Exit(code=1)
+        _simulate(ctx, config)
+
+
+@app.command()
 def demo() -> None:
-    """Bring the platform up, train once, serve the champion, score prospects, say where to look."""
+    """Bring the platform up, train once, stream calls through the loop, say where to look."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     root = project_root()
     with Context.from_environment() as ctx:
         with console.status("Starting MLflow, Prefect, MongoDB (nx-27017) and a Prefect worker..."):
             urls = platform.bring_up(ctx, root)
-        console.print("[green]Services up.[/] Running the training deployment (about a minute)...")
-        outcome = orchestrator.run_deployment(orchestrator.TRAINING_DEPLOYMENT, ctx.prefect_api)
+        simulated = simulation.SimulationConfig(
+            data=root / DATASET_FILE, params=root / "params.yaml"
+        )
+        params, _, first_streamed = simulation.write_inputs(simulated, ctx.state_dir)
+        console.print(
+            f"[green]Services up.[/] Running the training deployment on the {first_streamed:,} "
+            "earliest calls (about a minute)..."
+        )
+        outcome = orchestrator.run_deployment(
+            orchestrator.TRAINING_DEPLOYMENT, ctx.prefect_api, {"params_file": str(params)}
+        )
         _print_training(outcome, urls)
         if not outcome["completed"]:
             console.print(f"[red]Training did not complete[/]; see {ctx.state_dir / 'logs'}")
@@ -745,6 +889,14 @@ def demo() -> None:
             except demo_steps.PredictionsNotLoggedError as error:
                 console.print(f"[red]Not logged:[/] {error}")
                 raise typer.Exit(code=1) from None
+            console.print(
+                "Streaming the calls after those through the live platform: every window "
+                "scored, its outcomes reported, judged by the monitor and the promotion..."
+            )
+            _simulate(
+                ctx,
+                simulation.SimulationConfig(data=root / DATASET_FILE, params=root / "params.yaml"),
+            )
         with console.status("Seeding the 41,188 prospects of the dataset..."):
             store = ctx.store(ProspectStore, read_timeout_ms=campaign.SEED_READ_TIMEOUT_MS)
             stored, revision = campaign.seed_prospects(store, root / DATASET_FILE)

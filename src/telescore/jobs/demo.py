@@ -1,9 +1,9 @@
-"""The demo's steps after training: score a sample, follow it to MongoDB, close the loop.
+"""The demo's steps after training: score a sample, follow it to MongoDB, report outcomes.
 
 `telescore demo` calls these in order and prints what they return: score the dataset's most
 recent prospects through MLServer, wait until the prediction log holds them, report their
-outcomes through the web app's outcomes API, monitor the minutes they were scored in, and give
-the demo user a password for the web app.
+outcomes through the web app's outcomes API, and give the demo user a password for the web
+app. The loop itself it shows with `jobs.simulate`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -20,7 +19,6 @@ import pandas as pd
 
 from telescore.core.access import API_KEY_HEADER
 from telescore.core.schema import FEATURES
-from telescore.io import orchestrator
 from telescore.io.access_store import AccessStore
 from telescore.io.context import Context
 from telescore.io.prediction_store import PredictionStore
@@ -49,17 +47,6 @@ class ScoredSample:
     scores: Scores
     subscribed: list[bool]
     """The dataset's label of each prospect: the outcome the demo reports."""
-
-
-@dataclass(frozen=True)
-class MonitorVerdict:
-    """What a monitor run over the sample's minutes decided."""
-
-    state: str
-    """The flow run's final state."""
-    evaluated: list[str]
-    retrain: bool
-    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -121,29 +108,6 @@ def report_outcomes(ctx: Context, app: httpx.Client, sample: ScoredSample) -> in
     answer = app.post("/outcomes/batch", json=batch, headers={API_KEY_HEADER: key})
     answer.raise_for_status()
     return int(answer.json()["recorded"])
-
-
-def recent_window(now: datetime) -> tuple[datetime, datetime]:
-    """Return the window from the minute before `now`'s to just after `now` (whole seconds)."""
-    start = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
-    return start, (now + timedelta(seconds=1)).replace(microsecond=0)
-
-
-def monitor_recent(ctx: Context, now: datetime | None = None) -> MonitorVerdict:
-    """Run the monitor deployment over the last minutes (`recent_window`) and wait for it."""
-    start, end = recent_window(now or datetime.now(UTC))
-    outcome = orchestrator.run_deployment(
-        orchestrator.MONITOR_DEPLOYMENT,
-        ctx.prefect_api,
-        {"window_start": start.isoformat(), "window_end": end.isoformat()},
-    )
-    result = outcome.get("result") or {}
-    return MonitorVerdict(
-        state=outcome["state"],
-        evaluated=list(result.get("evaluated", [])),
-        retrain=bool(result.get("retrain")),
-        reason=result.get("reason"),
-    )
 
 
 def give_demo_login(ctx: Context) -> Login:

@@ -30,7 +30,7 @@ from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prediction_store import PredictionStore
 from telescore.jobs.access import create_api_key
 from telescore.jobs.outcomes import import_outcomes, sweep_pending_outcomes
-from telescore.jobs.replay import report_outcomes
+from telescore.jobs.streaming import report_outcomes
 from telescore.services.embedded import mongodb_server, outcomes_api
 from telescore.services.processes import ServiceProcess, free_port
 from telescore.settings import MongoSettings, Settings

@@ -41,7 +41,7 @@ from telescore.io.params_files import load_monitoring_params
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.prospect_store import ProspectStore
 from telescore.io.registry import CHAMPION
-from telescore.jobs import access, cold_start, monitoring, platform, reconciler, replay
+from telescore.jobs import access, cold_start, monitoring, platform, reconciler, replay, streaming
 from telescore.jobs import serving as deployment
 from telescore.jobs.campaign import seed_prospects
 from telescore.jobs.model_repository import CHAMPION_MODEL
@@ -227,7 +227,7 @@ def test_a_cold_start_reaches_serving_with_no_person_in_between(
     enough = monitor(ctx, params, call_unserved(ctx, rows.iloc[FIRST_ROWS + 500 :]), tmp_path)
     # then it triggers training on its own, which the worker runs and which passes the gates
     assert enough["retrain"] and enough.get("flow_run_id"), enough
-    training = replay.wait_training(ctx.prefect_api, enough["flow_run_id"])
+    training = streaming.wait_training(ctx.prefect_api, enough["flow_run_id"])
     assert training["final"] and training["state"] == "Completed", training
     champion = registry.alias_version(CHAMPION)
     assert champion is not None, "the first model that passed should be champion"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from telescore.jobs.replay import ReleaseTimeline
+from telescore.jobs.streaming import ReleaseTimeline
 
 
 def test_each_release_counts_the_windows_and_calls_it_was_scored_in() -> None:
