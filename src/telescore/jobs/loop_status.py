@@ -71,10 +71,8 @@ def read_loop_status(
         streak = degraded_in_a_row(
             window.verdict for window in judged if window.model_version == version
         )
-    window_seconds = None
-    if recent:
-        window_seconds = (recent[0]["window_end"] - recent[0]["window_start"]).total_seconds()
     last_decision = monitoring.last_decision()
+    window_seconds = _schedule_seconds(last_decision, recent)
     routing = read_routing(releases)
     latest_release = releases.latest_decisions(limit=1)
     return LoopStatus(
@@ -93,6 +91,21 @@ def read_loop_status(
         pending_outcomes=outcomes.count_pending(),
         served=served,
     )
+
+
+def _schedule_seconds(
+    last_decision: Mapping[str, Any] | None, recent: list[Mapping[str, Any]]
+) -> float | None:
+    """The monitor's scheduled window, as its last run recorded it; else the newest window's.
+
+    The newest window is no measure of the schedule after a replay or a simulation, whose
+    windows last seconds: the stopped-monitor alert would fire minutes after one.
+    """
+    if last_decision is not None and last_decision.get("schedule_seconds"):
+        return float(last_decision["schedule_seconds"])
+    if recent:
+        return float((recent[0]["window_end"] - recent[0]["window_start"]).total_seconds())
+    return None
 
 
 def _retrain_summary(decision: Mapping[str, Any] | None) -> RetrainSummary | None:

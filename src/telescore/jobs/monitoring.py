@@ -421,6 +421,9 @@ def decide(
         "decided_at": datetime.now(UTC),
         "window_start": window.start,
         "window": window.key,
+        # The schedule's window, not this one's: a replay's or simulation's windows last
+        # seconds, and the alert on a stopped monitor counts scheduled windows.
+        "schedule_seconds": monitor.params.window_minutes * 60,
         "champion_version": champion.version,
         **decision.as_record(),
         "verdicts": list(decision.verdicts),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from tests.loop_records import EXPECTED, NOW, WINDOW, seed_loop, window
@@ -136,3 +137,23 @@ def test_a_window_without_quality_figures_has_none_and_coverage_from_its_rows() 
     assert judged.roc_auc is None and judged.calibration_gap is None, f"figures: {judged}"
     assert judged.drift_share is None, "no drift measured on this window"
     assert judged.seconds == WINDOW.total_seconds(), f"length: {judged.seconds}"
+
+
+def test_the_window_exported_is_the_schedule_a_run_recorded_not_a_compressed_one(
+    stores: Stores,
+) -> None:
+    # given the seeded story, then a simulation's run: a window of 2 seconds, judged by a
+    # monitor whose schedule is hourly
+    seed_loop(stores.monitoring, stores.releases, stores.outcomes)
+    start = NOW + WINDOW
+    stores.monitoring.save_run(
+        start.isoformat(),
+        {"window_start": start, "window_end": start + timedelta(seconds=2), "rows": 400},
+    )
+    stores.monitoring.add_decision(
+        {"decided_at": NOW + 2 * WINDOW, "window_start": start, "schedule_seconds": 3600}
+    )
+    # when the loop's state is read
+    status = read_loop_status(stores.monitoring, stores.releases, stores.outcomes)
+    # then the window is the schedule's hour: the stopped-monitor alert counts scheduled windows
+    assert status.window_seconds == 3600, f"window: {status.window_seconds}"
