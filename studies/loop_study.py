@@ -26,9 +26,9 @@ when its raw Brier score on the holdout beats the champion's by 0.002 (the repla
     regression, a model that ignores the five macro indicators (the intercept follows the
     period instead), promotion of every candidate that passes the AUC gate ("promote on gate");
 (f) the `--params` file (params.yaml; once the replay's own params file): its model, its
-    `monitoring.policy` (a retrain every 2nd window), its promotion rule and its `calibration` (the offset fitted on
-    the newest N labelled rows: at registration on the newest rows of the model's training data,
-    then by the monitor on labelled production rows only).
+    `monitoring.policy` (a retrain every 2nd window), its promotion rule and its `calibration`
+    (the offset fitted on the newest N labelled rows: at registration on the newest rows of the
+    model's training data, then by the monitor on labelled production rows only).
 
 Quality is `core.prequential.stream_quality` of the served scores (each window scored before
 any model learnt from it): pooled ROC AUC over all windows, mean over windows of
