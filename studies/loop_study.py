@@ -25,10 +25,10 @@ when its raw Brier score on the holdout beats the champion's by 0.002 (the repla
     window, training on the last 10k labelled rows only, a more regularised model, logistic
     regression, a model that ignores the five macro indicators (the intercept follows the
     period instead), promotion of every candidate that passes the AUC gate ("promote on gate");
-(f) params.replay.yaml as `telescore replay` now runs it: its model, its `monitoring.policy`
-    (a retrain every 2nd window), its promotion rule and its `calibration` (the offset fitted on
-    the newest N labelled rows: at registration on the newest rows of the model's training data,
-    then by the monitor on labelled production rows only).
+(f) the `--params` file (params.yaml; once the replay's own params file): its model, its
+    `monitoring.policy` (a retrain every 2nd window), its promotion rule and its `calibration`
+    (the offset fitted on the newest N labelled rows: at registration on the newest rows of the
+    model's training data, then by the monitor on labelled production rows only).
 
 Quality is `core.prequential.stream_quality` of the served scores (each window scored before
 any model learnt from it): pooled ROC AUC over all windows, mean over windows of
@@ -451,7 +451,7 @@ def configurations(training: TrainingParams, policy: RetrainingPolicy) -> list[C
             )
         ),
         Config(
-            "(f) params.replay.yaml",
+            "(f) the --params file",
             Learner("replay", training.model, holdout_rows=training.split.holdout_rows),
             "policy",
             Recalibration.platform(training),
@@ -512,7 +512,7 @@ def main() -> None:
     """Run every configuration over the stream and print them side by side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="dataset; default params' path")
-    parser.add_argument("--params", type=Path, default=ROOT / "params.replay.yaml")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--windows", action="store_true", help="print per-window figures too")
     parser.add_argument("--events", action="store_true", help="print every retrain too")
     args = parser.parse_args()

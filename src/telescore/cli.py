@@ -235,13 +235,22 @@ def replay_command(
         int | None, typer.Option(help="Replay only the first N rows (a slice); default all.")
     ] = None,
     first_rows: Annotated[
-        int | None, typer.Option(help="Rows the first champion learns; default the first 20%.")
+        int | None,
+        typer.Option(help="Rows the first champion learns; default --first-fraction of them."),
     ] = None,
-    window_rows: Annotated[int, typer.Option(help="Rows per monitoring window.")] = 2000,
+    first_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.01, max=0.99, help="The first champion's share of the dataset's earliest rows."
+        ),
+    ] = 0.2,
+    window_rows: Annotated[int, typer.Option(min=1, help="Rows per monitoring window.")] = 2000,
     label_delay_rows: Annotated[
-        int, typer.Option(help="Outcomes are reported this many scored rows later.")
+        int, typer.Option(min=0, help="Outcomes are reported this many scored rows later.")
     ] = 1000,
-    params_file: Annotated[Path, typer.Option(help="Replay params.")] = Path("params.replay.yaml"),
+    params_file: Annotated[
+        Path, typer.Option(help="The params the platform runs; the replay adds only its clock.")
+    ] = Path("params.yaml"),
     out: Annotated[Path, typer.Option(help="Where replay.png and replay.json go.")] = Path(
         "reports/replay"
     ),
@@ -259,6 +268,7 @@ def replay_command(
         params=params_file,
         rows=rows,
         first_rows=first_rows,
+        first_champion_fraction=first_fraction,
         window_rows=window_rows,
         label_delay_rows=label_delay_rows,
         monitor_by_deployment=monitor_by_deployment,

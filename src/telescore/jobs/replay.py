@@ -94,11 +94,17 @@ class ReplayConfig:
     data: Path
     """The dataset, rows in time order (`;`-separated, gzipped or not)."""
     params: Path
-    """Replay params (training and monitoring sections; `data.path` is filled in here)."""
+    """The params the platform runs (params.yaml): training, monitoring and release sections.
+
+    The replay changes none of them but `training.data` (the first champion's rows, filled in
+    here): what it measures is the shipped configuration. Only its clock is its own (below)."""
     rows: int | None = None
     """Replay only the first N rows of the dataset (a slice, for a quick run)."""
     first_rows: int | None = None
-    """Rows the first champion is trained on; None: the earliest 20% of the whole dataset."""
+    """Rows the first champion is trained on; None: `first_champion_fraction` of the dataset."""
+    first_champion_fraction: float = 0.2
+    """The first champion's share of the whole dataset's rows, as `telescore backtest`'s
+    `variants.first_champion_fraction` (int(rows x share), the earliest rows)."""
     window_rows: int = 2000
     """Rows per monitoring window."""
     label_delay_rows: int = 1000
@@ -169,7 +175,7 @@ def isolate(state_dir: Path) -> Settings:
 def write_replay_inputs(config: ReplayConfig, folder: Path) -> tuple[Path, pd.DataFrame]:
     """Write the first champion's rows and the replay params; return the params and the stream."""
     rows = pd.read_csv(config.data, sep=";")
-    first = config.first_rows or int(len(rows) * 0.2)
+    first = config.first_rows or int(len(rows) * config.first_champion_fraction)
     if config.rows is not None:
         rows = rows.iloc[: config.rows]
     if first >= len(rows):

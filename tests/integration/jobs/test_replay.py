@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking._model_registry import utils as registry_utils
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
@@ -45,11 +46,16 @@ def restored_environment() -> Iterator[None]:
 def test_a_replay_on_a_slice_scores_monitors_releases_and_reports(
     tmp_path: Path, restored_environment: None
 ) -> None:
-    # given the earliest rows of the real data and a replay config for a three-window slice
-    # (params.replay.yaml retrains after every 2nd window: once, after the second)
+    # given the earliest rows of the real data and a replay config for a three-window slice,
+    # with params.yaml (a retrain after every 2nd window: once, after the second) releasing in
+    # the shadow, the mode a deployment may choose instead of params.yaml's `direct`
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["training"]["release"]["mode"] = "shadow"
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     config = replay.ReplayConfig(
         data=ROOT / "data" / "bank-additional-full.csv.gz",
-        params=ROOT / "params.replay.yaml",
+        params=params_file,
         rows=FIRST_ROWS + STREAMED,
         first_rows=FIRST_ROWS,
         window_rows=WINDOW,
@@ -101,7 +107,7 @@ def test_a_replay_on_a_slice_scores_monitors_releases_and_reports(
     # fitted at its registration: the same ranking, the mean moved the offset's way
     served, offline = result.loop.windows[0], result.never_retrained.windows[0]
     offset = result.config["first_champion_logit_offset"]
-    assert offset is not None, "params.replay.yaml fits an offset at registration"
+    assert offset is not None, "params.yaml fits an offset at registration"
     assert served.roc_auc == pytest.approx(offline.roc_auc, abs=1e-12), "another model served"
     assert (served.mean_score - offline.mean_score) * offset > 0, (offset, served, offline)
     # and after each window the monitor refitted the offset and MLServer served it

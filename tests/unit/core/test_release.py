@@ -193,22 +193,54 @@ def test_an_error_rate_within_the_margin_does_not_roll_back() -> None:
 
 
 def test_a_slower_p99_rolls_back() -> None:
-    # given a better challenger whose p99 is 30 ms against the champion's 8 ms
-    champion, challenger = canary(challenger_separation=1.4, latency_p99_ms=30.0)
+    # given a better challenger whose p99 is 60 ms against the champion's 8 ms (limit 37 ms)
+    champion, challenger = canary(challenger_separation=1.4, latency_p99_ms=60.0)
 
     decision = decide_release(champion, challenger, RULES, paired=False)
 
-    assert decision.action == "rollback", f"p99 30 ms against 8 ms: {decision.reason}"
-    assert "p99 latency 30.00 ms" in decision.reason, decision.reason
+    assert decision.action == "rollback", f"p99 60 ms against 8 ms: {decision.reason}"
+    assert "p99 latency 60.00 ms" in decision.reason, decision.reason
+
+
+def test_a_challenger_slower_on_every_request_rolls_back() -> None:
+    # given a better challenger whose median is 6 ms against the champion's 2 ms (limit 4 ms),
+    # its p99 within the tail's limit
+    champion, challenger = canary(
+        challenger_separation=1.4, latency_p50_ms=6.0, latency_p99_ms=12.0
+    )
+
+    # when the release is judged
+    decision = decide_release(champion, challenger, RULES, paired=False)
+
+    # then the median's guard rolls it back
+    assert decision.action == "rollback", f"median 6 ms against 2 ms: {decision.reason}"
+    assert "median latency 6.00 ms" in decision.reason, decision.reason
 
 
 def test_sub_millisecond_jitter_does_not_roll_back() -> None:
-    champion = evidence(*simulate(0, 3000, CHAMPION_SEPARATION), latency_p99_ms=0.4)
-    challenger = evidence(*simulate(1, 3000, 1.4), latency_p99_ms=0.9)
+    champion = evidence(
+        *simulate(0, 3000, CHAMPION_SEPARATION), latency_p50_ms=0.2, latency_p99_ms=0.4
+    )
+    challenger = evidence(*simulate(1, 3000, 1.4), latency_p50_ms=0.3, latency_p99_ms=0.9)
 
     decision = decide_release(champion, challenger, RULES, paired=False)
 
     assert decision.action == "promote", f"0.9 ms against 0.4 ms is jitter: {decision.reason}"
+
+
+def test_a_scheduler_stall_in_the_p99_does_not_roll_back() -> None:
+    # given arms alike in the median (0.3 ms) where a loaded machine stalled the challenger's
+    # worst request for 16 ms, and not the champion's (as the replay measured)
+    champion = evidence(
+        *simulate(0, 3000, CHAMPION_SEPARATION), latency_p50_ms=0.3, latency_p99_ms=0.5
+    )
+    challenger = evidence(*simulate(1, 3000, 1.4), latency_p50_ms=0.3, latency_p99_ms=16.0)
+
+    # when the release is judged
+    decision = decide_release(champion, challenger, RULES, paired=False)
+
+    # then the latency guards let it through, and the better challenger is promoted
+    assert decision.action == "promote", f"a 16 ms stall is not a slower model: {decision.reason}"
 
 
 def test_too_little_traffic_waits() -> None:
@@ -296,9 +328,14 @@ def test_the_record_holds_every_comparison() -> None:
     decision = decide_release(champion, challenger, RULES, paired=False)
 
     metrics = [each.metric for each in decision.comparisons]
-    assert metrics == ["roc_auc", "top_precision", "conversion", "error_rate", "latency_p99_ms"], (
-        f"every metric must be in the record: {metrics}"
-    )
+    assert metrics == [
+        "roc_auc",
+        "top_precision",
+        "conversion",
+        "error_rate",
+        "latency_p50_ms",
+        "latency_p99_ms",
+    ], f"every metric must be in the record: {metrics}"
     for each in decision.comparisons[:3]:
         assert each.low is not None and each.high is not None, f"{each.metric} lacks an interval"
         assert each.low <= each.difference <= each.high, f"{each.metric}: estimate outside"

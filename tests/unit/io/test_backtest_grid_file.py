@@ -35,12 +35,13 @@ def test_the_shipped_grid_resolves_every_candidate_against_params_yaml() -> None
     # then every candidate resolves, "params" is params.yaml itself, and an extending candidate
     # keeps what it extends
     names = [each.name for each in plan.candidates]
-    assert names[:2] == ["params", "replay"], f"the first candidates: {names}"
+    assert names[:2] == ["params", "shadow"], f"the first candidates: {names}"
     assert plan.candidates[0] == plan.base, "the `params` candidate is the params file"
-    shadow = next(each for each in plan.candidates if each.name == "replay-shadow")
-    assert shadow.training.release.mode == "shadow", "its own override"
-    assert shadow.training.model.C == 0.01, "the model of the candidate it extends"
-    assert shadow.retraining.data.production.enabled, "retrain_overrides applied to retraining"
+    every4 = next(each for each in plan.candidates if each.name == "shadow-every4")
+    assert every4.monitoring.policy.retrain_every_windows == 4, "its own override"
+    assert every4.training.release.mode == "shadow", "the release of the candidate it extends"
+    assert every4.training.model == plan.base.training.model, "params.yaml's model otherwise"
+    assert every4.retraining.data.production.enabled, "retrain_overrides applied to retraining"
     assert len(plan.grid.variants.streams()) == 27, "3 windows x 3 delays x 3 first champions"
 
 
@@ -88,11 +89,11 @@ def test_a_bad_grid_is_refused_naming_the_field(tmp_path: Path, text: str, named
 
 
 def test_the_patch_holds_only_the_changed_fields_and_makes_the_candidate(tmp_path: Path) -> None:
-    # given a candidate restating params.yaml's C (1.0) and changing the holdout and the policy
+    # given a candidate restating params.yaml's C (0.01) and changing the holdout and the policy
     document: dict[str, Any] = yaml.safe_load(PARAMS.read_text())
     overrides = {
-        "training": {"model": {"C": 1.0}, "split": {"holdout_rows": 1000}},
-        "monitoring": {"policy": {"retrain_every_windows": 2}},
+        "training": {"model": {"C": 0.01}, "split": {"holdout_rows": 2000}},
+        "monitoring": {"policy": {"retrain_every_windows": 3}},
     }
     base = resolve_candidate(document, "params", {})
     candidate = resolve_candidate(document, "c", overrides)
@@ -103,8 +104,8 @@ def test_the_patch_holds_only_the_changed_fields_and_makes_the_candidate(tmp_pat
 
     # then only the changed fields are in it, under a comment
     expected = {
-        "training": {"split": {"holdout_rows": 1000}},
-        "monitoring": {"policy": {"retrain_every_windows": 2}},
+        "training": {"split": {"holdout_rows": 2000}},
+        "monitoring": {"policy": {"retrain_every_windows": 3}},
     }
     assert patch == expected, f"only what changes: {patch}"
     text = path.read_text()

@@ -29,25 +29,26 @@ def test_the_shipped_params_file_keeps_the_leaking_column_out_and_holds_out_a_pe
     training = load_training_params(ROOT / "params.yaml")
     monitoring = load_monitoring_params(ROOT / "params.yaml")
 
-    # Then the training section drops `duration`, holds out a period and does not recalibrate
+    # Then the training section drops `duration`, holds out a period and refits an offset
     assert "duration" in training.data.drop_columns, "the leaking column must be dropped"
     assert training.split.holdout_rows > 0, "a holdout period is required"
-    assert not training.calibration.enabled, "calibration is off unless asked for"
+    assert training.calibration.enabled, "the loop serves a refitted log-odds offset"
     # And a retraining run adds the labelled production rows
     assert monitoring.retrain_overrides["data"]["production"]["enabled"], "retrain overrides"
     # And the absent `release` section gives the default rules
     assert load_release_rules(ROOT / "params.yaml") == ReleaseRules(), "release defaults"
 
 
-def test_the_replay_params_ignore_the_macro_indicators_and_recalibrate() -> None:
-    # Given the replay's params file / When read
-    params = load_training_params(ROOT / "params.replay.yaml")
-    monitoring = load_monitoring_params(ROOT / "params.replay.yaml")
+def test_the_shipped_params_guard_against_a_worse_model_and_ignore_the_macro_indicators() -> None:
+    # Given the repository's params.yaml (what the platform runs and the replay measures)
+    params = load_training_params(ROOT / "params.yaml")
 
-    # Then the model leaves out the macro indicators and serves a refitted offset
+    # Then the model leaves out the macro indicators
     assert set(params.model.ignore_features) == set(FLOAT_FEATURES), params.model
-    assert params.calibration.enabled, "the replay serves a refitted log-odds offset"
-    assert monitoring.retrain_overrides["data"]["production"]["enabled"], "retrain overrides"
+    # And a candidate below the champion, or significantly worse, is refused (issue 19)
+    assert params.promotion.metric == "roc_auc", params.promotion
+    assert params.promotion.min_improvement >= 0, "promoting every candidate is not a default"
+    assert params.validation.min_roc_auc >= 0.5, "a model worse than chance never passes"
     # And they survive the JSON round trip of the registry's `params` tag
     again = type(params).model_validate_json(params.model_dump_json(), strict=False)
     assert again == params, "the params tag must give the same params back"
