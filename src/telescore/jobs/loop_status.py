@@ -6,7 +6,7 @@ every Prometheus scrape (docs/metrics.md has their time on 10,000 monitored wind
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import httpx
@@ -94,7 +94,7 @@ def read_loop_status(
 
 
 def _schedule_seconds(
-    last_decision: Mapping[str, Any] | None, recent: list[Mapping[str, Any]]
+    last_decision: Mapping[str, Any] | None, recent: Sequence[Mapping[str, Any]]
 ) -> float | None:
     """The monitor's scheduled window, as its last run recorded it; else the newest window's.
 

@@ -13,9 +13,9 @@ replay: the window (a few hundred calls instead of an hour), the label delay, ho
 and the training data (the rows before the slice: `write_inputs`). The policy, the gates and
 the release rules are the params file's.
 
-The slice: by default it starts at the most recent `split.holdout_rows` calls (the last 4,000,
-in 2010), where the positive rate swings between a third and a half within days and
-the macro indicators leave the range the earlier calls span: the drift is real, not injected.
+The slice: by default the most recent calls (the last 2,400, in 2010), where the positive rate
+swings between a third and a half within days and the macro indicators leave the range the
+earlier calls span: the drift is real, not injected.
 `telescore demo` trains its first champion on the calls before the slice.
 """
 
@@ -31,7 +31,6 @@ import pandas as pd
 
 from telescore.io.alert_log import AlertLog
 from telescore.io.context import Context
-from telescore.io.params_files import load_training_params
 from telescore.jobs.streaming import Progress, StreamClock, stream_calls, write_stream_params
 
 SOURCE: Final = "simulate"
@@ -62,7 +61,7 @@ class SimulationConfig:
     windows: int = DEFAULT_WINDOWS
     """How many windows to stream."""
     start_row: int | None = None
-    """The slice's first row; None: the first row `params`'s training holds out."""
+    """The slice's first row; None: the most recent calls, ending at the last one."""
     clock: StreamClock = DEFAULT_CLOCK
 
 
@@ -91,11 +90,7 @@ def slice_rows(config: SimulationConfig, total_rows: int) -> tuple[int, int]:
             f"{config.windows} windows of {config.clock.window_rows} rows: the "
             f"dataset holds {total_rows}"
         )
-    if config.start_row is None:
-        holdout = load_training_params(config.params).split.holdout_rows
-        first = total_rows - holdout
-    else:
-        first = config.start_row
+    first = total_rows - length if config.start_row is None else config.start_row
     # A slice that would run past the end keeps its length and ends at the last row.
     first = max(0, min(first, total_rows - length))
     return first, first + length

@@ -27,14 +27,14 @@ def test_the_replay_runs_params_yaml_with_the_first_champions_share_of_the_rows(
     params_path, stream = write_replay_inputs(config, tmp_path / "state")
 
     # then the first champion learns the earliest 30 rows and the other 170 are streamed
-    first = pd.read_csv(tmp_path / "state" / "first-rows.csv.gz", sep=";")
+    first = pd.read_csv(tmp_path / "state" / "base-rows.csv.gz", sep=";")
     assert len(first) == 30, f"15% of 200 rows: {len(first)}"
     assert len(stream) == 170, f"the rest is streamed: {len(stream)}"
     # and the params are params.yaml's, but for the first champion's data path
     shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
     written = yaml.safe_load(params_path.read_text())
     assert written["training"]["data"]["path"] == str(
-        (tmp_path / "state" / "first-rows.csv.gz").resolve()
+        (tmp_path / "state" / "base-rows.csv.gz").resolve()
     ), written["training"]["data"]
     written["training"]["data"]["path"] = shipped["training"]["data"]["path"]
     assert written == shipped, "the replay must change nothing else in params.yaml"

@@ -21,14 +21,13 @@ def config(**changes: object) -> simulate.SimulationConfig:
     return simulate.SimulationConfig(data=DATA, params=PARAMS, **changes)  # type: ignore[arg-type]
 
 
-def test_the_default_slice_starts_where_training_holds_out_the_most_recent_calls() -> None:
-    # given params.yaml's holdout and the default clock
-    holdout = yaml.safe_load(PARAMS.read_text())["training"]["split"]["holdout_rows"]
+def test_the_default_slice_is_the_most_recent_calls() -> None:
+    # given the default clock and windows
     length = simulate.DEFAULT_WINDOWS * simulate.DEFAULT_CLOCK.window_rows
     # when the slice of the 41,188 calls is chosen
     first, last = simulate.slice_rows(config(), 41188)
-    # then it is the first windows of the most recent `holdout_rows` calls
-    assert (first, last) == (41188 - holdout, 41188 - holdout + length), (first, last)
+    # then it is the last `length` calls (2010's), ending at the last one
+    assert (first, last) == (41188 - length, 41188), (first, last)
 
 
 def test_a_slice_that_would_run_past_the_end_ends_at_the_last_call() -> None:
