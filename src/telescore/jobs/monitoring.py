@@ -10,6 +10,10 @@ a run records the window, and triggers training again once enough labelled outco
 since the last attempt (`core.retraining.decide_cold_start`); the first model that passes is
 champion, and MLServer's reconciler serves it.
 
+While a release is under way (a challenger in the shadow or a canary, `jobs.releases.
+release_under_way`), a retrain the policy asks for is held until the release is decided
+(`RetrainingPolicy.retrain_during_release`), and the decision records why.
+
 When the champion was trained with `calibration.enabled`, each run also refits the log-odds
 offset served with it on the newest labelled predictions and has MLServer serve it (the
 champion's folder in the model repository, that model reloaded), so the served scores follow
