@@ -17,8 +17,10 @@ reported late), done here with the platform's own rules and no service, in secon
 - with `training.release.mode` shadow or canary (not `direct`), a winner becomes the
   challenger and goes to a shadow release: it scores every row of the next windows unseen,
   and `core.release.decide_release` promotes it or rolls it back on their outcomes, paired
-  with the champion's (a newer challenger replaces one still undecided, as the registry's
-  `challenger` alias moves);
+  with the champion's. A retrain asked for while it is undecided waits for the decision when
+  `monitoring.policy.retrain_during_release` is "hold" (`core.retraining.decide_retraining`, as
+  the monitor); with "supersede" a newer challenger replaces it, as the registry's
+  `challenger` alias moves;
 - with no champion (the first one refused by its gate, "cold start"), nothing ranks the
   calls: their rows are scored with the known positive rate, and training is retried after each
   window once `min_training_labels` outcomes are in (and the cooldown is over).
@@ -326,7 +328,12 @@ class _Loop:
         if self.champion is not None:
             health = [self.health(j, s, e, index) for j, s, e in self.champion_windows]
             since = None if self.last_trigger is None else index - self.last_trigger
-            state = RunState(False, since, known - self.first)
+            under_way = (
+                None
+                if self.challenger is None
+                else f"registered after window {self.challenger.registered_after_window}"
+            )
+            state = RunState(False, since, known - self.first, under_way)
             decision = decide_retraining(health, state, policy)
             retrain, reason = decision.retrain, decision.reason
         else:

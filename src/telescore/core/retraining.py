@@ -11,6 +11,13 @@ windows, whatever their verdicts. With a log-odds offset following the base rate
 retrains (`CalibrationParams`), what a retrain adds is the newest rows' ranking, which no
 window's figures announce; a fixed cadence spends a known budget of training runs on it.
 
+A release under way (a challenger in the shadow or a canary, not yet promoted or rolled
+back) is not superseded by the next retrain when `retrain_during_release` is "hold": the retrain
+is postponed until the release is decided, with the reason recorded. Outcomes come windows late,
+so a release is decided windows after it starts; a retrain every few windows that replaced an
+undecided challenger would leave every release undecided and the first champion serving for
+ever. `ReleaseRules.decide_after_rows` bounds the wait.
+
 Cold start: while no champion serves (no model has passed the gates yet, or the champion is
 gone), there are no windows to judge. Training is then retried as labelled outcomes accumulate:
 once `cold_start_min_new_labels` more are recorded than the last training attempt had, and
@@ -75,6 +82,12 @@ class RetrainingPolicy(FrozenModel):
     """A schedule: retrain once this many windows were monitored since a retrain was last
     triggered (or, before any, since the champion started serving), whatever their verdicts;
     None: no schedule. The cooldown, in-flight and labelled-rows guards still apply."""
+    retrain_during_release: Literal["hold", "supersede"] = "hold"
+    """What a retrain asked for while a release is under way does. hold: it waits until the
+    release is decided (promoted or rolled back; `ReleaseRules.decide_after_rows` bounds the
+    wait), recorded with the reason "release under way"; supersede: it runs, and a candidate
+    that passes replaces the undecided challenger, whose evidence is lost (with outcomes
+    windows late and a retrain every few windows, a release then rarely ends)."""
     cold_start_min_new_labels: int = Field(default=1000, gt=0)
     """With no champion serving: labelled rows that must be recorded since the last training
     attempt (or, before any, at all) before training is tried again. A failed attempt is
@@ -130,6 +143,8 @@ class RunState:
     """Windows monitored since a retrain was last triggered; None if never."""
     labelled_rows_available: int
     """Labelled production rows the next training run could use."""
+    release_under_way: str | None = None
+    """The challenger of a release not yet decided (shadow or canary), None when none is."""
 
 
 @dataclass(frozen=True)
@@ -192,8 +207,8 @@ def decide_retraining(
 
     `history` holds the current champion's windows. A retrain is asked for by k of the last n
     judged windows degraded (`retrain_on_degraded`) or by the schedule
-    (`retrain_every_windows`); then the guards decide: a run in flight, the cooldown, too few
-    labelled rows to train on.
+    (`retrain_every_windows`); then the guards decide: a run in flight, a release under way
+    (with `retrain_during_release` "hold"), the cooldown, too few labelled rows to train on.
     """
     judged = [(window, *judge_window(window, policy)) for window in history]
     silent = SILENT_VERDICTS | (
@@ -235,6 +250,9 @@ def decide_retraining(
     why, episode = asked
     if state.training_in_flight:
         return RetrainingDecision(False, f"{why}; a training run is already in flight", verdicts)
+    held = release_hold(state.release_under_way, policy)
+    if held:
+        return RetrainingDecision(False, f"{why}; {held}", verdicts)
     cooling = state.windows_since_retrain
     if cooling is not None and cooling < policy.cooldown_windows:
         return RetrainingDecision(
@@ -251,6 +269,13 @@ def decide_retraining(
             verdicts,
         )
     return RetrainingDecision(True, why, verdicts, episode)
+
+
+def release_hold(challenger: str | None, policy: RetrainingPolicy) -> str | None:
+    """Return why a retrain waits for the release of `challenger`, None when it may run."""
+    if challenger is None or policy.retrain_during_release != "hold":
+        return None
+    return f"release under way: challenger {challenger} not yet decided, retrain held"
 
 
 def _scheduled(

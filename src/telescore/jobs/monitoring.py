@@ -10,6 +10,10 @@ a run records the window, and triggers training again once enough labelled outco
 since the last attempt (`core.retraining.decide_cold_start`); the first model that passes is
 champion, and MLServer's reconciler serves it.
 
+While a release is under way (a challenger in the shadow or a canary, `jobs.releases.
+release_under_way`), a retrain the policy asks for is held until the release is decided
+(`RetrainingPolicy.retrain_during_release`), and the decision records why.
+
 When the champion was trained with `calibration.enabled`, each run also refits the log-odds
 offset served with it on the newest labelled predictions and has MLServer serve it (the
 champion's folder in the model repository, that model reloaded), so the served scores follow
@@ -57,10 +61,12 @@ from telescore.io.datasets import read_snapshot
 from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.registry import CHAMPION, ModelVersionRef, Registry, RegistryError
+from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingError
 from telescore.jobs import serving
 from telescore.jobs.model_repository import LogitOffset
 from telescore.jobs.outcomes import sweep_pending_outcomes
+from telescore.jobs.releases import release_under_way
 from telescore.validation.evidently import LABEL, EvidentlyValidator
 from telescore.validation.evidently_dashboards import MonitoringWorkspace
 
@@ -96,6 +102,8 @@ class Monitor:
     """Serves a refitted log-odds offset; None: fit and record it, serve nothing (a dry run)."""
     pending_outcome_expiry: timedelta = PENDING_EXPIRY
     """How long outcomes reported before their prediction was logged wait for it."""
+    releases: ReleaseStore | None = None
+    """Where the routing is kept, to tell a release under way (None: none ever is)."""
 
 
 def open_monitor(ctx: Context, params: MonitoringParams, params_file: str) -> Monitor:
@@ -115,6 +123,7 @@ def open_monitor(ctx: Context, params: MonitoringParams, params_file: str) -> Mo
         params_file=params_file,
         serve_offset=functools.partial(serving.serve_logit_offset, ctx),
         pending_outcome_expiry=ctx.pending_outcome_expiry,
+        releases=ctx.store(ReleaseStore),
     )
 
 
@@ -304,7 +313,10 @@ def run_state(monitor: Monitor, history: list[dict[str, Any]]) -> RunState:
     )
     last = monitor.records.last_retrain()
     since = None if last is None else windows_since(history, last)
-    return RunState(in_flight, since, monitor.outcomes.count())
+    under_way = (
+        None if monitor.releases is None else release_under_way(monitor.registry, monitor.releases)
+    )
+    return RunState(in_flight, since, monitor.outcomes.count(), under_way)
 
 
 def windows_since(history: list[dict[str, Any]], attempt: dict[str, Any]) -> int:
@@ -431,6 +443,7 @@ def decide(
             "training_in_flight": state.training_in_flight,
             "windows_since_retrain": state.windows_since_retrain,
             "labelled_rows_available": state.labelled_rows_available,
+            "release_under_way": state.release_under_way,
         },
         "inputs": [
             {key: each.get(key) for key in ("_id", "rows", "labelled_rows", "verdict")}

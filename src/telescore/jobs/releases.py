@@ -6,7 +6,10 @@ the app's `PUT /routing` call. The training flow starts one for every retrained 
 passes the offline gate (`jobs.training.release_candidate`). `run_promotion` (the deployment
 `promote-telemarketing`, scheduled by `telescore up`) then judges it on live outcomes.
 
-A challenger still undecided when a newer candidate is released is superseded: the newer one
+The monitor holds a scheduled retrain while a release is under way (`release_under_way`,
+`RetrainingPolicy.retrain_during_release` "hold", the default), so a release normally ends in a
+decision. A challenger still undecided when a newer candidate is released anyway (a retrain
+asked for by hand, or the policy "supersede") is superseded: the newer one
 is trained on everything the older one saw and more, so it is the one worth testing. The
 superseded version is tagged `release.superseded_by`, a `superseded` decision is recorded in
 `release_decisions`, and the release starts again (a new routing revision): the evidence of
@@ -46,7 +49,7 @@ from telescore.io.prometheus import (
     serving_figures,
 )
 from telescore.io.prospect_store import ProspectStore
-from telescore.io.registry import CHALLENGER, CHAMPION, PREVIOUS
+from telescore.io.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
 from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_counter_store import ServingCounterStore
 from telescore.jobs.scoring import SERVED_MODELS, read_routing
@@ -114,6 +117,25 @@ class ReleaseStart:
     superseded: str | None
     """The undecided challenger this release replaced, if any."""
     reloaded: list[str]
+
+
+def release_under_way(registry: Registry, releases: ReleaseStore) -> str | None:
+    """Return the challenger of the release under way, None when none is.
+
+    A release is under way while the routing is shadow or canary and a challenger distinct from
+    the champion is registered: `run_promotion` judges it, and the monitor holds a retrain for
+    it (`RetrainingPolicy.retrain_during_release`).
+    """
+    champion = registry.alias_version(CHAMPION)
+    challenger = registry.alias_version(CHALLENGER)
+    if (
+        read_routing(releases).mode == "champion"
+        or champion is None
+        or challenger is None
+        or challenger.version == champion.version
+    ):
+        return None
+    return challenger.version
 
 
 def start_release(ctx: Context, version: str, config: RoutingConfig, by: str) -> ReleaseStart:
@@ -315,16 +337,12 @@ def run_promotion(
     `guards_source`: where the error rate and latency guards are read first (`guard_figures`).
     """
     registry = ctx.registry
+    releases = ctx.store(ReleaseStore)
+    under_way = release_under_way(registry, releases)
     champion = registry.alias_version(CHAMPION)
     challenger = registry.alias_version(CHALLENGER)
-    releases = ctx.store(ReleaseStore)
     routing = read_routing(releases)
-    if (
-        routing.mode == "champion"
-        or champion is None
-        or challenger is None
-        or challenger.version == champion.version
-    ):
+    if under_way is None or champion is None or challenger is None:
         return ReleaseOutcome(
             "idle",
             "no release under way: routing is champion only, or "

@@ -17,11 +17,14 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelled, Failed, State
 from tests.integration.flows.test_training_flow import committed_params
+from tests.integration.serving_fixtures import register_version
 
 from telescore.core.features import split_features_label
 from telescore.core.outcomes import Outcome
+from telescore.core.params import ModelParams
 from telescore.core.prediction_ids import PredictionIds
 from telescore.core.predictions import ServedModel, prediction_records
+from telescore.core.routing import RoutingConfig
 from telescore.core.schema import FEATURES
 from telescore.core.scoring import fit_logit_offset
 from telescore.io import orchestrator
@@ -29,8 +32,10 @@ from telescore.io.datasets import read_snapshot
 from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
 from telescore.io.prediction_store import PredictionStore
-from telescore.io.registry import CHAMPION, Registry
+from telescore.io.registry import CHALLENGER, CHAMPION, Registry
+from telescore.io.release_store import ReleaseStore
 from telescore.jobs.outcomes import Status, record_outcomes
+from telescore.jobs.releases import set_routing
 from telescore.services.embedded import mongodb_server
 from telescore.services.processes import ServiceProcess, free_port
 from telescore.validation.evidently_dashboards import MonitoringWorkspace
@@ -402,3 +407,36 @@ def test_a_calibrated_champion_gets_its_offset_refitted_and_recorded(
         "the refitted offset must be in the registry, where every MLServer's reconciler reads it"
     )
     assert run["recalibration"] == recalibration, "the window records the offset fitted after it"
+
+
+def test_a_release_under_way_holds_the_retrain_until_it_is_decided(
+    platform: dict[str, Any], registry: Registry, deployments: str, tmp_path: Path
+) -> None:
+    # given a challenger in a shadow release, and a window that asks for a retrain (drift)
+    rows = recent_rows(3000)
+    features, labels = split_features_label(rows)
+    challenger = register_version(registry, features, labels, ModelParams(C=1.0))
+    registry.set_alias(CHALLENGER, challenger)
+    with ReleaseStore(platform["uri"], platform["database"]) as releases:
+        set_routing(releases, RoutingConfig(mode="shadow"), by="test")
+    shifted = recent_rows(WINDOW_ROWS).assign(euribor3m=lambda f: f["euribor3m"] + 2.0)
+    start = datetime(2026, 3, 4, 10, tzinfo=UTC)
+    log_window(platform, registry, shifted, start)
+    params = params_file(tmp_path)  # retrain_during_release: hold, the default
+    before = len(training_runs(deployments))
+
+    # when the monitor runs during the release, then again once the routing is champion only
+    held = monitor_telemarketing(params, start, start + timedelta(hours=1))
+    with ReleaseStore(platform["uri"], platform["database"]) as releases:
+        set_routing(releases, RoutingConfig(mode="champion"), by="test")
+    after = monitor_telemarketing(params, start, start + timedelta(hours=1))
+
+    # then the retrain is held, with the reason and the challenger recorded, and runs after
+    assert not held["retrain"], f"a release under way holds the retrain: {held['reason']}"
+    assert f"release under way: challenger {challenger}" in held["reason"], held["reason"]
+    with MonitoringStore(platform["uri"], platform["database"]) as records:
+        recorded = records.decisions.find_one({"_id": held["decision_id"]})
+    assert recorded is not None, "the held decision is recorded"
+    assert recorded["state"]["release_under_way"] == challenger, recorded["state"]
+    assert after["retrain"] and after["training_flow_run_id"], after["reason"]
+    assert len(training_runs(deployments)) == before + 1, "one training run, after the release"

@@ -170,3 +170,34 @@ def test_in_a_shadow_release_mode_a_retrained_model_is_promoted_only_by_its_shad
     for release in run.releases:
         if release.decided_after_window is not None and release.action != "replaced":
             assert release.decided_after_window > release.registered_after_window, release
+
+
+@pytest.mark.parametrize("during_release", ["hold", "supersede"])
+def test_a_release_under_way_holds_the_scheduled_retrain_only_when_the_policy_says_so(
+    frame: pd.DataFrame, during_release: str
+) -> None:
+    # given params.yaml released in the shadow, with a retrain held or not during a release
+    history = History(frame.iloc[:20_000])
+    config = _config(
+        during_release,
+        training={"release": {"mode": "shadow"}},
+        monitoring={"policy": {"retrain_during_release": during_release}},
+    )
+
+    # when its loop is played with outcomes a window late
+    run = run_loop(history, config, StreamVariant(1000, 1000, 0.2))
+
+    # then with hold no challenger is replaced and no training runs while one is undecided;
+    # with supersede a scheduled retrain replaces an undecided challenger
+    actions = [each.action for each in run.releases]
+    assert run.releases, f"releases were started: {run.runs}"
+    if during_release == "supersede":
+        assert "replaced" in actions, f"supersede replaces undecided challengers: {actions}"
+        return
+    assert "replaced" not in actions, f"hold never replaces a challenger: {run.releases}"
+    for release in run.releases:
+        end = release.decided_after_window or len(run.labels)
+        during = [
+            each for each in run.runs if release.registered_after_window < each.after_window < end
+        ]
+        assert not during, f"no training run while {release} was under way: {during}"

@@ -439,3 +439,69 @@ def test_evidence_is_read_only() -> None:
 def test_invalid_rules_are_refused_naming_the_field(fields: dict[str, Any], named: str) -> None:
     with pytest.raises(ValidationError, match=named):
         ReleaseRules.model_validate(fields)
+
+
+MARGIN = RULES.model_copy(update={"min_auc_gain": -0.01})
+"""Non-inferiority: promote when the gain's interval lies above -0.01."""
+
+
+def test_with_a_margin_an_equal_challenger_on_enough_rows_is_promoted() -> None:
+    # given a shadow release of a challenger as good as the champion, on 5,000 shared rows
+    champion, challenger, labels = shared_rows(0, 5000, champion_noise=0.15, challenger_noise=0.15)
+    arms = evidence(champion, labels), evidence(challenger, labels)
+
+    # when deciding with a margin of 0.01, and with the superiority test
+    within = decide_release(*arms, MARGIN, paired=True)
+    superior = decide_release(*arms, RULES, paired=True)
+
+    # then the margin promotes it; the superiority test cannot tell a tie and waits
+    auc = within.comparison("roc_auc")
+    assert auc is not None and auc.low is not None and -0.01 < auc.low < 0, f"a tie: {auc}"
+    assert within.action == "promote", f"non-inferior within 0.01: {within.reason}"
+    assert "non-inferior (gain above -0.010)" in within.reason, within.reason
+    assert superior.action == "wait", f"a tie is not significantly better: {superior.reason}"
+
+
+def test_with_a_margin_a_clearly_worse_challenger_is_rolled_back() -> None:
+    champion, challenger, labels = shared_rows(0, 3000, champion_noise=0.3, challenger_noise=1.2)
+
+    decision = decide_release(
+        evidence(champion, labels), evidence(challenger, labels), MARGIN, paired=True
+    )
+
+    assert decision.action == "rollback", f"a clearly worse challenger: {decision.reason}"
+    assert "ROC AUC" in decision.reason and "significantly worse" in decision.reason
+
+
+def test_with_a_margin_too_few_rows_wait() -> None:
+    # given a tie, but only 150 labelled rows in each arm (200 required)
+    champion, challenger, labels = shared_rows(0, 150, champion_noise=0.15, challenger_noise=0.15)
+
+    decision = decide_release(
+        evidence(champion, labels), evidence(challenger, labels), MARGIN, paired=True
+    )
+
+    assert decision.action == "wait", f"150 labelled rows are too few: {decision.reason}"
+    assert decision.comparison("roc_auc") is None, "quality must not be judged on too few rows"
+
+
+def test_with_a_margin_a_wide_interval_waits_then_is_rolled_back() -> None:
+    # given a tie of noisy models: at 3,000 rows the interval still reaches below -0.01
+    champion, challenger, labels = shared_rows(0, 3000, champion_noise=0.3, challenger_noise=0.3)
+    arms = evidence(champion, labels), evidence(challenger, labels)
+    bounded = MARGIN.model_copy(update={"decide_after_rows": 3000})
+
+    early = decide_release(*arms, MARGIN, paired=True)
+    late = decide_release(*arms, bounded, paired=True)
+
+    assert early.action == "wait", f"non-inferiority not shown yet: {early.reason}"
+    assert "not yet above the required -0.010" in early.reason, early.reason
+    assert late.action == "rollback", f"past decide_after_rows it ends: {late.reason}"
+    assert "non-inferiority not shown after 3,000" in late.reason, late.reason
+
+
+@pytest.mark.parametrize("gain", [-0.051, -0.5])
+def test_a_margin_wider_than_005_is_refused(gain: float) -> None:
+    with pytest.raises(ValidationError, match="min_auc_gain"):
+        ReleaseRules(min_auc_gain=gain)
+    assert ReleaseRules(min_auc_gain=-0.05).min_auc_gain == -0.05, "-0.05 is the widest margin"

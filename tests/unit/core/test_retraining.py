@@ -289,3 +289,49 @@ def test_a_failed_attempt_started_by_hand_holds_the_retry_back_like_the_monitors
     # when 5,000 are / then training is tried again
     due = decide_cold_start(after(5000), COLD)
     assert due.retrain, due.reason
+
+
+RELEASING = RunState(
+    False, windows_since_retrain=3, labelled_rows_available=5000, release_under_way="7"
+)
+
+
+def test_a_release_under_way_holds_a_scheduled_retrain() -> None:
+    # given a schedule that is due, while challenger 7 is released and undecided
+    history = [window(i) for i in range(4)]
+
+    held = decide_retraining(history, RELEASING, SCHEDULED)
+    free = decide_retraining(history, RunState(False, 3, 5000), SCHEDULED)
+
+    # then the retrain waits for the release, and runs once none is under way
+    assert not held.retrain, f"a release under way holds the retrain: {held.reason}"
+    assert "release under way: challenger 7 not yet decided" in held.reason, held.reason
+    assert held.reason.startswith("scheduled: 3 windows"), "why it was asked is kept"
+    assert free.retrain, f"with no release under way the schedule retrains: {free.reason}"
+
+
+def test_supersede_lets_a_retrain_run_during_a_release() -> None:
+    # given a due schedule during a release, with a policy that supersedes
+    history = [window(i) for i in range(4)]
+    supersede = SCHEDULED.model_copy(update={"retrain_during_release": "supersede"})
+    # when the monitor decides
+    decision = decide_retraining(history, RELEASING, supersede)
+    # then it retrains
+    assert decision.retrain, f"supersede retrains whatever the release: {decision.reason}"
+
+
+def test_a_release_holds_a_retrain_asked_by_degraded_windows_too() -> None:
+    # given degraded windows during a release, with a policy that holds
+    both = POLICY.model_copy(update={"retrain_during_release": "hold"})
+    history = [window(0), miscalibrated(1), miscalibrated(2)]
+    # when the monitor decides
+    decision = decide_retraining(history, RELEASING, both)
+    # then the retrain waits for the release
+    assert not decision.retrain and "release under way" in decision.reason, decision.reason
+
+
+def test_hold_is_the_default_and_the_policy_is_validated() -> None:
+    # given the policy's defaults / then hold; and an unknown value is refused by name
+    assert RetrainingPolicy().retrain_during_release == "hold", "hold is the default"
+    with pytest.raises(ValidationError, match="retrain_during_release"):
+        RetrainingPolicy(retrain_during_release="queue")  # type: ignore[arg-type]
