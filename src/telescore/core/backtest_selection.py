@@ -26,6 +26,7 @@ from pydantic import Field
 
 from telescore.core.backtest import LoopRun, Release, StreamVariant, TrainingRun
 from telescore.core.models import FrozenModel
+from telescore.core.params import ReleaseMode
 from telescore.core.prequential import stream_quality
 
 Metric = Literal["pooled_roc_auc", "calibration_gap", "top_decile_lift", "runs_per_10k_calls"]
@@ -53,6 +54,11 @@ class SelectionParams(FrozenModel):
     """Candidates above it on the choose period rank after those within (None: no limit)."""
     max_runs_per_10k_calls: float | None = Field(default=2.5, gt=0)
     """The same for training runs per 10,000 calls (None: no limit)."""
+    release_modes: tuple[ReleaseMode, ...] | None = None
+    """The `training.release.mode`s the deployment may run: other candidates are played and
+    reported beside them, never recommended (None: any). A platform that releases every
+    retrained model by online test lists `shadow` and `canary`, and still sees what `direct`
+    would have given."""
 
 
 @dataclass(frozen=True)
@@ -282,18 +288,22 @@ def within_limits(figures: PeriodSpread, rule: SelectionParams) -> bool:
     )
 
 
-def rank(spreads: dict[str, PeriodSpread], rule: SelectionParams) -> tuple[str, ...]:
-    """Return the candidates best first: within the limits first, then by the rule's figure.
+def rank(
+    spreads: dict[str, PeriodSpread],
+    rule: SelectionParams,
+    ineligible: frozenset[str] = frozenset(),
+) -> tuple[str, ...]:
+    """Return the candidates best first: eligible and within the limits, then by the figure.
 
     Ties keep the grid's order.
     """
     sign = 1.0 if rule.metric in LOWER_IS_BETTER else -1.0
     order = {name: index for index, name in enumerate(spreads)}
 
-    def key(name: str) -> tuple[bool, float, int]:
+    def key(name: str) -> tuple[bool, bool, float, int]:
         figures = spreads[name]
         value = figures.of(rule.metric).pick(rule.statistic)
-        return (not within_limits(figures, rule), sign * value, order[name])
+        return (name in ineligible, not within_limits(figures, rule), sign * value, order[name])
 
     return tuple(sorted(spreads, key=key))
 
@@ -303,8 +313,12 @@ def select(
     candidates: Sequence[str],
     edges: Sequence[int],
     rule: SelectionParams,
+    ineligible: frozenset[str] = frozenset(),
 ) -> Selection:
-    """Choose on every fold but the last, report on the last; record each earlier cut too."""
+    """Choose on every fold but the last, report on the last; record each earlier cut too.
+
+    `ineligible` candidates (a release mode the rule does not allow) are ranked after the rest.
+    """
     folds = len(edges) - 1
     if folds != rule.folds:
         raise ValueError(f"{folds} folds between the edges, the rule says {rule.folds}")
@@ -330,7 +344,7 @@ def select(
         )
     steps = []
     for k in range(1, folds):
-        chosen = rank(_by_candidate(summaries, candidates, (0, k)), rule)[0]
+        chosen = rank(_by_candidate(summaries, candidates, (0, k)), rule, ineligible)[0]
         seen = _by_candidate(summaries, candidates, (k, k + 1))
-        steps.append(Step(k, chosen, seen[chosen], rank(seen, rule)[0]))
-    return Selection(tuple(edges), rule, rank(choose, rule), evidence, tuple(steps))
+        steps.append(Step(k, chosen, seen[chosen], rank(seen, rule, ineligible)[0]))
+    return Selection(tuple(edges), rule, rank(choose, rule, ineligible), evidence, tuple(steps))

@@ -230,7 +230,12 @@ def run_backtest(
     )
     summaries, fits = play(frame, plan.candidates, variants, edges, config.workers, progress)
     names = tuple(each.name for each in plan.candidates)
-    selection = select(summaries, names, edges, rule)
+    ineligible = frozenset(
+        each.name
+        for each in plan.candidates
+        if rule.release_modes is not None and each.training.release.mode not in rule.release_modes
+    )
+    selection = select(summaries, names, edges, rule, ineligible)
     recommended = next(each for each in plan.candidates if each.name == selection.recommended)
     result = BacktestResult(
         source=described,

@@ -89,6 +89,30 @@ def test_a_candidate_over_a_limit_ranks_after_one_within_it_whatever_its_auc() -
     assert selection.ranking == ("calibrated", "sharp"), "limits come before the figure"
 
 
+def test_a_candidate_of_a_release_mode_the_rule_excludes_is_reported_never_recommended() -> None:
+    # given "direct" ranks better than "shadow" on every fold
+    edges = fold_edges(TOTAL, [FIRST], 3)
+    variant = StreamVariant(WINDOW, 250, FIRST / TOTAL)
+    labels = _labels(6)
+    everywhere = np.ones(len(labels), dtype=bool)
+    direct = _run("direct", variant, _scores(labels, everywhere, 7), labels)
+    noisy = np.random.default_rng(8).random(len(labels)) < 0.5
+    shadow = _run("shadow", variant, _scores(labels, noisy, 9), labels)
+    summaries = [summarise(direct, edges), summarise(shadow, edges)]
+
+    # when the deployment may release only by online test ("direct" is not allowed)
+    selection = select(
+        summaries, ("direct", "shadow"), edges, NO_LIMITS, ineligible=frozenset({"direct"})
+    )
+    unconstrained = select(summaries, ("direct", "shadow"), edges, NO_LIMITS)
+
+    # then "shadow" is recommended at every cut, and "direct" is still reported beside it
+    assert unconstrained.recommended == "direct", "without the rule the better one wins"
+    assert selection.ranking == ("shadow", "direct"), f"ranking: {selection.ranking}"
+    assert all(step.chosen == "shadow" for step in selection.steps), selection.steps
+    assert "direct" in selection.evidence, "the excluded candidate's figures are kept"
+
+
 def test_folds_cut_the_rows_every_variant_streams_and_earlier_rows_count_in_the_first() -> None:
     # given variants whose first champions learn 1,000 and 1,500 rows of 4,000
     edges = fold_edges(TOTAL, [1_000, 1_500], 5)

@@ -35,13 +35,15 @@ def test_the_shipped_grid_resolves_every_candidate_against_params_yaml() -> None
     # then every candidate resolves, "params" is params.yaml itself, and an extending candidate
     # keeps what it extends
     names = [each.name for each in plan.candidates]
-    assert names[:2] == ["params", "shadow"], f"the first candidates: {names}"
+    assert names[:2] == ["params", "direct"], f"the first candidates: {names}"
     assert plan.candidates[0] == plan.base, "the `params` candidate is the params file"
-    every4 = next(each for each in plan.candidates if each.name == "shadow-every4")
-    assert every4.monitoring.policy.retrain_every_windows == 4, "its own override"
-    assert every4.training.release.mode == "shadow", "the release of the candidate it extends"
-    assert every4.training.model == plan.base.training.model, "params.yaml's model otherwise"
-    assert every4.retraining.data.production.enabled, "retrain_overrides applied to retraining"
+    direct = plan.candidates[1]
+    assert direct.monitoring.policy.retrain_every_windows == 2, "its own override"
+    assert direct.training.release.mode == "direct", "its own override"
+    assert direct.release == plan.base.release, "params.yaml's release rules otherwise"
+    assert direct.training.model == plan.base.training.model, "params.yaml's model otherwise"
+    assert direct.retraining.data.production.enabled, "retrain_overrides applied to retraining"
+    assert plan.grid.selection.release_modes == ("shadow", "canary"), "online tests only"
     assert len(plan.grid.variants.streams()) == 27, "3 windows x 3 delays x 3 first champions"
 
 

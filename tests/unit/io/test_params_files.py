@@ -35,8 +35,10 @@ def test_the_shipped_params_file_keeps_the_leaking_column_out_and_holds_out_a_pe
     assert training.calibration.enabled, "the loop serves a refitted log-odds offset"
     # And a retraining run adds the labelled production rows
     assert monitoring.retrain_overrides["data"]["production"]["enabled"], "retrain overrides"
-    # And the absent `release` section gives the default rules
-    assert load_release_rules(ROOT / "params.yaml") == ReleaseRules(), "release defaults"
+    # And the `release` section promotes a non-inferior challenger, other rules the defaults
+    rules = load_release_rules(ROOT / "params.yaml")
+    assert rules.min_auc_gain < 0, f"a non-inferiority margin: {rules.min_auc_gain}"
+    assert rules.model_copy(update={"min_auc_gain": 0.0}) == ReleaseRules(), "release defaults"
 
 
 def test_the_shipped_params_guard_against_a_worse_model_and_ignore_the_macro_indicators() -> None:
