@@ -145,7 +145,7 @@ def test_repro_on_a_sample_writes_outputs_and_reruns_only_affected_stages(tmp_pa
     assert _status(clone) == {}, "the pipeline is not up to date right after dvc repro"
 
     # When only a validation bound changes
-    params["training"]["validation"]["min_roc_auc"] = 0.5
+    params["training"]["validation"]["min_roc_auc"] += 0.01
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
 
     # Then only the Deepchecks stage is out of date: the data gate and the model still stand

@@ -110,7 +110,8 @@ class PromotionParams(FrozenModel):
     metric: Literal["roc_auc", "pr_auc", "lift_top_decile", "brier"] = "roc_auc"
     """Holdout metric of the point comparison (`brier`: lower wins, and it weighs calibration)."""
     min_improvement: float = Field(default=0.002, ge=-1)
-    """The candidate must beat the champion by at least this much on the same holdout.
+    """The candidate must beat the champion by more than this on the same holdout (at 0: be
+    better, an equal one is refused).
 
     Negative: a candidate may be that much worse and still pass. Every metric lies in [0, 1],
     so -1 lets every candidate that passed the validation gates through this comparison; the

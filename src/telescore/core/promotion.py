@@ -111,9 +111,12 @@ def decide_promotion(
             True, f"champion {metric} is undefined; candidate={candidate:.4f}{note}", test
         )
     gain = champion - candidate if metric in LOWER_IS_BETTER else candidate - champion
-    verdict = "beats" if gain >= min_improvement else "does not beat"
+    # Strictly: at `min_improvement: 0` a candidate equal to the champion (the same data
+    # trained again) has nothing to offer and is not released.
+    beats = gain > min_improvement
+    verdict = "beats" if beats else "does not beat"
     return PromotionDecision(
-        gain >= min_improvement,
+        beats,
         f"candidate {metric}={candidate:.4f} {verdict} champion {champion:.4f} "
         f"by the required {min_improvement:.4f} (gain {gain:+.4f}){note}",
         test,

@@ -64,6 +64,8 @@ RULES = ReleaseRules(
     min_requests=REQUESTS_PER_ARM,
     max_p99_latency_ratio=100.0,
     p99_latency_slack_ms=60_000.0,
+    max_p50_latency_ratio=100.0,
+    p50_latency_slack_ms=60_000.0,
 )
 
 

@@ -67,7 +67,11 @@ FAULTS = 2
 # Only the error rate is judged here: the faulty challenger scores through predict_proba,
 # slower than the champion, so the latency guard is opened wide (its figures are still read).
 RULES = ReleaseRules(
-    min_requests=2 * REQUESTS, max_p99_latency_ratio=100.0, p99_latency_slack_ms=60_000.0
+    min_requests=2 * REQUESTS,
+    max_p99_latency_ratio=100.0,
+    p99_latency_slack_ms=60_000.0,
+    max_p50_latency_ratio=100.0,
+    p50_latency_slack_ms=60_000.0,
 )
 COUNTERS = (
     "telescore_serving_requests_total",
@@ -289,7 +293,11 @@ def test_a_challenger_that_fails_nothing_passes_its_guards_on_promql_figures(
         f"only this release's requests, none failed: {challenger}"
     )
     guards = {each["metric"]: each["verdict"] for each in decision["decision"]["comparisons"]}
-    assert guards == {"error_rate": "acceptable", "latency_p99_ms": "acceptable"}, guards
+    assert guards == {
+        "error_rate": "acceptable",
+        "latency_p50_ms": "acceptable",
+        "latency_p99_ms": "acceptable",
+    }, guards
     assert decision["action"] == "wait", f"healthy guards should not roll back: {decision}"
     assert decision["reason"].startswith("waiting for outcomes"), decision["reason"]
     assert promotion.registry.alias_version(CHALLENGER) is not None, "the challenger stays"

@@ -24,9 +24,20 @@ def test_candidate_must_beat_champion_by_margin(
 ) -> None:
     # given a champion score, when the candidate is compared with a 0.01 margin
     decision = decide_promotion(candidate, champion, metric="roc_auc", min_improvement=0.01)
-    # then it is promoted only when it beats the champion by at least the margin
+    # then it is promoted only when it beats the champion by more than the margin
     assert decision.promote is expected, decision.reason
     assert f"{champion:.4f}" in decision.reason, "the reason must name the champion's score"
+
+
+def test_at_a_zero_margin_a_candidate_equal_to_the_champion_is_not_released() -> None:
+    # given params.yaml's margin of 0 and a candidate the same as the champion (retrained on
+    # the same rows), then one a little better
+    same = decide_promotion(0.7012, 0.7012, metric="roc_auc", min_improvement=0.0)
+    better = decide_promotion(0.7013, 0.7012, metric="roc_auc", min_improvement=0.0)
+    # then only the better one goes on to its release
+    assert not same.promote, f"an equal model has nothing to offer: {same.reason}"
+    assert "does not beat" in same.reason, same.reason
+    assert better.promote, f"a better one passes the gate: {better.reason}"
 
 
 def test_undefined_candidate_score_never_promotes() -> None:
