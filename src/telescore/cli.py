@@ -457,7 +457,12 @@ def _print_backtest(result: backtest.BacktestResult) -> None:
         ),
         caption=(
             f"Ranked by the {rule.statistic} {backtest.METRIC_NAMES[rule.metric]} of the choose "
-            f"period{', within ' + ' and '.join(limits) if limits else ''}."
+            f"period{', within ' + ' and '.join(limits) if limits else ''}"
+            + (
+                f"; only release modes {', '.join(rule.release_modes)} recommended."
+                if rule.release_modes is not None
+                else "."
+            )
         ),
     )
     for column in backtest.SUMMARY_COLUMNS:
