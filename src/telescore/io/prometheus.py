@@ -60,10 +60,10 @@ def embedded_login(state_dir: Path) -> Login:
     return Login.parse(path.read_text().strip())
 
 
-class PrometheusClient:
-    """Prometheus's HTTP API (v1): instant queries and the alerts of its rules."""
+class _ApiClient:
+    """An HTTP client of one of the two APIs, signed in with the embedded or configured login."""
 
-    def __init__(self, url: str, login: Login | None, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, login: Login | None, timeout: float) -> None:
         auth = (login.user, login.password) if login else None
         self._http = httpx.Client(base_url=url.rstrip("/"), auth=auth, timeout=timeout)
 
@@ -76,6 +76,13 @@ class PrometheusClient:
     def close(self) -> None:
         """Close the HTTP connections."""
         self._http.close()
+
+
+class PrometheusClient(_ApiClient):
+    """Prometheus's HTTP API (v1): instant queries and the alerts of its rules."""
+
+    def __init__(self, url: str, login: Login | None, timeout: float = 10.0) -> None:
+        super().__init__(url, login, timeout)
 
     def query(self, expression: str, at: datetime | None = None) -> list[dict[str, Any]]:
         """Return the instant vector `expression` evaluates to at `at` (default: now).
@@ -109,22 +116,11 @@ class PrometheusClient:
             raise MonitoringApiError(f"Prometheus answered {path} with no data") from None
 
 
-class AlertmanagerClient:
+class AlertmanagerClient(_ApiClient):
     """Alertmanager's HTTP API (v2): the alerts it holds."""
 
     def __init__(self, url: str, login: Login | None, timeout: float = 5.0) -> None:
-        auth = (login.user, login.password) if login else None
-        self._http = httpx.Client(base_url=url.rstrip("/"), auth=auth, timeout=timeout)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the HTTP connections."""
-        self._http.close()
+        super().__init__(url, login, timeout)
 
     def firing(self) -> list[dict[str, Any]]:
         """Return the alerts firing now, neither silenced nor inhibited (labels, annotations)."""
