@@ -115,7 +115,12 @@ def _backlog(status: Status) -> list[tuple[str, str]]:
                 "Prediction log",
                 f"{log.spooled:.0f} rows spooled (waiting for MongoDB), "
                 f"{log.dead_lettered:.0f} dead letters; MongoDB "
-                f"{'up' if log.mongodb_up else 'DOWN'}",
+                f"{'up' if log.mongodb_up else 'DOWN'}; "
+                + (
+                    f"over {log.replicas} MLServer replica(s), from Prometheus"
+                    if log.replicas is not None
+                    else "the local MLServer's (Prometheus did not say)"
+                ),
             )
         )
     return rows

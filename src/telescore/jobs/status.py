@@ -16,7 +16,12 @@ from telescore.core.loop_status import LoopStatus
 from telescore.io.context import Context
 from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.outcome_store import OutcomeStore
-from telescore.io.prometheus import AlertmanagerClient, MonitoringApiError
+from telescore.io.prometheus import (
+    AlertmanagerClient,
+    MonitoringApiError,
+    PrometheusClient,
+    scalar_of,
+)
 from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import ServingError
 from telescore.jobs import platform
@@ -49,11 +54,23 @@ class Service:
 
 @dataclass(frozen=True)
 class PredictionLog:
-    """The local MLServer's prediction log, as its metrics say."""
+    """The prediction log's backlog: every replica Prometheus scrapes, or the local MLServer."""
 
     spooled: float
     dead_lettered: float
     mongodb_up: bool
+    """False when any replica's shipper cannot reach MongoDB."""
+    replicas: int | None = None
+    """How many replicas Prometheus summed; None: only the local MLServer was asked."""
+
+
+FLEET_LOG_QUERIES = {
+    "replicas": "count(telescore_prediction_log_spooled)",
+    "spooled": "sum(telescore_prediction_log_spooled)",
+    "dead_lettered": "sum(telescore_prediction_log_dead_lettered_total)",
+    "mongodb_up": "min(telescore_prediction_log_mongodb_up)",
+}
+"""The prediction log over every replica: a journal growing on any of them is ops' concern."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,27 @@ def served_versions(ctx: Context) -> tuple[Mapping[str, str | None] | None, Pred
     return served, figures
 
 
+def fleet_prediction_log(ctx: Context) -> PredictionLog | None:
+    """Return the prediction log summed over every replica Prometheus scrapes.
+
+    None when Prometheus does not answer or scrapes no shipper yet: the caller falls back to
+    the local MLServer's own figures.
+    """
+    try:
+        with PrometheusClient(ctx.prometheus_url, ctx.prometheus_login, PROBE_SECONDS) as api:
+            found = {name: scalar_of(api.query(query)) for name, query in FLEET_LOG_QUERIES.items()}
+    except (MonitoringApiError, OSError):
+        return None
+    if not found["replicas"]:
+        return None
+    return PredictionLog(
+        spooled=found["spooled"] or 0.0,
+        dead_lettered=found["dead_lettered"] or 0.0,
+        mongodb_up=bool(found["mongodb_up"] if found["mongodb_up"] is not None else 1.0),
+        replicas=int(found["replicas"]),
+    )
+
+
 def firing_alerts(ctx: Context) -> tuple[list[Alert] | None, str | None]:
     """Return the alerts Alertmanager holds as firing, or None and why it could not say."""
     try:
@@ -134,7 +172,8 @@ def gather_status(ctx: Context) -> Status:
     Raises a pymongo error when MongoDB does not answer: the loop's records are there.
     """
     ctx.store(MonitoringStore).ping()  # first: without MongoDB, nothing else is worth asking
-    served, prediction_log = served_versions(ctx)
+    served, local_log = served_versions(ctx)
+    prediction_log = fleet_prediction_log(ctx) or local_log
     loop = LoopStatusReader(
         ctx.store(MonitoringStore),
         ctx.store(ReleaseStore),

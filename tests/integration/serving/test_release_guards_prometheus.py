@@ -5,7 +5,8 @@ faulty model of test_release_evidence: it raises on a job it was fitted without,
 real Prometheus, started as `telescore up` starts it (a second between scrapes), scrapes both.
 Faults sent to the challenger on one replica only roll it back on the fleet's figures, read
 from Prometheus; a challenger that fails nothing passes its guards; and with Prometheus down
-the guards fall back on the MongoDB counters, saying so in the decision.
+the guards fall back on the MongoDB counters, saying so in the decision. `telescore status`
+reads the prediction log's backlog over both replicas from the same Prometheus.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from telescore.io.serving_client import inference_request
 from telescore.io.serving_counter_store import ServingCounterStore
 from telescore.jobs.platform import monitoring_servers
 from telescore.jobs.releases import run_promotion, set_routing
+from telescore.jobs.status import fleet_prediction_log
 from telescore.services.processes import ServiceProcess, free_port
 from telescore.settings import (
     MlflowSettings,
@@ -328,3 +330,22 @@ def test_with_prometheus_down_the_guards_fall_back_on_the_counters_and_say_why(
         f"the counters see the fleet too: {challenger}"
     )
     assert decision["action"] == "rollback", f"the faults still roll it back: {decision}"
+
+
+def test_status_reads_the_prediction_log_of_every_replica_from_prometheus(
+    fleet: Fleet, promotion: Context
+) -> None:
+    # given two MLServer replicas, each with its own prediction-log shipper, scraped by Prometheus
+    def both_summed() -> bool:
+        found = fleet_prediction_log(promotion)
+        return found is not None and found.replicas == len(fleet.replicas)
+
+    # when `telescore status` asks for the prediction log
+    _wait_for(
+        both_summed, "Prometheus to scrape both shippers", lambda: fleet_prediction_log(promotion)
+    )
+    found = fleet_prediction_log(promotion)
+    # then it is the sum over both replicas, not the one MLServer the settings name
+    assert found is not None and found.replicas == 2, f"both replicas counted: {found}"
+    assert found.mongodb_up, f"both shippers reach MongoDB: {found}"
+    assert (found.spooled, found.dead_lettered) == (0.0, 0.0), f"nothing waits: {found}"
