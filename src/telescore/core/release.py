@@ -52,7 +52,7 @@ minimum rows, and `min_auc_gain` when needed, are the guard against early noise.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from statistics import NormalDist
 from typing import Any, Literal
 
@@ -613,6 +613,28 @@ def _bootstrap_top_precision(
     return precisions
 
 
+def _in_canonical_order(
+    champion: ArmEvidence, challenger: ArmEvidence, *, paired: bool
+) -> tuple[ArmEvidence, ArmEvidence]:
+    """Return both arms' rows sorted by their scores and labels, whatever order they came in.
+
+    The bootstrap's draws (and the top rows' ties) follow the rows' order: the same evidence,
+    read in stream order by the backtest and in the log's order by the promotion, must give
+    the same interval and so the same decision. Paired arms keep their rows aligned.
+    """
+
+    def sorted_arm(arm: ArmEvidence, order: np.ndarray) -> ArmEvidence:
+        return replace(arm, scores=arm.scores[order], labels=arm.labels[order])
+
+    if paired:
+        order = np.lexsort((champion.labels, challenger.scores, champion.scores))
+        return sorted_arm(champion, order), sorted_arm(challenger, order)
+    return (
+        sorted_arm(champion, np.lexsort((champion.labels, champion.scores))),
+        sorted_arm(challenger, np.lexsort((challenger.labels, challenger.scores))),
+    )
+
+
 def _compare_top_precision(
     champion: ArmEvidence,
     challenger: ArmEvidence,
@@ -622,6 +644,7 @@ def _compare_top_precision(
     paired: bool,
 ) -> MetricComparison:
     fraction, resamples = rules.top_fraction, rules.bootstrap_resamples
+    champion, challenger = _in_canonical_order(champion, challenger, paired=paired)
     champion_value = _top_precision(champion.scores, champion.labels, fraction)
     challenger_value = _top_precision(challenger.scores, challenger.labels, fraction)
     if paired:

@@ -360,6 +360,32 @@ def test_the_same_seed_gives_the_same_decision() -> None:
     )
 
 
+@pytest.mark.parametrize("paired", [True, False])
+def test_the_rows_order_does_not_change_the_decision(paired: bool) -> None:
+    # given the same labelled rows of both arms, once in stream order and once shuffled (the
+    # promotion reads them in the log's order, the backtest in the stream's)
+    champion_scores, challenger_scores, labels = shared_rows(0, 3000)
+    shuffled = np.random.default_rng(3).permutation(len(labels))
+
+    def arms(order: np.ndarray) -> tuple[ArmEvidence, ArmEvidence]:
+        return (
+            evidence(champion_scores[order], labels[order]),
+            evidence(challenger_scores[order], labels[order]),
+        )
+
+    # when each is judged
+    in_order = decide_release(*arms(np.arange(len(labels))), RULES, paired=paired)
+    reordered = decide_release(*arms(shuffled), RULES, paired=paired)
+
+    # then the bootstrap's interval, and so the decision, are the same
+    assert in_order.comparison("top_precision") == reordered.comparison("top_precision"), (
+        "the top precision's interval must not depend on the rows' order"
+    )
+    assert (in_order.action, in_order.reason) == (reordered.action, reordered.reason), (
+        "the same evidence must give the same decision"
+    )
+
+
 def test_auc_matches_scikit_learn_with_ties() -> None:
     scores, labels = simulate(5, 2000, 1.0)
     rounded = np.round(scores, 2)  # many ties
