@@ -34,13 +34,17 @@ class ParamsFileError(ValueError):
     """A params file that is not YAML, or whose section does not validate."""
 
 
+PARAMS_SUFFIXES = (".yaml", ".yml")
+
+
 def resolve_params_file(name: str, root: Path, *also: Path) -> Path:
     """Return the params file a flow run names, refused unless it lies inside the project.
 
     A flow run's `params_file` is chosen by whoever creates the run, so it must name a file
     under `root` by a relative path: an absolute path, a `..` escape or a symlink leading out
     is refused. `also` lists further folders an absolute path may point into (the platform's
-    own state folder, where the replay writes its params).
+    own state folder, where the replay writes its params). Only a `.yaml` or `.yml` file is
+    taken: the state folder and `.env`, inside the root when embedded, hold the secrets.
     """
     path = Path(name)
     inside = [root.resolve(), *(folder.resolve() for folder in also)]
@@ -56,6 +60,8 @@ def resolve_params_file(name: str, root: Path, *also: Path) -> Path:
         raise ParamsFileError(
             f"params_file {name!r}: resolves to {resolved}, outside the project root {root}"
         )
+    if resolved.suffix.lower() not in PARAMS_SUFFIXES:  # the target, not a link's name
+        raise ParamsFileError(f"params_file {name!r}: must name a YAML file (.yaml or .yml)")
     return resolved
 
 
@@ -78,12 +84,17 @@ def load_release_rules(path: Path) -> ReleaseRules:
 
 
 def _read_document(path: Path) -> dict[str, Any]:
+    # The errors never quote the file: a flow run may name any file of the project, and its
+    # error is shown in Prefect's run state.
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ParamsFileError(f"{path}: not valid YAML: {error}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ParamsFileError(f"{path}: not valid YAML{where}") from None
     if not isinstance(document, dict):
-        raise ParamsFileError(f"{path}: expected a mapping of sections, not {document!r:.60}")
+        kind = type(document).__name__
+        raise ParamsFileError(f"{path}: expected a mapping of sections, not a {kind}")
     return document
 
 

@@ -12,7 +12,8 @@ Prometheus middlewares. The middleware:
   on every cross-site POST (a form, `fetch` in no-cors mode, a sandboxed page's `null`),
   and MLServer's callers (the app, the jobs, the reconciler) are not browsers;
 - answers 413 to a body larger than `ServingSettings.max_body_bytes` (declared or streamed),
-  and 415 to a compressed one (MLServer would inflate a gzip body of any size in memory).
+  and 415 to a compressed one (MLServer would inflate a gzip body of any size in memory),
+  whichever of several `Content-Encoding` headers says so.
 
 The gRPC port keeps inference only: its repository service is closed for everyone (the
 control plane uses REST), since the middleware cannot see gRPC calls.
@@ -57,7 +58,8 @@ class ControlPlaneGuard:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        origin = authorization = length = encoding = None
+        origin = authorization = length = None
+        compressed = False
         for name, value in scope["headers"]:  # lower-case names, as ASGI servers give them
             if name == b"origin":
                 origin = value
@@ -66,7 +68,8 @@ class ControlPlaneGuard:
             elif name == b"content-length":
                 length = value
             elif name == b"content-encoding":
-                encoding = value
+                # Every header, not the last: MLServer inflates if any of them says gzip.
+                compressed = compressed or value.strip().lower() != b"identity"
         if origin is not None and scope["method"] not in _SAFE_METHODS:
             await _refuse(send, 403, "cross-site requests are refused")
             return
@@ -76,7 +79,7 @@ class ControlPlaneGuard:
         ):
             await _refuse(send, 401, "the model repository API needs the control plane's token")
             return
-        if encoding is not None and encoding.strip().lower() != b"identity":
+        if compressed:
             await _refuse(send, 415, "compressed request bodies are refused")
             return
         if length is not None:

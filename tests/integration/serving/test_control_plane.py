@@ -195,6 +195,26 @@ def test_a_compressed_body_is_refused(http: httpx.Client, rows: pd.DataFrame) ->
     assert answer.status_code == 415, f"a gzip body answered {answer.status_code}"
 
 
+def test_a_compressed_body_hidden_behind_a_second_encoding_header_is_refused(
+    http: httpx.Client, rows: pd.DataFrame
+) -> None:
+    # given a gzip body announced by two Content-Encoding headers, `gzip` then `identity`:
+    # MLServer inflates the body if any of them says gzip, so a bomb under the size limit
+    # would inflate in memory if only the last header were read
+    body = gzip.compress(json.dumps(inference_request(rows)).encode())
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Encoding", "gzip"),
+        ("Content-Encoding", "identity"),
+    ]
+
+    # when it is posted, then it is refused as an unsupported encoding, not inflated and scored
+    answer = http.post("/v2/models/telemarketing/infer", content=body, headers=headers)
+    assert answer.status_code == 415, (
+        f"a gzip body behind a second Content-Encoding header answered {answer.status_code}"
+    )
+
+
 @pytest.mark.usefixtures("still_served")
 def test_grpc_cannot_unload_a_model(
     mlserver: ServedMLServer, http: httpx.Client, rows: pd.DataFrame

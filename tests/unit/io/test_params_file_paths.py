@@ -59,3 +59,36 @@ def test_an_absolute_path_in_the_state_folder_is_taken(project: Path, tmp_path: 
     # when named by its absolute path, then it resolves
     resolved = resolve_params_file(str(state / "params.yaml"), project, state)
     assert resolved == state / "params.yaml", resolved
+
+
+SECRET = "s3cret-token-0123456789abcdefghijklmnopqrstuv"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [".telescore/mlserver-control-token", ".telescore/prefect-auth", ".env"],
+)
+def test_a_secret_file_inside_the_project_is_not_a_params_file(project: Path, name: str) -> None:
+    # given the platform's secret files, which lie inside the project root embedded (the state
+    # folder is `.telescore/`, the environment file `.env`)
+    secret = project / name
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_text(f"{SECRET}\n")
+
+    # when a flow run names one as its params_file, then it is refused before it is read,
+    # naming the parameter, and the error (shown in Prefect's run state) holds nothing of it
+    with pytest.raises(ParamsFileError, match="params_file.*YAML file") as refused:
+        resolve_params_file(name, project, project / ".telescore")
+    assert SECRET[:8] not in str(refused.value), f"the secret leaked: {refused.value}"
+
+
+def test_a_yaml_named_link_to_a_secret_inside_the_project_is_refused(project: Path) -> None:
+    # given a link named like a params file, inside the root, to the state folder's secret
+    secret = project / ".telescore" / "prefect-auth"
+    secret.parent.mkdir()
+    secret.write_text(f"telescore:{SECRET}\n")
+    (project / "evil.yaml").symlink_to(secret)
+
+    # when named, then refused: what would be read is the link's target
+    with pytest.raises(ParamsFileError, match="params_file.*YAML file"):
+        resolve_params_file("evil.yaml", project)

@@ -124,3 +124,19 @@ def test_a_file_that_is_not_a_mapping_of_sections_is_refused(
     with pytest.raises(ParamsFileError, match=message) as raised:
         load_monitoring_params(path)
     assert str(path) in str(raised.value), raised.value
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["s3cret-token-0123456789abcdefghijklmnopqrstuv\n", "s3cret-token-01234: [unclosed\n"],
+    ids=["a-scalar", "broken-yaml"],
+)
+def test_the_error_does_not_echo_the_files_text(tmp_path: Path, text: str) -> None:
+    # Given a file that is not a mapping of sections (a flow run's params_file may name any
+    # file of the project: its text must not reach the run's state, which Prefect shows)
+    path = _write(tmp_path, text)
+
+    # When read / Then it is refused without quoting it
+    with pytest.raises(ParamsFileError) as raised:
+        load_training_params(path)
+    assert "s3cret" not in str(raised.value), f"the file's text leaked: {raised.value}"
