@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from telescore.core.predictions import ID
+from telescore.core.prospects import outcome_label
 from telescore.core.release import ArmEvidence, ReleaseRules, decide_release
 from telescore.core.routing import RoutingConfig
 from telescore.core.serving_counts import ReleaseCounts, counts_since
@@ -184,6 +185,25 @@ def start_release(ctx: Context, version: str, config: RoutingConfig, by: str) ->
     return ReleaseStart(version, stored.mode, stored.revision, superseded, reloaded)
 
 
+def repeated_outcomes(calls: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Return the prediction ids of the calls that labelled a prospect already labelled.
+
+    A release counts one outcome per prospect, its first: a caller's key may score the same
+    prospect again and again and record a result for each fresh prediction, which would add
+    as many labelled rows as it likes to one arm. `calls` come oldest first; a call with no
+    answer labels nothing, so the call after it still counts.
+    """
+    labelled_prospects: set[str] = set()
+    repeated: set[str] = set()
+    for call in calls:
+        if outcome_label(call["result"]) is None:
+            continue
+        if call["prospect_id"] in labelled_prospects:
+            repeated.add(call["prediction_id"])
+        labelled_prospects.add(call["prospect_id"])
+    return repeated
+
+
 def release_evidence(
     labelled: pd.DataFrame,
     calls: Sequence[Mapping[str, Any]],
@@ -200,7 +220,11 @@ def release_evidence(
     `guards`: requests, server failures and refused requests per served model since the
     routing changed, over every MLServer process, and their latencies when measured there
     (`guard_figures`); otherwise the latencies are the prediction log's.
+    A prospect's outcomes after its first count nothing (`repeated_outcomes`).
     """
+    repeated = repeated_outcomes(calls)
+    calls = [call for call in calls if call["prediction_id"] not in repeated]
+    labelled = labelled[~labelled[ID].isin(repeated)]
     shown = labelled[labelled["route"].isin(["champion", "challenger"])]
     arms = {
         "champion": shown[(shown["route"] == "champion") & (shown["model_version"] == champion)],
