@@ -893,43 +893,31 @@ def _seed_prospects(ctx: Context, root: Path) -> None:
 def _outage_drill(ctx: Context, urls: platform.PlatformUrls, meanwhile: Callable[[], None]) -> None:
     """Stop MLServer until MLServerDown is delivered, then serve again; run `meanwhile` between."""
     alert = demo_steps.OUTAGE_ALERT
-    since = datetime.now(UTC)
-    stopped = deployment.stop_serving(ctx)
     console.print(
-        f"[bold]Outage drill[/]: MLServer {'stopped' if stopped else 'was not running'} "
-        f"(as `telescore down` stops it); Prometheus should find its metrics port closed and "
-        f"Alertmanager deliver {alert} to the local receiver within about two minutes."
+        f"[bold]Outage drill[/]: stopping MLServer (as `telescore down` does) until Alertmanager "
+        f"delivers {alert} to the local receiver: Prometheus finds its port closed at the next "
+        "scrape (15 s), the rule waits `for: 1m`, Alertmanager `group_wait` 30 s."
     )
-    log = AlertLog(alert_log_path(ctx.state_dir))
+    told = [0.0]
+
+    def progress(waited: float) -> None:
+        if waited - told[0] >= 15:
+            told[0] = waited
+            console.print(f"  ... waiting for {alert}, {waited:.0f} s")
+
     try:
-        meanwhile()
-        with console.status(f"Waiting for {alert}...") as waiting:
-
-            def progress(waited: float) -> None:
-                waiting.update(
-                    f"Waiting for {alert}: {(datetime.now(UTC) - since).total_seconds():.0f} s "
-                    "since the stop (next scrape 15 s, the rule's `for: 1m`, Alertmanager's "
-                    "group_wait 30 s)..."
-                )
-
-            delivered = demo_steps.wait_for_alert(log, alert, since, progress=progress)
+        drill = demo_steps.outage_drill(ctx, project_root() / DATASET_FILE, meanwhile, progress)
     except demo_steps.AlertNotDeliveredError as error:
-        console.print(f"[red]Not delivered:[/] {error}")
+        console.print(f"[red]Not delivered:[/] {error}. MLServer is serving again.")
         raise typer.Exit(code=1) from None
-    finally:
-        # Served again, as `telescore up` serves, whatever the wait gave.
-        _start_serving(ctx)
-    after = datetime.fromisoformat(delivered["received_at"]) - since
+    delivered, scores = drill.alert, drill.sample.scores
     console.print(
-        f"[green]{alert} delivered[/] {after.total_seconds():.0f} s after the stop: "
+        f"[green]{alert} delivered[/] {drill.seconds_to_alert:.0f} s after the stop: "
         f'"{delivered["summary"]}" ({delivered["severity"]}). See it in the app\'s ops view '
-        f"{urls.api}/alerts (log in as the demo user), in Alertmanager {urls.alertmanager}, "
-        f"with `telescore alerts`, or in {ctx.state_dir / 'logs' / 'alert-receiver.log'}."
-    )
-    sample = demo_steps.score_sample(ctx.serving, project_root() / DATASET_FILE)
-    console.print(
-        f"MLServer started again and ranks: {len(sample.scores.scores)} prospects scored by "
-        f"{sample.scores.model_name} version {sample.scores.model_version}."
+        f"{urls.api}/alerts (logged in as the demo user), in Alertmanager {urls.alertmanager}, "
+        f"with `telescore alerts`, or in {ctx.state_dir / 'logs' / 'alert-receiver.log'}.\n"
+        f"MLServer started again and ranks: {len(scores.scores)} prospects scored by "
+        f"{scores.model_name} version {scores.model_version}."
     )
 
 

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,11 +24,12 @@ import pandas as pd
 from telescore.core.access import API_KEY_HEADER
 from telescore.core.schema import FEATURES
 from telescore.io.access_store import AccessStore
-from telescore.io.alert_log import AlertLog
+from telescore.io.alert_log import AlertLog, alert_log_path
 from telescore.io.context import Context
 from telescore.io.prediction_store import PredictionStore
 from telescore.io.serving_client import Scores, ServingClient
 from telescore.jobs import access
+from telescore.jobs import serving as deployment
 from telescore.services.processes import wait_until
 
 DEMO_USER: Final = "demo"
@@ -176,3 +177,43 @@ def wait_for_alert(
             )
         progress(waited)
         time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class OutageDrill:
+    """What the outage drill did: the alert delivered, and MLServer ranking again."""
+
+    stopped: bool
+    """Whether an MLServer ran and was stopped."""
+    alert: dict[str, Any]
+    """The alert record the local receiver logged."""
+    seconds_to_alert: float
+    """From the stop to the receiver logging the alert."""
+    sample: ScoredSample
+    """Prospects scored by MLServer once started again."""
+
+
+def outage_drill(
+    ctx: Context,
+    dataset: Path,
+    meanwhile: Callable[[], None] = lambda: None,
+    progress: Callable[[float], None] = lambda _: None,
+    timeout: float = OUTAGE_TIMEOUT,
+) -> OutageDrill:
+    """Stop MLServer until MLServerDown is delivered, serve again, score a sample; say what it did.
+
+    MLServer is stopped as `telescore down` stops it and started again as `telescore up` starts
+    it, whether the alert came or not (AlertNotDeliveredError then). `meanwhile` runs while
+    Prometheus and Alertmanager take their minutes; `progress` as `wait_for_alert`'s.
+    """
+    since = datetime.now(UTC)
+    stopped = deployment.stop_serving(ctx)
+    try:
+        meanwhile()
+        alert = wait_for_alert(
+            AlertLog(alert_log_path(ctx.state_dir)), OUTAGE_ALERT, since, timeout, progress
+        )
+    finally:
+        deployment.start_serving(ctx)
+    seconds = (datetime.fromisoformat(alert["received_at"]) - since).total_seconds()
+    return OutageDrill(stopped, alert, seconds, score_sample(ctx.serving, dataset))
