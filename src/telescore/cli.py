@@ -956,8 +956,10 @@ def demo() -> None:
                 console.print(f"[red]Not logged:[/] {error}")
                 raise typer.Exit(code=1) from None
             console.print(
-                "Streaming the calls after those through the live platform: every window "
-                "scored, its outcomes reported, judged by the monitor and the promotion..."
+                f"Streaming the {simulated.windows * simulated.clock.window_rows:,} calls from "
+                f"row {first_streamed:,} on (the demo's slice: jobs/demo.py DEMO_START_ROW) "
+                "through the live platform: every window scored, its outcomes reported, judged "
+                "by the monitor and the promotion..."
             )
             _simulate(ctx, simulated)
         if served and not urls.monitoring_missing:
