@@ -833,7 +833,9 @@ def _print_simulation(result: simulation.SimulationResult, ctx: Context) -> None
         f"Releases: {summary.get('started', 0)} started, {summary.get('promote', 0)} promoted, "
         f"{summary.get('rollback', 0)} rolled back, {summary.get('superseded', 0)} superseded, "
         f"{summary.get('undecided', 0)} undecided. Evidently UI: "
-        f"http://{ctx.host}:{ctx.settings.evidently.port} (project telemarketing)."
+        f"http://{ctx.host}:{ctx.settings.evidently.port} (project telemarketing; each decision "
+        f"on its Releases panel). In the web app: the latest decision on its page "
+        f"http://{ctx.host}:{ctx.settings.api.port}, every one at /releases/decisions."
     )
 
 
