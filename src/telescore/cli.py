@@ -905,7 +905,7 @@ def _outage_drill(ctx: Context, urls: platform.PlatformUrls, meanwhile: Callable
     def progress(waited: float) -> None:
         if waited - told[0] >= 15:
             told[0] = waited
-            console.print(f"  ... waiting for {alert}, {waited:.0f} s")
+            console.print(f"  ... waiting for {alert}: {waited:.0f} s since the stop")
 
     try:
         drill = demo_steps.outage_drill(ctx, project_root() / DATASET_FILE, meanwhile, progress)

@@ -204,14 +204,19 @@ def outage_drill(
 
     MLServer is stopped as `telescore down` stops it and started again as `telescore up` starts
     it, whether the alert came or not (AlertNotDeliveredError then). `meanwhile` runs while
-    Prometheus and Alertmanager take their minutes; `progress` as `wait_for_alert`'s.
+    Prometheus and Alertmanager take their minutes; `progress` is told the seconds since the
+    stop while the drill waits for the alert, `timeout` seconds at most after `meanwhile`.
     """
     since = datetime.now(UTC)
     stopped = deployment.stop_serving(ctx)
     try:
         meanwhile()
         alert = wait_for_alert(
-            AlertLog(alert_log_path(ctx.state_dir)), OUTAGE_ALERT, since, timeout, progress
+            AlertLog(alert_log_path(ctx.state_dir)),
+            OUTAGE_ALERT,
+            since,
+            timeout,
+            lambda _: progress((datetime.now(UTC) - since).total_seconds()),
         )
     finally:
         deployment.start_serving(ctx)
