@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -98,16 +99,23 @@ def _start_serving(ctx: Context) -> bool:
     return True
 
 
+def _start_monitoring(ctx: Context, urls: platform.PlatformUrls) -> None:
+    """Start Prometheus, Alertmanager and the alert receiver (after MLServer: see `up`)."""
+    if urls.monitoring_missing:
+        return  # `_print_urls` says why no alert will come
+    with console.status("Starting Prometheus and Alertmanager..."):
+        platform.start_monitoring(ctx, project_root())
+
+
 @app.command()
 def up() -> None:
     """Start the embedded services, the Prefect worker, and register the deployments."""
     with Context.from_environment() as ctx:
-        with console.status(
-            "Starting MLflow, Prefect, MongoDB (nx-27017), Prometheus, Alertmanager "
-            "and a Prefect worker..."
-        ):
+        with console.status("Starting MLflow, Prefect, MongoDB (nx-27017) and a Prefect worker..."):
             urls = platform.bring_up(ctx, project_root())
         _start_serving(ctx)
+        # Watched once it serves: Prometheus started before MLServer would page MLServerDown.
+        _start_monitoring(ctx, urls)
         _print_urls(urls, ctx)
     login = (
         f" and PREFECT_API_AUTH_STRING=$(cat {ctx.state_dir / orchestrator.AUTH_FILE})"
@@ -825,7 +833,9 @@ def _print_simulation(result: simulation.SimulationResult, ctx: Context) -> None
         f"Releases: {summary.get('started', 0)} started, {summary.get('promote', 0)} promoted, "
         f"{summary.get('rollback', 0)} rolled back, {summary.get('superseded', 0)} superseded, "
         f"{summary.get('undecided', 0)} undecided. Evidently UI: "
-        f"http://{ctx.host}:{ctx.settings.evidently.port} (project telemarketing)."
+        f"http://{ctx.host}:{ctx.settings.evidently.port} (project telemarketing; each decision "
+        f"on its Releases panel). In the web app: the latest decision on its page "
+        f"http://{ctx.host}:{ctx.settings.api.port}, every one at /releases/decisions."
     )
 
 
@@ -875,6 +885,44 @@ def simulate(
         _simulate(ctx, config)
 
 
+def _seed_prospects(ctx: Context, root: Path) -> None:
+    with console.status("Seeding the 41,188 prospects of the dataset..."):
+        store = ctx.store(ProspectStore, read_timeout_ms=campaign.SEED_READ_TIMEOUT_MS)
+        stored, revision = campaign.seed_prospects(store, root / DATASET_FILE)
+    console.print(f"{stored} prospects seeded; indicators revision {revision} in force.")
+
+
+def _outage_drill(ctx: Context, urls: platform.PlatformUrls, meanwhile: Callable[[], None]) -> None:
+    """Stop MLServer until MLServerDown is delivered, then serve again; run `meanwhile` between."""
+    alert = demo_steps.OUTAGE_ALERT
+    console.print(
+        f"[bold]Outage drill[/]: stopping MLServer (as `telescore down` does) until Alertmanager "
+        f"delivers {alert} to the local receiver: Prometheus finds its port closed at the next "
+        "scrape (15 s), the rule waits `for: 1m`, Alertmanager `group_wait` 30 s."
+    )
+    told = [0.0]
+
+    def progress(waited: float) -> None:
+        if waited - told[0] >= 15:
+            told[0] = waited
+            console.print(f"  ... waiting for {alert}: {waited:.0f} s since the stop")
+
+    try:
+        drill = demo_steps.outage_drill(ctx, project_root() / DATASET_FILE, meanwhile, progress)
+    except demo_steps.AlertNotDeliveredError as error:
+        console.print(f"[red]Not delivered:[/] {error}. MLServer is serving again.")
+        raise typer.Exit(code=1) from None
+    delivered, scores = drill.alert, drill.sample.scores
+    console.print(
+        f"[green]{alert} delivered[/] {drill.seconds_to_alert:.0f} s after the stop: "
+        f'"{delivered["summary"]}" ({delivered["severity"]}). See it in the app\'s ops view '
+        f"{urls.api}/alerts (logged in as the demo user), in Alertmanager {urls.alertmanager}, "
+        f"with `telescore alerts`, or in {ctx.state_dir / 'logs' / 'alert-receiver.log'}.\n"
+        f"MLServer started again and ranks: {len(scores.scores)} prospects scored by "
+        f"{scores.model_name} version {scores.model_version}."
+    )
+
+
 @app.command()
 def demo() -> None:
     """Bring the platform up, train once, stream calls through the loop, say where to look."""
@@ -883,8 +931,11 @@ def demo() -> None:
     with Context.from_environment() as ctx:
         with console.status("Starting MLflow, Prefect, MongoDB (nx-27017) and a Prefect worker..."):
             urls = platform.bring_up(ctx, root)
+        # The demo's own slice: one where the shipped policy and gates act within six windows.
         simulated = simulation.SimulationConfig(
-            data=root / DATASET_FILE, params=root / "params.yaml"
+            data=root / DATASET_FILE,
+            params=root / "params.yaml",
+            start_row=demo_steps.DEMO_START_ROW,
         )
         params, _, first_streamed = simulation.write_inputs(simulated, ctx.state_dir)
         console.print(
@@ -898,24 +949,26 @@ def demo() -> None:
         if not outcome["completed"]:
             console.print(f"[red]Training did not complete[/]; see {ctx.state_dir / 'logs'}")
             raise typer.Exit(code=1)
-        if _start_serving(ctx):
+        served = _start_serving(ctx)
+        _start_monitoring(ctx, urls)
+        if served:
             try:
                 _close_the_loop(ctx, urls.api, root / DATASET_FILE)
             except demo_steps.PredictionsNotLoggedError as error:
                 console.print(f"[red]Not logged:[/] {error}")
                 raise typer.Exit(code=1) from None
             console.print(
-                "Streaming the calls after those through the live platform: every window "
-                "scored, its outcomes reported, judged by the monitor and the promotion..."
+                f"Streaming the {simulated.windows * simulated.clock.window_rows:,} calls from "
+                f"row {first_streamed:,} on (the demo's slice: jobs/demo.py DEMO_START_ROW) "
+                "through the live platform: every window scored, its outcomes reported, judged "
+                "by the monitor and the promotion..."
             )
-            _simulate(
-                ctx,
-                simulation.SimulationConfig(data=root / DATASET_FILE, params=root / "params.yaml"),
-            )
-        with console.status("Seeding the 41,188 prospects of the dataset..."):
-            store = ctx.store(ProspectStore, read_timeout_ms=campaign.SEED_READ_TIMEOUT_MS)
-            stored, revision = campaign.seed_prospects(store, root / DATASET_FILE)
-        console.print(f"{stored} prospects seeded; indicators revision {revision} in force.")
+            _simulate(ctx, simulated)
+        if served and not urls.monitoring_missing:
+            # The prospects are seeded while Prometheus and Alertmanager take their minutes.
+            _outage_drill(ctx, urls, lambda: _seed_prospects(ctx, root))
+        else:
+            _seed_prospects(ctx, root)
         login = demo_steps.give_demo_login(ctx)
         _print_urls(urls, ctx)
     console.print(

@@ -98,7 +98,10 @@ PROMOTION_SCHEDULE = "FREQ=MINUTELY;INTERVAL=10"
 
 
 def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
-    """Start every embedded service not already running, then register the deployments."""
+    """Start every embedded service not already running, then register the deployments.
+
+    Not Prometheus and Alertmanager: `start_monitoring` starts them once MLServer is up.
+    """
     # Only what launches processes reads the settings: which services are embedded, ports.
     settings, state, host, api_url = ctx.settings, ctx.state_dir, ctx.host, ctx.prefect_api_url
     auth = ctx.prefect_api.auth_string
@@ -130,11 +133,9 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
     # The app only reads the registry (explanations): it signs in as the reader.
     api_env = env | ctx.mlflow_env(MLFLOW_READER)
     servers.append(embedded.outcomes_api(state, settings.api.port, host, api_env))
-    # Without them (no `make tools` yet) the platform runs, unwatched: it says so.
-    embedded_monitoring = settings.prometheus.url is None or settings.alertmanager.url is None
-    monitoring_missing = alerting.missing_commands() if embedded_monitoring else None
-    if monitoring_missing is None:
-        servers.extend(monitoring_servers(ctx, project_root))
+    # Prometheus and Alertmanager are not among them: `start_monitoring` starts them once
+    # MLServer is up, or their first minute would page ops with MLServerDown.
+    monitoring_missing = missing_monitoring(ctx)
     # Launch all first, then wait: MLflow and Prefect each take 10-20 s to get ready.
     launched = [s.launch() for s in servers if not is_running(ctx, s)]
     for service in launched:
@@ -176,6 +177,41 @@ def bring_up(ctx: Context, project_root: Path) -> PlatformUrls:
             f"{embedded_login.user}:{embedded_login.password}" if embedded_login else None
         ),
     )
+
+
+def missing_monitoring(ctx: Context) -> str | None:
+    """Say which embedded monitoring commands are missing (no `make tools` yet), if any."""
+    settings = ctx.settings
+    embedded_monitoring = settings.prometheus.url is None or settings.alertmanager.url is None
+    return alerting.missing_commands() if embedded_monitoring else None
+
+
+def start_monitoring(ctx: Context, project_root: Path, *, rule_for: str | None = None) -> list[str]:
+    """Start the embedded Prometheus, Alertmanager and receiver not running; return their names.
+
+    Called once MLServer runs (or its start was tried): Prometheus started before it would find
+    its metrics port closed and, a minute later, page ops with MLServerDown for a normal
+    start-up. Without the commands (no `make tools` yet) it starts nothing: the platform runs
+    unwatched, and `bring_up`'s `monitoring_missing` says so. `rule_for`: as `monitoring_servers`.
+    """
+    if missing_monitoring(ctx) is not None:
+        return []
+    servers = monitoring_servers(ctx, project_root, rule_for=rule_for)
+    launched = [s.launch() for s in servers if not is_running(ctx, s)]
+    for service in launched:
+        service.wait_healthy()
+        record_pid(ctx, service)
+    return [service.name for service in launched]
+
+
+def stop_service(ctx: Context, name: str) -> bool:
+    """Stop one service telescore started, as `bring_down` stops each; False if none ran."""
+    pid = running_pid(ctx, name)
+    _pid_file(ctx, name).unlink(missing_ok=True)
+    if pid is None:
+        return False
+    terminate_group(pid)
+    return True
 
 
 def platform_urls(ctx: Context, monitoring_missing: str | None = None) -> PlatformUrls:

@@ -216,6 +216,7 @@ def _replay(
     # its reconciler serves the first model that passes its gates. Ship at once: the replay
     # waits for each window to be in MongoDB before monitoring it.
     deployment.start_serving(ctx, RuntimeOptions(ship_max_defer=0.0))
+    platform.start_monitoring(ctx, project_root)  # after MLServer, as `telescore up`
     progress("training the first champion on the earliest rows", 0, 1)
     first = orchestrator.run_deployment(
         orchestrator.TRAINING_DEPLOYMENT, api_url, {"params_file": str(params_path)}

@@ -30,7 +30,7 @@ from telescore.jobs.model_repository import (
     write_logit_offset,
     write_registry_repository,
 )
-from telescore.services.mlserver import mlserver_process, reconciler_process
+from telescore.services.mlserver import MLSERVER_SERVICE, mlserver_process, reconciler_process
 from telescore.services.processes import ServiceProcess
 from telescore.serving.options import RuntimeOptions
 from telescore.settings import ENV_FILE_VARIABLE, MLFLOW_READER, env_file
@@ -241,6 +241,14 @@ def start_serving(ctx: Context, runtime: RuntimeOptions | None = None) -> Servin
     platform.record_pid(ctx, process)
     start_reconciler(ctx)
     return status(ctx)
+
+
+def stop_serving(ctx: Context) -> bool:
+    """Stop the embedded MLServer, as `telescore down` does, its reconciler left running.
+
+    False when none ran. `start_serving` starts it again on the registry's aliases.
+    """
+    return platform.stop_service(ctx, MLSERVER_SERVICE)
 
 
 def serve_new_champion(ctx: Context) -> list[Reloaded]:

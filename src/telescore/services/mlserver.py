@@ -10,6 +10,8 @@ from pathlib import Path
 from telescore.services.processes import HealthCheck, ServiceProcess, console_script, http_ok
 
 DEFAULT_READY_MODELS = ("telemarketing",)
+MLSERVER_SERVICE = "mlserver"
+"""The embedded MLServer's service name: its pid file and its log are named after it."""
 CONTROL_TOKEN_VARIABLE = "TELESCORE_SERVING_CONTROL_TOKEN"  # noqa: S105 - a variable's name
 
 
@@ -36,7 +38,7 @@ def mlserver_process(
     state_dir = state_dir.resolve()
     base = f"http://{host}:{http_port}"
     return ServiceProcess(
-        name="mlserver",
+        name=MLSERVER_SERVICE,
         # Absolute: the process runs in the state folder, not the caller's working directory.
         # `mlserver start`, guarded: MLServer itself has no authentication.
         command=[sys.executable, "-m", "telescore.serving.server", str(repository_dir.resolve())],

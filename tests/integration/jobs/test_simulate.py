@@ -1,11 +1,15 @@
 """`telescore simulate` on a live platform: windows judged with labels in the Evidently workspace
 the UI shows, a retrain the policy triggers, its shadow release judged by the promotion job.
 
-The platform is the one `telescore up` starts (MLflow, Prefect and its worker, nx-27017, the web
-app, the Evidently UI), on free ports under the test's folder, with MLServer and its
-reconciler and a first champion trained on it. The simulation is run on it as on the live one,
-with a tiny clock: three windows of 200 calls. Then a real browser opens the Evidently UI the
-platform started and finds points in the quality panel.
+The platform is the one `telescore demo` starts, in its order (MLflow, Prefect and its worker,
+nx-27017, the web app, the Evidently UI; a first champion trained; MLServer and its reconciler;
+then Prometheus, Alertmanager and the local alert receiver), on free ports under the test's
+folder. The simulation is run on it as on the live one, with a tiny clock: three windows of
+200 calls. Then a real browser opens the Evidently UI the platform started and finds points in
+the quality panel, and the demo's outage drill stops MLServer until MLServerDown is delivered.
+Prometheus scrapes and evaluates every 2 s and every rule holds 20 s (not the shipped 1 min),
+so that the drill takes seconds and a start-up that left MLServer unscraped for 20 s (the
+first training run takes longer) would page.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pandas as pd
 import pytest
@@ -26,12 +30,14 @@ from playwright.sync_api import expect, sync_playwright
 from tests.integration.app.test_browser import CHROMIUM_ARGS, CHROMIUM_MISSING
 
 from telescore.io import orchestrator
+from telescore.io.alert_log import AlertLog, alert_log_path
 from telescore.io.context import Context
 from telescore.io.monitoring_store import MonitoringStore
 from telescore.io.release_store import ReleaseStore
-from telescore.jobs import platform, replay, simulate
+from telescore.jobs import demo, platform, replay, simulate
 from telescore.jobs import serving as deployment
 from telescore.jobs.streaming import StreamClock
+from telescore.services import prometheus as alerting
 from telescore.serving.options import RuntimeOptions
 from telescore.validation.evidently_dashboards import (
     PROJECT_ID,
@@ -47,6 +53,13 @@ ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "data" / "bank-additional-full.csv.gz"
 BASE_ROWS, WINDOWS, WINDOW_ROWS, LABEL_DELAY = 3000, 3, 200, 20
 STREAMED: Final = WINDOWS * WINDOW_ROWS
+RULE_FOR: Final = "20s"
+"""Every alert rule's `for:` in the test's Prometheus."""
+FAST_MONITORING: Final = {
+    "TELESCORE_PROMETHEUS_SCRAPE_INTERVAL": "2s",
+    "TELESCORE_PROMETHEUS_EVALUATION_INTERVAL": "2s",
+    "TELESCORE_ALERTMANAGER_GROUP_WAIT": "1s",
+}
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,10 @@ class Simulated:
 
     ctx: Context
     result: simulate.SimulationResult
+    monitored_after_bring_up: bool
+    """Whether Prometheus ran once `bring_up` returned (it should wait for MLServer)."""
+    alerts_before_drill: list[dict[str, Any]]
+    """What the local receiver logged from start-up to the end of the simulation."""
 
 
 def write_inputs(folder: Path) -> tuple[Path, Path]:
@@ -103,10 +120,16 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulated]:
     tracking, registry = tracking_utils._tracking_uri, registry_utils._registry_uri
     state = tmp_path_factory.mktemp("simulate") / "platform"
     try:
+        os.environ.update(FAST_MONITORING)
         with Context(replay.isolate(state)) as ctx:
             try:
                 platform.bring_up(ctx, ROOT)
-                deployment.start_serving(ctx, RuntimeOptions(ship_max_defer=0.0))
+                prometheus = next(
+                    each
+                    for each in platform.monitoring_servers(ctx, ROOT)
+                    if each.name == "prometheus"
+                )
+                monitored_after_bring_up = platform.is_running(ctx, prometheus)
                 data, params = write_inputs(ctx.state_dir)
                 config = simulate.SimulationConfig(
                     data=data,
@@ -117,7 +140,8 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulated]:
                         window_rows=WINDOW_ROWS, label_delay_rows=LABEL_DELAY, request_rows=4
                     ),
                 )
-                # The first champion learns the calls before the slice, as the demo's does.
+                # The first champion learns the calls before the slice, as the demo's does, and
+                # before MLServer starts, as in the demo: tens of seconds with nothing served.
                 trained_on, _, _ = simulate.write_inputs(config, ctx.state_dir)
                 first = orchestrator.run_deployment(
                     orchestrator.TRAINING_DEPLOYMENT,
@@ -125,8 +149,12 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulated]:
                     {"params_file": str(trained_on)},
                 )
                 assert first["completed"], f"the first champion's training run: {first}"
+                deployment.start_serving(ctx, RuntimeOptions(ship_max_defer=0.0))
+                started = platform.start_monitoring(ctx, ROOT, rule_for=RULE_FOR)
+                assert prometheus.name in started, f"Prometheus should start now: {started}"
                 result = simulate.run_simulation(ctx, config)
-                yield Simulated(ctx, result)
+                log = AlertLog(alert_log_path(ctx.state_dir))
+                yield Simulated(ctx, result, monitored_after_bring_up, log.latest(500))
             finally:
                 platform.bring_down(ctx)
     finally:
@@ -179,6 +207,9 @@ def test_the_policy_retrains_and_the_promotion_judges_its_shadow_release(
         if each.get("decided_by") == simulate.SOURCE
     ]
     assert judged, "no release decision recorded"
+    assert {"promote", "rollback"} & {each["action"] for each in judged}, (
+        f"the shadow release should be promoted or rolled back within the windows: {judged}"
+    )
     assert {each["challenger_version"] for each in judged} == {retrain["version"]}, judged
     assert [each["release"] for each in result.windows] == [None] + [
         each["action"] for each in sorted(judged, key=lambda each: each["decided_at"])
@@ -186,6 +217,20 @@ def test_the_policy_retrains_and_the_promotion_judges_its_shadow_release(
     # and each decision is on the dashboard's Releases tab, as a snapshot of its own
     snapshots = MonitoringWorkspace(ctx.state_dir / "evidently").snapshot_ids()
     assert len(snapshots) >= WINDOWS + len(judged), f"{len(snapshots)} snapshots"
+
+
+def test_a_normal_start_up_pages_nobody(simulated: Simulated) -> None:
+    # given the platform brought up in the demo's order: the services, a first training run
+    # with nothing served, MLServer, then Prometheus (every rule holding 20 s, not 1 min)
+    # then Prometheus was not running while nothing served
+    assert not simulated.monitored_after_bring_up, (
+        "bring_up should leave Prometheus to start_monitoring, once MLServer serves"
+    )
+    # and no alert on MLServer was delivered from the start-up to the simulation's end
+    down = [
+        each for each in simulated.alerts_before_drill if each["alertname"] == demo.OUTAGE_ALERT
+    ]
+    assert down == [], f"a normal start-up should not page {demo.OUTAGE_ALERT}: {down}"
 
 
 def test_the_evidently_ui_shows_points_in_the_quality_panel(simulated: Simulated) -> None:
@@ -213,3 +258,26 @@ def test_the_evidently_ui_shows_points_in_the_quality_panel(simulated: Simulated
             assert points.count() >= 2 * WINDOWS, f"{points.count()} points in the quality panel"
         finally:
             browser.close()
+
+
+def test_the_outage_drill_delivers_mlserver_down_and_serving_resumes(
+    simulated: Simulated,
+) -> None:
+    # given the platform after the simulation, MLServer serving, Prometheus watching it
+    ctx = simulated.ctx
+    assert alerting.missing_commands() is None, "Prometheus and Alertmanager must be installed"
+    waited: list[float] = []
+    # when the demo's outage drill stops MLServer until the alert is delivered
+    drill = demo.outage_drill(ctx, DATA, progress=waited.append, timeout=180.0)
+    # then it stopped the MLServer the platform started, and the local receiver got the alert,
+    # firing, as the app's ops view and `telescore alerts` read it
+    assert drill.stopped, "an MLServer should have been running and been stopped"
+    assert drill.alert["alertname"] == demo.OUTAGE_ALERT, drill.alert
+    assert drill.alert["status"] == "firing", drill.alert
+    assert drill.alert["severity"] == "critical", f"MLServerDown pages: {drill.alert}"
+    logged = AlertLog(alert_log_path(ctx.state_dir)).latest(50)
+    assert any(each["alertname"] == demo.OUTAGE_ALERT for each in logged), logged
+    assert waited, "the wait should report its progress while the rule holds"
+    # and MLServer serves the champion again: the sample was ranked after the restart
+    assert len(drill.sample.scores.scores) == demo.SAMPLE_ROWS, drill.sample.scores
+    assert drill.sample.scores.model_name, "a served model should have scored the sample"
