@@ -6,7 +6,8 @@ reported late), done here with the platform's own rules and no service, in secon
 - the first champion is trained on the earliest rows of the history (its `training` params);
 - the other rows are served a window at a time by the champion, its log-odds shifted by its
   offset (`core.scoring.shift_log_odds`); a row's outcome is known `label_delay_rows` later;
-- after each window the monitor refits the offset on the newest labelled production rows
+- after each window the promotion judges the release under way (below), then the monitor
+  refits the offset on the newest labelled production rows
   (`core.scoring.fit_logit_offset`, as `jobs.monitoring.recalibrate`), judges the champion's
   windows on their labelled rows, older ones again as their outcomes arrive (within
   `lookback_windows`), and decides (`core.retraining.decide_retraining`);
@@ -322,9 +323,11 @@ class _Loop:
         policy = self.config.monitoring.policy
         if self.champion is not None:
             self.champion_windows.append((index, start, end))
-            self.recalibrate(known)
+            # The promotion runs before the monitor, as in the platform (`jobs/streaming.py`):
+            # a challenger promoted here gets its offset refitted on this window's outcomes.
             if self.challenger is not None:
                 self.judge_release(index, end, known)
+            self.recalibrate(known)
         if self.champion is not None:
             health = [self.health(j, s, e, index) for j, s, e in self.champion_windows]
             since = None if self.last_trigger is None else index - self.last_trigger

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from telescore.core.predictions import ID
+from telescore.core.predictions import ID, TIMESTAMP
 from telescore.core.prospects import outcome_label
 from telescore.core.release import ArmEvidence, ReleaseRules, decide_release
 from telescore.core.routing import RoutingConfig
@@ -350,6 +350,20 @@ def guard_figures(
     return GuardFigures("serving_counters", counts, {}, fallback)
 
 
+def release_predictions(outcomes: OutcomeStore, since: datetime, now: datetime) -> pd.DataFrame:
+    """Return the predictions logged from `since` (the routing's change) to `now`, outcomes joined.
+
+    The query asks whole seconds (nx-27017 compares sub-second bounds of a date range wrongly)
+    and the rows are then cut at `since` exactly: nothing scored before the routing changed
+    counts, and nothing scored after it is lost, also in the rest of that second (a compressed
+    window of the replay can be scored within it).
+    """
+    start = since.replace(microsecond=0)
+    end = now.replace(microsecond=0) + timedelta(seconds=1)
+    rows = [row for chunk in outcomes.labelled_predictions(start, end) for row in chunk]
+    return pd.DataFrame([row for row in rows if row[TIMESTAMP] >= since])
+
+
 def run_promotion(
     ctx: Context,
     rules: ReleaseRules,
@@ -379,13 +393,7 @@ def run_promotion(
     outcomes = ctx.store(OutcomeStore, read_timeout_ms=600_000)
     since = routing.updated_at or datetime.fromtimestamp(0, UTC)
     now = datetime.now(UTC)
-    # Whole seconds (nx-27017 compares sub-second bounds of a date range wrongly), from the
-    # first whole second of the release: nothing scored before the routing changed counts.
-    start = since.replace(microsecond=0) + timedelta(seconds=1 if since.microsecond else 0)
-    end = now.replace(microsecond=0) + timedelta(seconds=1)
-    labelled = pd.DataFrame(
-        [row for chunk in outcomes.labelled_predictions(start, end) for row in chunk]
-    )
+    labelled = release_predictions(outcomes, since, now)
     guards = guard_figures(
         ctx,
         routing,
