@@ -172,7 +172,17 @@ def _quoted(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def growth_since_start(series: str, range_seconds: int) -> str:
+def promql_range(seconds: float) -> str:
+    """A PromQL duration of `seconds`, to the millisecond (at least 1 ms).
+
+    Whole seconds would move a release's start up to a second back: a replica whose series was
+    first scraped in that second would have no value at the start, and count from zero the
+    requests it served before the release began.
+    """
+    return f"{max(1, math.ceil(seconds * 1000))}ms"
+
+
+def growth_since_start(series: str, range_seconds: float) -> str:
     """PromQL: how much each series of the counter `series` grew over the last `range_seconds`.
 
     Every series of the runtime's counters belongs to one MLServer process (its `process`
@@ -185,22 +195,21 @@ def growth_since_start(series: str, range_seconds: int) -> str:
     is, and the requests before its first scrape would be lost. Series that ended in the range
     (a process stopped) keep their last value.
     """
-    window = f"[{range_seconds}s]"
+    since = promql_range(range_seconds)
     return (
-        f"(max_over_time({series}{window})"
-        f" - last_over_time({series}[{START_LOOKBACK}] offset {range_seconds}s))"
-        f" or max_over_time({series}{window})"
+        f"(max_over_time({series}[{since}])"
+        f" - last_over_time({series}[{START_LOOKBACK}] offset {since}))"
+        f" or max_over_time({series}[{since}])"
     )
 
 
-def serving_queries(model: str, version: str, range_seconds: int) -> dict[str, str]:
+def serving_queries(model: str, version: str, range_seconds: float) -> dict[str, str]:
     """The PromQL of one served model version's figures over the last `range_seconds`.
 
     Counts are summed over every replica (`sum by (model)`), the time per request is a
     quantile of the runtime's histogram summed over every replica, as Flagger's
     `request-duration` is (its buckets bound the resolution: 0.5, 1, 2.5, 5 ms, ...).
     """
-    range_seconds = max(1, range_seconds)
     counts = {
         name: "sum by (model) ("
         + growth_since_start(_selector(metric, model, version), range_seconds)
@@ -241,8 +250,7 @@ def serving_figures(
     Every query is evaluated at `end`, so that the figures are of one moment. Raises
     MonitoringApiError when Prometheus does not answer or refuses a query.
     """
-    range_seconds = math.ceil((end - start).total_seconds())
-    queries = serving_queries(model, version, range_seconds)
+    queries = serving_queries(model, version, (end - start).total_seconds())
     values = {name: scalar_of(client.query(query, at=end)) for name, query in queries.items()}
 
     def count(name: str) -> int:

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from telescore.core.params import ModelParams
 from telescore.core.release import ReleaseRules
 from telescore.core.routing import RoutingConfig
 from telescore.io.context import Context
-from telescore.io.prometheus import PrometheusClient, scalar_of
+from telescore.io.prometheus import MLSERVER_JOB, PrometheusClient, scalar_of
 from telescore.io.registry import CHALLENGER, CHAMPION, Registry
 from telescore.io.release_store import ReleaseStore
 from telescore.io.serving_client import inference_request
@@ -75,8 +76,9 @@ RULES = ReleaseRules(
     max_p50_latency_ratio=100.0,
     p50_latency_slack_ms=60_000.0,
 )
+REQUESTS_TOTAL = "telescore_serving_requests_total"
 COUNTERS = (
-    "telescore_serving_requests_total",
+    REQUESTS_TOTAL,
     "telescore_serving_failures_total",
     "telescore_serving_refused_total",
 )
@@ -207,12 +209,43 @@ def _wait_scraped(fleet: Fleet) -> None:
     )
 
 
+def _samples(fleet: Fleet, model: str) -> dict[str, list[float | None]]:
+    """Each replica's request counter of `model` in Prometheus: fewest, most, samples (10 min)."""
+    series = f'{REQUESTS_TOTAL}{{model="{model}"}}[10m]'
+    found: dict[str, list[float | None]] = {}
+    for function in ("min_over_time", "max_over_time", "count_over_time"):
+        for each in fleet.prometheus.query(f"{function}({series})"):
+            found.setdefault(each["metric"]["instance"], []).append(scalar_of([each]))
+    return found
+
+
+def _scraped_since(fleet: Fleet, moment: datetime) -> bool:
+    """Tell whether Prometheus has scraped every replica since `moment`."""
+    latest = fleet.prometheus.query(f'timestamp(up{{job="{MLSERVER_JOB}"}})')
+    return len(latest) == len(fleet.replicas) and all(
+        (scalar_of([each]) or 0.0) > moment.timestamp() for each in latest
+    )
+
+
 def _begin_release(fleet: Fleet) -> RoutingConfig:
-    """Begin a canary release once Prometheus holds every count so far (its baseline)."""
+    """Begin a canary release once Prometheus holds every count so far (its baseline).
+
+    Requests are sent only once each replica has been scraped after the release began: a
+    scrape that started before it but read the counts after the first request would put that
+    request in the baseline (a scrape's samples carry the time it started).
+    """
     _wait_scraped(fleet)
     first = fleet.replicas[0]
     with ReleaseStore(first.mongodb_uri, first.database) as store:
-        return set_routing(store, RoutingConfig(mode="canary", canary_weight=50.0), "tests")
+        routing = set_routing(store, RoutingConfig(mode="canary", canary_weight=50.0), "tests")
+    assert routing.updated_at is not None, "a routing is stamped"
+    began = routing.updated_at
+    _wait_for(
+        lambda: _scraped_since(fleet, began),
+        "a scrape of every replica after the release began",
+        lambda: fleet.prometheus.query(f'timestamp(up{{job="{MLSERVER_JOB}"}})'),
+    )
+    return routing
 
 
 def _wait_stored(fleet: Fleet, counters: ServingCounterStore) -> None:
@@ -292,7 +325,8 @@ def test_a_challenger_that_fails_nothing_passes_its_guards_on_promql_figures(
     assert decision["guards_source"] == "prometheus", f"the guards' source: {decision}"
     challenger = decision["decision"]["challenger"]
     assert (challenger["requests"], challenger["errors"]) == (2 * REQUESTS, 0), (
-        f"only this release's requests, none failed: {challenger}"
+        f"only this release's requests, none failed: {challenger}; "
+        f"the counters' samples: {_samples(fleet, CHALLENGER_MODEL)}"
     )
     guards = {each["metric"]: each["verdict"] for each in decision["decision"]["comparisons"]}
     assert guards == {

@@ -36,15 +36,16 @@ def test_every_query_selects_the_model_and_version_and_sums_over_every_replica()
     ):
         query = queries[name]
         assert query.startswith("sum by (model) ("), f"{name} is not summed per model: {query}"
-        assert f"{metric}{selector}[600s]" in query, f"{name} misses its series or range: {query}"
-        assert "offset 600s" in query, f"{name} does not start at the release's start: {query}"
+        assert f"{metric}{selector}[600000ms]" in query, f"{name}: its series or range: {query}"
+        assert "offset 600000ms" in query, f"{name} does not start at the release's start: {query}"
         assert "rate(" not in query and "increase(" not in query, (
             f"{name} would extrapolate, and lose a new series' first scrape: {query}"
         )
     for name, quantile in (("latency_p50_seconds", "0.5"), ("latency_p99_seconds", "0.99")):
         query = queries[name]
         assert query.startswith(f"histogram_quantile({quantile}, sum by (model, le) ("), query
-        assert f"telescore_serving_request_duration_seconds_bucket{selector}[600s]" in query, query
+        buckets = f"telescore_serving_request_duration_seconds_bucket{selector}[600000ms]"
+        assert buckets in query, query
 
 
 def test_a_series_born_in_the_range_counts_from_zero():
@@ -52,13 +53,17 @@ def test_a_series_born_in_the_range_counts_from_zero():
     growth = growth_since_start("x", 60)
     # then series alive at the start grow from their value then, the others from zero
     assert growth == (
-        "(max_over_time(x[60s]) - last_over_time(x[1h] offset 60s)) or max_over_time(x[60s])"
+        "(max_over_time(x[60000ms]) - last_over_time(x[1h] offset 60000ms))"
+        " or max_over_time(x[60000ms])"
     ), growth
 
 
-def test_a_release_younger_than_a_second_is_queried_over_one_second():
-    # given a release that began this very second / when queried / then over a valid range
-    assert "[1s]" in serving_queries("telemarketing", "1", 0)["requests"], "a 0s range is invalid"
+def test_a_release_starts_to_the_millisecond():
+    # given releases that began 2.3 s and 0 s ago / when queried
+    # then their start is not moved to a whole second (a replica first scraped in that second
+    # would count from zero the requests it served before), and a 0 s range is still valid
+    assert "offset 2300ms" in serving_queries("telemarketing", "1", 2.3)["requests"]
+    assert "[1ms]" in serving_queries("telemarketing", "1", 0)["requests"], "a 0s range is invalid"
 
 
 @pytest.mark.parametrize(
