@@ -1,7 +1,7 @@
 """Which slice of the calls should `telescore demo` stream? The offline loop, on every slice.
 
     nice -n 10 .venv/bin/python -m studies.demo_slice [--first 8000] [--last 41188]
-        [--step 200] [--windows 6] [--window-rows 400] [--params params.yaml]
+        [--step 200] [--windows 6] [--window-rows 400] [--request-rows 4] [--params params.yaml]
 
 The demo streams `--windows` windows of `--window-rows` calls, outcomes at once, through the
 live platform, its first champion trained on every call before the slice, under the shipped
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--windows", type=int, default=6)
     parser.add_argument("--window-rows", type=int, default=400)
+    parser.add_argument("--request-rows", type=int, default=4, help="rows per request, as the demo")
     parser.add_argument("--first", type=int, default=8000, help="smallest slice end")
     parser.add_argument("--last", type=int, default=None, help="largest slice end")
     parser.add_argument("--step", type=int, default=200)
@@ -67,7 +68,7 @@ def main() -> None:
     for end in range(args.last or len(frame), args.first, -args.step):
         start = end - length
         # The first champion learns the rows before the slice: `start` of `end` rows.
-        variant = StreamVariant(args.window_rows, 0, (start + 0.5) / end)
+        variant = StreamVariant(args.window_rows, 0, (start + 0.5) / end, args.request_rows)
         run = run_loop(History(frame.iloc[:end].reset_index(drop=True)), config, variant)
         rate = run.labels.mean()
         print(f"rows {start:,}-{end:,} (positive rate {rate:.2f}): {describe(run)}", flush=True)

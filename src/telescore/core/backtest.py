@@ -40,6 +40,7 @@ that share a model share their fits. Pure: no file, no service.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -78,6 +79,9 @@ class StreamVariant:
     window_rows: int
     label_delay_rows: int
     first_champion_fraction: float
+    request_rows: int = 20
+    """Rows per scoring request, as `telescore replay` sends them: a release's arms count
+    requests (`release.min_requests`), as MLServer does, not rows."""
 
     def first_rows(self, total: int) -> int:
         """Return the rows the first champion learns, of a history of `total` rows."""
@@ -402,7 +406,7 @@ class _Loop:
             ArmEvidence(
                 scores=scores,
                 labels=self.labels[labelled],
-                requests=end - start,
+                requests=math.ceil((end - start) / self.variant.request_rows),
                 errors=0,
                 latency_p50_ms=0.0,
                 latency_p99_ms=0.0,

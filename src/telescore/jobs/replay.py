@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from telescore.core.backtest import StreamVariant
 from telescore.core.features import split_features_label
 from telescore.core.prequential import StreamQuality, stream_quality
 from telescore.io import orchestrator
@@ -109,9 +110,10 @@ class ReplayConfig:
     """Rows per monitoring window."""
     label_delay_rows: int = 1000
     """Outcomes are reported once this many later rows have been scored."""
-    request_rows: int = 20
+    request_rows: int = StreamVariant.request_rows
     """Rows per V2 request: 100 requests a 2,000-row window, so that a release's error-rate
-    and latency guards (`release.min_requests`, 100 per arm) can be judged after one window."""
+    and latency guards (`release.min_requests`, 100 per arm) can be judged after one window.
+    The backtest counts a release's requests the same way."""
     monitor_by_deployment: bool = False
     """Run each window's monitor as a `monitor-telemarketing` deployment run on the worker,
     as the schedule does (about 25 s a window, most of it a new process importing Evidently,

@@ -202,3 +202,31 @@ def test_a_release_under_way_holds_the_scheduled_retrain_only_when_the_policy_sa
             each for each in run.runs if release.registered_after_window < each.after_window < end
         ]
         assert not during, f"no training run while {release} was under way: {during}"
+
+
+def test_a_release_counts_scoring_requests_not_rows(
+    frame: pd.DataFrame, plan_candidates: dict[str, LoopConfig]
+) -> None:
+    # given params.yaml (a release needs `min_requests`, 100, per arm) on 30,000 rows in
+    # windows of 1,000, scored 10 rows a request (100 a window) or 100 (10 a window)
+    history = History(frame.iloc[:30_000])
+    min_requests = plan_candidates["params"].release.min_requests
+    windows_needed = {rows: -(-min_requests * rows // 1000) for rows in (10, 100)}
+
+    # when its loop is played on each
+    decided = {
+        rows: [
+            each.decided_after_window - each.registered_after_window
+            for each in run_loop(
+                history, plan_candidates["params"], StreamVariant(1000, 250, 0.2, rows)
+            ).releases
+            if each.decided_after_window is not None and each.action != "replaced"
+        ]
+        for rows in (10, 100)
+    }
+
+    # then no release is decided before its arms served `min_requests` requests, however many
+    # rows they scored: one window of 10-row requests can decide, 100-row ones need ten
+    assert decided[10] and decided[100], f"releases decided on both streams: {decided}"
+    assert min(decided[10]) < windows_needed[100], f"small requests decide sooner: {decided}"
+    assert min(decided[100]) >= windows_needed[100], f"large requests wait: {decided}"

@@ -34,7 +34,10 @@ def test_the_demo_slice_releases_a_retrain_and_judges_it() -> None:
     document["training"]["data"]["sample_rows"] = None
     loop = resolve_candidate(document, "params", {})
     variant = StreamVariant(
-        config.clock.window_rows, config.clock.label_delay_rows, (first + 0.5) / last
+        config.clock.window_rows,
+        config.clock.label_delay_rows,
+        (first + 0.5) / last,
+        config.clock.request_rows,
     )
     assert variant.first_rows(last) == first, "the first champion learns the rows before it"
     # when the loop plays the slice offline
