@@ -47,10 +47,11 @@ def test_a_replay_on_a_slice_scores_monitors_releases_and_reports(
     tmp_path: Path, restored_environment: None
 ) -> None:
     # given the earliest rows of the real data and a replay config for a three-window slice,
-    # with params.yaml (a retrain after every 2nd window: once, after the second) releasing in
-    # the shadow, the mode a deployment may choose instead of params.yaml's `direct`
+    # with params.yaml releasing in the shadow, its retrain asked after every window (params.yaml
+    # asks every 3rd): once, after the second, when 1,500 outcomes are in (1,000 needed)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["training"]["release"]["mode"] = "shadow"
+    params["monitoring"]["policy"]["retrain_every_windows"] = 1
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     config = replay.ReplayConfig(

@@ -95,7 +95,7 @@ def test_the_patch_holds_only_the_changed_fields_and_makes_the_candidate(tmp_pat
     document: dict[str, Any] = yaml.safe_load(PARAMS.read_text())
     overrides = {
         "training": {"model": {"C": 0.01}, "split": {"holdout_rows": 2000}},
-        "monitoring": {"policy": {"retrain_every_windows": 3}},
+        "monitoring": {"policy": {"retrain_every_windows": 2}},
     }
     base = resolve_candidate(document, "params", {})
     candidate = resolve_candidate(document, "c", overrides)
@@ -107,7 +107,7 @@ def test_the_patch_holds_only_the_changed_fields_and_makes_the_candidate(tmp_pat
     # then only the changed fields are in it, under a comment
     expected = {
         "training": {"split": {"holdout_rows": 2000}},
-        "monitoring": {"policy": {"retrain_every_windows": 3}},
+        "monitoring": {"policy": {"retrain_every_windows": 2}},
     }
     assert patch == expected, f"only what changes: {patch}"
     text = path.read_text()
