@@ -815,7 +815,7 @@ def _print_simulation(result: simulation.SimulationResult, ctx: Context) -> None
             else (
                 "champion at once"
                 if each["promoted"]
-                else f"not released: {(each['promotion'] or '')[:200]}"
+                else f"not released: {each['promotion'] or 'no reason recorded'}"
             )
         )
         console.print(
