@@ -63,6 +63,10 @@ class StreamVariants(FrozenModel):
     """Or: that many windows later (0.25 of a 2,000-row window is 500 rows)."""
     first_champion_fraction: tuple[Share, ...] = Field(default=(0.2,), min_length=1)
     """Share of the history's earliest rows the first champion learns."""
+    request_rows: PositiveInt = StreamVariant.request_rows
+    """Rows per scoring request on every stream: a release's guards count requests
+    (`release.min_requests`), so a deployment whose app asks a few prospects at a time decides
+    its releases on fewer rows than the replay's 20 a request."""
 
     @model_validator(mode="after")
     def _one_delay(self) -> StreamVariants:
@@ -79,7 +83,7 @@ class StreamVariants(FrozenModel):
             else:
                 delays = list(self.label_delay_rows or (1000,))
             for delay in delays:
-                variants[StreamVariant(window, delay, first)] = None
+                variants[StreamVariant(window, delay, first, self.request_rows)] = None
         return list(variants)
 
 

@@ -45,6 +45,15 @@ def test_the_shipped_grid_resolves_every_candidate_against_params_yaml() -> None
     assert direct.retraining.data.production.enabled, "retrain_overrides applied to retraining"
     assert plan.grid.selection.release_modes == ("shadow", "canary"), "online tests only"
     assert len(plan.grid.variants.streams()) == 27, "3 windows x 3 delays x 3 first champions"
+    assert {each.request_rows for each in plan.grid.variants.streams()} == {20}, "the replay's"
+
+
+def test_a_grid_plays_its_streams_in_requests_of_its_own_size(tmp_path: Path) -> None:
+    # given a grid whose deployment scores 4 rows a request
+    path = _grid(tmp_path, "candidates: [{name: a}]\nvariants: {request_rows: 4}")
+    # when it is loaded / then every stream variant counts a release's requests of 4 rows
+    plan = load_backtest_plan(path, PARAMS)
+    assert {each.request_rows for each in plan.grid.variants.streams()} == {4}
 
 
 @pytest.mark.parametrize(
@@ -71,6 +80,7 @@ def test_the_shipped_grid_resolves_every_candidate_against_params_yaml() -> None
             "candidates: [{name: a}]\nvariants: {label_delay_rows: [10], label_delay_windows: [1]}",
             "label_delay_rows or label_delay_windows",
         ),
+        ("candidates: [{name: a}]\nvariants: {request_rows: 0}", "variants.request_rows"),
         ("candidates: [{name: a}]\nselection: {folds: 1}", "selection.folds"),
         ("candidates: [{name: a}, {name: a}]", "a repeated"),
         ("candidates: [{name: a, extends: b}, {name: b}]", "candidates.0.extends"),
